@@ -1,0 +1,34 @@
+"""Benchmarks that print figures (never timed tests).
+
+  python launch/benchmark.py optimizer   # Keras fit epoch: Optim4RL vs Adam
+  python launch/benchmark.py envs        # env steps/s, gridworlds and Catch
+  python launch/benchmark.py a2c         # A2C env steps/s, 1 and 10 seeds
+
+Each name dispatches to ``optim4rl_tf.benchmarks.<name>.run(argv)``.
+"""
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+NAMES = ("optimizer", "envs", "a2c", "meta")
+
+
+def main(argv):
+  if len(argv) < 2 or argv[1] not in NAMES:
+    print(__doc__)
+    print(f"usage: python launch/benchmark.py {{{'|'.join(NAMES)}}} [args]", file=sys.stderr)
+    return 2
+  try:
+    module = importlib.import_module(f"optim4rl_tf.benchmarks.{argv[1]}")
+  except ModuleNotFoundError as e:
+    print(f"benchmark {argv[1]!r} is not available in this checkout: {e}", file=sys.stderr)
+    return 2
+  module.run(argv[2:])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

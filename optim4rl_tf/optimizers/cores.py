@@ -1,0 +1,229 @@
+"""Pure, differentiable cores of the learned optimizers (notes §6.1-§6.4, paper Algorithm 1).
+
+Each core is written once and used by both faces: the Keras optimizers (``keras_optimizers.py``) and the
+meta-trainer. A core is a small object holding only sizes; all state lives in tensors passed in and out:
+
+  phi = core.init_meta_params(seed)                 # dict {npz key: np.ndarray}
+  state = core.init_state(param)                    # tuple of zeros, each of shape param.shape + (H,)
+  delta, state = core.update(phi, state, g, lr)     # delta has g's shape; differentiable w.r.t. phi
+
+The networks are coordinatewise: every scalar of ``g`` is an independent sequence with its own hidden
+state, so ``g`` may have any shape, including a leading unit axis. ``g`` enters under stop-gradient
+(Algorithm 1, line 1): the meta-gradient flows only through phi and the hidden-state chain.
+
+The meta-parameter dict uses the project's ``.npz`` keys with Keras ``GRUCell`` layout (``reset_after=True``,
+gate order z, r, h; ``bias[0]`` input biases, ``bias[1]`` recurrent biases) and Dense heads
+``<mlp>/dense_<i>/{kernel,bias}`` for the hidden layers and ``<mlp>/out/{kernel,bias}`` for the output.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+LEARNED_NAMES = ("optim4rl", "linear_optim", "l2lgd2")
+EPS = 1e-8  # Optim4RL's epsilon inside the square root (Algorithm 1).
+L2L_P = 10.0  # L2LGD² input preprocessing constant (notes §6.4).
+_LECUN_TRUNC_STD = 0.87962566103423978  # std of a standard normal truncated to ±2.
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shapes and initialisation (flax defaults, notes §0 and §13 item 2).
+
+def gru_shapes(prefix, input_dim, hidden_size):
+  """Shapes of a Keras GRUCell(reset_after=True) stored under ``prefix``."""
+  return {
+      f"{prefix}/kernel": (input_dim, 3 * hidden_size),
+      f"{prefix}/recurrent_kernel": (hidden_size, 3 * hidden_size),
+      f"{prefix}/bias": (2, 3 * hidden_size),
+  }
+
+
+def mlp_shapes(prefix, input_dim, mlp_dims, output_dim):
+  """Shapes of a ReLU MLP head ``input_dim -> mlp_dims -> output_dim`` stored under ``prefix``."""
+  shapes, fan_in = {}, input_dim
+  for i, width in enumerate(mlp_dims):
+    shapes[f"{prefix}/dense_{i}/kernel"] = (fan_in, width)
+    shapes[f"{prefix}/dense_{i}/bias"] = (width,)
+    fan_in = width
+  shapes[f"{prefix}/out/kernel"] = (fan_in, output_dim)
+  shapes[f"{prefix}/out/bias"] = (output_dim,)
+  return shapes
+
+
+def lecun_normal(shape, seed, fan_in=None):
+  """flax/Keras LeCun-normal: truncated normal (±2σ) with std sqrt(1/fan_in)/0.8796."""
+  fan_in = shape[0] if fan_in is None else fan_in
+  std = np.sqrt(1.0 / fan_in) / _LECUN_TRUNC_STD
+  return (std * tf.random.stateless_truncated_normal(shape, seed=seed)).numpy()
+
+
+def orthogonal(n, seed):
+  """An (n, n) orthogonal matrix (QR of a normal matrix, signs fixed by diag(R), like jax/Keras)."""
+  a = tf.random.stateless_normal((n, n), seed=seed, dtype=tf.float64).numpy()
+  q, r = np.linalg.qr(a)
+  return (q * np.sign(np.diag(r))).astype(np.float32)
+
+
+def init_from_shapes(shapes, seed):
+  """Initialises every entry of ``shapes`` like flax: kernels LeCun-normal, recurrent kernels as three
+  separately orthogonal (H, H) gate blocks, biases zero. ``seed`` is an int; entries get derived seeds."""
+  phi = {}
+  for i, (key, shape) in enumerate(sorted(shapes.items())):
+    sub = (int(seed) % (2**31), i)
+    if key.endswith("/bias"):
+      phi[key] = np.zeros(shape, np.float32)
+    elif key.endswith("/recurrent_kernel"):
+      h = shape[0]
+      blocks = [orthogonal(h, (sub[0], 1000 * (i + 1) + j)) for j in range(3)]
+      phi[key] = np.concatenate(blocks, axis=1)
+    else:
+      phi[key] = lecun_normal(shape, sub).astype(np.float32)
+  return phi
+
+
+# ----------------------------------------------------------------------------------------------------
+# The building blocks, on flat coordinates: x [N, in], h [N, H].
+
+def gru_step(phi, prefix, x, h):
+  """One Keras GRUCell(reset_after=True) step: returns h' [N, H].
+
+  z = σ(x Wz + bz + h Uz + cz); r = σ(x Wr + br + h Ur + cr); n = tanh(x Wh + bh + r ⊙ (h Uh + ch));
+  h' = z ⊙ h + (1 − z) ⊙ n   (flax's GRUCell, with Keras's extra recurrent biases for z and r).
+  """
+  kernel, rec, bias = phi[f"{prefix}/kernel"], phi[f"{prefix}/recurrent_kernel"], phi[f"{prefix}/bias"]
+  hidden = h.shape[-1]
+  if x.shape[-1] == 1:
+    xw = x * kernel + bias[0]  # [N, 1] * [1, 3H]: a broadcast instead of a matmul.
+  else:
+    xw = tf.matmul(x, kernel) + bias[0]
+  hw = tf.matmul(h, rec) + bias[1]
+  zr = tf.sigmoid(xw[:, :2 * hidden] + hw[:, :2 * hidden])
+  z, r = zr[:, :hidden], zr[:, hidden:]
+  n = tf.tanh(xw[:, 2 * hidden:] + r * hw[:, 2 * hidden:])
+  return n + z * (h - n)  # = z*h + (1-z)*n with one op fewer
+
+
+def mlp(phi, prefix, x, num_hidden_layers):
+  """ReLU MLP head: ``num_hidden_layers`` Dense+ReLU layers, then a linear ``out`` layer."""
+  for i in range(num_hidden_layers):
+    x = tf.nn.relu(tf.matmul(x, phi[f"{prefix}/dense_{i}/kernel"]) + phi[f"{prefix}/dense_{i}/bias"])
+  return tf.matmul(x, phi[f"{prefix}/out/kernel"]) + phi[f"{prefix}/out/bias"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The cores.
+
+class _Core:
+  """Shared plumbing: sizes, shapes, init, flattening to coordinates."""
+  name = None
+  num_states = 1
+
+  def __init__(self, mlp_dims=(16, 16), hidden_size=8):
+    self.mlp_dims = tuple(int(d) for d in mlp_dims)
+    self.hidden_size = int(hidden_size)
+    if any(d <= 0 for d in self.mlp_dims) or self.hidden_size <= 0:
+      raise ValueError(f"mlp_dims and hidden_size must be positive, got {mlp_dims}, {hidden_size}")
+
+  def meta_param_shapes(self):
+    """Dict {npz key: shape} of phi."""
+    raise NotImplementedError
+
+  def init_meta_params(self, seed=0):
+    """Fresh phi like the official code, deterministic in ``seed``: dict {key: float32 array}."""
+    return init_from_shapes(self.meta_param_shapes(), seed)
+
+  def num_meta_params(self):
+    return int(sum(np.prod(s) for s in self.meta_param_shapes().values()))
+
+  def init_state(self, param):
+    """Zero hidden states for a parameter tensor: a tuple of ``num_states`` tensors of shape
+    ``param.shape + (hidden_size,)``."""
+    shape = tf.concat([tf.shape(param), [self.hidden_size]], 0)
+    return tuple(tf.zeros(shape, param.dtype) for _ in range(self.num_states))
+
+  def update(self, phi, state, g, learning_rate=1.0):
+    """Returns ``(delta, new_state)`` for gradient ``g`` (any shape); delta = the parameter update."""
+    g = tf.stop_gradient(tf.convert_to_tensor(g))
+    shape = tf.shape(g)
+    flat_g = tf.reshape(g, [-1, 1])
+    flat_h = tuple(tf.reshape(h, [-1, self.hidden_size]) for h in state)
+    step, new_h = self._update_flat(phi, flat_h, flat_g)
+    delta = -learning_rate * tf.reshape(step, shape)
+    new_state = tuple(tf.reshape(h, tf.shape(old)) for h, old in zip(new_h, state))
+    return delta, new_state
+
+  def _update_flat(self, phi, flat_h, g):
+    """g [N, 1], hidden states [N, H] -> (step [N, 1] before the -lr factor, new hidden states)."""
+    raise NotImplementedError
+
+
+class Optim4RLCore(_Core):
+  """Optim4RL (Algorithm 1): Δθ = −α · sign(g)·exp(o1) / sqrt(exp(o2) + 1e-8),
+  o1 = MLP1(GRU1(h1, g)), o2 = MLP2(GRU2(h2, g²)). sign(0) = 0, so a zero gradient gives a zero update."""
+  name = "optim4rl"
+  num_states = 2
+
+  def meta_param_shapes(self):
+    h = self.hidden_size
+    shapes = {}
+    for i in (1, 2):
+      shapes.update(gru_shapes(f"rnn{i}", 1, h))
+      shapes.update(mlp_shapes(f"mlp{i}", h, self.mlp_dims, 1))
+    return shapes
+
+  def _update_flat(self, phi, flat_h, g):
+    h1 = gru_step(phi, "rnn1", g, flat_h[0])
+    h2 = gru_step(phi, "rnn2", tf.square(g), flat_h[1])
+    o1 = mlp(phi, "mlp1", h1, len(self.mlp_dims))
+    o2 = mlp(phi, "mlp2", h2, len(self.mlp_dims))
+    step = tf.sign(g) * tf.exp(o1) * tf.math.rsqrt(tf.exp(o2) + EPS)
+    return step, (h1, h2)
+
+
+class LinearOptimCore(_Core):
+  """LinearOptim (notes §6.3): Δθ = −α · (exp(o1)·g + exp(o2)·o3), (o1, o2, o3) = MLP(GRU(h, g))."""
+  name = "linear_optim"
+
+  def meta_param_shapes(self):
+    shapes = gru_shapes("rnn", 1, self.hidden_size)
+    shapes.update(mlp_shapes("mlp", self.hidden_size, self.mlp_dims, 3))
+    return shapes
+
+  def _update_flat(self, phi, flat_h, g):
+    h = gru_step(phi, "rnn", g, flat_h[0])
+    o = mlp(phi, "mlp", h, len(self.mlp_dims))
+    step = tf.exp(o[:, 0:1]) * g + tf.exp(o[:, 1:2]) * o[:, 2:3]
+    return step, (h,)
+
+
+def l2l_preprocess(g, p=L2L_P, eps=EPS):
+  """Andrychowicz et al.'s gradient preprocessing (notes §6.4): [N, 1] -> [N, 2]."""
+  ell = tf.math.log(tf.abs(g) + eps) / p
+  big = ell >= -1.0
+  first = tf.where(big, ell, -tf.ones_like(g))
+  second = tf.where(big, tf.sign(g), float(np.exp(p)) * g)
+  return tf.concat([first, second], axis=-1)
+
+
+class L2LGD2Core(_Core):
+  """L2LGD² (notes §6.4): Δθ = −α · exp(o) · g, o = MLP(GRU(h, preprocess(g)))."""
+  name = "l2lgd2"
+
+  def meta_param_shapes(self):
+    shapes = gru_shapes("rnn", 2, self.hidden_size)
+    shapes.update(mlp_shapes("mlp", self.hidden_size, self.mlp_dims, 1))
+    return shapes
+
+  def _update_flat(self, phi, flat_h, g):
+    h = gru_step(phi, "rnn", l2l_preprocess(g), flat_h[0])
+    o = mlp(phi, "mlp", h, len(self.mlp_dims))
+    return tf.exp(o) * g, (h,)
+
+
+CORES = {c.name: c for c in (Optim4RLCore, LinearOptimCore, L2LGD2Core)}
+
+
+def make_core(name, mlp_dims=(16, 16), hidden_size=8):
+  """Returns the core for ``name`` (one of ``LEARNED_NAMES``)."""
+  if name not in CORES:
+    raise ValueError(f"Unknown learned optimizer {name!r}; valid names: {', '.join(LEARNED_NAMES)}")
+  return CORES[name](mlp_dims=mlp_dims, hidden_size=hidden_size)

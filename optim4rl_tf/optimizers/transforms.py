@@ -1,0 +1,87 @@
+"""One optimizer interface for agents: classical and learned optimizers on lists of unit-batched tensors.
+
+An :class:`AgentOptimizer` is a pair of pure functions, in the spirit of optax:
+
+  state = opt.init(params)                       # params: list of tensors, any shapes (e.g. [U, ...])
+  updates, state = opt.update(grads, state)      # updates: list like params; apply theta + update
+
+Every optimizer here is coordinatewise, so a leading unit axis (seeds of an evaluation, units of pipeline
+training) batches for free. Elementwise gradient clipping (``grad_clip > 0``, notes §4.1/§6.1) is applied to
+the gradient before the optimizer, as in the official ``chain(clip, opt)``.
+
+For learned optimizers, ``update`` takes an optional ``phi`` (dict of meta-parameters) so the meta-trainer
+can pass the differentiable meta-parameters explicitly; by default the fixed ``opt.phi`` is used.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import tensorflow as tf
+
+from optim4rl_tf.optimizers import classical
+from optim4rl_tf.optimizers import cores
+from optim4rl_tf.optimizers import meta_params as meta_params_lib
+
+CLASSICAL = ("adam", "rmsprop")
+OPTIMIZER_NAMES = CLASSICAL + cores.LEARNED_NAMES
+
+
+class AgentOptimizer(NamedTuple):
+  """Pure optimizer functions; see the module docstring."""
+  name: str
+  init: Callable[[list], Any]
+  update: Callable[..., tuple]
+  phi: Optional[dict] = None
+  core: Optional[Any] = None
+
+
+def _clip(grads, grad_clip):
+  if grad_clip is None or grad_clip <= 0:
+    return list(grads)
+  return [tf.clip_by_value(g, -grad_clip, grad_clip) for g in grads]
+
+
+def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, mlp_dims=None,
+                         seed=0):
+  """Builds an :class:`AgentOptimizer`.
+
+  Args:
+    name: one of ``OPTIMIZER_NAMES`` (adam, rmsprop, optim4rl, linear_optim, l2lgd2).
+    learning_rate: float; for learned optimizers the multiplier alpha of notes §5.5/§10.
+    grad_clip: elementwise clip applied to gradients first; <= 0 disables it.
+    meta_params: learned optimizers only: path to an ``.npz`` file or dict of arrays. ``None`` initialises
+      phi from ``seed`` like the official code (an untrained learned optimizer).
+    mlp_dims: head sizes of the learned optimizer; ``None`` takes them from the file (or (16, 16)).
+    seed: int seed for a fresh phi.
+  """
+  if name not in OPTIMIZER_NAMES:
+    raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")
+  lr = float(learning_rate)
+  if name in CLASSICAL:
+    if meta_params:
+      raise ValueError(f"meta_params was given, but optimizer {name!r} is not a learned optimizer")
+    init_fn = classical.adam_init if name == "adam" else classical.rmsprop_init
+    update_fn = classical.adam_update if name == "adam" else classical.rmsprop_update
+
+    def init(params):
+      return [init_fn(p) for p in params]
+
+    def update(grads, state, phi=None):
+      del phi
+      out = [update_fn(s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
+      return [u for u, _ in out], [s for _, s in out]
+
+    return AgentOptimizer(name, init, update)
+
+  core, phi = meta_params_lib.resolve(name, meta_params, mlp_dims=mlp_dims, seed=seed)
+  phi = {k: tf.constant(v, tf.float32) for k, v in phi.items()}
+
+  def init(params):
+    return [core.init_state(p) for p in params]
+
+  def update(grads, state, phi=None):
+    phi = fixed_phi if phi is None else phi
+    out = [core.update(phi, s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
+    return [u for u, _ in out], [s for _, s in out]
+
+  fixed_phi = phi
+  return AgentOptimizer(name, init, update, phi=phi, core=core)

@@ -134,8 +134,8 @@ def test_gru_step_matches_keras_grucell(input_dim):
   x = rng.randn(5, input_dim).astype(np.float32)
   h = rng.randn(5, 8).astype(np.float32)
   expected, _ = cell(x, [h])
-  np.testing.assert_allclose(cores.gru_step(phi, "c", tf.constant(x), tf.constant(h)).numpy(),
-                             expected.numpy(), rtol=1e-5, atol=1e-6)
+  got = cores.gru_step(phi, "c", tf.constant(x.T), tf.constant(h.T)).numpy().T  # feature-major
+  np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", cores.LEARNED_NAMES)

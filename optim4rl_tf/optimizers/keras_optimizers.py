@@ -125,7 +125,7 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     phi = {k: v.value for k, v in self._meta_variables().items()}
     lr = tf.cast(learning_rate, variable.dtype)
     gradient = tf.cast(gradient, variable.dtype)
-    delta, new_hidden = self.core.update(phi, tuple(h.value for h in hidden), gradient, lr)
+    delta, new_hidden = self.core.compiled_update()(phi, tuple(h.value for h in hidden), gradient, lr)
     finite = tf.reduce_all(tf.math.is_finite(gradient))
     self.assign_add(variable, tf.where(finite, delta, tf.zeros_like(delta)))
     for h, new in zip(hidden, new_hidden):

@@ -1,0 +1,86 @@
+"""Result statistics as reported in the paper (notes §9, §4.3).
+
+* :func:`bootstrap_ci` -- percentile bootstrap confidence interval (default 90%) of the mean over runs;
+  the paper reports its half-width (high - low) / 2 as "±".
+* :func:`final_performance` -- a run's final performance: the mean of its last 20 logged returns.
+* :func:`summarize_final` -- both together over runs.
+"""
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+
+class CI(NamedTuple):
+  mean: float
+  low: float
+  high: float
+
+  @property
+  def half_width(self):
+    return 0.5 * (self.high - self.low)
+
+  def __str__(self):
+    return f"{self.mean:.4g} ± {self.half_width:.3g} (90% CI [{self.low:.4g}, {self.high:.4g}])"
+
+
+def bootstrap_means(values, num_resamples=10000, seed=0, axis=-1):
+  """Means of ``num_resamples`` resamples (with replacement) of ``values`` along ``axis``.
+
+  values: array [..., n] (runs on ``axis``). Returns [num_resamples, ...]. Seeded numpy generator.
+  """
+  x = np.moveaxis(np.asarray(values, np.float64), axis, -1)
+  n = x.shape[-1]
+  if n == 0:
+    raise ValueError("bootstrap needs at least one value")
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, n, size=(num_resamples, n))
+  return np.moveaxis(x[..., idx].mean(axis=-1), -1, 0)
+
+
+def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
+  """Percentile bootstrap CI of the mean over runs.
+
+  Args:
+    values: 1-D array of per-run numbers (or an array with runs on ``axis``; then every other index gets
+      its own interval, e.g. one per logged step for a CI band).
+    confidence: coverage, 0.9 = the paper's 90% interval.
+    num_resamples: bootstrap resamples.
+    seed: numpy seed (deterministic results).
+
+  Returns:
+    :class:`CI` (mean, low, high) of floats for 1-D input, else a CI of arrays.
+  """
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+  x = np.asarray(values, np.float64)
+  if x.size == 0:
+    raise ValueError("bootstrap_ci needs at least one value")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("bootstrap_ci got non-finite values")
+  means = bootstrap_means(x, num_resamples, seed, axis)
+  alpha = 100.0 * (1.0 - confidence) / 2.0
+  low, high = np.percentile(means, [alpha, 100.0 - alpha], axis=0)
+  mean = np.moveaxis(x, axis, -1).mean(axis=-1)
+  if x.ndim == 1:
+    return CI(float(mean), float(low), float(high))
+  return CI(mean, low, high)
+
+
+def final_performance(returns, last=20):
+  """Mean of the last ``last`` logged returns of one run (1-D sequence in logging order)."""
+  r = np.asarray(returns, np.float64).reshape(-1)
+  if r.size == 0:
+    return float("nan")
+  return float(r[-last:].mean())
+
+
+def summarize_final(returns_per_run: Sequence[Sequence[float]], last=20, confidence=0.9,
+                    num_resamples=10000, seed=0):
+  """(per-run final performances, CI of their mean over runs). Runs without any logged return are
+  left out of the interval (a ValueError if none has one)."""
+  finals = np.array([final_performance(r, last) for r in returns_per_run])
+  ok = finals[np.isfinite(finals)]
+  if ok.size == 0:
+    raise ValueError("no run has a logged return")
+  return finals, bootstrap_ci(ok, confidence, num_resamples, seed)

@@ -1,0 +1,43 @@
+"""Meta-trains a learned optimizer with MetaA2C (pipeline training) and writes phi.npz.
+
+  python launch/meta_train.py --config=configs/meta_a2c.py:catch --workdir=runs/meta_catch
+  python launch/meta_train.py --config=configs/meta_a2c.py:big_dense_long --config.chunk_size=64 \
+      --config.meta_lr=1e-4 --workdir=runs/meta_bdl
+
+Killed runs resume from the last checkpoint when started again with the same --workdir.
+See configs/meta_a2c.py for the variants and fields, optim4rl_tf.meta.run for the outputs.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/meta_a2c.py:catch.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, phi.npz).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/meta_a2c.py:catch")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
+  from optim4rl_tf.meta import run
+  from optim4rl_tf.meta import trainer
+  try:
+    run.meta_train(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, trainer.NonFiniteError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

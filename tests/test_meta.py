@@ -1,0 +1,237 @@
+"""MetaA2C: reset schedule, meta-gradient vs finite differences, chunking, NaN guard, resume."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import meta_a2c as meta_configs
+from optim4rl_tf.agents import a2c
+from optim4rl_tf.meta import meta_a2c
+from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import trainer as trainer_lib
+
+
+def tiny_config(num_units=4, iterations=3, **overrides):
+  c = meta_configs.get_config("catch")
+  c.tasks[0].num_units = num_units
+  c.rollout_steps = 5
+  c.inner_updates = 2
+  c.num_iterations = iterations
+  c.reset_interval = 2
+  c.optimizer.mlp_dims = (4,)
+  c.checkpoint_every = 1
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+# --- the reset schedule (notes §5.2) ---------------------------------------------------------------
+
+def test_reset_indices_follow_linspace():
+  r = pipeline.reset_indices(512, 72)
+  np.testing.assert_array_equal(r, np.linspace(0, 71, 512).astype(np.int32))
+  assert r[0] == 0 and r[1] == 0 and r[-1] == 71 and r[-2] == 70
+  counts = np.bincount(r, minlength=72)
+  assert counts.min() >= 1 and counts.max() <= 8
+  assert np.sum(np.bincount(pipeline.reset_indices(512, 576), minlength=576) == 0) > 0  # unused phases
+  np.testing.assert_array_equal(pipeline.reset_indices(5, 3), [0, 0, 1, 1, 2])
+  assert np.all(pipeline.reset_indices(7, -1) == -1)
+
+
+@pytest.mark.parametrize("n,m", [(5, 3), (64, 32), (512, 72)])
+def test_reset_mask_is_the_t_minus_1_mod_m_rule(n, m):
+  r = pipeline.reset_indices(n, m)
+  for t in range(1, 3 * m + 2):
+    mask = pipeline.reset_mask(t, r, m).numpy()
+    expected = np.array([(t - 1) % m == r[j] for j in range(n)])
+    np.testing.assert_array_equal(mask, expected)
+  # Every unit is reset exactly once per m iterations; at t = 1 exactly the r_j = 0 units.
+  total = sum(pipeline.reset_mask(t, r, m).numpy().astype(int) for t in range(1, m + 1))
+  assert np.all(total == 1)
+  np.testing.assert_array_equal(pipeline.reset_mask(1, r, m).numpy(), r == 0)
+  assert not np.any(pipeline.reset_mask(4, pipeline.reset_indices(n, -1), -1).numpy())
+
+
+def test_outer_iteration_resets_exactly_the_scheduled_units():
+  config = tiny_config(num_units=5)
+  config.reset_interval = 3
+  trainer = trainer_lib.MetaTrainer(config)
+  task, core = trainer.tasks[0], trainer.core
+  units = trainer.units[0].read()
+  # Give every unit a non-zero hidden state so a reset is visible.
+  units = units._replace(hidden=tuple(h + 1.0 for h in units.hidden))
+  key = tf.constant([3, 4])
+  for t in (1, 2, 3, 4):
+    out = meta_a2c.reset_units(task, core, units, t, key)
+    expected = pipeline.reset_indices(5, 3) == (t - 1) % 3
+    fresh = meta_a2c.fresh_units(task, core, key)
+    for j in range(5):
+      same_as_fresh = all(np.array_equal(o[j], f[j]) for o, f in zip(out.params, fresh.params))
+      same_as_old = all(np.array_equal(o[j], u[j]) for o, u in zip(out.params, units.params))
+      assert (same_as_fresh, same_as_old) == ((True, False) if expected[j] else (False, True))
+      assert np.all(out.hidden[0].numpy()[:, j] == (0.0 if expected[j] else 1.0))
+
+
+# --- the meta-gradient ------------------------------------------------------------------------------
+
+def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
+  """d meta-loss / d phi with the rollout data (and hence every g_k) held fixed, in float64."""
+  config = tiny_config(num_units=2)
+  trainer = trainer_lib.MetaTrainer(config)
+  task, core = trainer.tasks[0], trainer.core
+  phi32 = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
+  units = trainer.units[0].read()
+  _, grads32, _, _, val_traj = meta_a2c.inner_loop(task, core, phi32, units, tf.constant([7, 8]))
+
+  f64 = lambda x: tf.cast(x, tf.float64)
+  # Non-zero biases keep every ReLU of the heads away from its kink (zero biases and zero hidden states
+  # would put pre-activations exactly at 0, where finite differences are one-sided).
+  noise = np.random.RandomState(1)
+  phi0 = {k: v.numpy().astype(np.float64) + (0.1 * noise.randn(*v.shape) if k.endswith("bias") else 0.0)
+          for k, v in phi32.items()}
+  grads = [f64(g) for g in grads32]
+  hidden0 = tuple(f64(h) for h in units.hidden)
+  theta0 = meta_a2c.flatten_units([f64(p) for p in units.params])
+  traj = val_traj._replace(obs=f64(val_traj.obs), rewards=f64(val_traj.rewards), dones=f64(val_traj.dones))
+  apply64 = lambda p, o: task.net.apply(p, tf.cast(o, tf.float64))
+  like = [f64(p) for p in units.params]
+
+  def theta_m(phi):
+    hidden, theta = hidden0, theta0
+    for g in grads:
+      delta, hidden = core.update_feature_major(phi, hidden, g, task.learning_rate)
+      theta = theta + delta
+    return theta
+
+  hp = task.hparams
+  u, t1 = traj.obs.shape[0], traj.obs.shape[1]
+
+  def forward(phi):  # logits [U, T, A], values [U, T+1] of the validation data (one env per unit)
+    obs = tf.reshape(traj.obs, [u, t1] + list(traj.obs.shape[3:]))
+    logits, values = apply64(meta_a2c.unflatten_units(theta_m(phi), like), obs)
+    return logits[:, :-1], values
+
+  # The A2C loss's stop-gradient terms (TD target and the actor's TD weight) are frozen at phi0, so the
+  # finite differences see exactly the function whose gradient the meta-trainer follows (notes §4.2).
+  _, v0 = forward({k: tf.constant(v) for k, v in phi0.items()})
+  rewards, dones = traj.rewards[:, :, 0], traj.dones[:, :, 0]
+  target = a2c.lambda_returns(rewards, hp.discount * (1.0 - dones), v0, hp.gae_lambda)
+  td0 = target - v0[:, :-1]
+
+  def meta_loss(phi):
+    logits, values = forward(phi)
+    log_pi = tf.nn.log_softmax(logits)
+    log_pi_a = tf.gather(log_pi, traj.actions[:, :, 0], batch_dims=2)
+    actor = -tf.reduce_mean(log_pi_a * td0, axis=1)
+    critic = hp.critic_weight * tf.reduce_mean(tf.square(target - values[:, :-1]), axis=1)
+    entropy = -tf.reduce_mean(tf.reduce_sum(tf.exp(log_pi) * log_pi, -1), axis=1)
+    return tf.reduce_mean(actor + critic - hp.entropy_weight * entropy)
+
+  params_m = meta_a2c.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
+  _, _, g_m = a2c.loss_and_grads(apply64, params_m, traj, task.hparams)
+  cotangent = meta_a2c.flatten_units(g_m) / task.num_units
+  analytic = meta_a2c.meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0,
+                                    grads, cotangent)
+  rng = np.random.RandomState(0)
+  checked = 0
+  for key in ["rnn1/kernel", "rnn1/recurrent_kernel", "rnn2/kernel", "rnn2/bias", "mlp1/dense_0/kernel",
+              "mlp1/out/kernel", "mlp2/out/bias", "mlp2/dense_0/bias"]:
+    for _ in range(2):
+      idx = tuple(rng.randint(s) for s in phi0[key].shape)
+      eps = 1e-5
+      plus = {k: v.copy() for k, v in phi0.items()}
+      minus = {k: v.copy() for k, v in phi0.items()}
+      plus[key][idx] += eps
+      minus[key][idx] -= eps
+      numeric = (meta_loss(plus).numpy() - meta_loss(minus).numpy()) / (2 * eps)
+      got = analytic[key].numpy()[idx]
+      assert abs(got - numeric) <= 1e-7 + 1e-3 * abs(numeric), (key, idx, got, numeric)
+      checked += abs(numeric) > 1e-9
+  assert checked >= 8  # the check is not vacuous
+
+
+def test_chunked_and_unchunked_meta_gradients_agree():
+  config = tiny_config(num_units=8)
+  trainer = trainer_lib.MetaTrainer(config)
+  task, core = trainer.tasks[0], trainer.core
+  phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
+  units = trainer.units[0].read()
+  _, grads, cotangent, _, _ = meta_a2c.inner_loop(task, core, phi, units, tf.constant([1, 2]))
+  whole = meta_a2c.meta_gradient(task, core, phi, units.hidden, grads, cotangent)
+  chunked = meta_a2c.meta_gradient(task._replace(chunk_size=2), core, phi, units.hidden, grads, cotangent)
+  for k in whole:
+    np.testing.assert_allclose(chunked[k].numpy(), whole[k].numpy(), rtol=2e-4, atol=1e-9)
+  assert any(np.abs(whole[k].numpy()).max() > 0 for k in whole)
+  with pytest.raises(ValueError, match="must divide"):
+    meta_a2c.meta_gradient(task._replace(chunk_size=3), core, phi, units.hidden, grads, cotangent)
+
+
+# --- long runs: NaN guard, checkpoints, resume ---------------------------------------------------
+
+def _poison_iteration(monkeypatch, bad_iterations):
+  original = trainer_lib.MetaTrainer._combine
+
+  def poisoned(self, task_grads):
+    grads, norm = original(self, task_grads)
+    t = self.iteration + 1
+    hit = tf.reduce_any(tf.equal(t, tf.constant(bad_iterations, tf.int64)))
+    poison = tf.where(hit, tf.constant(np.nan, tf.float32), 0.0)
+    return [g + poison for g in grads], norm
+
+  monkeypatch.setattr(trainer_lib.MetaTrainer, "_combine", poisoned)
+
+
+def _load_checkpoint_phi(workdir, keys):
+  reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith("phi/"))
+  return [reader.get_tensor(n) for n in names]
+
+
+def test_nan_meta_gradient_is_skipped_and_never_saved(tmp_path, monkeypatch):
+  _poison_iteration(monkeypatch, [2])
+  workdir = str(tmp_path / "run")
+  trainer = trainer_lib.MetaTrainer(tiny_config(num_units=2, iterations=3), workdir)
+  history = []
+  trainer.train(lambda t, m: history.append((t, m["meta/applied"], trainer.meta_params())))
+  assert [h[1] for h in history] == [1.0, 0.0, 1.0]
+  assert int(trainer.skipped_total.numpy()) == 1
+  phi_1, phi_2 = history[0][2], history[1][2]
+  assert all(np.array_equal(phi_1[k], phi_2[k]) for k in phi_1)  # the skipped update was not applied
+  for path in tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints")).all_model_checkpoint_paths:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      value = reader.get_tensor(name)
+      if np.issubdtype(np.asarray(value).dtype, np.floating):
+        assert np.all(np.isfinite(value)), (path, name)
+
+
+def test_too_many_consecutive_nans_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):
+  _poison_iteration(monkeypatch, [2, 3, 4, 5])
+  workdir = str(tmp_path / "run")
+  trainer = trainer_lib.MetaTrainer(tiny_config(num_units=2, iterations=6, max_nonfinite=2), workdir)
+  with pytest.raises(trainer_lib.NonFiniteError, match="2 consecutive outer iterations"):
+    trainer.train()
+  manager_dir = os.path.join(workdir, "checkpoints")
+  latest = tf.train.latest_checkpoint(manager_dir)
+  assert latest.endswith("ckpt-1")
+  good = trainer_lib.MetaTrainer(tiny_config(num_units=2, iterations=6, max_nonfinite=2), workdir)
+  assert int(good.iteration.numpy()) == 1
+
+
+def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
+  config = tiny_config(num_units=2, iterations=4)
+  straight = trainer_lib.MetaTrainer(config, str(tmp_path / "a"))
+  expected = straight.train()
+  first = trainer_lib.MetaTrainer(config, str(tmp_path / "b"))
+  first.run_iteration()
+  first.run_iteration()
+  first.save()
+  first.run_iteration()  # progress after the checkpoint is lost, as with a SIGKILL
+  del first
+  resumed = trainer_lib.MetaTrainer(config, str(tmp_path / "b"))
+  assert int(resumed.iteration.numpy()) == 2
+  got = resumed.train()
+  for k in expected:
+    np.testing.assert_array_equal(got[k], expected[k])

@@ -41,6 +41,7 @@ def get_config(variant="catch"):
   c.meta_grad_clip = -1.0
   c.meta_grad_norm = 0.5
   c.max_norm = -1.0                  # per-task normalisation of the meta-gradient (grid6 sweep only)
+  c.num_units = 0                    # > 0: overrides every task's num_units (handy on the command line)
   c.pipeline = pipeline
   c.train_steps = 500_000
   c.num_iterations = 0               # 0: floor(train_steps / (n * rollout_steps * (M + 1)))
@@ -72,13 +73,16 @@ def get_config(variant="catch"):
     c.reset_interval = 72
     c.train_steps = 30_000_000
     c.chunk_size = 64
+    # §9: (idx-1) = r + 4*(l + 6*(c + 2*q)): reset interval, meta lr, meta-grad clip (1.0, off), max_norm.
     c.sweep.reset_interval = [72, 144, 288, 576]
     c.sweep.meta_lr = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+    c.sweep.meta_grad = ["grad_clip_1.0", "none"]
     c.sweep.max_norm = [0.5, -1.0]
   else:
     raise ValueError(f"Unknown meta_a2c variant {variant!r}; valid: catch, small_dense_long, "
                      "big_dense_long, grid6, each optionally with the suffix _nopipe")
   if not pipeline:
     c.sweep.reset_interval = []
-  c.sweep.meta_grad = ["grad_norm_0.5", "grad_clip_1.0"]
+  if "meta_grad" not in c.sweep:
+    c.sweep.meta_grad = ["grad_norm_0.5", "grad_clip_1.0"]
   return c

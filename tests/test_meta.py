@@ -235,3 +235,36 @@ def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
   got = resumed.train()
   for k in expected:
     np.testing.assert_array_equal(got[k], expected[k])
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path):
+  """A real process killed with SIGKILL right after its second checkpoint, then started again."""
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = str(tmp_path / "killed")
+  flags = ["--config=" + os.path.join(root, "configs/meta_a2c.py") + ":catch", f"--workdir={workdir}",
+           "--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2",
+           "--config.num_iterations=5", "--config.reset_interval=2", "--config.optimizer.mlp_dims=(4,)",
+           "--config.checkpoint_every=1"]
+  cmd = [sys.executable, os.path.join(root, "launch/meta_train.py")] + flags
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  target = os.path.join(workdir, "checkpoints", "ckpt-2.index")
+  deadline = time.time() + 240
+  while not os.path.exists(target) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert os.path.exists(target), "the run never reached its second checkpoint"
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "resuming" in done.stdout
+  config = tiny_config(num_units=2, iterations=5)
+  expected = trainer_lib.MetaTrainer(config, str(tmp_path / "straight")).train()
+  with np.load(os.path.join(workdir, "phi.npz")) as got:
+    for k in expected:
+      np.testing.assert_array_equal(got[k], expected[k])

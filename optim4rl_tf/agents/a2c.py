@@ -211,8 +211,11 @@ def apply_updates(params, updates):
   return [p + u for p, u in zip(params, updates)]
 
 
-def a2c_update(net, env, opt, hparams, num_steps, num_units, state):
+def a2c_update(net, env, opt, hparams, num_steps, num_units, state, grad_probe=None):
   """One A2C iteration (§4.2) on all units: rollout, losses, env-averaged gradient, clip + optimizer.
+
+  ``grad_probe``: optional ``fn(grads) -> [U, C]`` applied to the env-averaged gradient before clipping
+  and the optimizer (gradient collection, notes §8); its result is ``metrics["grad_probe"]``.
 
   Returns (new :class:`A2CState`, metrics dict of [U] tensors, see ``METRIC_NAMES``).
   """
@@ -221,10 +224,12 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state):
                                  num_steps, num_units)
   ep_return, ret_sum, ret_count = episode_returns(state.ep_return, traj.rewards, traj.dones)
   _, metrics, grads = loss_and_grads(net.apply, state.params, traj, hparams)
-  updates, opt_state = opt.update(grads, state.opt_state)
+  updates, opt_state = opt.update(grads, state.opt_state, params=state.params)
   params = apply_updates(state.params, updates)
   metrics = dict(metrics, return_sum=ret_sum, return_count=ret_count, grad_norm=unit_norm(grads),
                  update_norm=unit_norm(updates))
+  if grad_probe is not None:
+    metrics["grad_probe"] = grad_probe(grads)
   new_state = A2CState(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
                        ep_return=ep_return, iteration=state.iteration + 1, key=state.key)
   return new_state, metrics
@@ -233,16 +238,21 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state):
 class Trainer(NamedTuple):
   init: Any    # (seed: int, unit_keys=None) -> A2CState
   run: Any     # (state, num_iterations: int32 scalar) -> (state, {metric: [K, U]})
+  #              (with a grad_probe, also "grad_probe": [K, U, C])
   net: Any
   env: Any
   opt: Any
 
 
-def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False):
+def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False, grad_probe=None,
+                 probe_size=0):
   """Builds init and a ``tf.function`` running K A2C iterations per call (a ``tf.while_loop``).
 
   ``env.num_envs`` must be a multiple of ``num_units`` (B = num_envs / U envs per unit).
   ``run(state, k)`` takes k as a tensor, so changing the chunk size does not retrace.
+  ``grad_probe`` (``fn(grads) -> [U, probe_size]``, see :func:`a2c_update`): ``run`` also returns
+  ``"grad_probe"`` [K, U, probe_size], e.g. the sub-sampled gradients of :mod:`optim4rl_tf.analysis.collect`.
+  Without it nothing extra is computed.
   """
   if env.num_envs % num_units:
     raise ValueError(f"env.num_envs={env.num_envs} is not a multiple of num_units={num_units}")
@@ -260,16 +270,20 @@ def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False
                     ep_return=tf.zeros([num_units, envs_per_unit]), iteration=tf.constant(0, tf.int32),
                     key=tf.random.experimental.stateless_fold_in(key, 1 << 21))
 
-  step = lambda s: a2c_update(net, env, opt, hparams, num_steps, num_units, s)
+  step = lambda s: a2c_update(net, env, opt, hparams, num_steps, num_units, s, grad_probe=grad_probe)
+  names = METRIC_NAMES + (("grad_probe",) if grad_probe is not None else ())
 
   @tf.function(jit_compile=jit_compile, reduce_retracing=True)
   def run(state, num_iterations):
     tas = {k: tf.TensorArray(tf.float32, size=num_iterations, element_shape=[num_units])
            for k in METRIC_NAMES}
+    if grad_probe is not None:
+      tas["grad_probe"] = tf.TensorArray(tf.float32, size=num_iterations,
+                                         element_shape=[num_units, probe_size])
 
     def body(i, state, tas):
       state, metrics = step(state)
-      tas = {k: tas[k].write(i, tf.cast(metrics[k], tf.float32)) for k in METRIC_NAMES}
+      tas = {k: tas[k].write(i, tf.cast(metrics[k], tf.float32)) for k in names}
       return i + 1, state, tas
 
     _, state, tas = tf.while_loop(lambda i, *_: i < num_iterations, body, (tf.constant(0), state, tas))

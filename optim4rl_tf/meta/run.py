@@ -33,12 +33,13 @@ def validate_config(config):
     raise ValueError("config.tasks is empty: give at least one task")
   for i, task in enumerate(config.tasks):
     cc.check_choice(f"tasks[{i}].env_name", task.env_name, envs_lib.ENV_NAMES)
-    cc.check_positive_int(f"tasks[{i}].num_units", task.num_units)
+    cc.check_positive_int(f"tasks[{i}].num_units", trainer_lib.task_units(config, task))
     cc.check_positive(f"tasks[{i}].learning_rate", task.learning_rate)
     cc.check_positive(f"tasks[{i}].reward_scale", task.reward_scale)
     chunk = int(config.chunk_size)
-    if 0 < chunk < task.num_units and task.num_units % chunk:
-      raise ValueError(f"chunk_size={chunk} must divide tasks[{i}].num_units={task.num_units}")
+    n = trainer_lib.task_units(config, task)
+    if 0 < chunk < n and n % chunk:
+      raise ValueError(f"chunk_size={chunk} must divide the number of units of tasks[{i}] ({n})")
   cc.check_positive_int("rollout_steps", config.rollout_steps)
   cc.check_positive_int("inner_updates", config.inner_updates)
   cc.check_positive("meta_lr", config.meta_lr)
@@ -88,7 +89,8 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
   trainer = trainer_lib.MetaTrainer(config, workdir)
   start_it = int(trainer.iteration.numpy())
-  steps_per_it = sum(t.num_units * config.rollout_steps * (config.inner_updates + 1) for t in config.tasks)
+  steps_per_it = sum(trainer_lib.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
+                     for t in config.tasks)
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
   progress = logging_lib.Progress(total, every_secs=10.0, prefix="meta ", rate_scale=steps_per_it,

@@ -65,8 +65,13 @@ def num_iterations(config):
   """T = floor(train_steps / macro_step), macro_step = n * rollout_steps * (M + 1) (§5.8)."""
   if config.num_iterations > 0:
     return int(config.num_iterations)
-  macro = config.tasks[0].num_units * config.rollout_steps * (config.inner_updates + 1)
+  macro = task_units(config, config.tasks[0]) * config.rollout_steps * (config.inner_updates + 1)
   return int(config.train_steps // macro)
+
+
+def task_units(config, spec):
+  """A task's number of units (``config.num_units`` > 0 overrides every task's own)."""
+  return int(config.num_units) if config.get("num_units", 0) > 0 else int(spec.num_units)
 
 
 def build_tasks(config):
@@ -75,13 +80,14 @@ def build_tasks(config):
                            critic_weight=config.critic_weight, entropy_weight=config.entropy_weight)
   tasks = []
   for spec in config.tasks:
-    env = envs.make(spec.env_name, spec.num_units, reward_scale=spec.reward_scale)
+    n = task_units(config, spec)
+    env = envs.make(spec.env_name, n, reward_scale=spec.reward_scale)
     net = networks.make_network(spec.env_name, env.obs_shape, env.num_actions)
     interval = config.reset_interval if config.pipeline else -1
     tasks.append(meta_a2c.Task(
-        name=spec.env_name, env=env, net=net, num_units=spec.num_units,
+        name=spec.env_name, env=env, net=net, num_units=n,
         learning_rate=float(spec.learning_rate), grad_clip=float(config.agent_grad_clip),
-        reset_indices=tf.constant(pipeline.reset_indices(spec.num_units, interval)),
+        reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
         reset_interval=int(interval), hparams=hparams, rollout_steps=config.rollout_steps,
         inner_updates=config.inner_updates, chunk_size=config.chunk_size))
   return tasks

@@ -20,6 +20,7 @@ import numpy as np
 
 from optim4rl_tf import _version
 from optim4rl_tf.optimizers import cores
+from optim4rl_tf.optimizers import star as star_lib
 
 META_KEY = "__meta__"
 
@@ -30,6 +31,8 @@ def save(path, core, phi):
   validate(core, arrays, source="phi to save")
   meta = {"optimizer": core.name, "mlp_dims": list(core.mlp_dims), "hidden_size": core.hidden_size,
           "version": _version.__version__}
+  if hasattr(core, "meta_info"):  # STAR: its constants (nominal step size, decays ...) travel with phi
+    meta.update(core.meta_info())
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -110,8 +113,11 @@ def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
   Returns:
     ``(core, phi)`` with phi a dict of float32 numpy arrays.
   """
+  if name == star_lib.NAME:
+    return _resolve_star(meta_params, mlp_dims, seed)
   if name not in cores.CORES:
-    raise ValueError(f"Unknown learned optimizer {name!r}; valid names: {', '.join(cores.LEARNED_NAMES)}")
+    raise ValueError(f"Unknown learned optimizer {name!r}; valid names: "
+                     f"{', '.join(cores.LEARNED_NAMES + (star_lib.NAME,))}")
   if meta_params is None or (isinstance(meta_params, str) and not meta_params):
     core = cores.make_core(name, (16, 16) if mlp_dims is None else mlp_dims,
                            8 if hidden_size is None else hidden_size)
@@ -142,5 +148,39 @@ def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
   else:
     raise ValueError(f"meta_params must be None, a path or a dict of arrays, got {type(meta_params)}")
   core = cores.make_core(name, mlp_dims, hidden_size)
+  validate(core, arrays, source=source)
+  return core, arrays
+
+
+def _resolve_star(meta_params, mlp_dims, seed):
+  """``resolve`` for STAR: the core's constants come from the file's ``__meta__`` (or the defaults of
+  notes §6.5); ``mlp_dims`` None means (4, 4) or the file's. STAR has no recurrent hidden size."""
+  want = None if mlp_dims is None else tuple(int(d) for d in mlp_dims)
+  if meta_params is None or (isinstance(meta_params, str) and not meta_params):
+    core = star_lib.make_core({"mlp_dims": want})
+    return core, core.init_meta_params(seed)
+  if isinstance(meta_params, (str, os.PathLike)):
+    source = repr(os.fspath(meta_params))
+    meta, arrays = load(meta_params)
+    if meta.get("optimizer") != star_lib.NAME:
+      raise ValueError(f"Meta-parameter file {source} was made for optimizer {meta.get('optimizer')!r}, "
+                       f"not {star_lib.NAME!r}")
+    file_dims = tuple(meta.get("mlp_dims", star_lib.DEFAULT_OPTIONS["mlp_dims"]))
+    if want is not None and want != file_dims:
+      raise ValueError(f"Meta-parameter file {source} has mlp_dims={list(file_dims)}, but "
+                       f"mlp_dims={list(want)} was requested")
+    core = star_lib.make_core(dict(meta, mlp_dims=file_dims))
+  elif isinstance(meta_params, dict):
+    source = "meta_params dict"
+    arrays = {k: np.asarray(v, np.float32) for k, v in meta_params.items() if k != META_KEY}
+    if want is None:  # widths of the hidden layers from mlp/w1, mlp/w2, ... (mlp/w0 is 39 x width)
+      dims, i = [], 0
+      while f"mlp/w{i + 1}" in arrays:
+        dims.append(int(np.shape(arrays[f"mlp/w{i}"])[1]))
+        i += 1
+      want = tuple(dims) if dims else None
+    core = star_lib.make_core({"mlp_dims": want})
+  else:
+    raise ValueError(f"meta_params must be None, a path or a dict of arrays, got {type(meta_params)}")
   validate(core, arrays, source=source)
   return core, arrays

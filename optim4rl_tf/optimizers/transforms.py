@@ -3,7 +3,7 @@
 An :class:`AgentOptimizer` is a pair of pure functions, in the spirit of optax:
 
   state = opt.init(params)                       # params: list of tensors, any shapes (e.g. [U, ...])
-  updates, state = opt.update(grads, state)      # updates: list like params; apply theta + update
+  updates, state = opt.update(grads, state, params=params)   # updates: list like params; theta + update
 
 Every optimizer here is coordinatewise, so a leading unit axis (seeds of an evaluation, units of pipeline
 training) batches for free. Elementwise gradient clipping (``grad_clip > 0``, notes §4.1/§6.1) is applied to
@@ -11,6 +11,11 @@ the gradient before the optimizer, as in the official ``chain(clip, opt)``.
 
 For learned optimizers, ``update`` takes an optional ``phi`` (dict of meta-parameters) so the meta-trainer
 can pass the differentiable meta-parameters explicitly; by default the fixed ``opt.phi`` is used.
+
+``params`` (the current parameters) is required by STAR only (its update reads the parameters and returns
+new ones; the update returned here is ``new_params - params``, exact in float for all but tiny
+parameters). The others ignore it. STAR normalises its features per parameter tensor: with
+``unit_axis=True`` (the default: agents here are unit-batched [U, ...]) every unit is a separate agent.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -20,9 +25,11 @@ import tensorflow as tf
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
+from optim4rl_tf.optimizers import star as star_lib
 
 CLASSICAL = ("adam", "rmsprop")
-OPTIMIZER_NAMES = CLASSICAL + cores.LEARNED_NAMES
+LEARNED = cores.LEARNED_NAMES + (star_lib.NAME,)
+OPTIMIZER_NAMES = CLASSICAL + LEARNED
 
 
 class AgentOptimizer(NamedTuple):
@@ -41,17 +48,19 @@ def _clip(grads, grad_clip):
 
 
 def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, mlp_dims=None,
-                         seed=0):
+                         seed=0, unit_axis=True):
   """Builds an :class:`AgentOptimizer`.
 
   Args:
-    name: one of ``OPTIMIZER_NAMES`` (adam, rmsprop, optim4rl, linear_optim, l2lgd2).
-    learning_rate: float; for learned optimizers the multiplier alpha of notes §5.5/§10.
+    name: one of ``OPTIMIZER_NAMES`` (adam, rmsprop, optim4rl, linear_optim, l2lgd2, star).
+    learning_rate: float; for learned optimizers the multiplier alpha of notes §5.5/§10; for STAR its
+      ``step_mult``.
     grad_clip: elementwise clip applied to gradients first; <= 0 disables it.
     meta_params: learned optimizers only: path to an ``.npz`` file or dict of arrays. ``None`` initialises
       phi from ``seed`` like the official code (an untrained learned optimizer).
     mlp_dims: head sizes of the learned optimizer; ``None`` takes them from the file (or (16, 16)).
     seed: int seed for a fresh phi.
+    unit_axis: STAR only: parameters carry a leading unit axis (separate agents); see the module doc.
   """
   if name not in OPTIMIZER_NAMES:
     raise ValueError(f"Unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")
@@ -65,8 +74,8 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
     def init(params):
       return [init_fn(p) for p in params]
 
-    def update(grads, state, phi=None):
-      del phi
+    def update(grads, state, phi=None, params=None):
+      del phi, params
       out = [update_fn(s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
       return [u for u, _ in out], [s for _, s in out]
 
@@ -75,10 +84,26 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
   core, phi = meta_params_lib.resolve(name, meta_params, mlp_dims=mlp_dims, seed=seed)
   phi = {k: tf.constant(v, tf.float32) for k, v in phi.items()}
 
+  if name == star_lib.NAME:
+    def star_init(params):
+      return [core.init_state(p, unit_axis=unit_axis) for p in params]
+
+    def star_update(grads, state, phi=None, params=None):
+      if params is None:
+        raise ValueError("STAR needs the current parameters: call opt.update(grads, state, params=params)")
+      phi = fixed_phi if phi is None else phi
+      new_params, state = core.update_list(phi, state, _clip(grads, grad_clip), params, lr,
+                                           unit_axis=unit_axis)
+      return [n - p for n, p in zip(new_params, params)], state
+
+    fixed_phi = phi
+    return AgentOptimizer(name, star_init, star_update, phi=phi, core=core)
+
   def init(params):
     return [core.init_state(p) for p in params]
 
-  def update(grads, state, phi=None):
+  def update(grads, state, phi=None, params=None):
+    del params
     phi = fixed_phi if phi is None else phi
     out = [core.update(phi, s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
     return [u for u, _ in out], [s for _, s in out]

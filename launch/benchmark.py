@@ -3,6 +3,8 @@
   python launch/benchmark.py optimizer   # Keras fit epoch: Optim4RL vs Adam
   python launch/benchmark.py envs        # env steps/s, gridworlds and Catch
   python launch/benchmark.py a2c         # A2C env steps/s, 1 and 10 seeds
+  python launch/benchmark.py meta        # MetaA2C outer it/s, env steps/s, peak RSS
+  python launch/benchmark.py ppo         # TF PPO on Brax (both bridges) vs Brax's own trainer
 
 Each name dispatches to ``optim4rl_tf.benchmarks.<name>.run(argv)``.
 """
@@ -13,7 +15,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-NAMES = ("optimizer", "envs", "a2c", "meta")
+NAMES = ("optimizer", "envs", "a2c", "meta", "ppo")
 
 
 def main(argv):

@@ -268,3 +268,19 @@ def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path
   with np.load(os.path.join(workdir, "phi.npz")) as got:
     for k in expected:
       np.testing.assert_array_equal(got[k], expected[k])
+
+
+def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_path):
+  """MetaA2Cstar: phi moves, STAR's per-unit iteration counters restart on a pipeline reset."""
+  config = tiny_config(num_units=4, iterations=2)
+  config.optimizer.name = "star"
+  trainer = trainer_lib.MetaTrainer(config, str(tmp_path / "star"))
+  before = trainer.meta_params()
+  assert set(before) == set(trainer.core.meta_param_shapes())
+  after = trainer.train()
+  assert any(not np.array_equal(before[k], after[k]) for k in before)
+  counts = trainer.units[0].read().states[0].t.numpy()
+  # reset_interval 2, 4 units: indices int(linspace(0, 1, 4)) = [0, 0, 0, 1]; t=1 resets units 0-2, t=2
+  # resets unit 3, and each unit makes M = 2 STAR updates per iteration.
+  np.testing.assert_array_equal(counts, [4, 4, 4, 2])
+  assert os.path.exists(os.path.join(str(tmp_path / "star"), "phi.npz"))

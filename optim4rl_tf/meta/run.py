@@ -28,7 +28,9 @@ def peak_rss_gb():
 
 def validate_config(config):
   """One clear ValueError per bad field; returns the number of outer iterations."""
-  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES)
+  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
+  if config.optimizer.name == "star" and len(config.tasks) > 1:
+    raise ValueError("STAR meta-training is single-task (as in the official MetaA2Cstar)")
   if not config.tasks:
     raise ValueError("config.tasks is empty: give at least one task")
   for i, task in enumerate(config.tasks):

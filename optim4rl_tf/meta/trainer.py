@@ -25,6 +25,7 @@ from optim4rl_tf import envs
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
 from optim4rl_tf.meta import meta_a2c
+from optim4rl_tf.meta import meta_a2c_star
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import cores
@@ -99,10 +100,13 @@ class MetaTrainer:
   def __init__(self, config, workdir=None):
     self.config = config
     self.workdir = workdir
+    is_star = config.optimizer.name == "star"
+    # STAR (MetaA2Cstar) needs second-order meta-gradients: its own outer iteration (meta_a2c_star).
+    self.algorithm = meta_a2c_star if is_star else meta_a2c
     self.core, phi0 = meta_params_lib.resolve(
         config.optimizer.name, config.optimizer.init_meta_params or None,
-        mlp_dims=tuple(config.optimizer.mlp_dims), hidden_size=config.optimizer.hidden_size,
-        seed=config.seed)
+        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+        hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
     self.tasks = build_tasks(config)
     self.total_iterations = num_iterations(config)
     self.keys = sorted(phi0)
@@ -110,7 +114,7 @@ class MetaTrainer:
     self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
     base = tf.constant([config.seed, 0x5eed], tf.int32)
     self.base_key = base
-    self.units = [VarTree(meta_a2c.fresh_units(t, self.core, tf.random.experimental.stateless_fold_in(
+    self.units = [VarTree(self.algorithm.fresh_units(t, self.core, tf.random.experimental.stateless_fold_in(
         base, 1000 + i)), f"units{i}") for i, t in enumerate(self.tasks)]
     self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
     self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
@@ -151,7 +155,7 @@ class MetaTrainer:
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
     task_grads, new_units, metrics = [], [], {}
     for i, (task, units) in enumerate(zip(self.tasks, self.units)):
-      units_new, grads, m = meta_a2c.outer_iteration(
+      units_new, grads, m = self.algorithm.outer_iteration(
           task, self.core, phi, units.read(), t, tf.random.experimental.stateless_fold_in(key, i))
       task_grads.append(grads)
       new_units.append(units_new)

@@ -1,0 +1,98 @@
+"""MetaA2C for STAR (the official MetaA2Cstar, notes §6.5 "Gradient flow"): one outer iteration, one task.
+
+Unlike Optim4RL/LinearOptim/L2LGD², STAR's inputs (the agent gradient g and the parameters) are NOT under
+stop-gradient, so its meta-gradient includes second-order terms: d g_k / d theta_k · d theta_k / d phi.
+The replay trick of ``meta_a2c`` does not apply; instead the M inner updates run under an outer
+``tf.GradientTape`` that watches phi, each agent gradient comes from an inner tape recorded by the outer one
+(``star.differentiable_step``), and the rollouts run with stop-gradient parameters under
+``outer.stop_recording()`` (they are data, notes §5.3). Memory grows with the network's activations of every
+inner rollout, so STAR meta-training is single-task and unchunked (as in the official code).
+
+Agent parameters stay a list of [U, ...] tensors (STAR normalises and factors per tensor and per unit).
+"""
+
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+
+from optim4rl_tf.agents import a2c
+from optim4rl_tf.meta import pipeline
+from optim4rl_tf.optimizers import star
+
+
+class StarUnitState(NamedTuple):
+  """Per-unit state (leading axis U everywhere)."""
+  params: Any       # list of [U, ...]
+  states: Any       # list of star.StarState (unit_axis=True), one per parameter
+  env_state: Any
+  obs: Any          # [U, 1, *obs_shape]
+  ep_return: Any    # [U, 1]
+
+
+def fresh_units(task, core, key):
+  """Fresh agents, zero STAR accumulators and iteration counts, fresh environments."""
+  keys = tf.random.experimental.stateless_split(key, 3)
+  params = task.net.init(tf.random.experimental.stateless_split(keys[0], task.num_units))
+  env_state = task.env.reset(keys[1])
+  obs = tf.reshape(task.env.observe(env_state), [task.num_units, 1] + list(task.env.obs_shape))
+  return StarUnitState(params=params, states=core.init_states(params, unit_axis=True), env_state=env_state,
+                       obs=obs, ep_return=tf.zeros([task.num_units, 1]))
+
+
+def reset_units(task, core, units, iteration, key):
+  """Re-initialises the units scheduled at ``iteration`` (notes §5.2); every state field is per unit."""
+  mask = pipeline.reset_mask(iteration, task.reset_indices, task.reset_interval)
+  return tf.cond(tf.reduce_any(mask),
+                 lambda: pipeline.select_units(mask, fresh_units(task, core, key), units),
+                 lambda: units)
+
+
+def outer_iteration(task, core, phi, units, iteration, key):
+  """Reset, M STAR inner updates and the validation rollout, all under one outer tape; returns
+  (new_units, meta-gradient dict (mean over units), metrics)."""
+  keys = tf.random.experimental.stateless_split(key, 2)
+  units = reset_units(task, core, units, iteration, keys[0])
+  n = task.num_units
+  names = sorted(phi)
+  phi_list = [phi[k] for k in names]
+  env_state, obs, ep_return = units.env_state, units.obs, units.ep_return
+  ret_sum, ret_count, update_abs = 0.0, 0.0, 0.0
+  with tf.GradientTape() as outer:
+    outer.watch(phi_list)
+    local = dict(zip(names, phi_list))
+    params, states = list(units.params), list(units.states)
+    for k in range(task.inner_updates + 1):
+      with outer.stop_recording():
+        frozen = [tf.stop_gradient(p) for p in params]
+        traj, env_state, obs = a2c.rollout(task.net.logits, frozen, task.env, env_state, obs,
+                                           tf.random.experimental.stateless_fold_in(keys[1], k),
+                                           task.rollout_steps, n)
+        ep_return, rs, rc = a2c.episode_returns(ep_return, traj.rewards, traj.dones)
+        ret_sum += tf.reduce_sum(rs)
+        ret_count += tf.reduce_sum(rc)
+      if k == task.inner_updates:
+        loss, metrics = a2c.a2c_loss(task.net.apply, params, traj, task.hparams)
+        meta_loss = tf.reduce_mean(loss)
+        break
+
+      def unit_loss_sum(p, traj=traj):
+        return tf.reduce_sum(a2c.a2c_loss(task.net.apply, p, traj, task.hparams)[0])
+
+      new_params, states, _ = star.differentiable_step(core, local, states, params, unit_loss_sum,
+                                                       task.learning_rate, task.grad_clip, unit_axis=True)
+      with outer.stop_recording():
+        update_abs += tf.add_n([tf.reduce_sum(tf.abs(a - b)) for a, b in zip(new_params, params)])
+      params = new_params
+  grads = outer.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  num_coords = float(sum(int(p.shape.num_elements()) for p in params))
+  metrics = {
+      "meta_loss": meta_loss,
+      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),
+      "episodes": ret_count,
+      "entropy": tf.reduce_mean(metrics["entropy"]),
+      "update_abs_mean": update_abs / (num_coords * task.inner_updates),
+  }
+  new_units = StarUnitState(params=[tf.stop_gradient(p) for p in params],
+                            states=tf.nest.map_structure(tf.stop_gradient, states), env_state=env_state,
+                            obs=obs, ep_return=ep_return)
+  return new_units, dict(zip(names, grads)), metrics

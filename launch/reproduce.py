@@ -1,0 +1,134 @@
+"""One command per A2C figure/table of the paper: meta-train, test the fixed optimizers, report.
+
+  python launch/reproduce.py --experiment=figure3_catch --workdir=runs/fig3_catch            # full budget
+  python launch/reproduce.py --experiment=figure3_catch --workdir=runs/fig3_catch_small \
+      --meta_iterations=10 --test_steps=1e5 --num_seeds=3                                      # reduced
+
+Experiments (notes §9, §10):
+  figure3_catch  Optim4RL, LinearOptim, L2LGD², STAR meta-trained on Catch; tested with A2C vs Adam, RMSProp
+  figure3_bdl    the same on big_dense_long
+  table1_sdl     Optim4RL on small_dense_long with and without pipeline training (Table 1)
+  table1_bdl     the same on big_dense_long
+
+Each meta-training run uses the paper's setting of configs/meta_a2c.py (one configuration: the first of its
+sweep, or --config-style overrides below); each test run trains A2C with the fixed phi for --num_seeds seeds
+in one graph. Re-running with the same --workdir skips finished runs. The report (report.md + PNG) is written
+by optim4rl_tf.eval.report, with the paper's numbers beside ours where the paper gives them.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+LEARNED = (("Optim4RL", "optim4rl"), ("LinearOptim", "linear_optim"), ("L2LGD²", "l2lgd2"), ("STAR", "star"))
+EXPERIMENTS = {
+    # name: (task, [(label, optimizer, meta variant)], baselines, kind)
+    "figure3_catch": ("catch", [(lab, opt, "catch") for lab, opt in LEARNED], True, "panel"),
+    "figure3_bdl": ("big_dense_long", [(lab, opt, "big_dense_long") for lab, opt in LEARNED], True, "panel"),
+    "table1_sdl": ("small_dense_long", [("with", "optim4rl", "small_dense_long"),
+                                        ("without", "optim4rl", "small_dense_long_nopipe")], False, "table1"),
+    "table1_bdl": ("big_dense_long", [("with", "optim4rl", "big_dense_long"),
+                                      ("without", "optim4rl", "big_dense_long_nopipe")], False, "table1"),
+}
+
+flags.DEFINE_enum("experiment", "figure3_catch", list(EXPERIMENTS), "What to reproduce.")
+flags.DEFINE_string("workdir", None, "Output directory.")
+flags.DEFINE_integer("meta_iterations", 0, "Outer iterations per meta-training run (0: the paper's).")
+flags.DEFINE_integer("meta_units", 0, "Training units per meta-training run (0: the paper's).")
+flags.DEFINE_float("meta_lr", 0.0, "Meta learning rate (0: the config's default).")
+flags.DEFINE_float("test_steps", 0.0, "Env steps per seed of each test run (0: the paper's).")
+flags.DEFINE_integer("num_seeds", 10, "Seeds per test run.")
+flags.DEFINE_list("only", [], "Run only these labels (e.g. Optim4RL,Adam).")
+flags.DEFINE_integer("seed", 0, "Base seed.")
+FLAGS = flags.FLAGS
+
+
+class Budget:
+  """Budget overrides (0 = the paper's value)."""
+
+  def __init__(self, meta_iterations=0, meta_units=0, meta_lr=0.0, test_steps=0.0, num_seeds=10, only=(),
+               seed=0):
+    self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
+    self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
+
+
+def meta_train(variant, optimizer, workdir, budget):
+  from configs import meta_a2c
+  from optim4rl_tf.meta import run
+  config = meta_a2c.get_config(variant)
+  config.optimizer.name = optimizer
+  config.seed = budget.seed
+  config.num_iterations = budget.meta_iterations
+  config.num_units = budget.meta_units
+  if budget.meta_lr > 0:
+    config.meta_lr = budget.meta_lr
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return os.path.join(workdir, "phi.npz")
+  return run.meta_train(config, workdir)["phi_path"]
+
+
+def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
+  from configs import a2c as a2c_configs
+  from optim4rl_tf.agents import a2c_train
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return
+  config = a2c_configs.get_config(task)
+  config.optimizer.name = optimizer
+  config.optimizer.meta_params = phi_path or ""
+  if learning_rate:
+    config.optimizer.learning_rate = learning_rate
+  config.num_seeds = budget.num_seeds
+  config.seed = budget.seed + 1000
+  if budget.test_steps > 0:
+    config.train_steps = budget.test_steps
+  config.save_params = False
+  a2c_train.train(config, workdir)
+
+
+def reproduce(experiment, root, budget=None):
+  """Runs one experiment into ``root`` with a :class:`Budget`; returns the path of its report.md."""
+  budget = budget or Budget()
+  from configs import meta_a2c
+  from optim4rl_tf.eval import report
+  task, learned, baselines, kind = EXPERIMENTS[experiment]
+  wanted = lambda label: not budget.only or label in budget.only
+  sources = []
+  for label, optimizer, variant in learned:
+    if not wanted(label):
+      continue
+    lr = meta_a2c.get_config(variant).tasks[0].learning_rate  # the agent lr of meta-training (§10)
+    safe = f"{optimizer}_{variant}"
+    phi = meta_train(variant, optimizer, os.path.join(root, f"meta_{safe}"), budget)
+    test_dir = os.path.join(root, f"test_{safe}")
+    test_run(task, optimizer, phi, lr, test_dir, budget)
+    sources.append((label, test_dir))
+  if baselines:
+    for label, optimizer in (("Adam", "adam"), ("RMSProp", "rmsprop")):
+      if wanted(label):
+        test_dir = os.path.join(root, f"test_{optimizer}")
+        test_run(task, optimizer, None, None, test_dir, budget)
+        sources.append((label, test_dir))
+  out = os.path.join(root, "report")
+  if kind == "panel":
+    return report.write_report(out, panels=[("figure3", task, sources)], title=f"Reproduction: {experiment}")
+  return report.write_report(out, table1=[(task, dict(sources))], title=f"Reproduction: {experiment}")
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
+  budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
+                  FLAGS.only, FLAGS.seed)
+  path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
+  print(open(path).read())
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,32 @@
+"""A reduced end-to-end reproduction of the Figure 3 Catch panel: meta-train Optim4RL and L2LGD² for a few
+outer iterations, test each (and Adam) with 3 seeds, and write the panel and its table."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _reproduce_module():
+  spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "launch", "reproduce.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.slow
+def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path):
+  reproduce = _reproduce_module()
+  budget = reproduce.Budget(meta_iterations=2, meta_units=4, test_steps=2e4, num_seeds=3,
+                            only=("Optim4RL", "L2LGD²", "Adam"))
+  path = reproduce.reproduce("figure3_catch", str(tmp_path), budget)
+  text = open(path).read()
+  for label in ("Optim4RL", "L2LGD²", "Adam"):
+    assert label in text
+  assert os.path.exists(os.path.join(str(tmp_path), "report", "figure3_catch.png"))
+  for name in ("meta_optim4rl_catch", "meta_l2lgd2_catch"):
+    assert os.path.exists(os.path.join(str(tmp_path), name, "phi.npz"))
+  # Re-running skips every finished run and rewrites the same report.
+  assert reproduce.reproduce("figure3_catch", str(tmp_path), budget) == path

@@ -56,4 +56,7 @@ def get_config(variant="catch"):
   c.conv_form = "auto"                     # big grids' 2x2 conv: auto | conv2d | im2col | shifted (exact)
   c.jit_compile = False                    # XLA; slower on CPU in our measurements
   c.sweep = ml_collections.ConfigDict(dict(learning_rate=[] if catch else list(GRID_LR_SWEEP)))
+  # Gradient collection (notes §8; optim4rl_tf.analysis.collect): every update's env-averaged gradient per
+  # seed, flax order, every every_nth-th entry, streamed to workdir/<subdir>. See configs/collect.py.
+  c.collect = ml_collections.ConfigDict(dict(enabled=False, every_nth=100, chunk_steps=1024, subdir="grads"))
   return c

@@ -7,7 +7,9 @@ only calls a ``tf.function`` that runs K iterations per call (K adapted so a cal
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard scalars), ``returns.csv``
 (``step,seed,return``; notes §4.3: one row per iteration and seed in which at least one episode ended,
 step = iteration * num_envs * rollout_steps, the mean return of those episodes), ``returns.png``,
-``summary.json`` and ``params.npz`` (final agent parameters, leading seed axis).
+``summary.json`` and ``params.npz`` (final agent parameters, leading seed axis). With
+``config.collect.enabled`` (configs/collect.py), also ``grads/``: the sub-sampled agent gradient of every
+update, streamed to disk (:mod:`optim4rl_tf.analysis.collect`).
 """
 
 import math
@@ -20,6 +22,7 @@ import tensorflow as tf
 from optim4rl_tf import envs as envs_lib
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
+from optim4rl_tf.analysis import collect as collect_lib
 from optim4rl_tf.eval import stats
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
@@ -48,6 +51,7 @@ def validate_config(config):
       raise ValueError(f"optimizer.meta_params is set, but optimizer {config.optimizer.name!r} is not a "
                        "learned optimizer")
     cc.check_file("optimizer.meta_params", config.optimizer.meta_params)
+  collect_lib.validate_collect(config)
   steps_per_iter = config.env.num_envs * config.rollout_steps
   iterations = train_steps // steps_per_iter
   if iterations < 1:
@@ -68,8 +72,10 @@ def build(config):
   hp = a2c.A2CHParams(discount=float(config.discount), gae_lambda=float(config.gae_lambda),
                       critic_weight=float(config.critic_weight),
                       entropy_weight=float(config.entropy_weight))
+  probe, probe_size = collect_lib.a2c_probe(config, net)
   trainer = a2c.make_trainer(net, env, opt, hp, int(config.rollout_steps), num_seeds,
-                             jit_compile=bool(config.jit_compile))
+                             jit_compile=bool(config.jit_compile), grad_probe=probe,
+                             probe_size=probe_size)
   return trainer, env, net, opt
 
 
@@ -119,12 +125,15 @@ def train(config, workdir, progress_fn=None, console=True):
   done_iters = 0
   k = 1 if not config.iterations_per_call else int(config.iterations_per_call)
   timed_secs, timed_iters = 0.0, 0
+  grad_writer = collect_lib.a2c_writer(config, net, workdir, labels)
   try:
     while done_iters < iterations:
       k = min(k, iterations - done_iters)
       t0 = time.time()
       state, m = trainer.run(state, tf.constant(k, tf.int32))
       m = {name: v.numpy() for name, v in m.items()}          # [k, S]
+      if grad_writer is not None:
+        grad_writer.append(m.pop("grad_probe"))                # [k, S, coords]
       dt = time.time() - t0
       if done_iters > 0:                                       # first call includes tracing
         timed_secs += dt
@@ -171,6 +180,8 @@ def train(config, workdir, progress_fn=None, console=True):
         k = int(min(max(1, round(float(config.chunk_secs) / max(per_iter, 1e-6))), 1000))
   finally:
     logger.close()
+    if grad_writer is not None:
+      grad_writer.close(complete=done_iters == iterations)
 
   returns = {lab: (np.array(a, np.int64), np.array(b, np.float64)) for lab, (a, b) in runs.items()}
   finals, ci = None, None

@@ -1,0 +1,345 @@
+"""Supervised gradient collection (notes §8 ``SLCollect``): the §3 MNIST network trained with RMSProp.
+
+Model (official ``MNIST_CNN``): Conv(16, 2x2, SAME) -> ReLU -> Flatten -> Dense(32) -> ReLU -> Dense(10), LeCun-
+normal kernels (flax default = Keras ``LecunNormal``), zero biases; 401,850 parameters on 28x28x1 inputs.
+Loss: softmax cross-entropy, mean over the batch; inputs / 255. Optimizer: ``keras.optimizers.RMSprop(lr,
+rho=0.9, epsilon=1e-8)`` = ``optax.rmsprop(lr)`` (eps inside the sqrt, nu_0 = 0), no clipping.
+
+Batching (official ``make_batches``): the training set is sorted by label, every class truncated to
+floor(min class count / batch) * batch examples and shuffled within its class; each epoch then takes a fresh
+random permutation, cut into full batches (incomplete batch dropped). MNIST: 42 * 128 per class, 420
+batches per epoch, 10 epochs -> 4,200 steps.
+
+Collected: the minibatch gradient of every step (before the optimizer), flattened in flax order
+(``feature_net/layers_0/{bias,kernel}, feature_net/layers_3/{bias,kernel}, head/{bias,kernel}``) and
+sub-sampled every ``every_nth`` (1000 -> 402 coordinates), streamed to ``workdir/grads``
+(:mod:`optim4rl_tf.analysis.collect`).
+
+Data (nothing is downloaded):
+  * ``data.path`` set: MNIST from local files -- a directory with ``train-images-idx3-ubyte[.gz]`` and
+    ``train-labels-idx1-ubyte[.gz]`` (IDX), or with ``mnist.npz`` (Keras: x_train, y_train) or ``train.npz``
+    (official layout: x, y), or the path of such an .npz file. Any 28x28 IDX set in that layout works
+    (e.g. Fashion-MNIST; a path containing "fashion" is labelled so).
+  * ``data.path`` empty: a STAND-IN -- scikit-learn's digits (1,797 8x8 images that ship inside the
+    scikit-learn wheel) scaled to 0..255, resized to 20x20 and centred in 28x28 like MNIST's digit box. It
+    is labelled as a stand-in in every output. With 174 images in its smallest class it has only 10 batches
+    of 128 per epoch, so ``epochs = 0`` (auto) runs as many epochs as the MNIST run has steps (4,200).
+"""
+
+import csv
+import gzip
+import math
+import os
+import struct
+import time
+
+import numpy as np
+
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+MNIST_HELP = (
+    "download the MNIST training set -- train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz from the "
+    "MNIST database (yann.lecun.com/exdb/mnist or a mirror), or Keras' mnist.npz "
+    "(storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) -- and put the files in that directory "
+    "(or pass the .npz file itself as --config.data.path); leave --config.data.path empty to use the "
+    "scikit-learn digits stand-in")
+MNIST_STEPS = 4200          # 10 epochs x 420 batches of the official run
+STAND_IN_LABEL = "STAND-IN: scikit-learn digits (8x8) resized to 28x28, not MNIST"
+
+
+# ----- data --------------------------------------------------------------------------------------------
+def read_idx(path):
+  """Reads an IDX file (optionally gzipped) into a numpy array (unsigned-byte and other IDX types)."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+    raise ValueError(f"{path}: not an IDX file (bad magic number)")
+  dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+  code, ndim = raw[2], raw[3]
+  if code not in dtypes:
+    raise ValueError(f"{path}: unknown IDX data type 0x{code:02x}")
+  dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+  dtype = np.dtype(dtypes[code])
+  count = int(np.prod(dims)) if dims else 1
+  offset = 4 + 4 * ndim
+  if len(raw) - offset < count * dtype.itemsize:
+    raise ValueError(f"{path}: truncated IDX file ({len(raw) - offset} data bytes for shape {dims})")
+  return np.frombuffer(raw, dtype, count, offset).reshape(dims)
+
+
+def _find(directory, names):
+  for n in names:
+    p = os.path.join(directory, n)
+    if os.path.isfile(p):
+      return p
+  return None
+
+
+def _load_npz(path):
+  with np.load(path, allow_pickle=False) as d:
+    for kx, ky in (("x_train", "y_train"), ("x", "y")):
+      if kx in d.files and ky in d.files:
+        return np.asarray(d[kx]), np.asarray(d[ky])
+    raise ValueError(f"{path}: expected arrays x_train/y_train (Keras mnist.npz) or x/y (official "
+                     f"train.npz), found {d.files}")
+
+
+def load_mnist(path):
+  """MNIST training set from local files (see module docstring).
+
+  Returns (x float32 [N, 28, 28, 1] in 0..255, y int32 [N], description).
+  Raises FileNotFoundError naming what to download and where to put it.
+  """
+  path = os.path.expanduser(os.fspath(path))
+  if os.path.isfile(path):
+    if path.endswith(".npz"):
+      x, y = _load_npz(path)
+      src = path
+    elif "idx3" in os.path.basename(path):
+      directory = os.path.dirname(path)
+      return load_mnist(directory)
+    else:
+      raise ValueError(f"data.path {path!r} is neither a directory nor an .npz / IDX file")
+  elif os.path.isdir(path):
+    img = _find(path, ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "train-images.idx3-ubyte",
+                       "train-images.idx3-ubyte.gz"))
+    lab = _find(path, ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte", "train-labels.idx1-ubyte",
+                       "train-labels.idx1-ubyte.gz"))
+    npz = _find(path, ("mnist.npz", "train.npz"))
+    if img and lab:
+      x, y, src = read_idx(img), read_idx(lab), f"{img} + {lab}"
+    elif npz:
+      x, y = _load_npz(npz)
+      src = npz
+    elif img or lab:
+      missing = "train-labels-idx1-ubyte.gz" if img else "train-images-idx3-ubyte.gz"
+      raise FileNotFoundError(f"MNIST in {path!r} is incomplete: {missing} is missing; {MNIST_HELP}")
+    else:
+      raise FileNotFoundError(f"no MNIST training files in {path!r}; {MNIST_HELP}")
+  else:
+    raise FileNotFoundError(f"MNIST data path {path!r} does not exist; {MNIST_HELP}")
+  x = np.asarray(x)
+  y = np.asarray(y).reshape(-1).astype(np.int32)
+  if x.ndim == 2 and x.shape[1] == 784:
+    x = x.reshape(-1, 28, 28)
+  if x.ndim == 4 and x.shape[-1] == 1:
+    x = x[..., 0]
+  if x.ndim != 3 or x.shape[1:] != (28, 28) or x.shape[0] != y.shape[0]:
+    raise ValueError(f"{src}: expected images [N, 28, 28] and N labels, got {x.shape} and {y.shape}")
+  if y.min() < 0 or y.max() > 9:
+    raise ValueError(f"{src}: labels must be 0..9, got range [{y.min()}, {y.max()}]")
+  x = x.astype(np.float32)
+  if x.max() <= 1.0:                                   # already scaled to [0, 1]: back to 0..255
+    x = x * 255.0
+  name = "Fashion-MNIST" if "fashion" in src.lower() else "MNIST"
+  return x[..., None], y, f"{name} ({x.shape[0]} training images from {src})"
+
+
+def load_digits_stand_in():
+  """scikit-learn's digits as a 28x28 MNIST stand-in: (x float32 [1797, 28, 28, 1] in 0..255, y, label)."""
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError:
+    raise ImportError("the default MNIST stand-in needs scikit-learn (its digits data ship inside the "
+                      "wheel): pip install scikit-learn==1.9.1 -- or point --config.data.path to local "
+                      "MNIST files") from None
+  from scipy import ndimage
+  d = load_digits()
+  imgs = d.images.astype(np.float64) * (255.0 / 16.0)  # 0..16 -> 0..255
+  small = np.stack([ndimage.zoom(im, 20.0 / 8.0, order=1, mode="nearest", grid_mode=True) for im in imgs])
+  x = np.zeros((len(imgs), 28, 28), np.float32)
+  x[:, 4:24, 4:24] = np.clip(small, 0.0, 255.0)
+  return x[..., None], d.target.astype(np.int32), STAND_IN_LABEL
+
+
+def load_data(config):
+  """(x [N,28,28,1] 0..255, y, label, stand_in) for ``config.data``."""
+  path = config.data.path
+  if path:
+    x, y, label = load_mnist(path)
+    return x, y, label, "Fashion-MNIST" in label
+  x, y, label = load_digits_stand_in()
+  return x, y, label, True
+
+
+def class_truncate_shuffle(y, batch_size, rng):
+  """Official ``make_batches``: indices of the label-sorted set, each class truncated to
+  floor(min class count / batch_size) * batch_size and shuffled within the class (class order kept)."""
+  y = np.asarray(y)
+  order = np.argsort(y, kind="stable")
+  classes, counts = np.unique(y, return_counts=True)
+  per_class = int(counts.min()) // int(batch_size) * int(batch_size)
+  if per_class == 0:
+    raise ValueError(f"the smallest class has {counts.min()} examples, fewer than one batch of "
+                     f"{batch_size}")
+  out, start = [], 0
+  for c in counts:
+    idx = order[start:start + per_class]
+    out.append(rng.permutation(idx))
+    start += int(c)
+  return np.concatenate(out)
+
+
+def epoch_batches(num_examples, batch_size, rng):
+  """One epoch: a random permutation of range(num_examples) cut into full batches -> [batches, batch]."""
+  perm = rng.permutation(num_examples)
+  n = num_examples // batch_size
+  return perm[:n * batch_size].reshape(n, batch_size)
+
+
+# ----- model -------------------------------------------------------------------------------------------
+# Keras weight order of the model below -> flax paths of the official MNIST_CNN.
+PARAM_NAMES = ("feature_net/layers_0/kernel", "feature_net/layers_0/bias", "feature_net/layers_3/kernel",
+               "feature_net/layers_3/bias", "head/kernel", "head/bias")
+
+
+def make_model(seed, input_shape=(28, 28, 1), num_classes=10):
+  """The §3 MNIST network as a Keras model (weights in ``PARAM_NAMES`` order)."""
+  import keras
+  init = lambda i: keras.initializers.LecunNormal(seed=int(seed) * 16 + i)
+  model = keras.Sequential([
+      keras.Input(shape=input_shape),
+      keras.layers.Conv2D(16, 2, padding="same", kernel_initializer=init(0), bias_initializer="zeros"),
+      keras.layers.ReLU(),
+      keras.layers.Flatten(),
+      keras.layers.Dense(32, kernel_initializer=init(1), bias_initializer="zeros"),
+      keras.layers.ReLU(),
+      keras.layers.Dense(num_classes, kernel_initializer=init(2), bias_initializer="zeros"),
+  ])
+  return model
+
+
+# ----- the run -----------------------------------------------------------------------------------------
+def validate_config(config):
+  from optim4rl_tf.utils import config_checks as cc
+  cc.check_positive_int("batch_size", config.batch_size)
+  cc.check_nonnegative_int("epochs", config.epochs)
+  cc.check_nonnegative_int("max_steps", config.max_steps)
+  cc.check_positive("optimizer.learning_rate", config.optimizer.learning_rate)
+  cc.check_positive_int("collect.every_nth", config.collect.every_nth)
+  cc.check_positive_int("collect.chunk_steps", config.collect.chunk_steps)
+  if config.optimizer.name != "rmsprop":
+    raise ValueError(f"optimizer.name must be 'rmsprop' (the §8 run), got {config.optimizer.name!r}")
+
+
+def train(config, workdir, console=True):
+  """Runs the supervised collection; writes config.json, grads/, train_log.csv, summary.json.
+
+  Returns a dict with ``steps``, ``epochs``, ``dataset`` (label), ``stand_in``, ``final_loss``,
+  ``final_accuracy`` (mean over the last epoch's batches), ``grads_dir``, ``wall_secs``.
+  """
+  import tensorflow as tf
+  import keras
+
+  from optim4rl_tf.analysis import collect as collect_lib
+  from optim4rl_tf.utils import config_checks as cc
+  from optim4rl_tf.utils import logging as logging_lib
+
+  validate_config(config)
+  cc.check_writable_dir(workdir)
+  t_start = time.time()
+  x, y, label, stand_in = load_data(config)
+  if stand_in and "STAND-IN" not in label:
+    label = f"STAND-IN: {label}"
+  logging_lib.write_json(os.path.join(workdir, "config.json"),
+                         dict(logging_lib.config_to_dict(config), dataset_label=label, stand_in=stand_in))
+  seed = int(config.seed)
+  rng = np.random.default_rng(seed)
+  bs = int(config.batch_size)
+  keep = class_truncate_shuffle(y, bs, rng)
+  x, y = x[keep] / np.float32(255.0), y[keep]
+  batches_per_epoch = len(y) // bs
+  epochs = int(config.epochs) or (10 if not stand_in or "Fashion" in label else
+                                  math.ceil(MNIST_STEPS / batches_per_epoch))
+  total = epochs * batches_per_epoch
+  if int(config.max_steps):
+    total = min(total, int(config.max_steps))
+
+  tf.random.set_seed(seed)
+  model = make_model(seed, input_shape=x.shape[1:])
+  weights = model.trainable_variables
+  num_params = int(sum(np.prod(w.shape) for w in weights))
+  opt = keras.optimizers.RMSprop(learning_rate=float(config.optimizer.learning_rate), rho=0.9,
+                                 epsilon=1e-8, momentum=0.0, centered=False)
+  opt.build(weights)
+  every = int(config.collect.every_nth)
+  probe, coords = collect_lib.make_grad_probe(PARAM_NAMES, [tuple(w.shape) for w in weights], every)
+  order = collect_lib.flax_leaf_order(PARAM_NAMES)
+  short = ("STAND-IN: scikit-learn digits 28x28" if label == STAND_IN_LABEL else
+           ("STAND-IN: " if stand_in else "") + label.split(" (")[0].replace("STAND-IN: ", ""))
+  writer = collect_lib.GradientWriter(
+      os.path.join(workdir, config.collect.subdir), 1, coords, chunk_steps=int(config.collect.chunk_steps),
+      meta=dict(kind="supervised", task="MNIST" if not stand_in else "MNIST stand-in", dataset=label,
+                dataset_short=short,
+                stand_in=bool(stand_in), optimizer="rmsprop",
+                learning_rate=float(config.optimizer.learning_rate), grad_clip=-1.0, every_nth=every,
+                num_params=num_params, param_order=[PARAM_NAMES[i] for i in order],
+                sampled_flat_indices=collect_lib.sample_indices(num_params, every).tolist(), units=[seed],
+                unit_name="seed", batch_size=bs, batches_per_epoch=batches_per_epoch,
+                what="minibatch gradient of every step (mean softmax cross-entropy), before the optimizer"))
+  x_t, y_t = tf.constant(x), tf.constant(y)
+
+  @tf.function(reduce_retracing=True)
+  def run_batches(idx):
+    """idx int32 [k, batch]: k optimizer steps; returns losses, accuracies [k], gradients [k, coords]."""
+    k = tf.shape(idx)[0]
+    tas = [tf.TensorArray(tf.float32, size=k) for _ in range(2)]
+    g_ta = tf.TensorArray(tf.float32, size=k, element_shape=[coords])
+
+    def body(i, loss_ta, acc_ta, g_ta):
+      xb = tf.gather(x_t, idx[i])
+      yb = tf.gather(y_t, idx[i])
+      with tf.GradientTape() as tape:
+        logits = model(xb, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits))
+      grads = tape.gradient(loss, weights)
+      opt.apply_gradients(zip(grads, weights))
+      acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), yb), tf.float32))
+      g = probe([gr[None] for gr in grads])[0]
+      return i + 1, loss_ta.write(i, loss), acc_ta.write(i, acc), g_ta.write(i, g)
+
+    _, loss_ta, acc_ta, g_ta = tf.while_loop(lambda i, *_: i < k, body, (0, tas[0], tas[1], g_ta))
+    return loss_ta.stack(), acc_ta.stack(), g_ta.stack()
+
+  log_path = os.path.join(workdir, "train_log.csv")
+  done, epoch = 0, 0
+  last_print = time.time()
+  loss_e = acc_e = float("nan")
+  try:
+    with open(log_path, "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(("epoch", "steps", "loss", "accuracy", "dataset"))
+      while done < total:
+        epoch += 1
+        idx = epoch_batches(len(y), bs, rng)[:total - done]
+        losses, accs = [], []
+        for s in range(0, len(idx), int(config.steps_per_call)):
+          part = idx[s:s + int(config.steps_per_call)]
+          lo, ac, g = run_batches(tf.constant(part, tf.int32))
+          writer.append(g.numpy()[:, None, :])
+          losses.append(lo.numpy())
+          accs.append(ac.numpy())
+          done += len(part)
+          if console and (time.time() - last_print > float(config.console_every_secs) or done == total):
+            last_print = time.time()
+            print(f"[collect {label.split(':')[0]}] step {done}/{total} epoch {epoch} "
+                  f"loss {float(np.mean(lo)):.4f} acc {float(np.mean(ac)):.3f}", flush=True)
+        loss_e, acc_e = float(np.mean(np.concatenate(losses))), float(np.mean(np.concatenate(accs)))
+        w.writerow((epoch, done, repr(loss_e), repr(acc_e), label))
+        f.flush()
+        if not np.isfinite(loss_e):
+          print("WARNING: non-finite loss; stopping", flush=True)
+          break
+  finally:
+    writer.close(complete=done == total)
+  wall = time.time() - t_start
+  result = dict(steps=done, epochs=epoch, dataset=label, stand_in=bool(stand_in), final_loss=loss_e,
+                final_accuracy=acc_e, grads_dir=os.path.join(workdir, config.collect.subdir),
+                num_params=num_params, num_coords=coords, wall_secs=wall,
+                summary=(f"{label}: {done} RMSProp steps ({epoch} epochs of {batches_per_epoch} batches of "
+                         f"{bs}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
+                         f"{coords} of {num_params} gradient coordinates per step"))
+  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
+  if console:
+    print(result["summary"], flush=True)
+  return result

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/main", "Output directory.")
 flags.DEFINE_integer("meta_iterations", 0, "Outer iterations of meta-training (0: the config's 78).")
@@ -64,6 +65,7 @@ def test_optimizer(name, workdir, phi_path=None):
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
   del argv
   import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
   from optim4rl_tf.eval import compare

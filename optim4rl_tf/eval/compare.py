@@ -44,8 +44,8 @@ def compare_runs(run_dirs, out_dir, title="", marks=(1e5, 2e5, 3e5), confidence=
     finals, final_ci = stats.summarize_final([r for _, r in seeds.values()], last=20, confidence=confidence)
     at = []
     for m in marks:
-      if grid[0] <= m <= grid[-1]:
-        at.append(f"{float(np.mean([np.interp(m, s, r) for s, r in seeds.values()])):.2f}")
+      if grid[0] <= m <= 1.01 * grid[-1]:  # the last logged step of a 3e5-step run is 299,520
+        at.append(f"{float(np.mean([np.interp(min(m, grid[-1]), s, r) for s, r in seeds.values()])):.2f}")
       else:
         at.append("–")
     rows.append((name, final_ci, len(finals), at))

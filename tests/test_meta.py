@@ -284,3 +284,36 @@ def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_pat
   # resets unit 3, and each unit makes M = 2 STAR updates per iteration.
   np.testing.assert_array_equal(counts, [4, 4, 4, 2])
   assert os.path.exists(os.path.join(str(tmp_path / "star"), "phi.npz"))
+
+
+@pytest.mark.slow
+def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
+  """20 outer iterations with 16 units (head-free Optim4RL) already speed up A2C on Catch.
+
+  Measured when this test was written (same 3 test seeds for both phis, 1e5 env steps, lr 1e-3): final
+  return -0.29 with the initial phi and -0.15 with the meta-trained one, every seed better. The assertion
+  asks for half of that gap.
+  """
+  from configs import a2c as a2c_configs
+  from optim4rl_tf.agents import a2c_train
+  from optim4rl_tf.optimizers import meta_params as meta_params_lib
+  config = meta_configs.get_config("catch")
+  config.num_units = 16
+  config.num_iterations = 20
+  config.optimizer.mlp_dims = ()
+  trainer = trainer_lib.MetaTrainer(config)
+  phis = {"init": trainer.meta_params()}
+  phis["learned"] = trainer.train()
+  finals = {}
+  for name, phi in phis.items():
+    path = meta_params_lib.save(str(tmp_path / f"{name}.npz"), trainer.core, phi)
+    test = a2c_configs.get_config("catch")
+    test.optimizer.name = "optim4rl"
+    test.optimizer.meta_params = path
+    test.num_seeds = 3
+    test.seed = 1000
+    test.train_steps = 1e5
+    test.plot = False
+    test.save_params = False
+    finals[name] = np.mean(a2c_train.train(test, str(tmp_path / name), console=False)["final"])
+  assert finals["learned"] > finals["init"] + 0.07, finals

@@ -46,7 +46,7 @@ def get_config(variant="catch"):
   c.train_steps = 500_000
   c.num_iterations = 0               # 0: floor(train_steps / (n * rollout_steps * (M + 1)))
   # Machinery.
-  c.chunk_size = 0                   # units per meta-gradient chunk (0: all units at once)
+  c.chunk_size = 0                   # units per meta-gradient chunk (0: auto, about 400k coordinates)
   c.checkpoint_every = 10
   c.max_nonfinite = 5                # consecutive skipped iterations before the run stops
   c.log_every = 1
@@ -64,7 +64,6 @@ def get_config(variant="catch"):
     c.agent_grad_clip = 1.0
     c.reset_interval = 72
     c.train_steps = 30_000_000
-    c.chunk_size = 64
     c.sweep.reset_interval = [72, 144, 288, 576]
     c.sweep.meta_lr = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
   elif base == "grid6":
@@ -72,7 +71,6 @@ def get_config(variant="catch"):
     c.agent_grad_clip = 1.0
     c.reset_interval = 72
     c.train_steps = 30_000_000
-    c.chunk_size = 64
     # §9: (idx-1) = r + 4*(l + 6*(c + 2*q)): reset interval, meta lr, meta-grad clip (1.0, off), max_norm.
     c.sweep.reset_interval = [72, 144, 288, 576]
     c.sweep.meta_lr = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]

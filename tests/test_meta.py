@@ -317,3 +317,24 @@ def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
     test.save_params = False
     finals[name] = np.mean(a2c_train.train(test, str(tmp_path / name), console=False)["final"])
   assert finals["learned"] > finals["init"] + 0.07, finals
+
+
+def test_multi_task_meta_training_normalises_each_task_then_averages():
+  config = meta_configs.get_config("grid6")
+  config.tasks = config.tasks[:1] + config.tasks[-1:]      # small_dense_long (x1000 rewards) and bdl
+  config.num_units = 2
+  config.rollout_steps = 5
+  config.inner_updates = 2
+  config.num_iterations = 1
+  config.optimizer.mlp_dims = (4,)
+  config.max_norm = 0.5
+  config.meta_grad_norm = -1.0
+  trainer = trainer_lib.MetaTrainer(config)
+  assert [t.learning_rate for t in trainer.tasks] == [1e-3, 3e-3]
+  assert [t.env.reward_scale for t in trainer.tasks] == [1e3, 1.0]
+  metrics = trainer.run_iteration()
+  for name in ("small_dense_long", "big_dense_long"):
+    assert f"{name}/meta_loss" in metrics and f"{name}/agent_return" in metrics
+  # Each task's meta-gradient is rescaled to norm 0.5 before the mean over tasks, so the x1000 reward
+  # task cannot dominate: the mean of two norm-0.5 vectors has norm <= 0.5 (and > 0).
+  assert 0.0 < metrics["meta/grad_norm"] <= 0.5 + 1e-5

@@ -18,7 +18,7 @@ def measure(task, units, chunk, iterations, mlp_dims):
   from optim4rl_tf.meta import trainer as trainer_lib
   config = meta_a2c.get_config(task)
   config.num_units = units
-  config.chunk_size = chunk if 0 < chunk < units else 0
+  config.chunk_size = chunk
   config.optimizer.mlp_dims = mlp_dims
   config.num_iterations = iterations + 1
   t0 = time.time()
@@ -30,7 +30,10 @@ def measure(task, units, chunk, iterations, mlp_dims):
     trainer.run_iteration()
   secs = (time.time() - start) / iterations
   steps = units * config.rollout_steps * (config.inner_updates + 1)
-  return {"task": task, "units": units, "chunk": config.chunk_size or units, "sec_per_it": secs,
+  from optim4rl_tf.meta import meta_a2c
+  net = trainer.tasks[0].net
+  used = config.chunk_size or meta_a2c.auto_chunk(units, net.num_params)
+  return {"task": task, "units": units, "chunk": used, "sec_per_it": secs,
           "it_per_sec": 1.0 / secs, "env_steps_per_sec": steps / secs, "peak_rss_gb": run.peak_rss_gb(),
           "first_it_secs": compile_secs, "coords": units * trainer.tasks[0].net.num_params}
 
@@ -39,7 +42,7 @@ def run(argv):
   p = argparse.ArgumentParser(prog="benchmark.py meta")
   p.add_argument("--tasks", default="small_dense_long,big_dense_long")
   p.add_argument("--units", default="64,512")
-  p.add_argument("--chunk", type=int, default=64, help="units per meta-gradient chunk")
+  p.add_argument("--chunk", type=int, default=0, help="units per meta-gradient chunk (0: auto)")
   p.add_argument("--iterations", type=int, default=2)
   p.add_argument("--mlp_dims", default="16,16")
   p.add_argument("--child", default="", help=argparse.SUPPRESS)

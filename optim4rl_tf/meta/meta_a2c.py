@@ -46,7 +46,7 @@ class Task(NamedTuple):
   hparams: Any              # a2c.A2CHParams
   rollout_steps: int = 20
   inner_updates: int = 4
-  chunk_size: int = 0       # units per meta-gradient chunk (0: all)
+  chunk_size: int = 0       # units per meta-gradient chunk (0: auto, about CHUNK_COORDS coordinates)
 
 
 class UnitState(NamedTuple):
@@ -135,6 +135,20 @@ def inner_loop(task, core, phi, units, key):
   return new_units, all_grads, cotangent, metrics, val_traj
 
 
+CHUNK_COORDS = 400_000
+
+
+def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
+  """The largest divisor of ``num_units`` whose chunk holds at most ``target`` coordinates (at least 1):
+  small chunks keep the replay's working set cache- and memory-friendly (measured faster per coordinate
+  on CPU than one big chunk, and the tape's memory is bounded by the chunk)."""
+  best = 1
+  for c in range(1, num_units + 1):
+    if num_units % c == 0 and c * params_per_unit <= target:
+      best = c
+  return best
+
+
 def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
   """Sum over units of d(unit's meta-loss share)/d phi, replayed in chunks (step 4).
 
@@ -142,7 +156,7 @@ def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
   [U, P]; cotangent: [U, P]. Returns a dict like ``phi``.
   """
   n = task.num_units
-  chunk = n if task.chunk_size <= 0 or task.chunk_size >= n else task.chunk_size
+  chunk = auto_chunk(n, task.net.num_params) if task.chunk_size <= 0 else min(task.chunk_size, n)
   if n % chunk:
     raise ValueError(f"{task.name}: chunk_size={chunk} must divide the number of units {n}")
   num_chunks = n // chunk

@@ -77,7 +77,8 @@ def reset_units(task, core, units, iteration, key):
   def reset():
     fresh = fresh_units(task, core, key)
     kept = pipeline.select_units(mask, fresh._replace(hidden=()), units._replace(hidden=()))
-    hidden = tuple(tf.where(mask[None, :, None], f, h) for f, h in zip(fresh.hidden, units.hidden))
+    # Zero the reset units' hidden states in place (no [H, U, P] tensor of zeros is materialised).
+    hidden = tuple(tf.where(mask[None, :, None], tf.zeros([], h.dtype), h) for h in units.hidden)
     return kept._replace(hidden=hidden)
 
   return tf.cond(tf.reduce_any(mask), reset, lambda: units)

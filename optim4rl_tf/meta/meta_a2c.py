@@ -84,6 +84,18 @@ def reset_units(task, core, units, iteration, key):
   return tf.cond(tf.reduce_any(mask), reset, lambda: units)
 
 
+def iteration_metrics(task, params, meta_loss, loss_metrics, ret_sum, ret_count, update_abs):
+  """Scalars logged per task and outer iteration (shared by MetaA2C and MetaA2Cstar)."""
+  num_coords = float(sum(int(p.shape.num_elements()) for p in params))
+  return {
+      "meta_loss": meta_loss,
+      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),   # episodes ended in this iteration's rollouts
+      "episodes": ret_count,
+      "entropy": tf.reduce_mean(loss_metrics["entropy"]),
+      "update_abs_mean": update_abs / (num_coords * task.inner_updates),
+  }
+
+
 def flatten_units(tensors):
   """List of [U, ...] -> [U, P] (each unit's tensors flattened and concatenated)."""
   return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
@@ -124,14 +136,7 @@ def inner_loop(task, core, phi, units, key):
     delta, hidden = _optimizer_step(core)(phi, hidden, flat, task.learning_rate)
     params = [p + d for p, d in zip(params, unflatten_units(delta, params))]
     update_abs += tf.reduce_sum(tf.abs(delta))
-  num_coords = float(sum(int(p.shape.num_elements()) for p in params))
-  metrics = {
-      "meta_loss": meta_loss,
-      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),
-      "episodes": ret_count,
-      "entropy": tf.reduce_mean(metrics["entropy"]),
-      "update_abs_mean": update_abs / (num_coords * task.inner_updates),
-  }
+  metrics = iteration_metrics(task, params, meta_loss, metrics, ret_sum, ret_count, update_abs)
   new_units = UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs, ep_return=ep_return)
   return new_units, all_grads, cotangent, metrics, val_traj
 

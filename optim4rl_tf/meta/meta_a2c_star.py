@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from optim4rl_tf.agents import a2c
+from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import star
 
@@ -84,14 +85,7 @@ def outer_iteration(task, core, phi, units, iteration, key):
         update_abs += tf.add_n([tf.reduce_sum(tf.abs(a - b)) for a, b in zip(new_params, params)])
       params = new_params
   grads = outer.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  num_coords = float(sum(int(p.shape.num_elements()) for p in params))
-  metrics = {
-      "meta_loss": meta_loss,
-      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),
-      "episodes": ret_count,
-      "entropy": tf.reduce_mean(metrics["entropy"]),
-      "update_abs_mean": update_abs / (num_coords * task.inner_updates),
-  }
+  metrics = meta_a2c.iteration_metrics(task, params, meta_loss, metrics, ret_sum, ret_count, update_abs)
   new_units = StarUnitState(params=[tf.stop_gradient(p) for p in params],
                             states=tf.nest.map_structure(tf.stop_gradient, states), env_state=env_state,
                             obs=obs, ep_return=ep_return)

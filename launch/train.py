@@ -1,9 +1,12 @@
-"""Trains A2C agents (all seeds in one vectorised graph) and writes logs, returns.csv and returns.png.
+"""Trains agents (all seeds in one vectorised graph) and writes logs, returns.csv and returns.png.
 
   python launch/train.py --config=configs/a2c.py:catch --config.optimizer.name=adam \
       --config.num_seeds=10 --config.train_steps=300000 --workdir=/tmp/a2c_catch
+  python launch/train.py --config=configs/ppo.py:ant_cpu --workdir=/tmp/ppo_ant
 
-See configs/a2c.py for the variants (task names) and fields; optim4rl_tf.agents.a2c_train for the outputs.
+The config's ``agent`` field picks the trainer: 'a2c' (the default when absent; configs/a2c.py, outputs in
+optim4rl_tf.agents.a2c_train), 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train) or
+'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*, optim4rl_tf.meta.meta_ppo).
 """
 import os
 import sys
@@ -13,10 +16,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/a2c.py:catch.",
                                           lock_config=True)
+AGENTS = ("a2c", "ppo", "meta_ppo")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for TensorBoard logs, returns.csv and plots.")
 
 
@@ -27,9 +32,25 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/a2c.py:catch")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  from optim4rl_tf.agents import a2c_train
+  agent = _CONFIG.value.get("agent", "a2c")
+  if agent not in AGENTS:
+    print(f"error: unknown config.agent {agent!r}; valid: {', '.join(AGENTS)}", file=sys.stderr)
+    sys.exit(2)
+  if agent in ("ppo", "meta_ppo"):
+    # JAX / MuJoCo / TF checkpointing log at INFO through the root logger, which absl prints: keep the
+    # console to the run's own progress lines.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  if agent == "ppo":
+    from optim4rl_tf.agents import ppo_train
+    run = ppo_train.train
+  elif agent == "meta_ppo":
+    from optim4rl_tf.meta import meta_ppo
+    run = meta_ppo.meta_train
+  else:
+    from optim4rl_tf.agents import a2c_train
+    run = a2c_train.train
   try:
-    a2c_train.train(_CONFIG.value, _WORKDIR.value)
+    run(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

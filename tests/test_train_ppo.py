@@ -1,0 +1,257 @@
+"""The PPO run (library + launcher): §7.2 configs, bad-input errors, files written, both bridges train
+identically, learned optimizers plug in, and learning on a cheap Brax task.
+
+Compiled runs use inverted_pendulum with 2 seeds x 16 envs (and 2 x 16 eval envs) and episode_length 200:
+a Brax batch of 32 envs, the shapes of test_brax_bridge.py, so one pytest process compiles the Brax step
+once.
+"""
+
+import csv
+import math
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from optim4rl_tf.agents import ppo_train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configs import ppo as ppo_configs  # noqa: E402
+
+
+def _set(c, **overrides):
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+STEP = 16 * 4 * 10       # env steps per training step and seed (batch 16 x 4 minibatches x unroll 10)
+
+
+def tiny_config(**overrides):
+  """inverted_pendulum, 2 seeds x 16 envs, episode_length 200; 1 epoch of 1 training step."""
+  c = ppo_configs.get_config("inverted_pendulum")
+  assert (c.env.num_envs, c.batch_size, c.num_minibatches, c.unroll_length, c.num_eval_envs) == \
+      (16, 16, 4, 10, 16)
+  _set(c, **{"env.episode_length": 200, "train_steps": STEP, "num_evals": 1, "num_seeds": 2,
+             "console_every_secs": 0.0})
+  return _set(c, **overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# Configs (no Brax needed)
+
+TABLE = {  # notes §7.2: train_steps, reward_scaling, num_envs, batch, unroll, epochs, entropy, discount, lr,
+           # num_evals; env steps per training step, training steps per epoch, total env steps
+    "ant": (1e8, 10, 4096, 2048, 5, 4, 1e-2, 0.97, 3e-4, 10, 327_680, 30, 98_304_000),
+    "humanoid": (1e8, 0.1, 2048, 1024, 10, 8, 1e-3, 0.97, 3e-4, 10, 327_680, 30, 98_304_000),
+    "inverted_double_pendulum": (2e7, 10, 2048, 1024, 5, 4, 1e-2, 0.97, 3e-4, 20, 163_840, 6, 19_660_800),
+    "walker2d": (5e7, 5, 2048, 512, 20, 8, 1e-3, 0.997, 3e-5, 20, 327_680, 7, 45_875_200),
+}
+
+
+@pytest.mark.parametrize("variant", ppo_configs.FULL)
+def test_full_variants_have_every_number_of_the_notes(variant):
+  c = ppo_configs.get_config(variant)
+  (steps, scale, envs, batch, unroll, epochs, ent, disc, lr, evals, per_step, per_epoch, total) = TABLE[variant]
+  assert (c.agent, c.env.name, c.env.backend, c.env.episode_length, c.env.action_repeat) == \
+      ("ppo", variant, "spring", 1000, 1)
+  assert (c.train_steps, c.reward_scaling, c.env.num_envs, c.batch_size, c.num_minibatches) == \
+      (steps, scale, envs, batch, 32)
+  assert (c.unroll_length, c.update_epochs, c.clipping_epsilon, c.entropy_cost, c.discount, c.gae_lambda) \
+      == (unroll, epochs, 0.3, ent, disc, 0.95)
+  assert (c.normalize_observations, c.normalize_advantage, c.num_evals, c.num_eval_envs) == \
+      (True, True, evals, 128)
+  assert (c.optimizer.learning_rate, c.optimizer.grad_clip) == (lr, 1.0)
+  assert tuple(c.network.policy_hidden) == (32,) * 4 and tuple(c.network.value_hidden) == (256,) * 5
+  s = ppo_train.validate_config(c)
+  assert (s.env_steps_per_train_step, s.train_steps_per_epoch, s.total_env_steps) == (per_step, per_epoch, total)
+  assert s.unrolls == batch * 32 // envs
+
+
+@pytest.mark.parametrize("variant", ppo_configs.CPU + ("inverted_pendulum",))
+def test_small_variants_validate(variant):
+  c = ppo_configs.get_config(variant)
+  s = ppo_train.validate_config(c)
+  assert s.total_env_steps <= 3e6 and c.env.num_envs <= 256
+  if variant != "inverted_pendulum":
+    full = ppo_configs.get_config(variant[:-4])
+    for k in ("reward_scaling", "unroll_length", "update_epochs", "entropy_cost", "discount"):
+      assert c[k] == full[k], k
+
+
+BAD = [
+    ({"env.name": "cartpole"}, "Unknown task \\(env.name\\) 'cartpole'"),
+    ({"env.bridge": "torch"}, "Unknown env.bridge 'torch'"),
+    ({"env.backend": "mjx2"}, "Unknown env.backend"),
+    ({"optimizer.name": "sgd"}, "Unknown optimizer.name 'sgd'"),
+    ({"env.num_envs": 0}, "env.num_envs must be a positive integer"),
+    ({"batch_size": 15}, "must be a multiple of env.num_envs"),
+    ({"train_steps": 600}, "less than num_evals=1 training steps"),
+    ({"optimizer.learning_rate": -1e-3}, "optimizer.learning_rate must be a positive"),
+    ({"discount": 1.5}, "discount must be in \\[0, 1\\]"),
+    ({"update_epochs": 0}, "update_epochs must be a positive integer"),
+    ({"network.value_hidden": (64, 0)}, "network.value_hidden must be a sequence of positive integers"),
+    ({"optimizer.meta_params": "x.npz"}, "not a learned optimizer"),
+    ({"optimizer.name": "optim4rl", "optimizer.meta_params": "/nonexistent/phi.npz"}, "file not found"),
+]
+
+
+@pytest.mark.parametrize("overrides,match", BAD)
+def test_bad_config_errors(overrides, match, tmp_path):
+  c = tiny_config(**overrides)
+  with pytest.raises(ValueError, match=match):
+    ppo_train.train(c, str(tmp_path), console=False)
+  assert not os.path.exists(tmp_path / "returns.csv")          # fails before doing anything
+
+
+def test_launcher_errors_and_dispatch(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  base = [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--workdir={tmp_path}"]
+  out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.env.name=antt"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  assert out.returncode == 2 and "error: Unknown task (env.name) 'antt'" in out.stderr, out.stderr[-2000:]
+  out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.agent=dqn"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  assert out.returncode == 2 and "unknown config.agent 'dqn'" in out.stderr, out.stderr[-2000:]
+  out = subprocess.run(base + ["--config=configs/ppo.py:ant_gpu"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=env)
+  assert out.returncode != 0 and "Unknown ppo variant 'ant_gpu'" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Runs (compile Brax's inverted_pendulum: 32 envs, episode_length 200)
+
+def _read_csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_train_writes_all_files(tmp_path, capsys):
+  calls = []
+  c = tiny_config(num_evals=2, train_steps=2 * STEP)
+  res = ppo_train.train(c, str(tmp_path), progress_fn=lambda step, info: calls.append((step, info)))
+  for name in ("config.json", "returns.csv", "returns.png", "summary.json", "params.npz"):
+    assert os.path.exists(tmp_path / name), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+  rows = _read_csv(tmp_path / "returns.csv")
+  assert [(int(r["step"]), int(r["seed"])) for r in rows] == [(0, 0), (0, 1), (STEP, 0), (STEP, 1),
+                                                              (2 * STEP, 0), (2 * STEP, 1)]
+  assert all(1.0 <= float(r["return"]) <= 200.0 for r in rows)     # reward 1 per step, at most 200 steps
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert summary["env_steps"] == 2 * STEP and len(summary["final"]) == 2 and not summary["aborted"]
+  # final = mean of the last 2 evaluation returns per seed
+  for s in (0, 1):
+    want = np.mean([float(r["return"]) for r in rows if int(r["seed"]) == s][-2:])
+    assert abs(summary["final"][s] - want) < 1e-9
+  assert res["ci"].low <= res["ci"].mean <= res["ci"].high
+  assert json.load(open(tmp_path / "config.json"))["agent"] == "ppo"
+  params = np.load(tmp_path / "params.npz")
+  assert params["policy/hidden_0/kernel"].shape == (2, 4, 32)
+  assert params["value/hidden_2/kernel"].shape == (2, 64, 1)
+  assert params["normalizer/count"].tolist() == [2 * STEP, 2 * STEP]
+  assert [step for step, _ in calls] == [STEP, 2 * STEP]
+  out = capsys.readouterr().out
+  assert "final return of inverted_pendulum with PPO + adam" in out and "env steps/s" in out
+
+
+def test_numpy_and_graph_bridges_train_identically():
+  out = {}
+  for bridge in ("numpy", "graph"):
+    c = tiny_config(**{"env.bridge": bridge})
+    trainer = ppo_train.build(c)
+    state = trainer.init()
+    state, m = trainer.run(state, 2)
+    ret, length = trainer.evaluate(state, 1)
+    out[bridge] = ([p.numpy() for p in state.params], m, ret, state.norm.mean.numpy())
+  (p1, m1, r1, n1), (p2, m2, r2, n2) = out["numpy"], out["graph"]
+  for a, b in zip(p1, p2):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-4)
+  np.testing.assert_allclose(n1, n2, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(r1, r2)
+  assert m1["loss"].shape == (2, 2)                                   # [training steps, seeds]
+  assert not np.allclose(p1[0][0], p1[0][1])                          # two independent seeds
+
+
+@pytest.mark.parametrize("name", ["optim4rl", "rmsprop"])
+def test_learned_and_classical_optimizers_from_config(name, tmp_path):
+  from optim4rl_tf.optimizers import meta_params
+  meta = ""
+  if name == "optim4rl":
+    core, phi = meta_params.resolve("optim4rl", None, seed=3)
+    meta = meta_params.save(str(tmp_path / "phi.npz"), core, phi)
+  c = tiny_config(**{"optimizer.name": name, "optimizer.meta_params": meta, "plot": False})
+  res = ppo_train.train(c, str(tmp_path / "run"), console=False)
+  assert res["env_steps"] == STEP and np.all(np.isfinite(res["final"]))
+  assert all(np.all(np.isfinite(p)) for p in res["params"])
+
+
+@pytest.mark.slow
+def test_ppo_adam_learns_inverted_pendulum(tmp_path):
+  """PPO + Adam on Brax inverted_pendulum (the config's variant with episode_length 200; 2 seeds in one
+  graph, 16 envs each, 99,200 env steps per seed): the mean final return (mean of the last 2 evaluations)
+  must be at least twice the return at step 0 (random policy: about 25; the maximum is 200)."""
+  c = ppo_configs.get_config("inverted_pendulum")
+  _set(c, **{"env.episode_length": 200, "num_seeds": 2, "console_every_secs": 30.0, "plot": False})
+  t0 = time.time()
+  res = ppo_train.train(c, str(tmp_path))
+  secs = time.time() - t0
+  first = np.mean([res["returns"][lab][1][0] for lab in res["labels"]])
+  final = float(np.mean(res["final"]))
+  print(f"inverted_pendulum PPO+Adam: eval return {first:.1f} -> {final:.1f} in {res['env_steps']:,} "
+        f"env steps per seed, {secs:.0f} s")
+  assert res["env_steps"] == 99_200
+  assert final >= 2.0 * first, (first, final, res["returns"])
+
+
+# ------------------------------------------------------------------------------------------------
+# MetaPPO (notes §7.5): a tiny meta-training run whose phi then trains a PPO agent (notes §10 flow)
+
+@pytest.mark.slow
+def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
+  from optim4rl_tf.meta import meta_ppo
+  from optim4rl_tf.optimizers import meta_params
+  c = ppo_configs.get_config("meta_inverted_pendulum")
+  assert (c.agent, c.env.num_envs, c.env.episode_length, c.num_units) == ("meta_ppo", 32, 200, 2)
+  _set(c, num_iterations=3, checkpoint_every=3)
+  phi0 = meta_params.resolve("optim4rl", None, mlp_dims=(16, 16), seed=0)[1]
+  seen = []
+  res = meta_ppo.meta_train(c, str(tmp_path / "meta"), console=False,
+                            progress_fn=lambda t, m: seen.append(m))
+  assert res["iterations"] == 3 and res["skipped"] == 0
+  assert all(m["meta/applied"] == 1.0 and math.isfinite(m["inverted_pendulum/meta_loss"]) and
+             m["meta/grad_norm"] > 0 for m in seen)
+  _, phi = meta_params.load(res["phi_path"])
+  assert any(not np.allclose(phi[k], phi0[k]) for k in phi0)        # phi moved
+  for name in ("meta_metrics.csv", "summary.json", "config.json"):
+    assert os.path.exists(tmp_path / "meta" / name)
+  # Test flow (§10): a fresh PPO agent trained with the meta-trained phi, fixed.
+  cfg = tiny_config(**{"optimizer.name": "optim4rl", "optimizer.meta_params": res["phi_path"], "plot": False})
+  out = ppo_train.train(cfg, str(tmp_path / "lopt"), console=False)
+  assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
+
+
+def test_meta_ppo_config_errors():
+  from optim4rl_tf.meta import meta_ppo
+  c = ppo_configs.get_config("meta_ant")
+  assert meta_ppo.num_iterations(c) == 610                            # notes §7.5
+  assert (c.batch_size, c.num_minibatches, c.unroll_length, c.update_epochs, c.inner_updates) == \
+      (1024, 8, 5, 4, 4)
+  assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
+  for overrides, match in [({"env.bridge": "numpy"}, "Unknown env.bridge 'numpy'"),
+                           ({"optimizer.name": "adam"}, "Unknown optimizer.name 'adam'"),
+                           ({"num_units": 3}, "must be a multiple of num_units=3"),
+                           ({"train_steps": 1000}, "less than one outer iteration")]:
+    with pytest.raises(ValueError, match=match):
+      meta_ppo.validate_config(_set(ppo_configs.get_config("meta_ant"), **overrides))

@@ -43,7 +43,6 @@ from optim4rl_tf.agents import ppo_train
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import trainer as trainer_lib
-from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
@@ -258,35 +257,13 @@ def build_task(config):
 class MetaPPOTrainer(trainer_lib.MetaTrainer):
   """The MetaA2C trainer (Adam on phi, clipping, NaN guard, checkpoints, phi.npz) with a MetaPPO task."""
 
-  def __init__(self, config, workdir=None):  # pylint: disable=super-init-not-called
-    # Same state as MetaTrainer.__init__; only the algorithm, tasks and iteration count differ.
+  def _build(self, config):
     import sys
-    self.config = config
-    self.workdir = workdir
-    self.algorithm = sys.modules[__name__]
-    self.core, phi0 = meta_params_lib.resolve(
+    core, phi0 = meta_params_lib.resolve(
         config.optimizer.name, config.optimizer.init_meta_params or None,
         mlp_dims=tuple(config.optimizer.mlp_dims), hidden_size=config.optimizer.hidden_size,
         seed=config.seed)
-    self.tasks = [build_task(config)]
-    self.total_iterations = num_iterations(config)
-    self.keys = sorted(phi0)
-    self.phi = [tf.Variable(phi0[k], name=k.replace("/", "_")) for k in self.keys]
-    self.adam = trainer_lib.VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
-    self.base_key = tf.constant([config.seed, 0x5eed], tf.int32)
-    self.units = [trainer_lib.VarTree(fresh_units(t, self.core, tf.random.experimental.stateless_fold_in(
-        self.base_key, 1000 + i)), f"units{i}") for i, t in enumerate(self.tasks)]
-    self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
-    self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
-    self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, name="skipped_in_a_row")
-    self.manager = None
-    if workdir:
-      ckpt = tf.train.Checkpoint(phi=self.phi, adam=self.adam.variables,
-                                 units=[u.variables for u in self.units], iteration=self.iteration,
-                                 skipped_total=self.skipped_total, skipped_in_a_row=self.skipped_in_a_row)
-      self.manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
-      if self.manager.latest_checkpoint:
-        ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+    return sys.modules[__name__], core, phi0, [build_task(config)], num_iterations(config)
 
 
 def meta_train(config, workdir, console=True, progress_fn=None):

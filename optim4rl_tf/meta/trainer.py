@@ -100,15 +100,7 @@ class MetaTrainer:
   def __init__(self, config, workdir=None):
     self.config = config
     self.workdir = workdir
-    is_star = config.optimizer.name == "star"
-    # STAR (MetaA2Cstar) needs second-order meta-gradients: its own outer iteration (meta_a2c_star).
-    self.algorithm = meta_a2c_star if is_star else meta_a2c
-    self.core, phi0 = meta_params_lib.resolve(
-        config.optimizer.name, config.optimizer.init_meta_params or None,
-        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
-        hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
-    self.tasks = build_tasks(config)
-    self.total_iterations = num_iterations(config)
+    self.algorithm, self.core, phi0, self.tasks, self.total_iterations = self._build(config)
     self.keys = sorted(phi0)
     self.phi = [tf.Variable(phi0[k], name=k.replace("/", "_")) for k in self.keys]
     self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
@@ -127,6 +119,18 @@ class MetaTrainer:
       self.manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
       if self.manager.latest_checkpoint:
         ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+
+  def _build(self, config):
+    """(algorithm module, core, initial phi, tasks, total iterations). Subclasses (MetaPPO) override it;
+    everything else (variables, checkpoints, the outer step) is shared."""
+    is_star = config.optimizer.name == "star"
+    # STAR (MetaA2Cstar) needs second-order meta-gradients: its own outer iteration (meta_a2c_star).
+    algorithm = meta_a2c_star if is_star else meta_a2c
+    core, phi0 = meta_params_lib.resolve(
+        config.optimizer.name, config.optimizer.init_meta_params or None,
+        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+        hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
+    return algorithm, core, phi0, build_tasks(config), num_iterations(config)
 
   # -------------------------------------------------------------------------------------------------
 

@@ -203,16 +203,9 @@ def validate_config(config):
   inner = cc.check_positive_int("inner_updates", config.inner_updates)
   cc.check_positive_int("env.episode_length", config.env.episode_length)
   cc.check_positive("learning_rate", config.learning_rate)
-  cc.check_positive("meta_lr", config.meta_lr)
   cc.check_positive("reward_scaling", config.reward_scaling)
-  cc.check_unit_interval("discount", config.discount)
-  cc.check_unit_interval("gae_lambda", config.gae_lambda)
-  cc.check_positive_int("checkpoint_every", config.checkpoint_every)
-  cc.check_positive_int("max_nonfinite", config.max_nonfinite)
-  if config.pipeline:
-    cc.check_positive_int("reset_interval", config.reset_interval)
-  if config.optimizer.init_meta_params:
-    cc.check_file("optimizer.init_meta_params", config.optimizer.init_meta_params)
+  from optim4rl_tf.meta import run as run_lib  # pylint: disable=import-outside-toplevel
+  run_lib.check_meta_fields(config)
   iterations = num_iterations(config)
   if iterations < 1:
     raise ValueError(f"train_steps={config.train_steps} is less than one outer iteration "

@@ -26,6 +26,20 @@ def peak_rss_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+def check_meta_fields(config):
+  """Checks shared by every meta-training config (MetaA2C and MetaPPO): meta-optimizer, returns,
+  checkpoints, NaN guard, pipeline and the optional starting phi."""
+  cc.check_positive("meta_lr", config.meta_lr)
+  cc.check_unit_interval("discount", config.discount)
+  cc.check_unit_interval("gae_lambda", config.gae_lambda)
+  cc.check_positive_int("checkpoint_every", config.checkpoint_every)
+  cc.check_positive_int("max_nonfinite", config.max_nonfinite)
+  if config.pipeline:
+    cc.check_positive_int("reset_interval", config.reset_interval)
+  if config.optimizer.init_meta_params:
+    cc.check_file("optimizer.init_meta_params", config.optimizer.init_meta_params)
+
+
 def validate_config(config):
   """One clear ValueError per bad field; returns the number of outer iterations."""
   cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
@@ -44,16 +58,8 @@ def validate_config(config):
       raise ValueError(f"chunk_size={chunk} must divide the number of units of tasks[{i}] ({n})")
   cc.check_positive_int("rollout_steps", config.rollout_steps)
   cc.check_positive_int("inner_updates", config.inner_updates)
-  cc.check_positive("meta_lr", config.meta_lr)
-  cc.check_unit_interval("discount", config.discount)
-  cc.check_unit_interval("gae_lambda", config.gae_lambda)
   cc.check_nonnegative_int("chunk_size", config.chunk_size)
-  cc.check_positive_int("checkpoint_every", config.checkpoint_every)
-  cc.check_positive_int("max_nonfinite", config.max_nonfinite)
-  if config.pipeline:
-    cc.check_positive_int("reset_interval", config.reset_interval)
-  if config.optimizer.init_meta_params:
-    cc.check_file("optimizer.init_meta_params", config.optimizer.init_meta_params)
+  check_meta_fields(config)
   iterations = trainer_lib.num_iterations(config)
   if iterations < 1:
     raise ValueError(f"train_steps={config.train_steps} is less than one outer iteration; "

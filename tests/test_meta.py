@@ -168,6 +168,30 @@ def test_chunked_and_unchunked_meta_gradients_agree():
     meta_a2c.meta_gradient(task._replace(chunk_size=3), core, phi, units.hidden, grads, cotangent)
 
 
+def test_optimizer_step_in_parallel_parts_equals_one_call():
+  core = trainer_lib.MetaTrainer(tiny_config(num_units=5)).core
+  phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
+  rng = np.random.RandomState(0)
+  grads = tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2)
+  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32))
+                 for _ in range(core.num_states))
+  whole = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=1)
+  for parts in (2, 3, 5):
+    split = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=parts)
+    for a, b in zip(tf.nest.flatten(split), tf.nest.flatten(whole)):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-8)
+  assert np.abs(whole[0].numpy()).max() > 0
+
+
+def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():
+  for units, per_unit in ((64, 4970), (64, 39482), (512, 39482), (6, 10), (7, 1_000_000)):
+    chunk = meta_a2c.auto_chunk(units, per_unit)
+    assert units % chunk == 0 and chunk >= 1
+    assert chunk == 1 or chunk * per_unit * meta_a2c.PARALLEL <= meta_a2c.CHUNK_COORDS
+    bigger = [c for c in range(chunk + 1, units + 1) if units % c == 0]
+    assert not bigger or bigger[0] * per_unit * meta_a2c.PARALLEL > meta_a2c.CHUNK_COORDS
+
+
 # --- long runs: NaN guard, checkpoints, resume ---------------------------------------------------
 
 def _poison_iteration(monkeypatch, bad_iterations):

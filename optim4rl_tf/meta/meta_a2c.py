@@ -133,7 +133,7 @@ def inner_loop(task, core, phi, units, key):
     if task.grad_clip > 0:
       flat = tf.clip_by_value(flat, -task.grad_clip, task.grad_clip)
     all_grads.append(flat)
-    delta, hidden = _optimizer_step(core)(phi, hidden, flat, task.learning_rate)
+    delta, hidden = optimizer_step(core, phi, hidden, flat, task.learning_rate)
     params = [p + d for p, d in zip(params, unflatten_units(delta, params))]
     update_abs += tf.reduce_sum(tf.abs(delta))
   metrics = iteration_metrics(task, params, meta_loss, metrics, ret_sum, ret_count, update_abs)
@@ -142,15 +142,19 @@ def inner_loop(task, core, phi, units, key):
 
 
 CHUNK_COORDS = 400_000
+# XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
+# of the units in the inner updates) are issued together so TensorFlow runs them on different cores.
+PARALLEL = 4
 
 
 def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
-  """The largest divisor of ``num_units`` whose chunk holds at most ``target`` coordinates (at least 1):
-  small chunks keep the replay's working set cache- and memory-friendly (measured faster per coordinate
-  on CPU than one big chunk, and the tape's memory is bounded by the chunk)."""
+  """The largest divisor of ``num_units`` whose chunk holds at most ``target / PARALLEL`` coordinates (at
+  least 1 unit): ``PARALLEL`` chunks run at once on different cores, so together they hold at most
+  ``target`` coordinates. Small chunks keep the replay's working set cache-friendly (measured faster per
+  coordinate on CPU than one big chunk) and bound the tapes' memory."""
   best = 1
   for c in range(1, num_units + 1):
-    if num_units % c == 0 and c * params_per_unit <= target:
+    if num_units % c == 0 and c * params_per_unit * PARALLEL <= target:
       best = c
   return best
 
@@ -184,14 +188,32 @@ def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
       return c + 1, [a + g for a, g in zip(acc, chunk_grad(c))]
     _, grads = tf.while_loop(lambda c, _: c < num_chunks, body,
                              (tf.constant(0), [tf.zeros_like(p) for p in phi_list]),
-                             parallel_iterations=1)
+                             parallel_iterations=PARALLEL)
   return dict(zip(keys, grads))
 
 
 _COMPILED = {}
 
 
-def _optimizer_step(core):
+def optimizer_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
+  """One learned-optimizer update of all units: hidden tuple of [H, U, P], flat_grads [U, P] ->
+  (delta [U, P], new hidden). The units are cut into ``parts`` (default ``PARALLEL``) groups, each one
+  XLA-compiled call, so the groups run on different cores; the numbers are those of one call."""
+  step = _compiled_step(core)
+  n = int(flat_grads.shape[0])
+  parts = min(n, PARALLEL if parts is None else parts)
+  if parts <= 1:
+    return step(phi, hidden, flat_grads, learning_rate)
+  sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+  grads = tf.split(flat_grads, sizes, axis=0)
+  states = [tf.split(h, sizes, axis=1) for h in hidden]
+  outs = [step(phi, tuple(s[i] for s in states), grads[i], learning_rate) for i in range(parts)]
+  delta = tf.concat([o[0] for o in outs], axis=0)
+  new_hidden = tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(hidden)))
+  return delta, new_hidden
+
+
+def _compiled_step(core):
   """XLA-compiled ``core.update_feature_major`` (forward only)."""
   key = ("step", core.name, core.mlp_dims, core.hidden_size)
   if key not in _COMPILED:

@@ -111,7 +111,6 @@ def reset_units(task, core, units, iteration, key):
 def _recording_optimizer(task, core, phi):
   """An AgentOptimizer for ``ppo.sgd_epochs`` whose state is (hidden, TensorArray of gradients, count):
   it clips the per-unit gradient, applies the learned optimizer with the explicit phi and records g."""
-  step = meta_a2c._optimizer_step(core)
 
   def update(grads, state, phi_=None, params=None):
     del phi_, params
@@ -119,7 +118,7 @@ def _recording_optimizer(task, core, phi):
     flat = meta_a2c.flatten_units(grads)
     if task.grad_clip > 0:
       flat = tf.clip_by_value(flat, -task.grad_clip, task.grad_clip)
-    delta, hidden = step(phi, hidden, flat, task.learning_rate)
+    delta, hidden = meta_a2c.optimizer_step(core, phi, hidden, flat, task.learning_rate)
     return meta_a2c.unflatten_units(delta, grads), (hidden, tape.write(count, flat), count + 1)
 
   return transforms.AgentOptimizer("meta_ppo_recorder", None, update)

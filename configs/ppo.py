@@ -13,7 +13,9 @@ Variants:
     and hyper-parameters, with 256 envs, minibatches of 256 trajectories, 8 minibatches, 16 evaluation
     envs and 1e6-3e6 env steps: tens of minutes on a 2-core laptop.
   * inverted_pendulum -- the cheap task of the tests (learns within ~1e5 env steps, a couple of minutes).
-  * meta_ant, meta_humanoid -- MetaPPO (notes §7.5, agent 'meta_ppo'): meta-training Optim4RL through
+  * meta_ant, meta_humanoid -- MetaPPO (notes §7.5, agent 'meta_ppo'): meta-training a learned optimizer
+    (``optimizer.name``: optim4rl, linear_optim, l2lgd2, or star = MetaPPOstar with second-order
+    meta-gradients; ``pipeline=False``: the no-pipeline variant of Table 1) through
     PPO inner updates, the official reduced settings (2048 envs, batch 1024, 8 minibatches, unroll 5,
     4 epochs, value (64,)x5, M = 4, 610 outer iterations); meta_inverted_pendulum: a tiny CPU smoke run.
     The meta-gradient keeps only the value and entropy paths (the simulator is not differentiable through

@@ -9,6 +9,14 @@ Experiments (notes §9, §10):
   figure3_bdl    the same on big_dense_long
   table1_sdl     Optim4RL on small_dense_long with and without pipeline training (Table 1)
   table1_bdl     the same on big_dense_long
+  figure3_ant, figure3_humanoid   the four learned optimizers meta-trained with MetaPPO (STAR: MetaPPOstar)
+                 on Ant / Humanoid, tested with PPO vs Adam, RMSProp (configs/ppo.py meta_* and the task)
+  table1_ant, table1_humanoid     Optim4RL with and without pipeline training, MetaPPO (Table 1)
+  figure4        Optim4RL meta-trained on the six gridworlds (grid6), tested with PPO on Ant, Humanoid,
+                 inverted double pendulum and Walker2d vs Adam, RMSProp
+
+The Brax experiments are GPU-sized; ``--ppo_cpu`` runs them at laptop size (PPO tests on the ``*_cpu``
+variants of configs/ppo.py, MetaPPO with 256 envs and batch 256).
 
 Each meta-training run uses the paper's setting of configs/meta_a2c.py (one configuration: the first of its
 sweep, or --config-style overrides below); each test run trains A2C with the fixed phi for --num_seeds seeds
@@ -35,8 +43,17 @@ EXPERIMENTS = {
     "table1_bdl": ("big_dense_long", [("with", "optim4rl", "big_dense_long"),
                                       ("without", "optim4rl", "big_dense_long_nopipe")], False, "table1"),
 }
+# Brax experiments: (test task, [(label, optimizer, MetaPPO variant or "grid6", pipeline)], baselines, kind).
+PPO_EXPERIMENTS = {
+    **{f"figure3_{t}": (t, [(lab, opt, f"meta_{t}", True) for lab, opt in LEARNED], True, "panel")
+       for t in ("ant", "humanoid")},
+    **{f"table1_{t}": (t, [("with", "optim4rl", f"meta_{t}", True), ("without", "optim4rl", f"meta_{t}", False)],
+                       False, "table1") for t in ("ant", "humanoid")},
+}
+FIGURE4_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
+ALL_EXPERIMENTS = list(EXPERIMENTS) + list(PPO_EXPERIMENTS) + ["figure4"]
 
-flags.DEFINE_enum("experiment", "figure3_catch", list(EXPERIMENTS), "What to reproduce.")
+flags.DEFINE_enum("experiment", "figure3_catch", ALL_EXPERIMENTS, "What to reproduce.")
 flags.DEFINE_string("workdir", None, "Output directory.")
 flags.DEFINE_integer("meta_iterations", 0, "Outer iterations per meta-training run (0: the paper's).")
 flags.DEFINE_integer("meta_units", 0, "Training units per meta-training run (0: the paper's).")
@@ -45,6 +62,7 @@ flags.DEFINE_float("test_steps", 0.0, "Env steps per seed of each test run (0: t
 flags.DEFINE_integer("num_seeds", 10, "Seeds per test run.")
 flags.DEFINE_list("only", [], "Run only these labels (e.g. Optim4RL,Adam).")
 flags.DEFINE_integer("seed", 0, "Base seed.")
+flags.DEFINE_bool("ppo_cpu", False, "Brax experiments at laptop size (*_cpu PPO tests, 256-env MetaPPO).")
 FLAGS = flags.FLAGS
 
 
@@ -52,9 +70,10 @@ class Budget:
   """Budget overrides (0 = the paper's value)."""
 
   def __init__(self, meta_iterations=0, meta_units=0, meta_lr=0.0, test_steps=0.0, num_seeds=10, only=(),
-               seed=0):
+               seed=0, ppo_cpu=False):
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
+    self.ppo_cpu = ppo_cpu
 
 
 def meta_train(variant, optimizer, workdir, budget):
@@ -90,9 +109,95 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
   a2c_train.train(config, workdir)
 
 
+def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
+  """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz."""
+  from configs import ppo as ppo_configs
+  from optim4rl_tf.meta import meta_ppo
+  config = ppo_configs.get_config(variant)
+  config.optimizer.name = optimizer
+  config.pipeline = pipeline
+  config.seed = budget.seed
+  config.num_iterations = budget.meta_iterations
+  if budget.meta_units:
+    config.num_units = budget.meta_units
+  if budget.meta_lr > 0:
+    config.meta_lr = budget.meta_lr
+  if budget.ppo_cpu:
+    config.env.num_envs, config.batch_size = 256 * config.num_units, 256
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return os.path.join(workdir, "phi.npz")
+  return meta_ppo.meta_train(config, workdir)["phi_path"]
+
+
+def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):
+  """A PPO test run (notes §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
+  from configs import ppo as ppo_configs
+  from optim4rl_tf.agents import ppo_train
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return
+  config = ppo_configs.get_config(f"{task}_cpu" if budget.ppo_cpu else task)
+  config.optimizer.name = optimizer
+  config.optimizer.meta_params = phi_path or ""
+  if learning_rate:
+    config.optimizer.learning_rate = learning_rate
+  config.num_seeds = budget.num_seeds
+  config.seed = budget.seed + 1000
+  if budget.test_steps > 0:
+    config.train_steps = budget.test_steps
+  ppo_train.train(config, workdir)
+
+
+def _ppo_baselines(task, root, budget, wanted):
+  sources = []
+  for label, optimizer in (("Adam", "adam"), ("RMSProp", "rmsprop")):
+    if wanted(label):
+      test_dir = os.path.join(root, f"test_{optimizer}_{task}")
+      test_run_ppo(task, optimizer, None, None, test_dir, budget)
+      sources.append((label, test_dir))
+  return sources
+
+
+def reproduce_ppo(experiment, root, budget):
+  """The Brax experiments (Figure 3 Ant/Humanoid panels, Table 1 Ant/Humanoid, Figure 4)."""
+  from configs import ppo as ppo_configs
+  from optim4rl_tf.eval import report
+  wanted = lambda label: not budget.only or label in budget.only
+  out = os.path.join(root, "report")
+  if experiment == "figure4":
+    phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (notes §9)
+        "grid6", "optim4rl", os.path.join(root, "meta_optim4rl_grid6"), budget) if wanted("Optim4RL") else None
+    panels = []
+    for task in FIGURE4_TASKS:
+      sources = []
+      if phi:
+        test_dir = os.path.join(root, f"test_optim4rl_grid6_{task}")
+        test_run_ppo(task, "optim4rl", phi, 3e-4, test_dir, budget)
+        sources.append(("Optim4RL", test_dir))
+      panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
+    return report.write_report(out, panels=panels, title=f"Reproduction: {experiment}")
+  task, learned, baselines, kind = PPO_EXPERIMENTS[experiment]
+  sources = []
+  for label, optimizer, variant, pipeline in learned:
+    if not wanted(label):
+      continue
+    lr = ppo_configs.get_config(variant).learning_rate   # the agent lr of meta-training (notes §10)
+    safe = f"{optimizer}_{variant}" + ("" if pipeline else "_nopipe")
+    phi = meta_train_ppo(variant, optimizer, pipeline, os.path.join(root, f"meta_{safe}"), budget)
+    test_dir = os.path.join(root, f"test_{safe}")
+    test_run_ppo(task, optimizer, phi, lr, test_dir, budget)
+    sources.append((label, test_dir))
+  if baselines:
+    sources += _ppo_baselines(task, root, budget, wanted)
+  if kind == "panel":
+    return report.write_report(out, panels=[("figure3", task, sources)], title=f"Reproduction: {experiment}")
+  return report.write_report(out, table1=[(task, dict(sources))], title=f"Reproduction: {experiment}")
+
+
 def reproduce(experiment, root, budget=None):
   """Runs one experiment into ``root`` with a :class:`Budget`; returns the path of its report.md."""
   budget = budget or Budget()
+  if experiment not in EXPERIMENTS:
+    return reproduce_ppo(experiment, root, budget)
   from configs import meta_a2c
   from optim4rl_tf.eval import report
   task, learned, baselines, kind = EXPERIMENTS[experiment]
@@ -126,7 +231,7 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
   budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
-                  FLAGS.only, FLAGS.seed)
+                  FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu)
   path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
   print(open(path).read())
   print(f"report: {path}")

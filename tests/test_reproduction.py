@@ -30,3 +30,21 @@ def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path):
     assert os.path.exists(os.path.join(str(tmp_path), name, "phi.npz"))
   # Re-running skips every finished run and rewrites the same report.
   assert reproduce.reproduce("figure3_catch", str(tmp_path), budget) == path
+
+
+@pytest.mark.slow
+def test_brax_reproduction_path_meta_trains_with_metappo_and_writes_table1(tmp_path, monkeypatch):
+  """The Brax experiments' code path (MetaPPO -> PPO test -> Table 1), on the cheap inverted pendulum."""
+  reproduce = _reproduce_module()
+  monkeypatch.setitem(reproduce.PPO_EXPERIMENTS, "table1_tiny",
+                      ("inverted_pendulum", [("with", "optim4rl", "meta_inverted_pendulum", True),
+                                             ("without", "optim4rl", "meta_inverted_pendulum", False)],
+                       False, "table1"))
+  budget = reproduce.Budget(meta_iterations=2, test_steps=5 * 640, num_seeds=2, only=("with",))
+  path = reproduce.reproduce("table1_tiny", str(tmp_path), budget)
+  assert os.path.exists(os.path.join(str(tmp_path), "meta_optim4rl_meta_inverted_pendulum", "phi.npz"))
+  assert os.path.exists(os.path.join(str(tmp_path), "test_optim4rl_meta_inverted_pendulum", "summary.json"))
+  assert not os.path.exists(os.path.join(str(tmp_path), "meta_optim4rl_meta_inverted_pendulum_nopipe"))
+  assert "With pipeline training" in open(path).read()
+  with pytest.raises(KeyError):
+    reproduce.reproduce("no_such_experiment", str(tmp_path), budget)

@@ -242,6 +242,27 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
 
 
+def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
+  """MetaPPOstar (notes §6.5, §7.5): STAR meta-trains through PPO inner updates with nested tapes, writes a
+  STAR .npz, and a PPO agent then trains with it fixed (PPOstar)."""
+  from optim4rl_tf.meta import meta_ppo
+  from optim4rl_tf.optimizers import meta_params
+  c = _set(ppo_configs.get_config("meta_inverted_pendulum"),
+           **{"optimizer.name": "star", "num_iterations": 2, "checkpoint_every": 2})
+  phi0 = meta_params.resolve("star", None, seed=c.seed)[1]
+  seen = []
+  res = meta_ppo.meta_train(c, str(tmp_path / "meta"), console=False,
+                            progress_fn=lambda t, m: seen.append(m))
+  assert res["iterations"] == 2 and res["skipped"] == 0
+  assert all(m["meta/applied"] == 1.0 and m["meta/grad_norm"] > 0 and
+             math.isfinite(m["inverted_pendulum/meta_loss"]) for m in seen)
+  meta, phi = meta_params.load(res["phi_path"])
+  assert meta["optimizer"] == "star" and any(not np.allclose(phi[k], phi0[k]) for k in phi0)
+  cfg = tiny_config(**{"optimizer.name": "star", "optimizer.meta_params": res["phi_path"], "plot": False})
+  out = ppo_train.train(cfg, str(tmp_path / "lopt"), console=False)
+  assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
+
+
 def test_meta_ppo_config_errors():
   from optim4rl_tf.meta import meta_ppo
   c = ppo_configs.get_config("meta_ant")
@@ -251,6 +272,7 @@ def test_meta_ppo_config_errors():
   assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
   for overrides, match in [({"env.bridge": "numpy"}, "Unknown env.bridge 'numpy'"),
                            ({"optimizer.name": "adam"}, "Unknown optimizer.name 'adam'"),
+                           ({"optimizer.name": "velo"}, "Unknown optimizer.name 'velo'"),
                            ({"num_units": 3}, "must be a multiple of num_units=3"),
                            ({"train_steps": 1000}, "less than one outer iteration")]:
     with pytest.raises(ValueError, match=match):

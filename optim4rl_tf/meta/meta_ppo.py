@@ -79,17 +79,22 @@ class UnitState(NamedTuple):
   obs: Any          # [U, E, D]
 
 
-def fresh_units(task, core, key):
-  """Brand-new units: agents, normalisers, zero hidden states and freshly reset envs."""
+def fresh_agents(task, key):
+  """(params list [U, ...], normaliser, flat env state, obs [U, E, D]) of brand-new units."""
   keys = tf.random.experimental.stateless_split(key, 2)
   u = task.num_units
   params = task.net.init(tf.random.experimental.stateless_split(keys[0], u))
-  hidden = core.init_state_feature_major([u, task.net.num_params])
   seeds = tf.random.stateless_uniform([u], keys[1], minval=0, maxval=2 ** 31 - 1, dtype=tf.int32)
   flat = task.env.graph_reset(seeds)
   obs = tf.reshape(task.env.flat_obs(flat), [u, -1, task.net.obs_size])
-  return UnitState(params=params, hidden=hidden, norm=ppo.norm_init(u, task.net.obs_size), env_state=flat,
-                   obs=obs)
+  return params, ppo.norm_init(u, task.net.obs_size), flat, obs
+
+
+def fresh_units(task, core, key):
+  """Brand-new units: agents, normalisers, zero hidden states and freshly reset envs."""
+  params, norm, flat, obs = fresh_agents(task, key)
+  hidden = core.init_state_feature_major([task.num_units, task.net.num_params])
+  return UnitState(params=params, hidden=hidden, norm=norm, env_state=flat, obs=obs)
 
 
 def reset_units(task, core, units, iteration, key):
@@ -186,7 +191,7 @@ def validate_config(config):
   """One clear ValueError per bad field; returns the number of outer iterations."""
   cc.check_choice("task (env.name)", config.env.name, BRAX_ENV_NAMES)
   cc.check_choice("env.bridge", config.env.bridge, ("graph",))
-  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES)
+  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
   units = cc.check_positive_int("num_units", config.num_units)
   envs = cc.check_positive_int("env.num_envs", config.env.num_envs)
   if envs % units:
@@ -251,11 +256,15 @@ class MetaPPOTrainer(trainer_lib.MetaTrainer):
 
   def _build(self, config):
     import sys
+    from optim4rl_tf.meta import meta_ppo_star  # pylint: disable=import-outside-toplevel
+    is_star = config.optimizer.name == "star"
+    # STAR (MetaPPOstar) needs second-order meta-gradients: its own outer iteration (meta_ppo_star).
     core, phi0 = meta_params_lib.resolve(
         config.optimizer.name, config.optimizer.init_meta_params or None,
-        mlp_dims=tuple(config.optimizer.mlp_dims), hidden_size=config.optimizer.hidden_size,
-        seed=config.seed)
-    return sys.modules[__name__], core, phi0, [build_task(config)], num_iterations(config)
+        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+        hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
+    algorithm = meta_ppo_star if is_star else sys.modules[__name__]
+    return algorithm, core, phi0, [build_task(config)], num_iterations(config)
 
 
 def meta_train(config, workdir, console=True, progress_fn=None):

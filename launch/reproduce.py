@@ -76,27 +76,20 @@ class Budget:
     self.ppo_cpu = ppo_cpu
 
 
-def meta_train(variant, optimizer, workdir, budget):
-  from configs import meta_a2c
-  from optim4rl_tf.meta import run
-  config = meta_a2c.get_config(variant)
+def _meta_budget(config, optimizer, budget):
+  """Sets the optimizer and the meta-training budget overrides on a meta-training config."""
   config.optimizer.name = optimizer
   config.seed = budget.seed
   config.num_iterations = budget.meta_iterations
-  config.num_units = budget.meta_units
+  if budget.meta_units:
+    config.num_units = budget.meta_units
   if budget.meta_lr > 0:
     config.meta_lr = budget.meta_lr
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    return os.path.join(workdir, "phi.npz")
-  return run.meta_train(config, workdir)["phi_path"]
+  return config
 
 
-def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
-  from configs import a2c as a2c_configs
-  from optim4rl_tf.agents import a2c_train
-  if os.path.exists(os.path.join(workdir, "summary.json")):
-    return
-  config = a2c_configs.get_config(task)
+def _test_budget(config, optimizer, phi_path, learning_rate, budget):
+  """Sets the optimizer (a fixed phi for a learned one) and the test budget on an agent config."""
   config.optimizer.name = optimizer
   config.optimizer.meta_params = phi_path or ""
   if learning_rate:
@@ -105,6 +98,30 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
   config.seed = budget.seed + 1000
   if budget.test_steps > 0:
     config.train_steps = budget.test_steps
+  return config
+
+
+def _done(workdir):
+  return os.path.exists(os.path.join(workdir, "summary.json"))
+
+
+def meta_train(variant, optimizer, workdir, budget):
+  """MetaA2C (MetaA2Cstar for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz."""
+  from configs import meta_a2c
+  from optim4rl_tf.meta import run
+  config = _meta_budget(meta_a2c.get_config(variant), optimizer, budget)
+  if _done(workdir):
+    return os.path.join(workdir, "phi.npz")
+  return run.meta_train(config, workdir)["phi_path"]
+
+
+def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
+  """An A2C test run (notes §10) of ``optimizer`` on ``task``."""
+  from configs import a2c as a2c_configs
+  from optim4rl_tf.agents import a2c_train
+  if _done(workdir):
+    return
+  config = _test_budget(a2c_configs.get_config(task), optimizer, phi_path, learning_rate, budget)
   config.save_params = False
   a2c_train.train(config, workdir)
 
@@ -113,18 +130,11 @@ def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
   """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz."""
   from configs import ppo as ppo_configs
   from optim4rl_tf.meta import meta_ppo
-  config = ppo_configs.get_config(variant)
-  config.optimizer.name = optimizer
+  config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget)
   config.pipeline = pipeline
-  config.seed = budget.seed
-  config.num_iterations = budget.meta_iterations
-  if budget.meta_units:
-    config.num_units = budget.meta_units
-  if budget.meta_lr > 0:
-    config.meta_lr = budget.meta_lr
   if budget.ppo_cpu:
     config.env.num_envs, config.batch_size = 256 * config.num_units, 256
-  if os.path.exists(os.path.join(workdir, "summary.json")):
+  if _done(workdir):
     return os.path.join(workdir, "phi.npz")
   return meta_ppo.meta_train(config, workdir)["phi_path"]
 
@@ -133,18 +143,10 @@ def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):
   """A PPO test run (notes §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
   from configs import ppo as ppo_configs
   from optim4rl_tf.agents import ppo_train
-  if os.path.exists(os.path.join(workdir, "summary.json")):
+  if _done(workdir):
     return
   config = ppo_configs.get_config(f"{task}_cpu" if budget.ppo_cpu else task)
-  config.optimizer.name = optimizer
-  config.optimizer.meta_params = phi_path or ""
-  if learning_rate:
-    config.optimizer.learning_rate = learning_rate
-  config.num_seeds = budget.num_seeds
-  config.seed = budget.seed + 1000
-  if budget.test_steps > 0:
-    config.train_steps = budget.test_steps
-  ppo_train.train(config, workdir)
+  ppo_train.train(_test_budget(config, optimizer, phi_path, learning_rate, budget), workdir)
 
 
 def _ppo_baselines(task, root, budget, wanted):

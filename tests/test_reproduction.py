@@ -1,6 +1,7 @@
 """A reduced end-to-end reproduction of the Figure 3 Catch panel: meta-train Optim4RL and L2LGD² for a few
 outer iterations, test each (and Adam) with 3 seeds, and write the panel and its table."""
 
+import functools
 import importlib.util
 import os
 
@@ -9,7 +10,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@functools.lru_cache(maxsize=None)
 def _reproduce_module():
+  """launch/reproduce.py, loaded once (it defines absl flags)."""
   spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "launch", "reproduce.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -162,14 +162,20 @@ def inner_loop(task, core, phi, units, key):
     loss, mm = ppo.ppo_loss(task.net, params, norm, mbatch, mks[1], task.hparams, on_policy=True)
     meta_loss = tf.reduce_mean(loss)
   cotangent = meta_a2c.flatten_units(tape.gradient(meta_loss, params))
-  metrics = {"meta_loss": meta_loss, "meta_value_loss": tf.reduce_mean(mm["value_loss"]),
-             "meta_entropy": tf.reduce_mean(mm["entropy"]),
-             "agent_reward_per_step": tf.reduce_mean(mbatch.reward),
-             "inner_loss": sums["loss"], "inner_value_loss": sums["value_loss"],
-             "inner_entropy": sums["entropy"], "inner_update_norm": sums["update_norm"],
-             "inner_reward_per_step": sums["reward"]}
+  metrics = iteration_metrics(meta_loss, mm, mbatch, sums)
   return UnitState(params=params, hidden=hidden, norm=norm, env_state=flat, obs=obs), all_grads, cotangent, \
       metrics
+
+
+def iteration_metrics(meta_loss, meta_loss_metrics, meta_batch, sums):
+  """The logged scalars of one outer iteration (``sums``: inner-update means of loss, entropy,
+  value_loss, update_norm and reward)."""
+  return {"meta_loss": meta_loss, "meta_value_loss": tf.reduce_mean(meta_loss_metrics["value_loss"]),
+          "meta_entropy": tf.reduce_mean(meta_loss_metrics["entropy"]),
+          "agent_reward_per_step": tf.reduce_mean(meta_batch.reward),
+          "inner_loss": sums["loss"], "inner_value_loss": sums["value_loss"],
+          "inner_entropy": sums["entropy"], "inner_update_norm": sums["update_norm"],
+          "inner_reward_per_step": sums["reward"]}
 
 
 def outer_iteration(task, core, phi, units, iteration, key):

@@ -104,12 +104,7 @@ def outer_iteration(task, core, phi, units, iteration, key):
     loss, mm = ppo.ppo_loss(task.net, params, norm, mbatch, mks[1], task.hparams, on_policy=True)
     meta_loss = tf.reduce_mean(loss)
   grads = outer.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  metrics = {"meta_loss": meta_loss, "meta_value_loss": tf.reduce_mean(mm["value_loss"]),
-             "meta_entropy": tf.reduce_mean(mm["entropy"]),
-             "agent_reward_per_step": tf.reduce_mean(mbatch.reward),
-             "inner_loss": sums["loss"], "inner_value_loss": sums["value_loss"],
-             "inner_entropy": sums["entropy"], "inner_update_norm": sums["update_norm"],
-             "inner_reward_per_step": sums["reward"]}
+  metrics = meta_ppo.iteration_metrics(meta_loss, mm, mbatch, sums)
   new_units = StarPPOUnitState(params=[tf.stop_gradient(p) for p in params],
                                states=tf.nest.map_structure(tf.stop_gradient, states),
                                norm=tf.nest.map_structure(tf.stop_gradient, norm), env_state=flat, obs=obs)

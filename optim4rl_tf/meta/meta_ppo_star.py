@@ -56,11 +56,14 @@ def reset_units(task, core, units, iteration, key):
   return tf.cond(tf.reduce_any(mask), reset, lambda: units)
 
 
-def _differentiable_star(task, core, phi):
-  """An AgentOptimizer for ``ppo.sgd_epochs``: clip, then a STAR step with the explicit (watched) phi."""
+def _differentiable_star(task, core, phi, second_order=True):
+  """An AgentOptimizer for ``ppo.sgd_epochs``: clip, then a STAR step with the explicit (watched) phi.
+  ``second_order=False`` stops the gradient at the agent gradient (a first-order ablation)."""
 
   def update(grads, states, phi_=None, params=None):
     del phi_
+    if not second_order:
+      grads = [tf.stop_gradient(g) for g in grads]
     if task.grad_clip > 0:
       grads = [tf.clip_by_value(g, -task.grad_clip, task.grad_clip) for g in grads]
     new_params, states = core.update_list(phi, states, grads, params, task.learning_rate, unit_axis=True)
@@ -69,9 +72,10 @@ def _differentiable_star(task, core, phi):
   return transforms.AgentOptimizer("meta_ppo_star", None, update)
 
 
-def outer_iteration(task, core, phi, units, iteration, key):
+def outer_iteration(task, core, phi, units, iteration, key, second_order=True):
   """Reset, M PPO training steps with STAR and the meta-loss unroll, under one outer tape. Returns
-  (new_units, meta-gradient dict (mean over units), metrics dict of scalars)."""
+  (new_units, meta-gradient dict (mean over units), metrics dict of scalars). ``second_order=False``
+  drops the path through the agent gradients (not the official method; for comparison)."""
   keys = tf.random.experimental.stateless_split(key, 2)
   units = reset_units(task, core, units, iteration, keys[0])
   key = keys[1]
@@ -82,7 +86,7 @@ def outer_iteration(task, core, phi, units, iteration, key):
   sums = {k: 0.0 for k in ("loss", "entropy", "value_loss", "update_norm", "reward")}
   with tf.GradientTape() as outer:
     outer.watch(phi_list)
-    opt = _differentiable_star(task, core, dict(zip(names, phi_list)))
+    opt = _differentiable_star(task, core, dict(zip(names, phi_list)), second_order)
     for k in range(task.inner_updates):
       ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, k), 2)
       with outer.stop_recording():

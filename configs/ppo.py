@@ -15,9 +15,10 @@ Variants:
   * inverted_pendulum -- the cheap task of the tests (learns within ~1e5 env steps, a couple of minutes).
   * meta_ant, meta_humanoid -- MetaPPO (notes §7.5, agent 'meta_ppo'): meta-training a learned optimizer
     (``optimizer.name``: optim4rl, linear_optim, l2lgd2, or star = MetaPPOstar with second-order
-    meta-gradients; ``pipeline=False``: the no-pipeline variant of Table 1) through
-    PPO inner updates, the official reduced settings (2048 envs, batch 1024, 8 minibatches, unroll 5,
-    4 epochs, value (64,)x5, M = 4, 610 outer iterations); meta_inverted_pendulum: a tiny CPU smoke run.
+    meta-gradients); meta_ant_nopipe, meta_humanoid_nopipe: the same without pipeline training (Table 1).
+    Both through PPO inner updates, with the official reduced settings (2048 envs, batch 1024,
+    8 minibatches, unroll 5, 4 epochs, value (64,)x5, M = 4, 610 outer iterations);
+    meta_inverted_pendulum: a tiny CPU smoke run.
     The meta-gradient keeps only the value and entropy paths (the simulator is not differentiable through
     the bridge; see optim4rl_tf/meta/meta_ppo.py).
 
@@ -33,7 +34,7 @@ import ml_collections
 
 FULL = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
 CPU = tuple(f"{t}_cpu" for t in FULL)
-META = ("meta_ant", "meta_humanoid", "meta_inverted_pendulum")
+META = ("meta_ant", "meta_humanoid", "meta_inverted_pendulum", "meta_ant_nopipe", "meta_humanoid_nopipe")
 VARIANTS = FULL + CPU + ("inverted_pendulum",) + META
 
 # Notes §7.2, one row per parameter.
@@ -127,7 +128,8 @@ def get_config(variant="ant_cpu"):
 
 def _meta_config(variant):
   """MetaPPO (notes §7.5 table)."""
-  task = variant[len("meta_"):]
+  pipeline = not variant.endswith("_nopipe")
+  task = variant[len("meta_"):].replace("_nopipe", "")
   c = ml_collections.ConfigDict()
   c.agent = "meta_ppo"
   c.variant = variant
@@ -152,7 +154,7 @@ def _meta_config(variant):
   c.normalize_observations = True
   c.normalize_advantage = True
   c.network = ml_collections.ConfigDict(dict(policy_hidden=(32,) * 4, value_hidden=(64,) * 5))
-  c.pipeline = True
+  c.pipeline = pipeline              # False: units never reset (Table 1's "without pipeline training")
   c.reset_interval = 128             # m (outer iterations); sweep below
   c.meta_lr = 1e-4
   c.meta_grad_clip = -1.0            # elementwise (<= 0: off) ...
@@ -166,6 +168,8 @@ def _meta_config(variant):
   c.sweep = ml_collections.ConfigDict(dict(reset_interval=[32, 64, 128, 256, 512],
                                            meta_lr=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
                                            meta_grad=["grad_norm_0.5", "grad_clip_1.0"]))
+  if not pipeline:
+    c.sweep.reset_interval = []
   if task == "inverted_pendulum":     # tiny smoke run on CPU
     c.env.num_envs = 32
     c.env.episode_length = 200

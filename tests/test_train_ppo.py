@@ -280,6 +280,10 @@ def test_meta_ppo_config_errors():
   assert (c.batch_size, c.num_minibatches, c.unroll_length, c.update_epochs, c.inner_updates) == \
       (1024, 8, 5, 4, 4)
   assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
+  nopipe = ppo_configs.get_config("meta_humanoid_nopipe")
+  assert (nopipe.pipeline, nopipe.env.name, nopipe.reward_scaling, list(nopipe.sweep.reset_interval)) == \
+      (False, "humanoid", 0.1, [])
+  assert c.pipeline and list(c.sweep.reset_interval) == [32, 64, 128, 256, 512]
   for overrides, match in [({"env.bridge": "numpy"}, "Unknown env.bridge 'numpy'"),
                            ({"optimizer.name": "adam"}, "Unknown optimizer.name 'adam'"),
                            ({"optimizer.name": "velo"}, "Unknown optimizer.name 'velo'"),

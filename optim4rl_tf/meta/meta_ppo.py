@@ -32,7 +32,6 @@ generated (actions, simulator, normaliser statistics) are absent.
 
 import math
 import os
-import time
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -287,43 +286,10 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   task = trainer.tasks[0]
   steps_per_it = (task.env.num_envs * task.unroll_length
                   * (task.inner_updates * task.unrolls + task.meta_unrolls))
-  start_it = int(trainer.iteration.numpy())
-  logger = logging_lib.RunLogger(workdir, returns_csv=None)
-  table = run_lib._MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))  # pylint: disable=protected-access
-  progress = logging_lib.Progress(total, every_secs=10.0, prefix=f"[meta_ppo {task.name}] ",
-                                  rate_scale=steps_per_it, rate_label="env steps/s") if console else None
-  t0 = time.time()
-  last = {"t": time.time(), "it": start_it}
 
-  def on_iteration(t, metrics):
-    now = time.time()
-    it_per_sec = (t - last["it"]) / max(now - last["t"], 1e-9)
-    last.update(t=now, it=t)
-    values = dict(metrics, **{"speed/outer_it_per_sec": it_per_sec,
-                              "speed/env_steps_per_sec": it_per_sec * steps_per_it,
-                              "memory/peak_rss_gb": run_lib.peak_rss_gb()})
-    logger.scalars(t, values)
-    logger.flush()
-    table.write({"iteration": t, **values})
-    if progress is not None:
-      progress.update(t, {"meta-loss": metrics[f"{task.name}/meta_loss"],
-                          "reward/step": metrics[f"{task.name}/inner_reward_per_step"]})
-    if progress_fn is not None:
-      progress_fn(t, values)
+  def shown(metrics):
+    return {"meta-loss": metrics[f"{task.name}/meta_loss"],
+            "reward/step": metrics[f"{task.name}/inner_reward_per_step"]}
 
-  try:
-    trainer.train(on_iteration)
-  finally:
-    logger.close()
-  wall = time.time() - t0
-  done = int(trainer.iteration.numpy()) - start_it
-  result = {"phi_path": os.path.join(workdir, "phi.npz"), "iterations": int(trainer.iteration.numpy()),
-            "skipped": int(trainer.skipped_total.numpy()),
-            "it_per_sec": done / wall if wall > 0 else float("nan"),
-            "env_steps_per_sec": done * steps_per_it / wall if wall > 0 else float("nan"),
-            "peak_rss_gb": run_lib.peak_rss_gb(), "wall_secs": wall}
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
-  if console:
-    print(f"meta-training done: {result['iterations']} outer iterations ({result['skipped']} skipped), "
-          f"{result['it_per_sec']:.3f} it/s -> {result['phi_path']}", flush=True)
-  return result
+  return run_lib.drive(trainer, workdir, total, steps_per_it, shown, prefix=f"[meta_ppo {task.name}] ",
+                       console=console, progress_fn=progress_fn)

@@ -96,12 +96,29 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   cc.check_writable_dir(workdir)
   logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
   trainer = trainer_lib.MetaTrainer(config, workdir)
-  start_it = int(trainer.iteration.numpy())
   steps_per_it = sum(trainer_lib.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
                      for t in config.tasks)
+
+  def shown(metrics):
+    out = {f"{task.env_name} return": metrics[f"{task.env_name}/agent_return"] for task in config.tasks}
+    out.update({"meta-loss": sum(metrics[f"{task.env_name}/meta_loss"] for task in config.tasks),
+                "RSS GB": round(peak_rss_gb(), 2)})
+    return out
+
+  return drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ",
+               log_every=max(int(config.log_every), 1), console=console, progress_fn=progress_fn)
+
+
+def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True,
+          progress_fn=None):
+  """Runs a built ``MetaTrainer`` (MetaA2C or MetaPPO) to ``total`` iterations with logging: TensorBoard
+  and ``meta_metrics.csv`` every ``log_every`` iterations (plus speed and peak RSS), console progress
+  showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
+  (phi_path, iterations, skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs)."""
+  start_it = int(trainer.iteration.numpy())
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
-  progress = logging_lib.Progress(total, every_secs=10.0, prefix="meta ", rate_scale=steps_per_it,
+  progress = logging_lib.Progress(total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it,
                                   rate_label="env steps/s") if console else None
   if console and start_it:
     print(f"resuming {workdir} at outer iteration {start_it}/{total}", flush=True)
@@ -110,20 +127,16 @@ def meta_train(config, workdir, console=True, progress_fn=None):
 
   def on_iteration(t, metrics):
     now = time.time()
-    dt = max(now - last["t"], 1e-9)
-    it_per_sec = (t - last["it"]) / dt
+    it_per_sec = (t - last["it"]) / max(now - last["t"], 1e-9)
     last.update(t=now, it=t)
     values = dict(metrics)
     values.update({"speed/outer_it_per_sec": it_per_sec, "speed/env_steps_per_sec": it_per_sec * steps_per_it,
                    "memory/peak_rss_gb": peak_rss_gb()})
-    if t % max(int(config.log_every), 1) == 0 or t == total:
+    if t % log_every == 0 or t == total:
       logger.scalars(t, values)
       table.write({"iteration": t, **values})
     if progress is not None:
-      shown = {f"{task.env_name} return": metrics[f"{task.env_name}/agent_return"] for task in config.tasks}
-      shown.update({"meta-loss": sum(metrics[f"{task.env_name}/meta_loss"] for task in config.tasks),
-                    "RSS GB": round(peak_rss_gb(), 2)})
-      progress.update(t, shown)
+      progress.update(t, shown(metrics))
     if progress_fn is not None:
       progress_fn(t, values)
 

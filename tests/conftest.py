@@ -12,3 +12,15 @@ GOLDEN_DIR = os.path.join(os.path.dirname(ROOT), "shared", "reference", "golden"
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: longer learning tests (still run by CI)")
+
+
+def set_fields(config, **overrides):
+  """Sets dotted ``ConfigDict`` fields (``{"optimizer.name": "adam"}``) like ``--config.a.b=v``; returns
+  the config."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config

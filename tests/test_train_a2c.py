@@ -17,6 +17,7 @@ from optim4rl_tf.utils import logging as logging_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from configs import a2c as a2c_configs  # noqa: E402
+from conftest import set_fields  # noqa: E402
 
 
 def tiny_config(variant="catch", **overrides):
@@ -26,13 +27,7 @@ def tiny_config(variant="catch", **overrides):
   c.train_steps = 8 * 20 * 6          # 6 iterations
   c.console_every_secs = 0.0
   c.iterations_per_call = 2
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return set_fields(c, **overrides)
 
 
 @pytest.mark.parametrize("variant", a2c_configs.TASKS)

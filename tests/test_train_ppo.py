@@ -23,16 +23,9 @@ from optim4rl_tf.agents import ppo_train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from configs import ppo as ppo_configs  # noqa: E402
+from conftest import set_fields  # noqa: E402
 
 
-def _set(c, **overrides):
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
 
 
 STEP = 16 * 4 * 10       # env steps per training step and seed (batch 16 x 4 minibatches x unroll 10)
@@ -43,9 +36,9 @@ def tiny_config(**overrides):
   c = ppo_configs.get_config("inverted_pendulum")
   assert (c.env.num_envs, c.batch_size, c.num_minibatches, c.unroll_length, c.num_eval_envs) == \
       (16, 16, 4, 10, 16)
-  _set(c, **{"env.episode_length": 200, "train_steps": STEP, "num_evals": 1, "num_seeds": 2,
+  set_fields(c, **{"env.episode_length": 200, "train_steps": STEP, "num_evals": 1, "num_seeds": 2,
              "console_every_secs": 0.0})
-  return _set(c, **overrides)
+  return set_fields(c, **overrides)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,7 +196,7 @@ def test_ppo_adam_learns_inverted_pendulum(tmp_path):
   graph, 16 envs each, 99,200 env steps per seed): the mean final return (mean of the last 2 evaluations)
   must be at least twice the return at step 0 (random policy: about 25; the maximum is 200)."""
   c = ppo_configs.get_config("inverted_pendulum")
-  _set(c, **{"env.episode_length": 200, "num_seeds": 2, "console_every_secs": 30.0, "plot": False})
+  set_fields(c, **{"env.episode_length": 200, "num_seeds": 2, "console_every_secs": 30.0, "plot": False})
   t0 = time.time()
   res = ppo_train.train(c, str(tmp_path))
   secs = time.time() - t0
@@ -224,7 +217,7 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   from optim4rl_tf.optimizers import meta_params
   c = ppo_configs.get_config("meta_inverted_pendulum")
   assert (c.agent, c.env.num_envs, c.env.episode_length, c.num_units) == ("meta_ppo", 32, 200, 2)
-  _set(c, num_iterations=3, checkpoint_every=3)
+  set_fields(c, num_iterations=3, checkpoint_every=3)
   phi0 = meta_params.resolve("optim4rl", None, mlp_dims=(16, 16), seed=0)[1]
   seen = []
   res = meta_ppo.meta_train(c, str(tmp_path / "meta"), console=False,
@@ -248,7 +241,7 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import meta_ppo_star
   from optim4rl_tf.optimizers import meta_params
-  c = _set(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
+  c = set_fields(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
   trainer = meta_ppo.MetaPPOTrainer(c)
   assert trainer.algorithm is meta_ppo_star
   task, core = trainer.tasks[0], trainer.core
@@ -290,4 +283,4 @@ def test_meta_ppo_config_errors():
                            ({"num_units": 3}, "must be a multiple of num_units=3"),
                            ({"train_steps": 1000}, "less than one outer iteration")]:
     with pytest.raises(ValueError, match=match):
-      meta_ppo.validate_config(_set(ppo_configs.get_config("meta_ant"), **overrides))
+      meta_ppo.validate_config(set_fields(ppo_configs.get_config("meta_ant"), **overrides))

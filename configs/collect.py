@@ -25,8 +25,6 @@ the same way: ``python launch/train.py --config=configs/a2c.py:big_dense_long --
 --config.collect.every_nth=100 --workdir=...`` (gradients in WORKDIR/grads).
 """
 
-import importlib.util
-import os
 
 import ml_collections
 
@@ -36,11 +34,8 @@ VARIANTS = RL_VARIANTS + SL_VARIANTS
 
 
 def _a2c_configs():
-  spec = importlib.util.spec_from_file_location(
-      "_optim4rl_a2c_configs", os.path.join(os.path.dirname(os.path.abspath(__file__)), "a2c.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  from optim4rl_tf.configs import a2c  # pylint: disable=import-outside-toplevel
+  return a2c
 
 
 def collect_block(every_nth):

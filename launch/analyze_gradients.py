@@ -9,11 +9,10 @@ numbers) and table4.json. The distances are computed on the raw gradient values 
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 _GRADS = flags.DEFINE_multi_string("grads", [], "Collection workdir(s) (repeat the flag for several).")
 _OUT = flags.DEFINE_string("out", None, "Output directory for figures and table4.md.")
@@ -41,4 +40,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

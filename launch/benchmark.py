@@ -11,9 +11,8 @@ Each name dispatches to ``optim4rl_tf.benchmarks.<name>.run(argv)``.
 import importlib
 import os
 import sys
+from optim4rl_tf.utils import runtime  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NAMES = ("optimizer", "envs", "a2c", "meta", "ppo")
 
@@ -33,4 +32,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   sys.exit(main(sys.argv))

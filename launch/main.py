@@ -18,12 +18,11 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 flags.DEFINE_string("workdir", "runs/main", "Output directory.")
 flags.DEFINE_integer("meta_iterations", 0, "Outer iterations of meta-training (0: the config's 78).")
@@ -37,7 +36,7 @@ FLAGS = flags.FLAGS
 
 
 def meta_train_catch(workdir):
-  from configs import meta_a2c
+  from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.meta import run
   config = meta_a2c.get_config("catch")
   config.seed = FLAGS.seed
@@ -48,7 +47,7 @@ def meta_train_catch(workdir):
 
 
 def test_optimizer(name, workdir, phi_path=None):
-  from configs import a2c as a2c_configs
+  from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.agents import a2c_train
   if os.path.exists(os.path.join(workdir, "summary.json")):
     print(f"[{name}] already tested in {workdir}; keeping it", flush=True)
@@ -67,7 +66,6 @@ def test_optimizer(name, workdir, phi_path=None):
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
   del argv
-  import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
   from optim4rl_tf.eval import compare
   start = time.time()
   root = FLAGS.workdir
@@ -87,4 +85,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

@@ -10,13 +10,12 @@ See configs/meta_a2c.py for the variants and fields, optim4rl_tf.meta.run for th
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/meta_a2c.py:catch.",
                                           lock_config=True)
@@ -31,7 +30,6 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/meta_a2c.py:catch")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
   from optim4rl_tf.meta import run
   from optim4rl_tf.meta import trainer
   try:
@@ -42,4 +40,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

@@ -17,11 +17,10 @@ See optim4rl_tf/eval/report.py.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", None, "Output directory for report.md, report.json and the PNGs.")
 _PANEL = flags.DEFINE_multi_string("panel", [], "[FIGURE/]TASK:LABEL=PATH[,LABEL=PATH...] (FIGURE defaults to "
@@ -58,4 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

@@ -26,12 +26,11 @@ by optim4rl_tf.eval.report, with the paper's numbers beside ours where the paper
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 LEARNED = (("Optim4RL", "optim4rl"), ("LinearOptim", "linear_optim"), ("L2LGD²", "l2lgd2"), ("STAR", "star"))
 EXPERIMENTS = {
@@ -107,7 +106,7 @@ def _done(workdir):
 
 def meta_train(variant, optimizer, workdir, budget):
   """MetaA2C (MetaA2Cstar for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz."""
-  from configs import meta_a2c
+  from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.meta import run
   config = _meta_budget(meta_a2c.get_config(variant), optimizer, budget)
   if _done(workdir):
@@ -117,7 +116,7 @@ def meta_train(variant, optimizer, workdir, budget):
 
 def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
   """An A2C test run (notes §10) of ``optimizer`` on ``task``."""
-  from configs import a2c as a2c_configs
+  from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.agents import a2c_train
   if _done(workdir):
     return
@@ -128,7 +127,7 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
 
 def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
   """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz."""
-  from configs import ppo as ppo_configs
+  from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.meta import meta_ppo
   config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget)
   config.pipeline = pipeline
@@ -141,7 +140,7 @@ def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
 
 def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):
   """A PPO test run (notes §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
-  from configs import ppo as ppo_configs
+  from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.agents import ppo_train
   if _done(workdir):
     return
@@ -161,7 +160,7 @@ def _ppo_baselines(task, root, budget, wanted):
 
 def reproduce_ppo(experiment, root, budget):
   """The Brax experiments (Figure 3 Ant/Humanoid panels, Table 1 Ant/Humanoid, Figure 4)."""
-  from configs import ppo as ppo_configs
+  from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.eval import report
   wanted = lambda label: not budget.only or label in budget.only
   out = os.path.join(root, "report")
@@ -200,7 +199,7 @@ def reproduce(experiment, root, budget=None):
   budget = budget or Budget()
   if experiment not in EXPERIMENTS:
     return reproduce_ppo(experiment, root, budget)
-  from configs import meta_a2c
+  from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.eval import report
   task, learned, baselines, kind = EXPERIMENTS[experiment]
   wanted = lambda label: not budget.only or label in budget.only
@@ -231,7 +230,6 @@ def main(argv):
   del argv
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  import optim4rl_tf  # noqa: F401  (malloc tuning before TensorFlow allocates)
   budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
                   FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu)
   path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
@@ -240,4 +238,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

@@ -16,13 +16,12 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/robustness.py.",
                                           lock_config=True)
@@ -37,7 +36,7 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/robustness.py")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  from configs import a2c as a2c_configs
+  from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.analysis import robustness
   from optim4rl_tf.utils import config_checks as cc
   rc = _CONFIG.value
@@ -64,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

@@ -20,13 +20,13 @@ import functools
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+from optim4rl_tf.eval import sweep as sweep_lib  # noqa: E402  (standard library only: no TensorFlow here)
+from optim4rl_tf.utils import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with variant, e.g. "
                                           "configs/meta_a2c.py:catch.", lock_config=False)
@@ -56,17 +56,6 @@ def _base_overrides(argv):
   return [a for a in argv if a.startswith("--config.")]
 
 
-def _sweep_lib():
-  """optim4rl_tf/eval/sweep.py loaded on its own: it needs only the standard library, and importing the
-  optim4rl_tf package would load TensorFlow into this long-lived driver process for nothing."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location("optim4rl_tf_sweep",
-                                                os.path.join(ROOT, "optim4rl_tf", "eval", "sweep.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -74,7 +63,6 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/meta_a2c.py:catch")
   if not _LAUNCHER.value or not _SWEEP_DIR.value:
     raise app.UsageError("--launcher and --sweep_dir are required")
-  sweep_lib = _sweep_lib()
 
   config = _CONFIG.value
   config_spec = config_flags.get_config_filename(flags.FLAGS["config"])
@@ -128,4 +116,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
   app.run(main)

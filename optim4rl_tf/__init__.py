@@ -3,21 +3,40 @@
 Public API:
   Optim4RL, LinearOptim, L2LGD2, STAR   Keras 3 optimizers (``model.compile(optimizer=...)``)
   load_meta_params, save_meta_params   the ``.npz`` meta-parameter interchange format
-  envs                            batched in-graph gridworlds and Catch (``envs.make``)
+  envs                                 batched in-graph gridworlds and Catch (``envs.make``)
+
+Importing the package changes nothing global and loads TensorFlow only when one of these names is first
+used (PEP 562 lazy attributes), so a launcher can call ``optim4rl_tf.utils.runtime.configure_process()``
+before TensorFlow starts.
 """
 
-import os as _os
+import importlib
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from optim4rl_tf._version import __version__
 
-from optim4rl_tf.utils import malloc as _malloc  # noqa: E402  (before TensorFlow allocates anything)
+_LAZY = {
+    "Optim4RL": ("optim4rl_tf.optimizers.keras_optimizers", "Optim4RL"),
+    "LinearOptim": ("optim4rl_tf.optimizers.keras_optimizers", "LinearOptim"),
+    "L2LGD2": ("optim4rl_tf.optimizers.keras_optimizers", "L2LGD2"),
+    "STAR": ("optim4rl_tf.optimizers.keras_star", "STAR"),
+    "load_meta_params": ("optim4rl_tf.optimizers.meta_params", "load"),
+    "save_meta_params": ("optim4rl_tf.optimizers.meta_params", "save"),
+    "envs": ("optim4rl_tf.envs", None),
+}
 
-_malloc.tune_malloc()
+__all__ = ["Optim4RL", "LinearOptim", "L2LGD2", "STAR", "load_meta_params", "save_meta_params", "envs",
+           "__version__"]
 
-from optim4rl_tf._version import __version__  # noqa: E402
-from optim4rl_tf.optimizers.keras_optimizers import L2LGD2, LinearOptim, Optim4RL  # noqa: E402
-from optim4rl_tf.optimizers.keras_star import STAR  # noqa: E402
-from optim4rl_tf.optimizers.meta_params import load as load_meta_params  # noqa: E402
-from optim4rl_tf.optimizers.meta_params import save as save_meta_params  # noqa: E402
 
-__all__ = ["Optim4RL", "LinearOptim", "L2LGD2", "STAR", "load_meta_params", "save_meta_params", "__version__"]
+def __getattr__(name):
+  if name not in _LAZY:
+    raise AttributeError(f"module 'optim4rl_tf' has no attribute {name!r}")
+  module_name, attr = _LAZY[name]
+  module = importlib.import_module(module_name)
+  value = module if attr is None else getattr(module, attr)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(list(globals()) + [n for n in _LAZY if n not in globals()])

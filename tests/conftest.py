@@ -1,17 +1,13 @@
-"""Shared pytest setup: quiet TF, register markers, make the checkout importable."""
+"""Shared pytest setup: quiet TF, the golden-value folder, config overrides.
+
+The repository root is on ``sys.path`` through ``pythonpath`` in pyproject.toml's pytest section (for
+``configs`` and ``launch``); ``optim4rl_tf`` itself is the installed package."""
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
-GOLDEN_DIR = os.path.join(os.path.dirname(ROOT), "shared", "reference", "golden")
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: longer learning tests (still run by CI)")
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def set_fields(config, **overrides):

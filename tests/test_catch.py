@@ -8,10 +8,11 @@ import numpy as np
 import tensorflow as tf
 from scipy import stats
 
+from conftest import GOLDEN_DIR
 from optim4rl_tf import envs
 from optim4rl_tf.envs.catch import CatchState
 
-GOLDEN = "/work/shared/reference/golden/a2c_loss_golden.npz"
+GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")
 
 
 def seed(a, b=0):

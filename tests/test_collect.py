@@ -17,8 +17,7 @@ from optim4rl_tf.analysis import collect
 from optim4rl_tf.analysis import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import collect as collect_configs  # noqa: E402
+from optim4rl_tf.configs import collect as collect_configs  # noqa: E402
 
 BDL_FLAX_ORDER = ["actor_net/bias", "actor_net/kernel", "critic_net/bias", "critic_net/kernel",
                   "feature_net/layers_0/bias", "feature_net/layers_0/kernel", "feature_net/layers_3/bias",

@@ -13,8 +13,7 @@ from optim4rl_tf.analysis import collect
 from optim4rl_tf.analysis import gradients
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import collect as collect_configs  # noqa: E402
+from optim4rl_tf.configs import collect as collect_configs  # noqa: E402
 
 
 def test_part_bounds_match_array_split():

@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
+from conftest import GOLDEN_DIR
 from optim4rl_tf import envs
 from optim4rl_tf.envs.gridworld import ACTION_DELTAS, GridNoise, GridState
 
-GOLDEN = "/work/shared/reference/golden/a2c_loss_golden.npz"
+GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")
 
 # Notes §1.1: name -> (full rows, cols, free cells, N, rewards, p_term, p_respawn, horizon).
 TABLE = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import meta_a2c as meta_configs
+from optim4rl_tf.configs import meta_a2c as meta_configs
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import pipeline
@@ -318,7 +318,7 @@ def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
   return -0.29 with the initial phi and -0.15 with the meta-trained one, every seed better. The assertion
   asks for half of that gap.
   """
-  from configs import a2c as a2c_configs
+  from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.agents import a2c_train
   from optim4rl_tf.optimizers import meta_params as meta_params_lib
   config = meta_configs.get_config("catch")

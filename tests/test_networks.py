@@ -9,11 +9,9 @@ import tensorflow as tf
 
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
+from conftest import GOLDEN_DIR
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference", "golden",
-                      "a2c_loss_golden.npz")
-if not os.path.exists(GOLDEN):
-  GOLDEN = "/work/shared/reference/golden/a2c_loss_golden.npz"
+GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")
 
 # (name, obs shape (N+1, rows, cols) of notes §1.1 / Catch (10, 5, 1), actions, params of §3's table)
 TABLE = [

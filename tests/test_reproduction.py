@@ -2,7 +2,6 @@
 outer iterations, test each (and Adam) with 3 seeds, and write the panel and its table."""
 
 import functools
-import importlib.util
 import os
 
 import pytest
@@ -13,10 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @functools.lru_cache(maxsize=None)
 def _reproduce_module():
   """launch/reproduce.py, loaded once (it defines absl flags)."""
-  spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "launch", "reproduce.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  from launch import reproduce  # pylint: disable=import-outside-toplevel
+  return reproduce
 
 
 @pytest.mark.slow

@@ -9,9 +9,8 @@ import pytest
 from optim4rl_tf.analysis import robustness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import a2c as a2c_configs  # noqa: E402
-from configs import robustness as rob_configs  # noqa: E402
+from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
+from optim4rl_tf.configs import robustness as rob_configs  # noqa: E402
 
 
 def test_full_plan_covers_tables_5_to_7():

@@ -275,13 +275,7 @@ def test_cli_end_to_end(tmp_path):
 
 def test_project_meta_configs_follow_the_paper_index():
   """configs/meta_a2c.py's grids give the §9 mapping (catch: r + 2j; bdl: r + 4j; no-pipeline: j only)."""
-  path = os.path.join(ROOT, "configs", "meta_a2c.py")
-  if not os.path.exists(path):
-    pytest.skip("configs/meta_a2c.py not present")
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("meta_a2c_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  from optim4rl_tf.configs import meta_a2c as module  # pylint: disable=import-outside-toplevel
   for variant, intervals, lrs in (("catch", (32, 64), META_LRS_CATCH),
                                   ("big_dense_long", (72, 144, 288, 576), META_LRS_GRID),
                                   ("big_dense_long_nopipe", (), META_LRS_GRID)):

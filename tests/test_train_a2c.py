@@ -15,8 +15,7 @@ from optim4rl_tf.utils import config_checks
 from optim4rl_tf.utils import logging as logging_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import a2c as a2c_configs  # noqa: E402
+from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 

@@ -21,8 +21,7 @@ import tensorflow as tf
 from optim4rl_tf.agents import ppo_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import ppo as ppo_configs  # noqa: E402
+from optim4rl_tf.configs import ppo as ppo_configs  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 

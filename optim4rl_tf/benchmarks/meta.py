@@ -13,7 +13,7 @@ import time
 def measure(task, units, chunk, iterations, mlp_dims):
   """Runs in a child process: builds a trainer, warms up (compile), times ``iterations`` iterations."""
   import optim4rl_tf  # noqa: F401
-  from configs import meta_a2c
+  from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.meta import run
   from optim4rl_tf.meta import trainer as trainer_lib
   config = meta_a2c.get_config(task)

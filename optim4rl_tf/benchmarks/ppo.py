@@ -31,11 +31,7 @@ from optim4rl_tf.agents import ppo_train
 
 
 def tf_config(args, bridge):
-  import sys, os
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  from configs import ppo as ppo_configs
+  from optim4rl_tf.configs import ppo as ppo_configs  # the checkout's configs/ (launch/benchmark.py runs from it)
   c = ppo_configs.get_config(f"{args.env}_cpu" if args.env != "inverted_pendulum" else args.env)
   c.env.num_envs = args.envs
   c.env.bridge = bridge

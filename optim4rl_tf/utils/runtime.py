@@ -1,0 +1,101 @@
+"""Process set-up for the launchers: memory allocators and TensorFlow's log level (opt-in, never on import).
+
+TensorFlow on CPU allocates every large intermediate tensor afresh. With the defaults, glibc serves each big
+request with ``mmap`` and returns it with ``munmap``, so every op over a tens-of-MB tensor pays page faults
+and kernel page zeroing again (an strace of five small_dense_long meta-iterations counted ~113k mmap calls;
+30-50% of the CPU time went to the kernel). Three remedies, measured on meta-training (see README, "Speed"):
+
+* ``TF_CPU_ALLOCATOR_USE_BFC=true``: TensorFlow's own best-fit-with-coalescing pool for CPU tensors. It must
+  be in the environment before TensorFlow is imported.
+* tcmalloc (Debian/Ubuntu package ``libtcmalloc-minimal4``) through ``LD_PRELOAD``: a caching allocator for
+  everything else. A preload only works from the start of a process, so :func:`configure_process` re-executes
+  the program once with it when the library is installed and not yet loaded.
+* glibc ``mallopt`` (no mmap for big blocks, no trimming) when tcmalloc is not there.
+
+Nothing here runs when ``optim4rl_tf`` is imported: launchers call :func:`configure_process` as their first
+statement, and a user's own script may do the same. ``OPTIM4RL_TF_TCMALLOC=0`` disables the re-execution and
+``OPTIM4RL_TF_NO_MALLOPT=1`` the glibc tuning. None of this changes a computed number.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
+_TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                  "/usr/local/lib")
+_REEXEC_MARK = "OPTIM4RL_TF_REEXECUTED"
+
+
+def find_tcmalloc():
+  """Returns the path of an installed tcmalloc shared library, or None."""
+  for name in _TCMALLOC_NAMES:
+    for folder in _TCMALLOC_DIRS:
+      path = os.path.join(folder, f"lib{name}.so.4")
+      if os.path.exists(path):
+        return path
+    found = ctypes.util.find_library(name)
+    if found:
+      for folder in _TCMALLOC_DIRS:
+        if os.path.exists(os.path.join(folder, found)):
+          return os.path.join(folder, found)
+  return None
+
+
+def tcmalloc_loaded():
+  """True if tcmalloc is mapped into this process (preloaded)."""
+  try:
+    with open("/proc/self/maps") as f:
+      return "libtcmalloc" in f.read()
+  except OSError:
+    return False
+
+
+def tune_glibc_malloc():
+  """Keeps large buffers in the heap instead of fresh mmap()s (Linux/glibc). Returns True if applied."""
+  if os.environ.get("OPTIM4RL_TF_NO_MALLOPT") or not sys.platform.startswith("linux"):
+    return False
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    return (libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+            and libc.mallopt(_M_TOP_PAD, 64 << 20) == 1)
+  except (OSError, AttributeError):
+    return False
+
+
+def allocator_summary():
+  """One phrase naming the allocators in use (for logs and benchmark tables)."""
+  parts = ["tcmalloc" if tcmalloc_loaded() else "glibc"]
+  if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true"):
+    parts.append("TF BFC")
+  return " + ".join(parts)
+
+
+def configure_process(tcmalloc=True):
+  """Sets up this process for fast TensorFlow on CPU; call before TensorFlow is imported.
+
+  Sets ``TF_CPP_MIN_LOG_LEVEL=2`` and ``TF_CPU_ALLOCATOR_USE_BFC=true`` unless already set; if ``tcmalloc``
+  and the library is installed but not loaded, re-executes the current command line with it in
+  ``LD_PRELOAD`` (this call then does not return); otherwise applies the glibc tuning. Returns
+  :func:`allocator_summary`.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+  if "tensorflow" in sys.modules:
+    print("warning: configure_process() called after TensorFlow was imported; the allocator settings "
+          "take effect only before it", file=sys.stderr)
+  want = tcmalloc and os.environ.get("OPTIM4RL_TF_TCMALLOC", "1") != "0"
+  if want and not tcmalloc_loaded() and not os.environ.get(_REEXEC_MARK):
+    path = find_tcmalloc()
+    if path and getattr(sys, "orig_argv", None):
+      env = dict(os.environ)
+      env["LD_PRELOAD"] = ":".join(p for p in (path, env.get("LD_PRELOAD", "")) if p)
+      env[_REEXEC_MARK] = "1"
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), env)
+  if not tcmalloc_loaded():
+    tune_glibc_malloc()
+  return allocator_summary()

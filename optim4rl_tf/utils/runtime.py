@@ -73,6 +73,15 @@ def allocator_summary():
   return " + ".join(parts)
 
 
+def _is_own_command_line():
+  """True if sys.argv is this interpreter's own command line (not a launcher run in-process by runpy or a
+  test, where re-executing would restart the host program)."""
+  orig = list(getattr(sys, "orig_argv", []) or [])
+  argv = list(sys.argv)
+  return len(orig) >= len(argv) >= 1 and orig[len(orig) - len(argv) + 1:] == argv[1:] and (
+      os.path.basename(argv[0]) in map(os.path.basename, orig) or orig[1:2] == ["-m"])
+
+
 def configure_process(tcmalloc=True):
   """Sets up this process for fast TensorFlow on CPU; call before TensorFlow is imported.
 
@@ -87,12 +96,14 @@ def configure_process(tcmalloc=True):
     print("warning: configure_process() called after TensorFlow was imported; the allocator settings "
           "take effect only before it", file=sys.stderr)
   want = tcmalloc and os.environ.get("OPTIM4RL_TF_TCMALLOC", "1") != "0"
-  if want and not tcmalloc_loaded() and not os.environ.get(_REEXEC_MARK):
+  # The mark holds the pid, which execve keeps: it stops a second re-execution of this process but not
+  # that of a child process.
+  if want and not tcmalloc_loaded() and os.environ.get(_REEXEC_MARK) != str(os.getpid()):
     path = find_tcmalloc()
-    if path and getattr(sys, "orig_argv", None):
+    if path and _is_own_command_line():
       env = dict(os.environ)
       env["LD_PRELOAD"] = ":".join(p for p in (path, env.get("LD_PRELOAD", "")) if p)
-      env[_REEXEC_MARK] = "1"
+      env[_REEXEC_MARK] = str(os.getpid())
       sys.stdout.flush()
       sys.stderr.flush()
       os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), env)

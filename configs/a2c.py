@@ -1,4 +1,4 @@
-"""A2C configs (notes §4.1): baselines with Adam/RMSProp and tests of fixed learned optimizers (§10).
+"""A2C configs (docs/fidelity.md §4.1): baselines with Adam/RMSProp and tests of fixed learned optimizers (§10).
 
   python launch/train.py --config=configs/a2c.py:catch --workdir=runs/a2c_catch
   python launch/train.py --config=configs/a2c.py:big_dense_long --config.optimizer.name=adam \
@@ -26,6 +26,7 @@ def get_config(variant="catch"):
     raise ValueError(f"Unknown a2c variant (task) {variant!r}; valid: {', '.join(TASKS)}")
   catch = variant == "catch"
   c = ml_collections.ConfigDict()
+  c.agent = "a2c"                          # launch/train.py trainer (a2c | ppo | meta_ppo)
   c.variant = variant
   c.env = ml_collections.ConfigDict(dict(
       name=variant,
@@ -40,11 +41,11 @@ def get_config(variant="catch"):
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam" if catch else "rmsprop",
       learning_rate=1e-3 if catch else 3e-3,
-      grad_clip=-1.0 if catch else 1.0,    # elementwise, before the optimizer; <= 0: off
+      grad_clip=-1.0 if catch else 1.0,    # elementwise, before the optimizer; <= 0: off; must be finite
       meta_params="",                      # learned optimizers: .npz written by the meta-trainer
   ))
   c.num_seeds = 10
-  c.seed = 0                               # seeds are seed, seed+1, ..., seed+num_seeds-1
+  c.seed = 0                               # seeds are seed, ..., seed+num_seeds-1, each in [0, 2**31 - 1]
   # Logging.
   c.log_every = 1                          # iterations between TensorBoard loss/norm scalars
   c.console_every_secs = 10.0              # console progress at most this often
@@ -56,7 +57,7 @@ def get_config(variant="catch"):
   c.conv_form = "auto"                     # big grids' 2x2 conv: auto | conv2d | im2col | shifted (exact)
   c.jit_compile = False                    # XLA; slower on CPU in our measurements
   c.sweep = ml_collections.ConfigDict(dict(learning_rate=[] if catch else list(GRID_LR_SWEEP)))
-  # Gradient collection (notes §8; optim4rl_tf.analysis.collect): every update's env-averaged gradient per
+  # Gradient collection (docs/fidelity.md §8.1; optim4rl_tf.analysis.collect): every update's env-averaged gradient per
   # seed, flax order, every every_nth-th entry, streamed to workdir/<subdir>. See configs/collect.py.
   c.collect = ml_collections.ConfigDict(dict(enabled=False, every_nth=100, chunk_steps=1024, subdir="grads"))
   return c

@@ -1,4 +1,4 @@
-"""Gradient-collection configs (notes §8; paper Fig. 1, Fig. 5, Table 4).
+"""Gradient-collection configs (docs/fidelity.md §8; paper Fig. 1, Fig. 5, Table 4).
 
   python launch/collect_gradients.py --config=configs/collect.py:bdl --workdir=runs/collect_bdl
   python launch/collect_gradients.py --config=configs/collect.py:mnist --workdir=runs/collect_mnist
@@ -14,7 +14,7 @@ Variants:
   bdl_adam      the same with Adam (collect_bdl.json config 2).
   bdl_reduced   bdl for 3e6 steps (292 updates; ~3 min).
   bdl_tiny      bdl for 64 envs x 20 x 60 updates (seconds; smoke test).
-  mnist         supervised run (collect_mnist.json): the §3 MNIST network, RMSProp lr 3e-4, batch 128,
+  mnist         supervised run (collect_mnist.json): the §3.4 MNIST network, RMSProp lr 3e-4, batch 128,
                 seed 1, every step's minibatch gradient, every 1000th of 401,850 coordinates (402 kept).
                 MNIST from ``data.path`` (IDX or .npz, nothing is downloaded); empty path: the scikit-learn
                 digits STAND-IN (labelled as such in every output; epochs auto = as many steps as MNIST).

@@ -1,4 +1,4 @@
-"""MetaA2C configs (notes §5.5-§5.8): meta-training a learned optimizer with pipeline training.
+"""MetaA2C configs (docs/fidelity.md §5.5-§5.8): meta-training a learned optimizer with pipeline training.
 
   python launch/meta_train.py --config=configs/meta_a2c.py:catch --workdir=runs/meta_catch
   python launch/meta_train.py --config=configs/meta_a2c.py:big_dense_long_nopipe --config.meta_lr=1e-4
@@ -56,7 +56,7 @@ def get_config(variant="catch"):
     c.tasks = [task("catch", 64, 1e-3)]
     c.agent_grad_clip = -1.0
     c.reset_interval = 32
-    c.meta_lr = 3e-3                 # §14: the setting that reproduces Figure 3's Catch panel
+    c.meta_lr = 3e-3                 # §12: the setting that reproduces Figure 3's Catch panel
     c.sweep.reset_interval = [32, 64]
     c.sweep.meta_lr = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
   elif base in ("small_dense_long", "big_dense_long"):
@@ -71,7 +71,7 @@ def get_config(variant="catch"):
     c.agent_grad_clip = 1.0
     c.reset_interval = 72
     c.train_steps = 30_000_000
-    # §9: (idx-1) = r + 4*(l + 6*(c + 2*q)): reset interval, meta lr, meta-grad clip (1.0, off), max_norm.
+    # §9.2: (idx-1) = r + 4*(l + 6*(c + 2*q)): reset interval, meta lr, meta-grad clip (1.0, off), max_norm.
     c.sweep.reset_interval = [72, 144, 288, 576]
     c.sweep.meta_lr = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
     c.sweep.meta_grad = ["grad_clip_1.0", "none"]

@@ -1,4 +1,4 @@
-"""Robustness of a fixed learned optimizer to A2C hyper-parameters (paper Tables 5-7; notes §9).
+"""Robustness of a fixed learned optimizer to A2C hyper-parameters (paper Tables 5-7; docs/fidelity.md §9.4).
 
   python launch/robustness.py --config=configs/robustness.py \
       --config.meta_params=runs/meta_bdl/meta_params.npz --workdir=runs/robustness
@@ -14,7 +14,7 @@ the default setting, identical in the three tables, is run once and shown in eac
 sets). Final performance = mean of the last 20 logged returns of a seed, reported as mean ± 90% bootstrap
 CI half-width over seeds, beside the paper's numbers.
 
-Unstated in the paper (notes §9, §12 item 15): which phi, the test learning rate and the reward scale. Here:
+Unstated in the paper (docs/fidelity.md §9.4): which phi, the test learning rate and the reward scale. Here:
 phi = ``meta_params`` (required; an .npz written by the meta-trainer), learning rate 3e-3 (the agent lr of
 sds and bdl in meta_rl_grid and of lopt_rl_bdl), elementwise clip 1, reward scale 1 (baseline A2C).
 

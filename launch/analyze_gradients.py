@@ -1,4 +1,4 @@
-"""Fig. 1 / Fig. 5 histograms and Table 4 Wasserstein distances from collected gradients (notes §8).
+"""Fig. 1 / Fig. 5 histograms and Table 4 Wasserstein distances from collected gradients (docs/fidelity.md §8).
 
   python launch/analyze_gradients.py --grads=runs/collect_bdl --grads=runs/collect_mnist --out=runs/table4
 

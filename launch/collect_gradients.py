@@ -1,4 +1,4 @@
-"""Collects agent / supervised gradients for Fig. 1, Fig. 5 and Table 4 (notes §8) into WORKDIR/grads.
+"""Collects agent / supervised gradients for Fig. 1, Fig. 5 and Table 4 (docs/fidelity.md §8) into WORKDIR/grads.
 
   python launch/collect_gradients.py --config=configs/collect.py:bdl --workdir=runs/collect_bdl
   python launch/collect_gradients.py --config=configs/collect.py:mnist --workdir=runs/collect_mnist

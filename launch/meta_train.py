@@ -31,14 +31,12 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   from optim4rl_tf.meta import run
-  from optim4rl_tf.meta import trainer
-  try:
-    run.meta_train(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, trainer.NonFiniteError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  # One line and an exit status for bad configs/workdirs (2), divergence or a full disk (1) and
+  # SIGINT/SIGTERM (130/143, after saving the last completed outer iteration).
+  run.cli_call(run.meta_train, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
   runtime.configure_process()  # allocators and log level, before TensorFlow loads
-  app.run(main)
+  from optim4rl_tf.utils import cli  # noqa: E402  one-line flag errors (exit 2), SIGINT/SIGTERM handling
+  cli.run(main)

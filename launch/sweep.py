@@ -3,7 +3,7 @@
   # meta-train Optim4RL on Catch over the §5.7 grid (20 configurations), 2 at a time:
   python launch/sweep.py --launcher=launch/meta_train.py --config=configs/meta_a2c.py:catch \
       --sweep_dir=runs/meta_rl_catch --workers=2
-  # the index table only (configuration index -> values, notes §9):
+  # the index table only (configuration index -> values, docs/fidelity.md §9.2):
   python launch/sweep.py --launcher=launch/meta_train.py --config=configs/meta_a2c.py:catch \
       --sweep_dir=runs/meta_rl_catch --list
   # test every meta-trained phi with A2C (lopt_rl_catch): one configuration per phi file, 10 seeds each

@@ -22,6 +22,90 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
                                           lock_config=True)
 AGENTS = ("a2c", "ppo", "meta_ppo")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for TensorBoard logs, returns.csv and plots.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete the outputs of an earlier run of the SAME config in --workdir (finished or "
+    "not) and start again. Without it such a workdir is refused (a2c/ppo runs cannot resume); a workdir "
+    "holding a run of another config is always refused.")
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from optim4rl_tf.utils import cli  # noqa: E402
+from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
+
+# Exit codes (optim4rl_tf.utils.cli): 0 done; 2 bad flags, config or workdir (one line, nothing written);
+# 3 some seed diverged (the healthy seeds finished; everything is written); 130/143 SIGINT/SIGTERM (what
+# was computed is written, summary.json status "interrupted").
+
+# Config fields that may differ between the runs of one workdir (they change no result and no output).
+RERUN_IGNORE = ("console_every_secs", "chunk_secs", "iterations_per_call")
+# What a2c/ppo runs write (plus config.collect.subdir when gradient collection is on).
+OUTPUTS = ("config.json", "returns.csv", "returns.png", "summary.json", "params.npz", "tb")
+FINISHED = ("finished", "diverged")
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      value = json.load(f)
+    return value if isinstance(value, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _clear_outputs(workdir, old_config):
+  collect = old_config.get("collect")
+  names = list(OUTPUTS)
+  if isinstance(collect, dict) and collect.get("enabled"):
+    names.append(str(collect.get("subdir") or "grads"))
+  for name in names:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    elif os.path.lexists(path):
+      os.remove(path)
+
+
+def prepare_workdir(workdir, config, overwrite):
+  """Under the workdir lock: refuses a workdir holding another run, or clears it (``overwrite``)."""
+  old_config = _read_json(os.path.join(workdir, "config.json"))
+  present = [n for n in OUTPUTS if os.path.lexists(os.path.join(workdir, n))]
+  if not present:
+    return
+  if "config.json" in present:
+    workdir_lib.check_config(workdir, config, ignore=RERUN_IGNORE)      # another config: always refused
+  if not overwrite:
+    summary = _read_json(os.path.join(workdir, "summary.json"))
+    status = summary.get("status", "finished" if summary else None)   # (older runs had no status)
+    if "config.json" not in present:
+      what = f"outputs of an unknown run ({', '.join(present)})"
+    elif status in FINISHED:
+      what = f"a finished run of this config (status {status})"
+    else:
+      done = summary.get("env_steps")
+      what = (f"an unfinished run of this config (status {status or 'incomplete'}" +
+              (f", env step {done:,})" if isinstance(done, int) else ")") + "; runs cannot resume")
+    raise workdir_lib.WorkdirError(f"workdir {workdir} already holds {what}; pass --overwrite to delete it "
+                                   "and start again, or use a new --workdir")
+  _clear_outputs(workdir, old_config)
+
+
+def _validate(agent, config):
+  if agent == "a2c":
+    from optim4rl_tf.agents import a2c_train
+    a2c_train.validate_config(config)
+  elif agent == "ppo":
+    from optim4rl_tf.agents import ppo_train
+    ppo_train.validate_config(config)
+
+
+def _interrupted_line(e, workdir):
+  summary = _read_json(os.path.join(workdir, "summary.json"))
+  if summary.get("status") == "interrupted":
+    return (f"{e.reason if hasattr(e, 'reason') else 'interrupted by SIGINT'} at env step "
+            f"{summary.get('env_steps', 0):,} of {summary.get('planned_env_steps', 0):,}; returns.csv, tb/, "
+            f"params.npz and summary.json (status 'interrupted') in {workdir} hold the results so far")
+  return f"{getattr(e, 'reason', 'interrupted by SIGINT')}; the results so far are in {workdir}"
 
 
 def main(argv):
@@ -31,30 +115,53 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/a2c.py:catch")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
-  agent = _CONFIG.value.get("agent", "a2c")
-  if agent not in AGENTS:
-    print(f"error: unknown config.agent {agent!r}; valid: {', '.join(AGENTS)}", file=sys.stderr)
-    sys.exit(2)
+  config, wd = _CONFIG.value, _WORKDIR.value
+  agent = config.get("agent", "a2c")
+  if not isinstance(agent, str) or agent not in AGENTS:
+    cli.fail(f"unknown config.agent {agent!r}; valid: {', '.join(AGENTS)}")
   if agent in ("ppo", "meta_ppo"):
     # JAX / MuJoCo / TF checkpointing log at INFO through the root logger, which absl prints: keep the
     # console to the run's own progress lines.
     absl_logging.set_verbosity(absl_logging.WARNING)
-  if agent == "ppo":
-    from optim4rl_tf.agents import ppo_train
-    run = ppo_train.train
-  elif agent == "meta_ppo":
-    from optim4rl_tf.meta import meta_ppo
-    run = meta_ppo.meta_train
-  else:
-    from optim4rl_tf.agents import a2c_train
-    run = a2c_train.train
   try:
-    run(_CONFIG.value, _WORKDIR.value)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    if agent == "ppo":
+      from optim4rl_tf.agents import ppo_train
+      run = ppo_train.train
+    elif agent == "meta_ppo":
+      from optim4rl_tf.meta import meta_ppo
+      run = meta_ppo.meta_train
+    else:
+      from optim4rl_tf.agents import a2c_train
+      run = a2c_train.train
+    if agent == "meta_ppo":          # resumes from its checkpoints; its workdir rules are its own
+      result = run(config, wd)
+    else:
+      _validate(agent, config)         # config errors first, before the workdir is looked at
+      with workdir_lib.lock(wd):
+        prepare_workdir(wd, config.to_dict(), _OVERWRITE.value)
+        result = run(config, wd)
+  except ValueError as e:              # bad config or workdir (WorkdirError is a ValueError)
+    cli.fail(e)
+  except KeyboardInterrupt as e:       # SIGINT, or SIGTERM via cli.run: the trainer wrote what it had
+    cli.fail(_interrupted_line(e, wd), code=cli.exit_code(e))
+  except (MemoryError, OSError) as e:
+    cli.fail(f"{type(e).__name__}: {e}" + ("" if isinstance(e, OSError) else
+                                           "; lower env.num_envs or num_seeds"))
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ != "ResourceExhaustedError":           # TF out of memory: one line; others: trace
+      raise
+    first = (str(e).strip().splitlines() or [""])[0]
+    cli.fail(f"out of memory ({first[:200]}); lower env.num_envs or num_seeds; the results so far are in {wd}")
+  if agent == "a2c" and result.get("diverged"):
+    from optim4rl_tf.agents import a2c_train
+    cli.fail(a2c_train.divergence_message(config, wd, result["diverged"], result["labels"]),
+             code=cli.EXIT_DIVERGED)
+  if agent == "ppo" and result.get("aborted"):
+    cli.fail(f"a NaN evaluation return stopped the run (the policy diverged): lower "
+             f"optimizer.learning_rate (now {float(config.optimizer.learning_rate):g}); the results so far "
+             f"are in {wd}", code=cli.EXIT_DIVERGED)
 
 
 if __name__ == "__main__":
   runtime.configure_process()  # allocators and log level, before TensorFlow loads
-  app.run(main)
+  cli.run(main)

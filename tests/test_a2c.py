@@ -1,4 +1,4 @@
-"""A2C pieces of notes §4: λ-returns, losses, gradient averaging, unit independence, bookkeeping, rollout."""
+"""A2C pieces of docs/fidelity.md §4: λ-returns, losses, gradient averaging, unit independence, bookkeeping, rollout."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of the batched in-graph Catch against implementation notes §2."""
+"""Tests of the batched in-graph Catch against docs/fidelity.md §2."""
 
 import os
 

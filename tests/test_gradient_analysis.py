@@ -1,4 +1,4 @@
-"""Gradient analysis of notes §8: 30-part split, histogram bins, Wasserstein distances, end-to-end run."""
+"""Gradient analysis of docs/fidelity.md §8: 30-part split, histogram bins, Wasserstein distances, end-to-end run."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Tests of the batched in-graph gridworlds against implementation notes §1, §12 item 19, §13 item 8."""
+"""Tests of the batched in-graph gridworlds against docs/fidelity.md §1."""
 
 import os
 
@@ -15,7 +15,7 @@ from optim4rl_tf.envs.gridworld import ACTION_DELTAS, GridNoise, GridState
 
 GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")
 
-# Notes §1.1: name -> (full rows, cols, free cells, N, rewards, p_term, p_respawn, horizon).
+# docs/fidelity.md §1.1: name -> (full rows, cols, free cells, N, rewards, p_term, p_respawn, horizon).
 TABLE = {
     "small_sparse_short": (5, 10, 24, [1, -1], [0, 0.5], 0.05, 50),
     "small_sparse_long": (10, 5, 24, [1, -1], [0, 0.5], 0.05, 500),
@@ -27,7 +27,7 @@ TABLE = {
     "big_dense_long": (15, 11, 117, [1, 1, -1, -1], [0, 0, 0.5, 0.5], 0.5, 500),
 }
 
-# Notes §1.4, written out independently of the implementation's table.
+# docs/fidelity.md §1.4, written out independently of the implementation's table.
 DELTAS = {0: (0, 0), 1: (-1, 0), 2: (0, 1), 3: (1, 0), 4: (0, -1), 5: (1, -1), 6: (1, 1), 7: (-1, 1), 8: (-1, -1)}
 
 

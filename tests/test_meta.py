@@ -27,7 +27,7 @@ def tiny_config(num_units=4, iterations=3, **overrides):
   return c
 
 
-# --- the reset schedule (notes §5.2) ---------------------------------------------------------------
+# --- the reset schedule (docs/fidelity.md §5.2) ---------------------------------------------------------------
 
 def test_reset_indices_follow_linspace():
   r = pipeline.reset_indices(512, 72)
@@ -114,7 +114,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
     return logits[:, :-1], values
 
   # The A2C loss's stop-gradient terms (TD target and the actor's TD weight) are frozen at phi0, so the
-  # finite differences see exactly the function whose gradient the meta-trainer follows (notes §4.2).
+  # finite differences see exactly the function whose gradient the meta-trainer follows (docs/fidelity.md §4.2).
   _, v0 = forward({k: tf.constant(v) for k, v in phi0.items()})
   rewards, dones = traj.rewards[:, :, 0], traj.dones[:, :, 0]
   target = a2c.lambda_returns(rewards, hp.discount * (1.0 - dones), v0, hp.gae_lambda)

@@ -1,4 +1,4 @@
-"""Agent networks of notes §3: parameter counts, the official golden loss/gradient, init, unit batching."""
+"""Agent networks of docs/fidelity.md §3: parameter counts, the official golden loss/gradient, init, unit batching."""
 
 import math
 import os
@@ -13,7 +13,7 @@ from conftest import GOLDEN_DIR
 
 GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")
 
-# (name, obs shape (N+1, rows, cols) of notes §1.1 / Catch (10, 5, 1), actions, params of §3's table)
+# (name, obs shape (N+1, rows, cols) of docs/fidelity.md §1.1 / Catch (10, 5, 1), actions, params of §3.3's table)
 TABLE = [
     ("small_dense_short", (3, 6, 8), 9, 4970),
     ("small_dense_long", (3, 8, 6), 9, 4970),

@@ -13,7 +13,7 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 # ---------------------------------------------------------------------------------------------------
-# An independent NumPy implementation (float64), written from notes §0 and §6.2-§6.4.
+# An independent NumPy implementation (float64), written from docs/fidelity.md §0.2 and §6.2-§6.4.
 
 
 def np_sigmoid(x):
@@ -193,7 +193,7 @@ def test_init_like_official(name):
     if key.endswith("/bias"):
       assert np.all(value == 0)
     elif key.endswith("/recurrent_kernel"):
-      for j in range(3):  # each (8, 8) gate block is orthogonal on its own (notes §13 item 2)
+      for j in range(3):  # each (8, 8) gate block is orthogonal on its own (docs/fidelity.md §6.1)
         block = value[:, 8 * j:8 * (j + 1)]
         np.testing.assert_allclose(block @ block.T, np.eye(8), atol=1e-5)
     else:

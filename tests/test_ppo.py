@@ -1,4 +1,4 @@
-"""PPO pieces (notes §7.3-§7.4) against hand NumPy: tanh-Normal, GAE/vs, normaliser, networks, loss, SGD.
+"""PPO pieces (docs/fidelity.md §7.3-§7.4) against hand NumPy: tanh-Normal, GAE/vs, normaliser, networks, loss, SGD.
 
 No Brax here: everything runs on synthetic tensors in a few seconds.
 """
@@ -18,7 +18,7 @@ def softplus(x):
 
 
 # ------------------------------------------------------------------------------------------------
-# tanh-Normal (notes §7.3)
+# tanh-Normal (docs/fidelity.md §7.3)
 
 def test_tanh_normal_log_prob_matches_formula():
   rng = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def test_tanh_normal_sampling_statistics_and_min_std():
 
 
 # ------------------------------------------------------------------------------------------------
-# GAE (notes §7.4 item 4)
+# GAE (docs/fidelity.md §7.4 item 4)
 
 def test_gae_hand_computed_example_with_truncation_and_termination():
   # gamma 0.5, lambda 0.5; rewards [1, 2, 3]; values [0.5, 1, 1.5]; bootstrap v_T = 2.
@@ -125,7 +125,7 @@ def test_gae_random_against_reference_and_stop_gradient():
 
 
 # ------------------------------------------------------------------------------------------------
-# Observation normaliser (notes §7.3)
+# Observation normaliser (docs/fidelity.md §7.3)
 
 def test_normaliser_matches_numpy_statistics():
   rng = np.random.default_rng(3)
@@ -268,7 +268,7 @@ def test_sgd_epochs_runs_every_optimizer(opt_name):
 
 
 def test_on_policy_meta_loss_has_no_surrogate_gradient():
-  """MetaPPO's meta-loss (notes §7.5): behaviour log-probs = target log-probs under the same parameters,
+  """MetaPPO's meta-loss (docs/fidelity.md §7.5): behaviour log-probs = target log-probs under the same parameters,
   so rho == 1 as a function of theta: the clipped surrogate adds no gradient, value and entropy do."""
   rng = np.random.default_rng(7)
   nets = ppo.PPONetworks(4, 2, (8,), (8,))

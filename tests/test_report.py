@@ -1,4 +1,4 @@
-"""Reports on small synthetic workdirs: final performance, grouping, the §9 selection rule, the bootstrap
+"""Reports on small synthetic workdirs: final performance, grouping, the docs/fidelity.md §9.3 selection rule, the bootstrap
 CI, Figure-3-style panels and Table 1 with the paper's numbers, and the CLI."""
 
 import json

@@ -1,4 +1,4 @@
-"""Percentile bootstrap CI and final performance (notes §9, §4.3), and the returns plot."""
+"""Percentile bootstrap CI and final performance (docs/fidelity.md §9.3, §4.3), and the returns plot."""
 
 import itertools
 import os

@@ -1,4 +1,4 @@
-"""Sweep expansion and the index mapping of notes §9, the local process pool, skipping, and the CLI."""
+"""Sweep expansion and the index mapping of docs/fidelity.md §9.2, the local process pool, skipping, and the CLI."""
 
 import functools
 import json
@@ -41,7 +41,7 @@ def resolved(config, run):
 
 
 # ---------------------------------------------------------------------------------------------------
-# §9 index mapping.
+# §9.2 index mapping.
 
 
 def test_catch_index_mapping():
@@ -274,7 +274,7 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_project_meta_configs_follow_the_paper_index():
-  """configs/meta_a2c.py's grids give the §9 mapping (catch: r + 2j; bdl: r + 4j; no-pipeline: j only)."""
+  """configs/meta_a2c.py's grids give the §9.2 mapping (catch: r + 2j; bdl: r + 4j; no-pipeline: j only)."""
   from optim4rl_tf.configs import meta_a2c as module  # pylint: disable=import-outside-toplevel
   for variant, intervals, lrs in (("catch", (32, 64), META_LRS_CATCH),
                                   ("big_dense_long", (72, 144, 288, 576), META_LRS_GRID),

@@ -182,7 +182,7 @@ def test_launcher_end_to_end(tmp_path):
 
 def test_learning_catch_adam_three_seeds(tmp_path):
   """Issue 5: Adam lr 1e-3 on Catch, the mean return over 3 seeds passes 0.6 within 3e5 steps (the
-  official code reaches ~0.9 at 3e5, notes §14). ~20-40 s on 2 cores."""
+  official code reaches ~0.9 at 3e5, docs/fidelity.md §12). ~20-40 s on 2 cores."""
   c = a2c_configs.get_config("catch")
   c.optimizer.name = "adam"
   c.num_seeds = 3

@@ -1,4 +1,4 @@
-"""A2C of notes §4 as pure TensorFlow functions on unit-batched agents.
+"""A2C of docs/fidelity.md §4 as pure TensorFlow functions on unit-batched agents.
 
 Layout conventions (U = units: seeds of an evaluation or training units of meta-training; B = environments
 per unit; T = rollout steps):
@@ -50,10 +50,31 @@ class A2CState(NamedTuple):
   ep_return: Any     # [U, B] running (unfinished) episode return
   iteration: Any     # int32 scalar: iterations done so far
   key: Any           # int32 [2]: base stateless key of the run
+  healthy: Any = None  # bool [U]: unit has not diverged (None: no divergence guard, see a2c_update)
 
 
 METRIC_NAMES = ("return_sum", "return_count", "loss", "actor_loss", "critic_loss", "entropy_loss",
-                "entropy", "grad_norm", "update_norm")
+                "entropy", "grad_norm", "update_norm", "healthy")
+
+# Divergence guard: a unit whose parameters or policy logits hold NaN/Inf or an entry with |x| above this
+# bound (absurd for these float32 nets, whose initial weights are ~0.1) has diverged.
+DIVERGENCE_BOUND = 1e8
+
+
+def unit_finite(tensors, bound=DIVERGENCE_BOUND):
+  """bool [U]: every entry of unit u in the [U, ...] ``tensors`` is finite and, unless ``bound`` is None,
+  at most ``bound`` in absolute value."""
+  oks = []
+  for x in tensors:
+    flat = tf.reshape(x, [tf.shape(x)[0], -1])
+    ok = tf.math.is_finite(flat) if bound is None else tf.abs(flat) <= bound    # NaN <= b is False
+    oks.append(tf.reduce_all(ok, axis=1))
+  return tf.reduce_all(tf.stack(oks), axis=0)
+
+
+def _where_units(ok, x, y):
+  """Per unit: x where ok [U] else y ([U, ...] tensors)."""
+  return tf.where(tf.reshape(ok, [-1] + [1] * (x.shape.rank - 1)), x, y)
 
 
 def _to_units(x, num_units):
@@ -79,6 +100,18 @@ def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
     after the last step, i.e. a reset observation where the last step ended an episode), the final env
     state, and its observation [U, B, ...].
   """
+  return guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units)[:3]
+
+
+def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units, healthy=None):
+  """:func:`rollout` that also returns ``healthy`` [U] (None in, None out).
+
+  With ``healthy`` (bool [U]), a unit that is not healthy, or whose logits hold NaN/Inf or |logit| >
+  ``DIVERGENCE_BOUND`` at some step, samples from uniform logits from then on (so actions stay valid: NaN
+  logits would give out-of-range actions and crash the env's gathers, or read zeros on a GPU) and is
+  returned as not healthy.
+  """
+  guard = healthy is not None
   if obs is None:
     obs = _to_units(env.observe(env_state), num_units)
   obs_ta = tf.TensorArray(obs.dtype, size=num_steps + 1, element_shape=obs.shape)
@@ -86,10 +119,13 @@ def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
   rew_ta = tf.TensorArray(tf.float32, size=num_steps)
   done_ta = tf.TensorArray(tf.float32, size=num_steps)
 
-  def body(t, env_state, obs, obs_ta, act_ta, rew_ta, done_ta):
+  def body(t, env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta):
     step_key = tf.random.experimental.stateless_fold_in(key, t)
     keys = tf.random.experimental.stateless_split(step_key, 2)
     logits = logits_fn(params, obs)
+    if guard:
+      ok = ok & unit_finite([logits])
+      logits = _where_units(ok, logits, tf.zeros_like(logits))
     a = tf.random.stateless_categorical(tf.reshape(logits, [-1, logits.shape[-1]]), 1, seed=keys[0],
                                         dtype=tf.int32)[:, 0]
     env_state, next_obs, reward, done = env.step(env_state, a, keys[1])
@@ -99,11 +135,12 @@ def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
     act_ta = act_ta.write(t, tf.reshape(a, [num_units, -1]))
     rew_ta = rew_ta.write(t, tf.reshape(tf.cast(reward, tf.float32), [num_units, -1]))
     done_ta = done_ta.write(t, tf.reshape(tf.cast(done, tf.float32), [num_units, -1]))
-    return t + 1, env_state, next_obs, obs_ta, act_ta, rew_ta, done_ta
+    return t + 1, env_state, next_obs, ok, obs_ta, act_ta, rew_ta, done_ta
 
-  _, env_state, obs, obs_ta, act_ta, rew_ta, done_ta = tf.while_loop(
+  ok = healthy if guard else tf.ones([num_units], tf.bool)
+  _, env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta = tf.while_loop(
       lambda t, *_: t < num_steps, body,
-      (tf.constant(0), env_state, obs, obs_ta, act_ta, rew_ta, done_ta),
+      (tf.constant(0), env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta),
       maximum_iterations=num_steps)
   obs_ta = obs_ta.write(num_steps, obs)
 
@@ -113,7 +150,7 @@ def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
 
   traj = Trajectory(obs=unit_major(obs_ta.stack()), actions=unit_major(act_ta.stack()),
                     rewards=unit_major(rew_ta.stack()), dones=unit_major(done_ta.stack()))
-  return traj, env_state, obs
+  return traj, env_state, obs, (ok if guard else None)
 
 
 def lambda_returns(rewards, discounts, values, lam):
@@ -121,7 +158,7 @@ def lambda_returns(rewards, discounts, values, lam):
 
   rewards, discounts: [U, T, ...]; values: [U, T+1, ...] (v_0 .. v_T); lam: float.
   G_{T-1} = r_{T-1} + d_{T-1} v_T;  G_t = r_t + d_t [(1 - lam) v_{t+1} + lam G_{t+1}].
-  With ``discounts = gamma * (1 - done)`` this is the done-masked return of notes §4.2.
+  With ``discounts = gamma * (1 - done)`` this is the done-masked return of docs/fidelity.md §4.2.
   Returns G [U, T, ...].
   """
   num_steps = rewards.shape[1]
@@ -134,7 +171,7 @@ def lambda_returns(rewards, discounts, values, lam):
 
 
 def a2c_loss(apply_fn, params, traj, hparams=A2CHParams()):
-  """A2C losses of notes §4.2, per unit.
+  """A2C losses of docs/fidelity.md §4.2, per unit.
 
   Args:
     apply_fn: ``(params, obs [U, N, *obs_shape]) -> (logits [U, N, A], values [U, N])`` (``net.apply``).
@@ -174,7 +211,7 @@ def a2c_loss(apply_fn, params, traj, hparams=A2CHParams()):
 
 
 def episode_returns(ep_return, rewards, dones):
-  """Episode-return bookkeeping of notes §4.3 for one iteration.
+  """Episode-return bookkeeping of docs/fidelity.md §4.3 for one iteration.
 
   ep_return [U, B]: running return of the unfinished episode of each env; rewards, dones [U, T, B].
   Returns (ep_return [U, B], return_sum [U], return_count [U]): the sum and number of episode returns of
@@ -215,23 +252,42 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state, grad_probe=N
   """One A2C iteration (§4.2) on all units: rollout, losses, env-averaged gradient, clip + optimizer.
 
   ``grad_probe``: optional ``fn(grads) -> [U, C]`` applied to the env-averaged gradient before clipping
-  and the optimizer (gradient collection, notes §8); its result is ``metrics["grad_probe"]``.
+  and the optimizer (gradient collection, docs/fidelity.md §8.1); its result is ``metrics["grad_probe"]``.
+
+  Divergence guard (when ``state.healthy`` is not None): a unit is healthy while its parameters, policy
+  logits, loss, gradient and updated parameters are finite and within ``DIVERGENCE_BOUND``. A unit that
+  fails any check is frozen for good: it keeps its last healthy parameters, samples uniform actions, gets
+  zero gradients and updates, and reports no returns (``return_count`` 0, from the iteration whose rollout
+  failed) and ``healthy`` 0. The other units are unaffected (bit-identical to an unguarded run).
 
   Returns (new :class:`A2CState`, metrics dict of [U] tensors, see ``METRIC_NAMES``).
   """
+  guard = state.healthy is not None
+  healthy = (state.healthy & unit_finite(state.params)) if guard else None
   it_key = tf.random.experimental.stateless_fold_in(state.key, state.iteration)
-  traj, env_state, obs = rollout(net.logits, state.params, env, state.env_state, state.obs, it_key,
-                                 num_steps, num_units)
+  traj, env_state, obs, healthy = guarded_rollout(net.logits, state.params, env, state.env_state, state.obs,
+                                                  it_key, num_steps, num_units, healthy=healthy)
   ep_return, ret_sum, ret_count = episode_returns(state.ep_return, traj.rewards, traj.dones)
   _, metrics, grads = loss_and_grads(net.apply, state.params, traj, hparams)
+  grad_norm = unit_norm(grads)
+  if guard:
+    ret_sum = tf.where(healthy, ret_sum, 0.0)
+    ret_count = tf.where(healthy, ret_count, 0.0)
+    healthy = healthy & tf.math.is_finite(metrics["loss"]) & unit_finite(grads, bound=None)
+    grads = [_where_units(healthy, g, tf.zeros_like(g)) for g in grads]
   updates, opt_state = opt.update(grads, state.opt_state, params=state.params)
   params = apply_updates(state.params, updates)
-  metrics = dict(metrics, return_sum=ret_sum, return_count=ret_count, grad_norm=unit_norm(grads),
-                 update_norm=unit_norm(updates))
+  if guard:
+    healthy = healthy & unit_finite(params)
+    params = [_where_units(healthy, p, p0) for p, p0 in zip(params, state.params)]
+    updates = [_where_units(healthy, u, tf.zeros_like(u)) for u in updates]
+  metrics = dict(metrics, return_sum=ret_sum, return_count=ret_count, grad_norm=grad_norm,
+                 update_norm=unit_norm(updates),
+                 healthy=tf.cast(healthy, tf.float32) if guard else tf.ones([num_units]))
   if grad_probe is not None:
     metrics["grad_probe"] = grad_probe(grads)
   new_state = A2CState(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                       ep_return=ep_return, iteration=state.iteration + 1, key=state.key)
+                       ep_return=ep_return, iteration=state.iteration + 1, key=state.key, healthy=healthy)
   return new_state, metrics
 
 
@@ -259,8 +315,9 @@ def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False
   envs_per_unit = env.num_envs // num_units
 
   def init(seed, unit_keys=None):
-    """Initial :class:`A2CState`. ``unit_keys`` int32 [U, 2] seeds each unit's parameters (default:
-    ``unit_seeds(seed, U)``); ``seed`` seeds the env resets and the action/env randomness."""
+    """Initial :class:`A2CState` (all units healthy: the divergence guard of :func:`a2c_update` is on).
+    ``unit_keys`` int32 [U, 2] seeds each unit's parameters (default: ``unit_seeds(seed, U)``); ``seed``
+    seeds the env resets and the action/env randomness."""
     key = tf.constant([seed, 0], tf.int32)
     params = net.init(unit_seeds(seed, num_units) if unit_keys is None else unit_keys)
     opt_state = opt.init(params)
@@ -268,7 +325,8 @@ def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False
     obs = _to_units(env.observe(env_state), num_units)
     return A2CState(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
                     ep_return=tf.zeros([num_units, envs_per_unit]), iteration=tf.constant(0, tf.int32),
-                    key=tf.random.experimental.stateless_fold_in(key, 1 << 21))
+                    key=tf.random.experimental.stateless_fold_in(key, 1 << 21),
+                    healthy=tf.ones([num_units], tf.bool))
 
   step = lambda s: a2c_update(net, env, opt, hparams, num_steps, num_units, s, grad_probe=grad_probe)
   names = METRIC_NAMES + (("grad_probe",) if grad_probe is not None else ())

@@ -1,4 +1,4 @@
-"""Unit-batched actor-critic networks of notes §3 (official ``ActorVCriticNet``).
+"""Unit-batched actor-critic networks of docs/fidelity.md §3 (official ``ActorVCriticNet``).
 
 Every parameter tensor carries a LEADING UNIT AXIS ``U``: ``U`` independent agents (the seeds of an
 evaluation, or the training units of pipeline meta-training) are evaluated with one batched graph, and the
@@ -15,7 +15,7 @@ Feature nets (chosen from the env name like the official code):
   * ``catch``:                         Flatten -> Dense(256) -> ReLU     (feature_net/layers_1)
 Heads: actor Dense(num_actions) (logits), critic Dense(1) squeezed.
 
-Conv layout quirk (notes §3): the (N+1, rows, cols) observation is read channels-last, so the 2x2 SAME
+Conv layout quirk (docs/fidelity.md §3.2): the (N+1, rows, cols) observation is read channels-last, so the 2x2 SAME
 window slides over the (object-channel, row) axes and ``cols`` is the input-feature axis; kernel shape
 (2, 2, cols, 16), output (N+1, rows, 16), flattened row-major.
 
@@ -46,7 +46,7 @@ class ParamSpec(NamedTuple):
 
 
 def net_kind(env_name):
-  """'small' | 'big' | 'catch' for an environment name (notes §3)."""
+  """'small' | 'big' | 'catch' for an environment name (docs/fidelity.md §3.1)."""
   name = env_name.lower()
   if name == "catch":
     return "catch"

@@ -1,4 +1,4 @@
-"""PPO on Brax as a library function: ``train(config, workdir) -> results`` (notes §7.2-§7.4, §10).
+"""PPO on Brax as a library function: ``train(config, workdir) -> results`` (docs/fidelity.md §7.2-§7.4, §10).
 
 One training step (§7.4): roll out ``K = batch_size * num_minibatches / num_envs`` consecutive unrolls of
 ``unroll_length`` steps on all envs with the current policy and normaliser; update the normaliser with
@@ -85,7 +85,9 @@ def validate_config(config):
   cc.check_positive_int("num_eval_envs", config.num_eval_envs)
   cc.check_positive_int("final_last", config.final_last)
   cc.check_nonnegative_int("iterations_per_call", config.iterations_per_call)
+  cc.check_seed(config.seed, config.num_seeds)
   cc.check_positive("optimizer.learning_rate", config.optimizer.learning_rate)
+  cc.check_finite("optimizer.grad_clip", config.optimizer.grad_clip)
   cc.check_positive("reward_scaling", config.reward_scaling)
   cc.check_unit_interval("discount", config.discount)
   cc.check_unit_interval("gae_lambda", config.gae_lambda)

@@ -1,4 +1,4 @@
-"""Gradient collection (notes §8): flax-order flattening, sub-sampling, and a chunked on-disk store.
+"""Gradient collection (docs/fidelity.md §8.1): flax-order flattening, sub-sampling, and a chunked on-disk store.
 
 What is collected is the gradient the optimizer receives, BEFORE clipping (official ``A2Ccollect`` /
 ``SLCollect``): for A2C the env-averaged agent gradient of every update (one row per seed), for the supervised

@@ -1,4 +1,4 @@
-"""Gradient-distribution analysis of notes §8: Fig. 1 (RL), Fig. 5 (MNIST) and Table 4.
+"""Gradient-distribution analysis of docs/fidelity.md §8: Fig. 1 (RL), Fig. 5 (MNIST) and Table 4.
 
   * the collected gradients (time-major store of :mod:`optim4rl_tf.analysis.collect`) are split into
     ``NUM_PARTS`` = 30 consecutive parts along time (``np.array_split`` sizes: they differ by at most one
@@ -8,7 +8,7 @@
     -9, -8.5, ..., 4.5 (``np.arange(-9, 5, 0.5)``), density=True, x-range [-9, 5];
   * Table 4: ``scipy.stats.wasserstein_distance`` between a part's values and all collected values, computed
     on the RAW gradient values g. The split and the WD are not in the official code; that the paper's WDs
-    (~1e-4) were computed on raw values is an inference from their magnitude (notes §8). The same distances
+    (~1e-4) were computed on raw values is an inference from their magnitude (docs/fidelity.md §8.2). The same distances
     on log10(|g| + 1e-8) are reported as well, for information.
 """
 
@@ -26,7 +26,7 @@ LOG_EPS = 1e-8
 HIST_BINS = np.arange(-9, 5, 0.5)                             # edges -9 .. 4.5 (27 bins)
 X_RANGE = (-9, 5)
 
-# Paper Table 4 (notes §9).
+# Paper Table 4 (docs/fidelity.md §9.5).
 PAPER_TABLE4 = {
     "MNIST": (4.0642e-4, 0.7205e-4, 1.4204e-4),
     "big_dense_long": (7.1583e-4, 1.1726e-4, 6.7967e-4),
@@ -34,7 +34,7 @@ PAPER_TABLE4 = {
 WD_NOTE = ("Wasserstein distances: scipy.stats.wasserstein_distance between the 1-D distribution of the raw "
            "gradient values g of a part (all collected coordinates, units and steps in it) and that of all "
            "collected gradients. That the paper computed them on raw g, not on log10(|g|+1e-8), is an "
-           "inference from the magnitude of its numbers (implementation notes §8); the split, the panels and "
+           "inference from the magnitude of its numbers (docs/fidelity.md §8.2); the split, the panels and "
            "the WD are not in the official code.")
 
 

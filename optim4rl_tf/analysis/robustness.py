@@ -1,4 +1,4 @@
-"""Tables 5-7: a fixed learned optimizer under changed GAE lambda / entropy weight / discount (notes §9).
+"""Tables 5-7: a fixed learned optimizer under changed GAE lambda / entropy weight / discount (docs/fidelity.md §9.4).
 
 :func:`plan` expands a ``configs/robustness.py`` config into A2C runs (one per distinct hyper-parameter
 setting; the default setting shared by the three tables runs once), :func:`run_all` runs them with
@@ -17,7 +17,7 @@ TABLES = {  # table number -> (hyper-parameter field, column title)
     6: ("entropy_weight", "entropy weight"),
     7: ("discount", "discount γ"),
 }
-# Paper Tables 5/6/7 (notes §9): {table: {task: {value: (mean, ± 90% CI half-width)}}}.
+# Paper Tables 5/6/7 (docs/fidelity.md §9.4): {table: {task: {value: (mean, ± 90% CI half-width)}}}.
 PAPER = {
     5: {"small_dense_short": {0.9: (11.51, 0.19), 0.95: (11.25, 0.16), 0.99: (10.81, 0.17), 0.995: (10.66, 0.17)},
         "big_dense_long": {0.9: (23.35, 0.76), 0.95: (23.57, 0.60), 0.99: (21.31, 0.64), 0.995: (20.55, 0.54)}},

@@ -1,4 +1,4 @@
-"""Supervised gradient collection (notes §8 ``SLCollect``): the §3 MNIST network trained with RMSProp.
+"""Supervised gradient collection (docs/fidelity.md §8.1 ``SLCollect``): the §3.4 MNIST network trained with RMSProp.
 
 Model (official ``MNIST_CNN``): Conv(16, 2x2, SAME) -> ReLU -> Flatten -> Dense(32) -> ReLU -> Dense(10), LeCun-
 normal kernels (flax default = Keras ``LecunNormal``), zero biases; 401,850 parameters on 28x28x1 inputs.
@@ -194,7 +194,7 @@ PARAM_NAMES = ("feature_net/layers_0/kernel", "feature_net/layers_0/bias", "feat
 
 
 def make_model(seed, input_shape=(28, 28, 1), num_classes=10):
-  """The §3 MNIST network as a Keras model (weights in ``PARAM_NAMES`` order)."""
+  """The §3.4 MNIST network as a Keras model (weights in ``PARAM_NAMES`` order)."""
   import keras
   init = lambda i: keras.initializers.LecunNormal(seed=int(seed) * 16 + i)
   model = keras.Sequential([

@@ -6,7 +6,7 @@ as one vectorised graph. Reported rate = env steps of all seeds per second, afte
 
 Flags: --tasks=small_dense_long,big_dense_long  --seeds=1,10  --envs=512  --min_secs=3
        --conv_forms=auto  (comma list: auto,conv2d,im2col,shifted; big grids only)  --jit (XLA)
-Reference (notes / issue 5): official JAX code on 2 CPU cores, 512 envs, RMSProp: 1.0-1.35e5 env steps/s
+Reference (docs/fidelity.md §12 / issue 5): official JAX code on 2 CPU cores, 512 envs, RMSProp: 1.0-1.35e5 env steps/s
 on small_dense_long, 4.6e3 on big_dense_long.
 """
 

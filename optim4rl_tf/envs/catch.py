@@ -1,4 +1,4 @@
-"""Batched, in-graph Catch (official ``envs/catch.py``, rows 10, columns 5; implementation notes §2).
+"""Batched, in-graph Catch (official ``envs/catch.py``, rows 10, columns 5; docs/fidelity.md §2).
 
 State: ball (row, col) and paddle (row, col), each field int32 ``[B]``. Reset: ball_row 0, ball_col uniform
 in {0..4}, paddle at (9, 2). Step: the paddle moves first (action 0 left, 1 stay, 2 right, clipped to the

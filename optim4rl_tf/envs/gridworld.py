@@ -1,6 +1,6 @@
 """Batched, in-graph gridworlds of the Optim4RL paper (official ``envs/gridworld.py``).
 
-Implementation notes §1 and §12 item 19 give the exact dynamics reproduced here:
+docs/fidelity.md §1 gives the exact dynamics reproduced here:
 
 * maps: a wall ring around a fully free interior; 8 named maps (``GRID_SPECS``);
 * state: agent position ``[B, 2]``, object positions ``[B, N, 2]`` ((-1, -1) = absent), time ``[B]``
@@ -10,7 +10,7 @@ Implementation notes §1 and §12 item 19 give the exact dynamics reproduced her
   termination draw U <= p_term for each collected object, respawn draw U <= p_respawn for every absent
   object (including one collected in this very step) to a uniformly random free cell (no exclusion),
   t + 1, done = flag or t >= horizon, auto-reset, reward scaling;
-* observation (§1.6, §13 item 8): float32 (N + 1, rows, cols), object i in channel i when present,
+* observation (§1.6): float32 (N + 1, rows, cols), object i in channel i when present,
   agent in the last channel, walls not rendered.
 
 Everything is a pure function of tensors: randomness only through ``tf.random.stateless_*`` keyed by the
@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-# Action index -> (d_row, d_col) (notes §1.4).
+# Action index -> (d_row, d_col) (docs/fidelity.md §1.4).
 ACTION_DELTAS = np.array(
     [[0, 0], [-1, 0], [0, 1], [1, 0], [0, -1], [1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=np.int32
 )
@@ -50,7 +50,7 @@ def _objects(n_each, p_respawn):
     )
 
 
-# Notes §1.1: full map size (interior + wall ring), objects, horizon.
+# docs/fidelity.md §1.1: full map size (interior + wall ring), objects, horizon.
 GRID_SPECS = {
     "small_sparse_short": GridSpec("small_sparse_short", 5, 10, _objects(1, 0.05), 50),
     "small_sparse_long": GridSpec("small_sparse_long", 10, 5, _objects(1, 0.05), 500),
@@ -176,7 +176,7 @@ class GridWorld:
         """float32 [B, N+1, rows, cols]; object i in channel i if present, agent in channel N."""
         pos = tf.concat([state.object_pos, state.agent_pos[:, None, :]], axis=1)  # [B, N+1, 2]
         flat = pos[..., 0] * self.cols + pos[..., 1]
-        # Absent objects (-1, -1) must not be written anywhere (notes §13 item 8): index -1 gives an
+        # Absent objects (-1, -1) must not be written anywhere (docs/fidelity.md §1.6): index -1 gives an
         # all-zero one-hot row.
         flat = tf.where(pos[..., 0] < 0, -tf.ones_like(flat), flat)
         obs = tf.one_hot(flat, self.rows * self.cols, dtype=tf.float32)

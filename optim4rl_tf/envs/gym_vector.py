@@ -6,7 +6,7 @@ Differences from the functional interface used by the agents (``optim4rl_tf.envs
   ``ValueError``;
 * terminated vs truncated: ``terminated`` only when an object's termination draw fires (gridworlds) or the
   ball lands (Catch); reaching the gridworld horizon is a ``truncation`` (the functional interface reports
-  both as ``done``, notes §1.5 item 3); when a termination draw fires on the horizon step both flags are
+  both as ``done``, docs/fidelity.md §1.5 item 3); when a termination draw fires on the horizon step both flags are
   True, as with gymnasium's ``TimeLimit``;
 * autoreset follows gymnasium's default NEXT_STEP mode: the step that ends an episode returns that
   episode's final observation, and the next ``step`` call ignores the action of that sub-environment and

@@ -3,8 +3,8 @@
   png, md = compare_runs({"optim4rl": "runs/main/test_optim4rl", "adam": ..., "rmsprop": ...}, out_dir)
 
 Each run directory is an A2C workdir (``returns.csv`` with one column of returns per seed). Final
-performance of a seed = mean of its last 20 logged returns (notes §4.3); the table gives the mean over
-seeds with a 90% percentile-bootstrap CI (notes §9), plus the mean return at a few step marks.
+performance of a seed = mean of its last 20 logged returns (docs/fidelity.md §4.3); the table gives the mean over
+seeds with a 90% percentile-bootstrap CI (docs/fidelity.md §9.3), plus the mean return at a few step marks.
 """
 
 import os

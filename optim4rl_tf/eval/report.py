@@ -1,7 +1,7 @@
-"""Reports of sweeps the way the paper reports them (notes §9): Figure 3/4 panels and Table 1.
+"""Reports of sweeps the way the paper reports them (docs/fidelity.md §9): Figure 3/4 panels and Table 1.
 
 Input: workdirs written by the trainers (``optim4rl_tf/agents/a2c_train.py``): each holds ``config.json``
-(resolved config) and ``returns.csv`` (``step,seed,return``: A2C logged returns of notes §4.3; for PPO the
+(resolved config) and ``returns.csv`` (``step,seed,return``: A2C logged returns of docs/fidelity.md §4.3; for PPO the
 evaluation returns, one row per evaluation), optionally ``summary.json`` (its ``seeds`` list names seeds
 that logged nothing) and ``sweep_run.json`` (written by ``launch/sweep.py``: the swept values). A path may be
 one workdir, a sweep directory (searched recursively) or a glob.
@@ -42,7 +42,7 @@ TASK_TITLES = {"catch": "Catch", "big_dense_long": "big_dense_long", "small_dens
                "ant": "Ant", "humanoid": "Humanoid", "pendulum": "Inverted double pendulum",
                "inverted_double_pendulum": "Inverted double pendulum", "walker2d": "Walker2d"}
 
-# Table 1 of the paper: final return, 10 runs, ± 90% CI half-width (notes §9).
+# Table 1 of the paper: final return, 10 runs, ± 90% CI half-width (docs/fidelity.md §9.5).
 PAPER_TABLE1 = {
     "with": {"small_dense_long": (32.22, 0.52), "big_dense_long": (23.10, 0.31), "ant": (6421, 355),
              "humanoid": (8440, 364)},
@@ -52,7 +52,7 @@ PAPER_TABLE1 = {
 TABLE1_TASKS = ("small_dense_long", "big_dense_long", "ant", "humanoid")
 TABLE1_ROWS = (("with", "With pipeline training"), ("without", "W.o. pipeline training"))
 
-# The paper gives Figure 3/4 as curves only; its stated outcomes (notes §9) go beside our numbers.
+# The paper gives Figure 3/4 as curves only; its stated outcomes (docs/fidelity.md §9.5) go beside our numbers.
 PAPER_FIGURE3 = {
     "catch": {"adam": "learns; slower than Optim4RL and STAR", "rmsprop": "learns; slower than Optim4RL and STAR",
               "optim4rl": "learns; faster than Adam/RMSProp", "star": "learns; faster than Adam/RMSProp",
@@ -69,9 +69,9 @@ PAPER_FIGURE4 = {task: {"adam": "learns", "rmsprop": "learns",
                         + ("; beats VeLO" if task == "ant" else "")}
                  for task in ("ant", "humanoid", "pendulum", "inverted_double_pendulum", "walker2d")}
 PAPER_FIGURES = {"figure3": PAPER_FIGURE3, "figure4": PAPER_FIGURE4}
-# The official code on a 2-core CPU (notes §14), A2C on Catch, final (3e5 steps, 3 seeds).
+# The official code on a 2-core CPU (docs/fidelity.md §12), A2C on Catch, final (3e5 steps, 3 seeds).
 OFFICIAL_CPU_NOTES = {
-    "catch": "Official JAX code on this kind of machine (notes §14), 3e5 steps: Adam 0.94/0.92/0.86, "
+    "catch": "Official JAX code on this kind of machine (docs/fidelity.md §12), 3e5 steps: Adam 0.94/0.92/0.86, "
              "RMSProp 0.83/0.83/0.83; Optim4RL (meta lr 3e-3, global norm 0.5) 0.90/0.97 at 3e5.",
 }
 
@@ -233,7 +233,7 @@ def _fmt_value(v):
 
 
 def summarize(runs, agent="auto", confidence=0.9, num_resamples=10000, seed=0):
-  """Groups runs by configuration; returns [ConfigStats] ranked best first (notes §9)."""
+  """Groups runs by configuration; returns [ConfigStats] ranked best first (docs/fidelity.md §9.3)."""
   groups = {}
   for r in runs:
     groups.setdefault(config_key(r.config), []).append(r)

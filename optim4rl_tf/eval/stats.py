@@ -1,4 +1,4 @@
-"""Result statistics as reported in the paper (notes §9, §4.3).
+"""Result statistics as reported in the paper (docs/fidelity.md §9.3, §4.3).
 
 * :func:`bootstrap_ci` -- percentile bootstrap confidence interval (default 90%) of the mean over runs;
   the paper reports its half-width (high - low) / 2 as "±".

@@ -1,6 +1,6 @@
 """Sweeps: a config's grid (``config.sweep``) expanded into runs, run by a local process pool or Ray.
 
-Grid and index mapping (notes §9, the official sweeper's convention):
+Grid and index mapping (docs/fidelity.md §9.2, the official sweeper's convention):
 
 * ``config.sweep`` is a ConfigDict ``field -> list of values``, in the order the config file assigns them
   (an empty list means "not swept"). The FIRST key varies fastest: with keys k_0 .. k_{n-1} of sizes

@@ -1,4 +1,4 @@
-"""MetaA2C: one outer iteration of meta-training a learned optimizer on one task (notes §5.1-§5.5).
+"""MetaA2C: one outer iteration of meta-training a learned optimizer on one task (docs/fidelity.md §5.1-§5.5).
 
 Every training unit is ONE environment with its own agent, its own optimizer hidden state and its own
 environment state; agent parameters and hidden states carry the unit axis U (shapes [U, ...]).
@@ -39,7 +39,7 @@ class Task(NamedTuple):
   env: Any            # optim4rl_tf.envs environment with num_envs == num_units (one env per unit)
   net: Any            # optim4rl_tf.agents.networks.ActorCriticNet
   num_units: int
-  learning_rate: float      # agent lr, a multiplier on the optimizer output (notes §5.5)
+  learning_rate: float      # agent lr, a multiplier on the optimizer output (docs/fidelity.md §5.5)
   grad_clip: float          # elementwise clip of the agent gradient (<= 0: off)
   reset_indices: Any        # int32 [num_units] (pipeline.reset_indices)
   reset_interval: int       # m (<= 0: no pipeline)
@@ -116,14 +116,19 @@ def inner_loop(task, core, phi, units, key):
   params, hidden, env_state, obs, ep_return = units
   n = task.num_units
   all_grads, ret_sum, ret_count, update_abs = [], 0.0, 0.0, 0.0
+  ok = tf.constant(True)
   for k in range(task.inner_updates + 1):
-    traj, env_state, obs = a2c.rollout(task.net.logits, params, task.env, env_state, obs,
+    # Divergence guard: parameters that went non-finite or absurd (pipeline.all_sane) never reach the
+    # sampler; zeros stand in and ``params_ok`` = 0 makes the meta-trainer skip the iteration.
+    ok = tf.logical_and(ok, pipeline.all_sane(params))
+    used = pipeline.or_zeros(ok, params)
+    traj, env_state, obs = a2c.rollout(task.net.logits, used, task.env, env_state, obs,
                                        tf.random.experimental.stateless_fold_in(key, k),
                                        task.rollout_steps, n)
     ep_return, rs, rc = a2c.episode_returns(ep_return, traj.rewards, traj.dones)
     ret_sum += tf.reduce_sum(rs)
     ret_count += tf.reduce_sum(rc)
-    loss, metrics, grads = a2c.loss_and_grads(task.net.apply, params, traj, task.hparams)
+    loss, metrics, grads = a2c.loss_and_grads(task.net.apply, used, traj, task.hparams)
     if k == task.inner_updates:  # validation rollout: the meta-loss, no agent update
       val_traj = traj
       cotangent = flatten_units(grads) / n
@@ -137,6 +142,7 @@ def inner_loop(task, core, phi, units, key):
     params = [p + d for p, d in zip(params, unflatten_units(delta, params))]
     update_abs += tf.reduce_sum(tf.abs(delta))
   metrics = iteration_metrics(task, params, meta_loss, metrics, ret_sum, ret_count, update_abs)
+  metrics["params_ok"] = tf.cast(tf.logical_and(ok, pipeline.all_sane(params)), tf.float32)
   new_units = UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs, ep_return=ep_return)
   return new_units, all_grads, cotangent, metrics, val_traj
 

@@ -1,11 +1,11 @@
-"""MetaA2C for STAR (the official MetaA2Cstar, notes §6.5 "Gradient flow"): one outer iteration, one task.
+"""MetaA2C for STAR (the official MetaA2Cstar, docs/fidelity.md §5.9, §6.5 "Gradient flow"): one outer iteration, one task.
 
 Unlike Optim4RL/LinearOptim/L2LGD², STAR's inputs (the agent gradient g and the parameters) are NOT under
 stop-gradient, so its meta-gradient includes second-order terms: d g_k / d theta_k · d theta_k / d phi.
 The replay trick of ``meta_a2c`` does not apply; instead the M inner updates run under an outer
 ``tf.GradientTape`` that watches phi, each agent gradient comes from an inner tape recorded by the outer one
 (``star.differentiable_step``), and the rollouts run with stop-gradient parameters under
-``outer.stop_recording()`` (they are data, notes §5.3). Memory grows with the network's activations of every
+``outer.stop_recording()`` (they are data, docs/fidelity.md §5.3). Memory grows with the network's activations of every
 inner rollout, so STAR meta-training is single-task and unchunked (as in the official code).
 
 Agent parameters stay a list of [U, ...] tensors (STAR normalises and factors per tensor and per unit).
@@ -41,7 +41,7 @@ def fresh_units(task, core, key):
 
 
 def reset_units(task, core, units, iteration, key):
-  """Re-initialises the units scheduled at ``iteration`` (notes §5.2); every state field is per unit."""
+  """Re-initialises the units scheduled at ``iteration`` (docs/fidelity.md §5.2); every state field is per unit."""
   mask = pipeline.reset_mask(iteration, task.reset_indices, task.reset_interval)
   return tf.cond(tf.reduce_any(mask),
                  lambda: pipeline.select_units(mask, fresh_units(task, core, key), units),

@@ -1,4 +1,4 @@
-"""Pipeline training (notes §5.2, §13 item 4): which training units are re-initialised when.
+"""Pipeline training (docs/fidelity.md §5.2): which training units are re-initialised when.
 
 n units, reset interval m (in OUTER iterations). Unit j has reset index r_j = int(linspace(0, m-1, n)[j])
 (truncation toward zero). At the start of outer iteration t (t = 1..T) unit j is re-initialised iff
@@ -6,10 +6,32 @@ n units, reset interval m (in OUTER iterations). Unit j has reset index r_j = in
 initialised together before t = 1 (ages spread out only after the first m iterations).
 
 Without pipeline training (``m <= 0``), units are never reset.
+
+Divergence guard (``all_sane``, ``or_zeros``): agent parameters and phi with a non-finite entry or one
+with ``|x| > ABSURD`` count as diverged. A diverged unit must never reach the action sampler (NaN logits
+make it return an out-of-range action); the meta-trainer skips such an iteration instead.
 """
 
 import numpy as np
 import tensorflow as tf
+
+
+# |x| above this is treated like NaN for agent parameters and phi. float32 overflows to inf in the next
+# matmul or two from here on (1e15 * 1e15 = 1e30, squares in the GRU/losses reach 3.4e38), and no sane run
+# comes within many orders of magnitude of it (phi and agent weights are O(1)).
+ABSURD = 1e15
+
+
+def all_sane(tensors):
+  """Scalar bool tensor: every floating entry of the nested ``tensors`` is finite with |x| <= ABSURD."""
+  flags = [tf.reduce_all(tf.abs(x) <= ABSURD) for x in tf.nest.flatten(tensors)
+           if tf.as_dtype(x.dtype).is_floating]  # NaN <= ABSURD is False, like inf
+  return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
+
+
+def or_zeros(ok, tensors):
+  """``tensors`` if ``ok`` else zeros like them (a harmless stand-in for diverged agent parameters)."""
+  return tf.cond(ok, lambda: tensors, lambda: tf.nest.map_structure(tf.zeros_like, tensors))
 
 
 def reset_indices(num_units, reset_interval):

@@ -7,11 +7,23 @@ norm, per-task agent returns, statistics of the learned optimizer's updates, out
 steps/s, peak RSS), ``meta_metrics.csv`` (one row per outer iteration), ``checkpoints/`` (every
 ``checkpoint_every`` iterations), ``phi.npz`` (the meta-parameters, readable by
 ``optim4rl_tf.Optim4RL(meta_params=...)``) and ``summary.json``.
+
+A workdir is locked while a run uses it (a second process is refused) and resumed only with the config it
+was made with (fields in ``RESUMABLE_FIELDS``, the budget and bookkeeping, may change). On resume,
+``meta_metrics.csv`` and the TensorBoard event files lose the rows/steps after the restored iteration, so
+redone iterations appear once. SIGINT/SIGTERM stop the run after the current outer iteration, which is
+saved (``trainer.Interrupted``; exit status 130/143 in the launchers).
 """
 
+import contextlib
 import csv
+import glob
+import io
+import json
 import os
 import resource
+import signal
+import threading
 import time
 
 from optim4rl_tf import envs as envs_lib
@@ -19,6 +31,12 @@ from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
+from optim4rl_tf.utils import workdir as workdir_lib
+
+# Config fields that may differ when a workdir is resumed: the budget, bookkeeping, memory layout
+# (chunking changes float rounding only) and labels; ``num_units`` is recorded per task (tasks[i].num_units).
+RESUMABLE_FIELDS = ("num_iterations", "train_steps", "checkpoint_every", "log_every", "max_nonfinite",
+                    "chunk_size", "sweep", "num_units")
 
 
 def peak_rss_gb():
@@ -56,6 +74,9 @@ def validate_config(config):
     n = trainer_lib.task_units(config, task)
     if 0 < chunk < n and n % chunk:
       raise ValueError(f"chunk_size={chunk} must divide the number of units of tasks[{i}] ({n})")
+  units = config.get("num_units", 0)
+  if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+    raise ValueError(f"num_units must be a non-negative integer (0: each task's own), got {units!r}")
   cc.check_positive_int("rollout_steps", config.rollout_steps)
   cc.check_positive_int("inner_updates", config.inner_updates)
   cc.check_nonnegative_int("chunk_size", config.chunk_size)
@@ -65,6 +86,73 @@ def validate_config(config):
     raise ValueError(f"train_steps={config.train_steps} is less than one outer iteration; "
                      "raise train_steps or set num_iterations")
   return iterations
+
+
+def plain(obj):
+  """ConfigDict / dict / list (with ConfigDicts inside lists) -> JSON-ready plain Python."""
+  if hasattr(obj, "to_dict"):
+    obj = obj.to_dict()
+  if isinstance(obj, dict):
+    return {k: plain(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [plain(v) for v in obj]
+  return obj
+
+
+def resolved_config(config):
+  """The config as recorded in config.json: plain dict, each task's num_units the number actually used."""
+  out = plain(config)
+  for spec, task in zip(config.tasks, out["tasks"]):
+    task["num_units"] = trainer_lib.task_units(config, spec)
+  return out
+
+
+def _yaml_scalars(text):
+  """``key: value`` lines (how ml_collections prints a flat ConfigDict) -> dict of numbers/strings."""
+  out = {}
+  for line in text.splitlines():
+    key, sep, value = line.partition(":")
+    if not sep:
+      continue
+    value = value.strip()
+    for parse in (int, float):
+      try:
+        out[key.strip()] = parse(value)
+        break
+      except ValueError:
+        pass
+    else:
+      out[key.strip()] = value.strip("'\"")
+  return out
+
+
+def _upgrade_old_config(old):
+  """config.json of older versions stored tasks as YAML strings with unresolved num_units."""
+  tasks = old.get("tasks")
+  if isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks):
+    old = dict(old, tasks=[_yaml_scalars(t) for t in tasks])
+    units = old.get("num_units", 0)
+    for t in old["tasks"]:
+      if isinstance(t, dict) and isinstance(units, int) and units > 0:
+        t["num_units"] = units
+  return old
+
+
+def prepare_workdir(workdir, config_dict, ignore=RESUMABLE_FIELDS):
+  """Refuses a workdir made with another config (WorkdirError), then records ``config_dict`` in
+  config.json (atomically). Call it while holding ``workdir_lib.lock(workdir)``."""
+  path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      old = None
+    if isinstance(old, dict):
+      workdir_lib.raise_if_different(workdir, _upgrade_old_config(old), config_dict, ignore)
+    else:
+      workdir_lib.check_config(workdir, config_dict, ignore)  # raises the unreadable-config error
+  workdir_lib.atomic_write(path, json.dumps(config_dict, indent=2, sort_keys=True, default=str))
 
 
 class _MetricsCSV:
@@ -77,6 +165,26 @@ class _MetricsCSV:
       with open(path) as f:
         header = f.readline().strip()
       self.columns = header.split(",") if header else None
+
+  def truncate(self, last_iteration):
+    """Drops rows after ``last_iteration`` (and a partial last row), so redone iterations appear once."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, newline="") as f:
+      rows = list(csv.reader(f))
+    if not rows:
+      return
+    header, kept = rows[0], [rows[0]]
+    for row in rows[1:]:
+      try:
+        if len(row) == len(header) and int(float(row[0])) <= last_iteration:
+          kept.append(row)
+      except ValueError:
+        pass
+    if len(kept) != len(rows):
+      out = io.StringIO()
+      csv.writer(out).writerows(kept)
+      workdir_lib.atomic_write(self.path, out.getvalue())
 
   def write(self, row):
     new = self.columns is None
@@ -94,19 +202,20 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   env_steps_per_sec, peak_rss_gb, wall_secs."""
   total = validate_config(config)
   cc.check_writable_dir(workdir)
-  logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
-  trainer = trainer_lib.MetaTrainer(config, workdir)
-  steps_per_it = sum(trainer_lib.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
-                     for t in config.tasks)
+  with workdir_lib.lock(workdir):
+    prepare_workdir(workdir, resolved_config(config))
+    trainer = trainer_lib.MetaTrainer(config, workdir)
+    steps_per_it = sum(trainer_lib.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
+                       for t in config.tasks)
 
-  def shown(metrics):
-    out = {f"{task.env_name} return": metrics[f"{task.env_name}/agent_return"] for task in config.tasks}
-    out.update({"meta-loss": sum(metrics[f"{task.env_name}/meta_loss"] for task in config.tasks),
-                "RSS GB": round(peak_rss_gb(), 2)})
-    return out
+    def shown(metrics):
+      out = {f"{task.env_name} return": metrics[f"{task.env_name}/agent_return"] for task in config.tasks}
+      out.update({"meta-loss": sum(metrics[f"{task.env_name}/meta_loss"] for task in config.tasks),
+                  "RSS GB": round(peak_rss_gb(), 2)})
+      return out
 
-  return drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ",
-               log_every=max(int(config.log_every), 1), console=console, progress_fn=progress_fn)
+    return drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ",
+                 log_every=max(int(config.log_every), 1), console=console, progress_fn=progress_fn)
 
 
 def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True,
@@ -116,8 +225,10 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
   (phi_path, iterations, skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs)."""
   start_it = int(trainer.iteration.numpy())
-  logger = logging_lib.RunLogger(workdir, returns_csv=None)
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
+  table.truncate(start_it)
+  truncate_tensorboard(os.path.join(workdir, "tb"), start_it)
+  logger = logging_lib.RunLogger(workdir, returns_csv=None)
   progress = logging_lib.Progress(total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it,
                                   rate_label="env steps/s") if console else None
   if console and start_it:
@@ -141,7 +252,8 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
       progress_fn(t, values)
 
   try:
-    trainer.train(on_iteration)
+    with stop_on_signals() as stop_fn:
+      trainer.train(on_iteration, stop_fn=stop_fn)
   finally:
     logger.close()
   wall = time.time() - t0
@@ -161,3 +273,72 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
           f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}",
           flush=True)
   return result
+
+
+EXIT_FAILED = 1
+
+
+def cli_call(fn, *args, **kwargs):
+  """Runs ``fn`` for a launcher (under ``optim4rl_tf.utils.cli.run``): known failures become one line
+  ``error: ...`` on stderr and an exit status: 2 bad config or workdir, 1 the run diverged or could not
+  write (disk full), 128 + signal when SIGINT/SIGTERM stopped it after saving."""
+  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
+  try:
+    return fn(*args, **kwargs)
+  except trainer_lib.Interrupted as e:
+    cli.fail(e, code=e.exit_code)
+  except ValueError as e:  # includes workdir_lib.WorkdirError
+    cli.fail(e)
+  except (trainer_lib.NonFiniteError, OSError) as e:  # OSError: includes CheckpointWriteError (disk full)
+    cli.fail(e, code=EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+  """While active, SIGINT/SIGTERM only record themselves; yields ``stop_fn()`` -> the first signal number
+  received (or None). Off the main thread (where Python cannot set handlers) it never reports one."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda: None
+    return
+
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    received.append(signum)
+
+  previous = {s: signal.signal(s, handler) for s in signums}
+  try:
+    yield lambda: received[0] if received else None
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def truncate_tensorboard(tb_dir, last_step):
+  """Rewrites the event files in ``tb_dir`` without the events after ``last_step`` (and without a record
+  cut short by a kill), so iterations redone after a resume appear once in TensorBoard."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.util import event_pb2  # pylint: disable=import-outside-toplevel
+  for path in sorted(glob.glob(os.path.join(tb_dir, "*tfevents*"))):
+    if not os.path.isfile(path):
+      continue
+    kept, changed = [], False
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        raw = record.numpy()
+        event = event_pb2.Event.FromString(raw)
+        if event.HasField("summary") and event.step > last_step:
+          changed = True
+        else:
+          kept.append(raw)
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+      changed = True  # a truncated last record: keep what was complete
+    if changed:
+      tmp = path + ".truncating"
+      try:
+        with tf.io.TFRecordWriter(tmp) as w:
+          for raw in kept:
+            w.write(raw)
+        os.replace(tmp, path)
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)

@@ -1,4 +1,4 @@
-"""The meta-training loop: tasks, meta-optimizer, checkpoints, NaN guard (notes §5.4, §5.7, §5.8).
+"""The meta-training loop: tasks, meta-optimizer, checkpoints, NaN guard (docs/fidelity.md §5.4, §5.7, §5.8).
 
   trainer = MetaTrainer(config, workdir)     # builds tasks, restores the latest checkpoint if any
   phi = trainer.train(progress_fn)           # runs to config.num_iterations; returns phi (dict of arrays)
@@ -6,9 +6,14 @@
 Per outer iteration: every task runs ``meta_a2c.outer_iteration`` with the same phi; the per-task
 meta-gradients (means over units) are optionally normalised to ``max_norm`` (per task, §5.4 item 2), averaged
 over tasks, clipped (elementwise ``meta_grad_clip`` or global-norm ``meta_grad_norm``) and applied with
-Adam (optax defaults, §0). A non-finite meta-gradient, phi or unit state is never applied: the iteration is
-skipped and counted; after ``max_nonfinite`` consecutive skips the run stops with :class:`NonFiniteError`,
-leaving the last good checkpoint in place.
+Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite or absurd (|x| > ``pipeline.ABSURD``)
+phi or agent parameters (checked in-graph, also inside the inner loop before any rollout uses them) are never
+applied: the iteration is skipped and counted; after ``max_nonfinite`` consecutive skips the run stops with
+:class:`NonFiniteError`, after saving the applied iterations not yet checkpointed.
+
+The final state is always saved (checkpoint + ``phi.npz``), also when the last iterations were skipped;
+``train(stop_fn=...)`` stops cleanly between iterations (signals) with :class:`Interrupted` after saving; a
+failed write (disk full) raises :class:`CheckpointWriteError` and leaves no ``ckpt-N_temp`` behind.
 
 Everything that determines the future lives in ``tf.Variable``s saved by ``tf.train.CheckpointManager``
 every ``checkpoint_every`` iterations: phi, Adam state, all unit states, the iteration counter and the skip
@@ -16,7 +21,10 @@ counters. Randomness is stateless, keyed by (seed, iteration, task), so a run ki
 restarted with the same workdir finishes with exactly the phi of an uninterrupted run.
 """
 
+import glob
 import os
+import shutil
+import signal
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +42,19 @@ from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 class NonFiniteError(RuntimeError):
   """Raised after too many consecutive non-finite meta-updates."""
+
+
+class Interrupted(Exception):
+  """Raised by ``train`` when ``stop_fn`` asked to stop (a signal); the state was saved first."""
+
+  def __init__(self, signum, message):
+    super().__init__(message)
+    self.signum = int(signum)
+    self.exit_code = 128 + self.signum
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint or phi.npz could not be written (disk full ...); the previous checkpoint is intact."""
 
 
 class VarTree:
@@ -56,6 +77,25 @@ def _all_finite(structure):
   flags = [tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(structure)
            if x.dtype.is_floating]
   return tf.reduce_all(tf.stack(flags))
+
+
+def _first_line(e):
+  text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+  return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
+
+
+def redundant_gru_bias_masks(shapes):
+  """{key: float32 mask} for every GRU bias ``<rnn>/bias`` of shape (2, 3H) in a meta-parameter set: 0 on
+  the recurrent z and r biases (``bias[1, :2H]``, redundant with ``bias[0, :2H]``), 1 elsewhere."""
+  masks = {}
+  for key, shape in shapes.items():
+    prefix = key[:-len("/bias")]
+    shape = tuple(shape)
+    if key.endswith("/bias") and f"{prefix}/recurrent_kernel" in shapes and len(shape) == 2 and shape[0] == 2:
+      mask = np.ones(shape, np.float32)
+      mask[1, :2 * (shape[1] // 3)] = 0.0
+      masks[key] = tf.constant(mask)
+  return masks
 
 
 def global_norm(tensors):
@@ -102,6 +142,10 @@ class MetaTrainer:
     self.workdir = workdir
     self.algorithm, self.core, phi0, self.tasks, self.total_iterations = self._build(config)
     self.keys = sorted(phi0)
+    for k in self.keys:
+      if not np.all(np.abs(np.asarray(phi0[k])) <= pipeline.ABSURD):
+        raise ValueError(f"the initial phi has non-finite or absurd (|x| > {pipeline.ABSURD:g}) entries in "
+                         f"{k!r}")
     self.phi = [tf.Variable(phi0[k], name=k.replace("/", "_")) for k in self.keys]
     self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
     base = tf.constant([config.seed, 0x5eed], tf.int32)
@@ -117,8 +161,16 @@ class MetaTrainer:
                                  units=[u.variables for u in self.units], iteration=self.iteration,
                                  skipped_total=self.skipped_total, skipped_in_a_row=self.skipped_in_a_row)
       self.manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
-      if self.manager.latest_checkpoint:
-        ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+      self._remove_partial_checkpoints()  # left by a process killed while saving
+      latest = self.manager.latest_checkpoint
+      if latest:
+        try:
+          ckpt.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+          raise ValueError(f"checkpoint {latest} does not fit this config ({_first_line(e)}); use the "
+                           "config it was made with or a new --workdir") from None
+    # The state after this iteration is on disk (0: the initial state, which the config reproduces).
+    self._saved_iteration = int(self.iteration.numpy())
 
   def _build(self, config):
     """(algorithm module, core, initial phi, tasks, total iterations). Subclasses (MetaPPO) override it;
@@ -135,14 +187,18 @@ class MetaTrainer:
   # -------------------------------------------------------------------------------------------------
 
   def _combine(self, task_grads):
-    """Per-task max_norm normalisation, mean over tasks, then clipping (§5.4)."""
+    """Per-task max_norm normalisation, mean over tasks, then clipping (§5.4). Keras's GRU keeps recurrent
+    z/r biases that duplicate the input ones (flax has none): their meta-gradient is masked to zero here, so
+    they stay at their initial value (zero), meta-Adam moves the effective bias at the official rate and no
+    norm counts them twice (docs/fidelity.md §6.6)."""
     cfg = self.config
+    masks = redundant_gru_bias_masks({k: v.shape for k, v in zip(self.keys, self.phi)})
     per_task = []
     for grads in task_grads:
-      g = [grads[k] for k in self.keys]
+      g = [grads[k] * masks[k] if k in masks else grads[k] for k in self.keys]
       if cfg.max_norm > 0:
         norm = global_norm(g)
-        g = [x * (cfg.max_norm / tf.maximum(norm, 1e-12)) for x in g]  # §13 item 6: guard a zero norm
+        g = [x * (cfg.max_norm / tf.maximum(norm, 1e-12)) for x in g]  # §5.4 item 2: guard a zero norm
       per_task.append(g)
     grads = [tf.add_n(list(xs)) / len(per_task) for xs in zip(*per_task)]
     norm = global_norm(grads)
@@ -168,8 +224,12 @@ class MetaTrainer:
     adam_out = [classical.adam_update(s, g, self.config.meta_lr)
                 for s, g in zip(self.adam.read(), grads)]
     new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
-    finite = tf.logical_and(_all_finite(grads), _all_finite(new_phi))
-    finite = tf.logical_and(finite, _all_finite([u.params for u in new_units]))
+    # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
+    # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
+    checks = [_all_finite(grads), pipeline.all_sane(new_phi), pipeline.all_sane([u.params for u in new_units])]
+    checks += [metrics[f"{task.name}/params_ok"] > 0 for task in self.tasks
+               if f"{task.name}/params_ok" in metrics]
+    finite = tf.reduce_all(tf.stack(checks))
 
     def apply():
       for v, x in zip(self.phi, new_phi):
@@ -197,35 +257,104 @@ class MetaTrainer:
     """Current phi as a dict {npz key: np.ndarray}."""
     return {k: v.numpy() for k, v in zip(self.keys, self.phi)}
 
+  @property
+  def applied_through(self):
+    """The last applied outer iteration (phi is the one after it)."""
+    return int(self.iteration.numpy()) - int(self.skipped_in_a_row.numpy())
+
+  def _remove_partial_checkpoints(self):
+    """Deletes ``ckpt-N_temp`` folders and files of checkpoints the manager does not list."""
+    folder = self.manager.directory
+    kept = {os.path.basename(p) for p in self.manager.checkpoints}
+    for path in glob.glob(os.path.join(folder, "ckpt-*")):
+      name = os.path.basename(path)
+      if name.split(".")[0] in kept and not name.endswith("_temp"):
+        continue
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        try:
+          os.remove(path)
+        except OSError:
+          pass
+
   def save(self):
-    """Checkpoint + ``phi.npz`` (atomic) in the workdir."""
+    """Checkpoint + ``phi.npz`` (atomic) in the workdir. A failed write removes what it left and raises
+    :class:`CheckpointWriteError` (one line); the previous checkpoint stays the latest."""
     if self.manager is None:
       return
-    self.manager.save(checkpoint_number=int(self.iteration.numpy()))
-    meta_params_lib.save(os.path.join(self.workdir, "phi.npz"), self.core, self.meta_params())
+    t = int(self.iteration.numpy())
+    try:
+      self.manager.save(checkpoint_number=t)
+      meta_params_lib.save(os.path.join(self.workdir, "phi.npz"), self.core, self.meta_params())
+    except (OSError, tf.errors.OpError) as e:
+      self._remove_partial_checkpoints()
+      previous = self.manager.latest_checkpoint
+      previous = f"{os.path.basename(previous)} is intact" if previous else "no earlier checkpoint exists"
+      raise CheckpointWriteError(
+          f"could not save outer iteration {t} in {self.workdir} ({_first_line(e)}); {previous}; free "
+          "disk space and run again with the same --workdir") from None
+    self._saved_iteration = t
 
   def run_iteration(self):
     """One outer iteration. Returns a dict of float metrics; raises NonFiniteError when too many
     consecutive iterations were skipped."""
     metrics = {k: float(v) for k, v in self._step().items()}
+    self._check_skips(metrics)
+    return metrics
+
+  def _check_skips(self, metrics):
+    """Raises NonFiniteError when ``max_nonfinite`` iterations in a row were skipped."""
     if not metrics["meta/applied"]:
       in_a_row = int(self.skipped_in_a_row.numpy())
       if in_a_row >= self.config.max_nonfinite:
+        last = self.applied_through
+        where = ("no iteration was applied" if last == 0 else
+                 f"phi.npz in {self.workdir} holds phi after iteration {last}, the last applied one"
+                 if self.workdir else f"the last applied iteration was {last}")
         raise NonFiniteError(
-            f"{in_a_row} consecutive outer iterations produced a non-finite meta-gradient, phi or agent; "
-            f"stopping at iteration {int(self.iteration.numpy())}. The last good checkpoint is kept in "
-            f"{self.workdir}; lower meta_lr or enable meta_grad_clip/meta_grad_norm.")
-    return metrics
+            f"{in_a_row} consecutive outer iterations produced a non-finite or absurd (|x| > "
+            f"{pipeline.ABSURD:g}) meta-gradient, phi or agent; stopping at iteration "
+            f"{int(self.iteration.numpy())}; {where}; lower meta_lr or enable meta_grad_clip/meta_grad_norm "
+            "(in a new --workdir)")
 
-  def train(self, progress_fn=None):
-    """Runs to ``total_iterations``, checkpointing every ``checkpoint_every``; returns phi."""
+  def train(self, progress_fn=None, stop_fn=None):
+    """Runs to ``total_iterations``, checkpointing every ``checkpoint_every`` and at the end; returns phi.
+
+    ``stop_fn()`` is polled after every iteration; a true value (a signal number) saves the last completed
+    iteration and raises :class:`Interrupted`. A :class:`NonFiniteError` stop saves applied iterations that
+    were not yet checkpointed first.
+    """
     every = max(int(self.config.checkpoint_every), 1)
     while int(self.iteration.numpy()) < self.total_iterations:
-      metrics = self.run_iteration()
+      metrics = {k: float(v) for k, v in self._step().items()}
       t = int(self.iteration.numpy())
       if progress_fn is not None:
-        progress_fn(t, metrics)
-      # Checkpoints hold applied iterations only: a skipped one leaves the last good checkpoint latest.
-      if metrics["meta/applied"] and (t % every == 0 or t == self.total_iterations):
+        progress_fn(t, metrics)  # also for the iteration that stops the run below: it is logged
+      try:
+        self._check_skips(metrics)
+      except NonFiniteError:
+        if self.applied_through > self._saved_iteration:
+          self.save()
+        raise
+      # Periodic checkpoints hold applied iterations only: a skipped one leaves the last good one latest.
+      if metrics["meta/applied"] and t % every == 0:
         self.save()
+      signum = stop_fn() if stop_fn is not None else None
+      if signum:
+        if t > self._saved_iteration:
+          self.save()
+        name = signal.Signals(signum).name if signum in set(signal.Signals) else f"signal {signum}"
+        raise Interrupted(signum, f"interrupted by {name} after outer iteration {t}/{self.total_iterations}"
+                          + (f"; saved it in {self.workdir}, run again with the same --workdir to resume"
+                             if self.workdir else ""))
+    self.finish()
     return self.meta_params()
+
+  def finish(self):
+    """Saves the final state (checkpoint + phi.npz) unless it is on disk already."""
+    if self.manager is None:
+      return
+    if (int(self.iteration.numpy()) > self._saved_iteration
+        or not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
+      self.save()

@@ -1,4 +1,4 @@
-"""Classical optimizers as pure, coordinatewise functions (optax semantics, notes §0).
+"""Classical optimizers as pure, coordinatewise functions (optax semantics, docs/fidelity.md §0.2).
 
 These run on agent parameters that carry a leading unit axis: every formula is elementwise, and the
 only shared quantity is Adam's step counter (all units step together), so S agents update in one call.

@@ -10,11 +10,11 @@ Every failure to read or match a file raises one ``ValueError`` (or ``FileNotFou
 and the problem. Writing is atomic (temporary file + rename), so a crash never leaves a half-written file.
 """
 
-import io
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -48,31 +48,131 @@ def save(path, core, phi):
   return path
 
 
+# Limits applied by ``load`` before anything is decompressed: the ``__meta__`` JSON string and the size of
+# the optimizer a ``__meta__`` entry may declare (the real ones hold a few thousand floats).
+MAX_META_BYTES = 1 << 20
+MAX_PHI_ELEMENTS = 1 << 26
+MAX_LAYER_WIDTH = 1 << 16
+_MAX_NPY_HEADER = 10000
+
+
+class _Unreadable(Exception):
+  """Internal: the archive itself cannot be read (becomes the 'not a readable .npz' ValueError)."""
+
+
 def load(path):
-  """Reads a meta-parameter file. Returns ``(meta: dict, arrays: dict of float32 arrays)``."""
+  """Reads a meta-parameter file. Returns ``(meta: dict, arrays: dict of float32 arrays)``.
+
+  Nothing is decompressed before it is known to be what the file's optimizer expects: member names,
+  ``.npy`` header shapes and dtypes, and the uncompressed sizes recorded in the zip directory
+  (``ZipInfo.file_size``, which also bounds what reading may inflate) are checked first, so a small
+  file cannot make the loader allocate or inflate gigabytes.
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"Meta-parameter file {path!r} does not exist")
   try:
-    with open(path, "rb") as f:
-      raw = f.read()
-    data = np.load(io.BytesIO(raw), allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-      raise ValueError("it holds a single array, not an .npz archive")
-    with data:
-      contents = {k: data[k] for k in data.files}
-  except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    with zipfile.ZipFile(path) as zf:
+      return _load_checked(path, zf)
+  except (_Unreadable, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+          zlib.error) as e:
     raise ValueError(f"{path!r} is not a readable .npz meta-parameter file (truncated or another "
                      f"format?): {e}") from None
-  if META_KEY not in contents:
-    raise ValueError(f"{path!r} has no {META_KEY!r} entry; it was not written by optim4rl_tf")
+
+
+def _npy_header(zf, info):
+  """(shape, dtype, header bytes) of one member, read from its ``.npy`` header only."""
+  with zf.open(info) as f:
+    try:
+      version = np.lib.format.read_magic(f)
+      if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_NPY_HEADER)
+      elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_NPY_HEADER)
+      else:
+        raise ValueError(f"unsupported .npy version {version}")
+    except ValueError as e:
+      raise _Unreadable(f"member {info.filename!r} is not a valid .npy array: {e}") from None
+    return tuple(int(s) for s in shape), dtype, f.tell()
+
+
+def _check_member(path, info, shape, dtype, header_len, want_shape, kinds, max_bytes=None):
+  name = info.filename[:-len(".npy")]
+  if dtype.hasobject or dtype.kind not in kinds:
+    raise ValueError(f"{path!r}: {name!r} has dtype {dtype}, expected "
+                     f"{'a float type' if kinds == 'f' else 'a string'}")
+  if shape != tuple(want_shape):
+    return False
+  size = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  if info.file_size != size:
+    raise ValueError(f"{path!r}: {name!r} declares {info.file_size} bytes, but its header says {size} "
+                     "(corrupt file)")
+  if max_bytes is not None and size > max_bytes:
+    raise ValueError(f"{path!r}: {name!r} is {size} bytes, more than the limit {max_bytes}")
+  return True
+
+
+def _core_from_meta(path, meta):
+  """The core a file's ``__meta__`` describes (its expected keys and shapes), sizes checked first."""
+  name = meta.get("optimizer")
+  default_dims = star_lib.DEFAULT_OPTIONS["mlp_dims"] if name == star_lib.NAME else ()
+  dims, hidden = meta.get("mlp_dims", default_dims), meta.get("hidden_size", 8)
+  ok = (isinstance(dims, (list, tuple)) and all(type(d) is int and 0 < d <= MAX_LAYER_WIDTH for d in dims)
+        and (name == star_lib.NAME or type(hidden) is int and 0 < hidden <= MAX_LAYER_WIDTH))
+  if not ok:
+    raise ValueError(f"{path!r}: the {META_KEY!r} entry has invalid sizes mlp_dims={dims!r}, "
+                     f"hidden_size={hidden!r}")
   try:
-    meta = json.loads(str(contents.pop(META_KEY)))
+    if name == star_lib.NAME:
+      core = star_lib.make_core(dict(meta, mlp_dims=tuple(dims)))
+    elif name in cores.CORES:
+      core = cores.make_core(name, tuple(dims), hidden)
+    else:
+      raise ValueError(f"it was made for an unknown optimizer {name!r}")
+    expected = core.meta_param_shapes()
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path!r}: the {META_KEY!r} entry does not describe a known optimizer: {e}") from None
+  if sum(int(np.prod(s, dtype=np.int64)) for s in expected.values()) > MAX_PHI_ELEMENTS:
+    raise ValueError(f"{path!r}: the {META_KEY!r} entry declares an optimizer with more than "
+                     f"{MAX_PHI_ELEMENTS} meta-parameters")
+  return core, expected
+
+
+def _load_checked(path, zf):
+  infos = {}
+  for info in zf.infolist():
+    if info.is_dir() or not info.filename.endswith(".npy"):
+      raise _Unreadable(f"member {info.filename!r} is not an .npy array")
+    infos[info.filename[:-len(".npy")]] = info
+  if META_KEY not in infos:
+    raise ValueError(f"{path!r} has no {META_KEY!r} entry; it was not written by optim4rl_tf")
+  info = infos.pop(META_KEY)
+  shape, dtype, header_len = _npy_header(zf, info)
+  if not _check_member(path, info, shape, dtype, header_len, (), "U", MAX_META_BYTES):
+    raise ValueError(f"{path!r}: the {META_KEY!r} entry has shape {shape}, expected a single string")
+  with zf.open(info) as f:
+    raw = np.lib.format.read_array(f, allow_pickle=False, max_header_size=_MAX_NPY_HEADER)
+  try:
+    meta = json.loads(str(raw))
     if not isinstance(meta, dict):
       raise ValueError("not a JSON object")
   except ValueError as e:
     raise ValueError(f"{path!r}: the {META_KEY!r} entry is not valid JSON: {e}") from None
-  arrays = {k: np.asarray(v, np.float32) for k, v in contents.items()}
+  core, expected = _core_from_meta(path, meta)
+  desc = f"{core.name} (mlp_dims={list(core.mlp_dims)}, hidden_size={core.hidden_size})"
+  missing, extra = sorted(set(expected) - set(infos)), sorted(set(infos) - set(expected))
+  if missing or extra:
+    raise ValueError(f"{path!r} does not match {desc}: missing keys {missing}, unexpected keys {extra}")
+  for key in sorted(infos):  # every header checked before any array is read
+    shape, dtype, header_len = _npy_header(zf, infos[key])
+    if not _check_member(path, infos[key], shape, dtype, header_len, expected[key], "f"):
+      raise ValueError(f"{path!r} does not match {desc}: {key!r} has shape {shape}, expected "
+                       f"{tuple(expected[key])}")
+  arrays = {}
+  for key in sorted(infos):
+    with zf.open(infos[key]) as f:
+      arrays[key] = np.asarray(np.lib.format.read_array(f, allow_pickle=False,
+                                                         max_header_size=_MAX_NPY_HEADER), np.float32)
   return meta, arrays
 
 
@@ -101,6 +201,55 @@ def infer_mlp_dims(name, arrays):
     dims.append(int(np.shape(arrays[f"{prefix}/dense_{i}/kernel"])[1]))
     i += 1
   return tuple(dims)
+
+
+def arrays_from_dict(name, phi, source="meta_params dict"):
+  """Checks an in-memory meta-parameter dict of optimizer ``name`` entry by entry. Returns ``(arrays,
+  meta)``: float32 arrays for every key but ``__meta__``, and that optional ``__meta__`` (a dict or a JSON
+  string, as ``dict(np.load(file))`` gives it) as a dict with checked ``mlp_dims``/``hidden_size``.
+  Raises one ValueError naming the offending key (keys, shapes and finiteness are ``validate``'s job)."""
+  if not isinstance(phi, dict):
+    raise ValueError(f"{source} must be a dict {{key: array}}, got {type(phi).__name__}")
+  arrays = {}
+  for key, value in phi.items():
+    if not isinstance(key, str):
+      raise ValueError(f"{source}: key {key!r} is not a string")
+    if key == META_KEY:
+      continue
+    try:
+      raw = np.asarray(value)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{source}: {key!r} is not a numeric array: {e}") from None
+    if raw.dtype.kind not in "iuf":
+      raise ValueError(f"{source}: {key!r} holds {raw.dtype} values, expected numbers")
+    arrays[key] = raw.astype(np.float32)
+  return arrays, _dict_meta(name, phi.get(META_KEY), source)
+
+
+def _dict_meta(name, meta, source):
+  """The ``__meta__`` entry of an in-memory dict, parsed and checked (``{}`` when absent)."""
+  if meta is None:
+    return {}
+  where = f"{source}: {META_KEY!r}"
+  if isinstance(meta, np.ndarray) and meta.shape == () and meta.dtype.kind in "US":
+    meta = meta.item()
+  if isinstance(meta, bytes):
+    meta = meta.decode("utf-8", "replace")
+  if isinstance(meta, str):
+    try:
+      meta = json.loads(meta)
+    except ValueError as e:
+      raise ValueError(f"{where} is not valid JSON: {e}") from None
+  if not isinstance(meta, dict):
+    raise ValueError(f"{where} must be a dict or a JSON object string, got {type(meta).__name__}")
+  if meta.get("optimizer", name) != name:
+    raise ValueError(f"{where} says the dict was made for optimizer {meta['optimizer']!r}, not {name!r}")
+  meta = dict(meta)
+  if "mlp_dims" in meta:
+    meta["mlp_dims"] = cores.positive_ints(meta["mlp_dims"], f"{where}['mlp_dims']")
+  if "hidden_size" in meta and name != star_lib.NAME:
+    meta["hidden_size"] = cores.positive_int(meta["hidden_size"], f"{where}['hidden_size']")
+  return meta
 
 
 def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
@@ -139,10 +288,12 @@ def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
     mlp_dims, hidden_size = file_dims, file_hidden
   elif isinstance(meta_params, dict):
     source = "meta_params dict"
-    arrays = {k: np.asarray(v, np.float32) for k, v in meta_params.items() if k != META_KEY}
+    arrays, meta = arrays_from_dict(name, meta_params, source)
     if mlp_dims is None:
-      mlp_dims = infer_mlp_dims(name, arrays)
-    if hidden_size is None:
+      mlp_dims = meta["mlp_dims"] if "mlp_dims" in meta else infer_mlp_dims(name, arrays)
+    if hidden_size is None and "hidden_size" in meta:
+      hidden_size = meta["hidden_size"]
+    elif hidden_size is None:
       rec = "rnn1/recurrent_kernel" if name == "optim4rl" else "rnn/recurrent_kernel"
       hidden_size = int(np.shape(arrays[rec])[0]) if rec in arrays else 8
   else:
@@ -154,7 +305,7 @@ def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
 
 def _resolve_star(meta_params, mlp_dims, seed):
   """``resolve`` for STAR: the core's constants come from the file's ``__meta__`` (or the defaults of
-  notes §6.5); ``mlp_dims`` None means (4, 4) or the file's. STAR has no recurrent hidden size."""
+  docs/fidelity.md §6.5); ``mlp_dims`` None means (4, 4) or the file's. STAR has no recurrent hidden size."""
   want = None if mlp_dims is None else tuple(int(d) for d in mlp_dims)
   if meta_params is None or (isinstance(meta_params, str) and not meta_params):
     core = star_lib.make_core({"mlp_dims": want})
@@ -172,14 +323,16 @@ def _resolve_star(meta_params, mlp_dims, seed):
     core = star_lib.make_core(dict(meta, mlp_dims=file_dims))
   elif isinstance(meta_params, dict):
     source = "meta_params dict"
-    arrays = {k: np.asarray(v, np.float32) for k, v in meta_params.items() if k != META_KEY}
+    arrays, meta = arrays_from_dict(star_lib.NAME, meta_params, source)
+    if want is None and "mlp_dims" in meta:
+      want = tuple(meta["mlp_dims"])
     if want is None:  # widths of the hidden layers from mlp/w1, mlp/w2, ... (mlp/w0 is 39 x width)
       dims, i = [], 0
       while f"mlp/w{i + 1}" in arrays:
         dims.append(int(np.shape(arrays[f"mlp/w{i}"])[1]))
         i += 1
       want = tuple(dims) if dims else None
-    core = star_lib.make_core({"mlp_dims": want})
+    core = star_lib.make_core(dict(meta, mlp_dims=want))  # a __meta__ in the dict brings STAR's constants
   else:
     raise ValueError(f"meta_params must be None, a path or a dict of arrays, got {type(meta_params)}")
   validate(core, arrays, source=source)

@@ -6,7 +6,7 @@ An :class:`AgentOptimizer` is a pair of pure functions, in the spirit of optax:
   updates, state = opt.update(grads, state, params=params)   # updates: list like params; theta + update
 
 Every optimizer here is coordinatewise, so a leading unit axis (seeds of an evaluation, units of pipeline
-training) batches for free. Elementwise gradient clipping (``grad_clip > 0``, notes §4.1/§6.1) is applied to
+training) batches for free. Elementwise gradient clipping (``grad_clip > 0``, docs/fidelity.md §4.1, §6.1) is applied to
 the gradient before the optimizer, as in the official ``chain(clip, opt)``.
 
 For learned optimizers, ``update`` takes an optional ``phi`` (dict of meta-parameters) so the meta-trainer
@@ -53,7 +53,7 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
 
   Args:
     name: one of ``OPTIMIZER_NAMES`` (adam, rmsprop, optim4rl, linear_optim, l2lgd2, star).
-    learning_rate: float; for learned optimizers the multiplier alpha of notes §5.5/§10; for STAR its
+    learning_rate: float; for learned optimizers the multiplier alpha of docs/fidelity.md §5.5, §10; for STAR its
       ``step_mult``.
     grad_clip: elementwise clip applied to gradients first; <= 0 disables it.
     meta_params: learned optimizers only: path to an ``.npz`` file or dict of arrays. ``None`` initialises

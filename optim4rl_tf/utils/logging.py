@@ -14,14 +14,26 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import tensorflow as tf
 
 
 def write_json(path, obj):
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  """Writes ``obj`` as JSON atomically (temporary file + rename): a kill mid-write keeps the old file."""
+  text = json.dumps(obj, indent=2, sort_keys=True, default=str)
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.chmod(tmp, 0o644)                      # mkstemp makes it 0600
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def config_to_dict(config):
@@ -32,13 +44,14 @@ def config_to_dict(config):
 
 
 class ReturnsCSV:
-  """Appends ``step,seed,return`` rows; flushes on every :meth:`flush`/:meth:`close`."""
+  """Appends ``step,seed,return`` rows. Line-buffered: every row is in the file as soon as it is written,
+  so a killed run keeps all rows produced so far."""
 
   HEADER = ("step", "seed", "return")
 
   def __init__(self, path):
     self.path = path
-    self._f = open(path, "w", newline="")
+    self._f = open(path, "w", newline="", buffering=1)
     self._w = csv.writer(self._f)
     self._w.writerow(self.HEADER)
 

@@ -1,0 +1,168 @@
+"""Launcher plumbing: one-line errors with fixed exit codes instead of tracebacks, and signals.
+
+  from optim4rl_tf.utils import cli
+
+  def main(argv):
+    ...
+    cli.fail("what went wrong and what to change")       # prints "error: ...", exits 2
+
+  if __name__ == "__main__":
+    cli.run(main)                                        # instead of absl's app.run(main)
+
+What :func:`run` adds to ``absl.app.run``:
+
+* Flag errors print ONE line ``error: ...`` on stderr and exit 2 (``EXIT_USAGE``): an unknown or misspelled
+  ``--config.field`` (keeping ml_collections' "Did you mean" hint), a config file that is missing or whose
+  ``get_config`` raises, a value that does not parse, an unknown flag, and ``app.UsageError`` from ``main``.
+  (absl prints a traceback for the first two and exits 1 for the others.)
+* SIGTERM raises :class:`Interrupted` -- a ``KeyboardInterrupt``, as SIGINT does -- in the main thread, so
+  ``finally`` blocks run and trainers can write what they have computed. An interrupt that reaches
+  :func:`run` prints one line and exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). A second signal
+  while the first is being handled ends the process at once (the default action).
+
+Exit codes: 0 success, 2 usage or configuration error, 3 a training run diverged (launch/train.py),
+130/143 interrupted.
+"""
+
+import os
+import signal
+import sys
+
+from absl import app
+from absl import flags
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class Interrupted(KeyboardInterrupt):
+  """SIGTERM or SIGINT received (``signum``); ``reason`` is e.g. "interrupted by SIGTERM"."""
+
+  def __init__(self, signum):
+    self.signum = int(signum)
+    self.reason = f"interrupted by {signal.Signals(signum).name}"
+    super().__init__(self.reason)
+
+
+def exit_code(interrupt):
+  """128 + signal number for an :class:`Interrupted`, 130 (SIGINT) for a plain KeyboardInterrupt."""
+  return 128 + getattr(interrupt, "signum", int(signal.SIGINT))
+
+
+def fail(message, code=EXIT_USAGE):
+  """Prints ``error: message`` (one line) to stderr and exits with ``code``."""
+  text = " ".join(str(message).split("\n")).strip()
+  print(f"error: {text}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+_raised = []
+
+
+def _on_signal(signum, frame):
+  del frame
+  if _raised:                      # second signal: stop now
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return
+  _raised.append(signum)
+  raise Interrupted(signum)
+
+
+def install_signal_handlers():
+  """SIGTERM and SIGINT raise :class:`Interrupted` in the main thread (the first one; a second kills)."""
+  _raised.clear()
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, _on_signal)
+
+
+def _innermost(exc):
+  """The message of ``exc``, unwrapping exceptions passed as the single argument of another
+  (ml_collections raises ``AttributeError(KeyError(msg))``)."""
+  while len(exc.args) == 1 and isinstance(exc.args[0], BaseException):
+    exc = exc.args[0]
+  if len(exc.args) == 1 and isinstance(exc.args[0], str):
+    return exc.args[0]
+  return str(exc)
+
+
+def _one_line(text):
+  return " ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+
+
+def _arg_for(argv, name):
+  """The command-line argument that set flag ``name`` (``--name=value``), or ``--name``."""
+  for i, arg in enumerate(argv):
+    if arg == f"--{name}" and i + 1 < len(argv):
+      return f"--{name}={argv[i + 1]}"
+    if arg.startswith(f"--{name}="):
+      return arg
+  return f"--{name}"
+
+
+def flag_error_message(exc, argv):
+  """One line for an exception raised while parsing ``argv``."""
+  if isinstance(exc, flags.Error):
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:     # a config file's get_config raised
+      head = text.split("Error whilst parsing config file", 1)[0].rstrip(": \n")
+      last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+      text = f"{head}: the config file raised {last}"
+    text = _one_line(text)
+    return text[len("flag "):] if text.startswith("flag --") else text
+  text = _innermost(exc)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if isinstance(exc, (KeyError, AttributeError)) and lines:   # override of a field the config lacks
+    field = lines[0].strip("'\"")
+    arg = next((a.split("=", 1)[0] for a in argv[1:]
+                if a.startswith("--") and field in a.split("=", 1)[0].split(".")[1:]), None)
+    hint = " ".join(lines[1:])
+    return (f"{arg or 'a --config override'}: the config has no field {field!r}" +
+            (f"; {hint}" if hint else "; see the config file for the valid fields"))
+  return f"{type(exc).__name__}: {_one_line(text)}"
+
+
+def _config_load_errors(argv):
+  """ml_collections defers a config file's load failure (e.g. file not found) until the config is used;
+  returns a one-line message for the first such flag, or None."""
+  try:
+    from ml_collections.config_flags import config_flags as cf   # pylint: disable=g-import-not-at-top
+    error_type = cf._ErrorConfig                                # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return None
+  for name in sorted(set(flags.FLAGS)):
+    value = flags.FLAGS[name].value
+    if isinstance(value, error_type):
+      err = object.__getattribute__(value, "_error")
+      lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+      return f"{_arg_for(argv, name)}: cannot load the config file: {lines[-1] if lines else err}"
+  return None
+
+
+def parse_flags(argv):
+  """``flags_parser`` for ``app.run``: parses ``argv`` like absl, but any error is one line + exit 2."""
+  try:
+    rest = flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except   (absl Error, ml_collections KeyError, ...)
+    fail(flag_error_message(e, argv))
+  message = _config_load_errors(argv)
+  if message:
+    fail(message)
+  return rest
+
+
+def run(main, argv=None, handle_signals=True):
+  """``absl.app.run(main)`` with :func:`parse_flags`, one-line usage errors and signal handling."""
+
+  def wrapped(args):
+    if handle_signals:
+      install_signal_handlers()
+    try:
+      return main(args)
+    except app.UsageError as e:
+      fail(str(e))
+    except KeyboardInterrupt as e:
+      print(f"error: {getattr(e, 'reason', 'interrupted by SIGINT')}", file=sys.stderr, flush=True)
+      sys.exit(exit_code(e))
+
+  app.run(wrapped, argv=argv, flags_parser=parse_flags)

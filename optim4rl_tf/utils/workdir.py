@@ -1,0 +1,174 @@
+"""Workdir safety helpers shared by the launchers.
+
+* ``lock(workdir)``: an exclusive, non-blocking ``fcntl.flock`` on ``WORKDIR/.lock`` so two
+  processes never run in the same workdir at once. The lock dies with the process (no stale
+  locks after SIGKILL); the pid written into the file is only for the error message.
+* ``check_config(workdir, config, ignore)``: refuse to resume a workdir whose ``config.json``
+  differs from the requested config in any field that matters (fields in ``ignore`` -- e.g. the
+  training budget or logging frequency -- may change between runs).
+* ``atomic_write(path, data)``: temp file in the same folder + ``os.replace``; a failed write
+  (disk full) leaves the old file intact and no temp file behind.
+
+Every failure is a ``WorkdirError`` (a ``ValueError``) or ``OSError`` with a one-line message.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+
+LOCK_NAME = ".lock"
+CONFIG_NAME = "config.json"
+
+
+class WorkdirError(ValueError):
+  """A workdir cannot be used as asked. The message is one line."""
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  if hasattr(d, "to_dict"):  # ml_collections.ConfigDict
+    d = d.to_dict()
+  for k, v in dict(d).items():
+    key = f"{prefix}{k}"
+    if hasattr(v, "to_dict"):
+      v = v.to_dict()
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    elif isinstance(v, (list, tuple)) and any(isinstance(x, dict) or hasattr(x, "to_dict") for x in v):
+      for i, x in enumerate(v):  # lists of sub-configs: tasks[0].num_units
+        if isinstance(x, dict) or hasattr(x, "to_dict"):
+          out.update(_flatten(x, f"{key}[{i}]."))
+        else:
+          out[f"{key}[{i}]"] = x
+    else:
+      out[key] = v
+  return out
+
+
+def _normalize(v):
+  """JSON round trip so tuples/lists and ints/floats compare as they were stored."""
+  try:
+    return json.loads(json.dumps(v, default=str))
+  except (TypeError, ValueError):
+    return str(v)
+
+
+def _ignored(key, ignore):
+  for pattern in ignore:
+    if key == pattern or key.startswith((pattern + ".", pattern + "[")):
+      return True
+  return False
+
+
+def _fmt(v):
+  if v is _MISSING:
+    return "(unset)"
+  if isinstance(v, str):
+    return v if v else "''"
+  return json.dumps(v)
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def lock(workdir):
+  """Holds an exclusive lock on ``workdir`` (created if needed) for the ``with`` block."""
+  workdir = os.fspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_NAME)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+      try:
+        other = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+      except OSError:
+        other = "?"
+      raise WorkdirError(
+          f"workdir {workdir} is in use by another process (pid {other})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+      yield workdir
+    finally:
+      try:
+        os.ftruncate(fd, 0)
+      except OSError:
+        pass
+      fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
+
+
+def config_differences(old, new, ignore=()):
+  """``[(field, old, new)]`` for flattened fields that differ and are not ignored."""
+  a = {k: _normalize(v) for k, v in _flatten(old).items()}
+  b = {k: _normalize(v) for k, v in _flatten(new).items()}
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if _ignored(key, ignore):
+      continue
+    va, vb = a.get(key, _MISSING), b.get(key, _MISSING)
+    if va != vb:
+      diffs.append((key, va, vb))
+  return diffs
+
+
+def check_config(workdir, config, ignore=()):
+  """Raises WorkdirError if ``WORKDIR/config.json`` exists and differs from ``config``.
+
+  Fields are compared flattened with dotted names (``optimizer.lr``); names in ``ignore`` (or
+  prefixes of them) may differ. Nothing is written.
+  """
+  workdir = os.fspath(workdir)
+  path = os.path.join(workdir, CONFIG_NAME)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"workdir {workdir} has an unreadable {CONFIG_NAME} ({e}); "
+                       "use a new --workdir") from None
+  if not isinstance(old, dict):
+    raise WorkdirError(f"workdir {workdir} has an invalid {CONFIG_NAME}; use a new --workdir")
+  raise_if_different(workdir, old, config, ignore)
+
+
+def raise_if_different(workdir, old, config, ignore=()):
+  """``check_config`` with the old config given (e.g. after upgrading an older config.json)."""
+  diffs = config_differences(old, config, ignore)
+  if diffs:
+    text = ", ".join(f"{k} {_fmt(a)} -> {_fmt(b)}" for k, a, b in diffs)
+    raise WorkdirError(f"workdir {workdir} was made with a different config: {text}; "
+                       "use a new --workdir")
+
+
+def atomic_write(path, data):
+  """Writes ``data`` (bytes or str) to ``path`` via a same-folder temp file + ``os.replace``."""
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  if isinstance(data, str):
+    data = data.encode("utf-8")
+  tmp = None
+  try:
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    tmp = None
+  except OSError as e:
+    reason = e.strerror or str(e) or type(e).__name__
+    raise OSError(e.errno, f"could not write {path}: {reason}") from None
+  finally:
+    if tmp is not None:
+      try:
+        os.remove(tmp)
+      except OSError:
+        pass

@@ -76,6 +76,10 @@ def get_config(variant="catch"):
     c.sweep.meta_lr = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
     c.sweep.meta_grad = ["grad_clip_1.0", "none"]
     c.sweep.max_norm = [0.5, -1.0]
+    # Default: one cell of that grid (elementwise meta-gradient clip 1.0, per-task max_norm 0.5).
+    c.meta_grad_clip = 1.0
+    c.meta_grad_norm = -1.0
+    c.max_norm = 0.5
   else:
     raise ValueError(f"Unknown meta_a2c variant {variant!r}; valid: catch, small_dense_long, "
                      "big_dense_long, grid6, each optionally with the suffix _nopipe")

@@ -25,27 +25,42 @@ from optim4rl_tf.optimizers import star as star_lib
 META_KEY = "__meta__"
 
 
-def save(path, core, phi):
-  """Writes ``phi`` (dict of arrays/tensors) for ``core`` to ``path`` atomically, after validating it."""
+def save(path, core, phi, extra_meta=None):
+  """Writes ``phi`` (dict of arrays/tensors) for ``core`` to ``path`` atomically, after validating it.
+
+  ``extra_meta``: more JSON-serialisable entries for ``__meta__`` (provenance of a shipped optimizer). The
+  bytes depend only on the arrays and the meta entries (members in sorted order, a fixed zip timestamp), so
+  the same phi always gives the same file."""
   arrays = {k: np.asarray(v, np.float32) for k, v in phi.items()}
   validate(core, arrays, source="phi to save")
-  meta = {"optimizer": core.name, "mlp_dims": list(core.mlp_dims), "hidden_size": core.hidden_size,
-          "version": _version.__version__}
+  meta = dict(extra_meta or {})
+  meta.update({"optimizer": core.name, "mlp_dims": list(core.mlp_dims), "hidden_size": core.hidden_size,
+               "version": _version.__version__})
   if hasattr(core, "meta_info"):  # STAR: its constants (nominal step size, decays ...) travel with phi
     meta.update(core.meta_info())
+  members = {META_KEY: np.array(json.dumps(meta, sort_keys=True)), **arrays}
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=directory)
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **{META_KEY: np.array(json.dumps(meta))}, **arrays)
+    with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+      for key in sorted(members):
+        info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        with zf.open(info, "w", force_zip64=True) as member:
+          np.lib.format.write_array(member, np.asanyarray(members[key]), allow_pickle=False)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
   return path
+
+
+def read_meta(path):
+  """The ``__meta__`` dict of a meta-parameter file (everything is checked as by :func:`load`)."""
+  return load(path)[0]
 
 
 # Limits applied by ``load`` before anything is decompressed: the ``__meta__`` JSON string and the size of

@@ -1,0 +1,77 @@
+"""Meta-trains one of the shipped optimizers by its recipe and writes optim4rl_tf/pretrained/<name>.npz.
+
+  python launch/make_pretrained.py --name=grid6 --workdir=runs/pretrained/grid6
+  python launch/make_pretrained.py --name=catch --workdir=runs/pretrained/catch
+
+Recipes (meta-training config + documented reductions) are in optim4rl_tf/pretrained/__init__.py. The run
+resumes from --workdir; the written file carries its provenance in ``__meta__`` (recipe, exact config,
+version, commit, outer iterations, units, seed, final meta-loss, this command). With the same commit the
+same command writes the same bytes.
+"""
+import csv
+import os
+import subprocess
+import sys
+
+from absl import flags
+from optim4rl_tf.utils import cli
+from optim4rl_tf.utils import runtime
+
+_NAME = flags.DEFINE_string("name", None, "Recipe name (catch, small_dense_long, grid6).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Meta-training run directory (resumed if present).")
+_OUT = flags.DEFINE_string("out", "", "Where to write the file (default: inside the package).")
+
+
+def _commit():
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def final_meta_loss(workdir):
+  """Sum over tasks of the meta-loss logged at the last iteration (meta_metrics.csv)."""
+  with open(os.path.join(workdir, "meta_metrics.csv")) as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    return float("nan")
+  return float(sum(float(v) for k, v in rows[-1].items() if k.endswith("/meta_loss")))
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  from optim4rl_tf import pretrained
+  from optim4rl_tf.meta import run
+  from optim4rl_tf.optimizers import meta_params
+  name = _NAME.value
+  if name not in pretrained.RECIPES:
+    cli.fail(f"--name must be one of {', '.join(pretrained.names())}, got {name!r}")
+  workdir = _WORKDIR.value or os.path.join("runs", "pretrained", name)
+  config = pretrained.config(name)
+  result = run.cli_call(run.meta_train, config, workdir)
+  meta, arrays = meta_params.load(result["phi_path"])
+  core, _ = meta_params.resolve(meta["optimizer"], result["phi_path"])
+  provenance = {
+      "recipe": name,
+      "description": pretrained.describe(name),
+      "config": run.resolved_config(config),
+      "commit": _commit(),
+      "outer_iterations": result["iterations"],
+      "skipped_iterations": result["skipped"],
+      "units_per_task": {t.env_name: int(config.num_units or t.num_units) for t in config.tasks},
+      "seed": int(config.seed),
+      "final_meta_loss": final_meta_loss(workdir),
+      "command": f"python launch/make_pretrained.py --name={name}",
+  }
+  out = _OUT.value or pretrained.path(name)
+  meta_params.save(out, core, arrays, extra_meta=provenance)
+  print(f"wrote {out} ({result['iterations']} outer iterations, final meta-loss "
+        f"{provenance['final_meta_loss']:.4g}, commit {provenance['commit'][:10]})")
+
+
+if __name__ == "__main__":
+  runtime.configure_process()  # allocators and log level, before TensorFlow loads
+  cli.run(main)

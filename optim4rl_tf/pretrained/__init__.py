@@ -1,0 +1,74 @@
+"""Trained learned optimizers that ship with the package, and the recipes that made them.
+
+Each ``<name>.npz`` in this folder is a meta-parameter file (see ``optimizers/meta_params.py``) whose
+``__meta__`` also carries its provenance: the recipe name, the exact meta-training config, the project
+version and commit, the outer iterations and units, the seed, the final meta-loss and the command that made
+it. ``launch/make_pretrained.py --name=NAME`` reruns a recipe and rewrites the file (same commit, same
+arrays, same bytes).
+
+  >>> import optim4rl_tf as o
+  >>> opt = o.Optim4RL.from_pretrained("grid6", learning_rate=1e-3)
+"""
+
+import importlib.resources
+import json
+import os
+
+# name -> (configs/meta_a2c.py variant, field overrides, one-line description). The overrides are the
+# documented reductions that make a recipe fit a 2-core CPU (README, "Trained optimizers").
+RECIPES = {
+    "catch": ("catch", {"optimizer.mlp_dims": (), "num_units": 64, "num_iterations": 78},
+              "Optim4RL (head-free, as the official code) meta-trained on Catch: the main job's recipe"),
+    "small_dense_long": ("small_dense_long", {"num_units": 64, "num_iterations": 585},
+                         "Optim4RL ([16,16] heads) meta-trained on small_dense_long, 64 units, 585 iterations"),
+    "grid6": ("grid6", {"num_units": 8, "num_iterations": 585},
+              "Optim4RL ([16,16] heads) meta-trained on the six gridworlds of Table 3 (8 units per task, "
+              "585 iterations): the general-purpose one"),
+}
+
+
+def names():
+  """The names of the recipes (each ships a file once it has been made)."""
+  return sorted(RECIPES)
+
+
+def available():
+  """The names whose file ships in this installation."""
+  return [n for n in names() if os.path.exists(path(n))]
+
+
+def path(name):
+  """Filesystem path of the shipped file of ``name``; ValueError naming the valid names if unknown."""
+  if name not in RECIPES:
+    raise ValueError(f"unknown pretrained optimizer {name!r}; valid names: {', '.join(names())}")
+  return str(importlib.resources.files(__name__).joinpath(f"{name}.npz"))
+
+
+def provenance(name):
+  """The ``__meta__`` dict of a shipped file (recipe, config, version, commit, iterations, ...)."""
+  from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
+  file = path(name)
+  if not os.path.exists(file):
+    raise ValueError(f"pretrained optimizer {name!r} is not in this installation (made by "
+                     f"launch/make_pretrained.py --name={name}); shipped: {', '.join(available()) or 'none'}")
+  return meta_params.read_meta(file)
+
+
+def config(name):
+  """The meta-training config (``ConfigDict``) of a recipe, overrides applied."""
+  from optim4rl_tf.configs import meta_a2c  # pylint: disable=import-outside-toplevel
+  if name not in RECIPES:
+    raise ValueError(f"unknown pretrained optimizer {name!r}; valid names: {', '.join(names())}")
+  variant, overrides, _ = RECIPES[name]
+  c = meta_a2c.get_config(variant)
+  for key, value in overrides.items():
+    node = c
+    *parents, last = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def describe(name):
+  return RECIPES[name][2] if name in RECIPES else json.dumps(None)

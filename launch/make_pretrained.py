@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from absl import flags
+from absl import logging
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
 
@@ -41,6 +42,7 @@ def final_meta_loss(workdir):
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint INFO lines off the console
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   from optim4rl_tf import pretrained

@@ -12,6 +12,7 @@ from conftest import GOLDEN_DIR
 from optim4rl_tf.optimizers import cores
 
 CLASSES = [optim4rl_tf.Optim4RL, optim4rl_tf.LinearOptim, optim4rl_tf.L2LGD2]
+ALL_CLASSES = CLASSES + [optim4rl_tf.STAR]
 
 
 def regression_data(n=512):
@@ -97,20 +98,20 @@ def test_keras_save_load_continues_identically(tmp_path):
   assert any(not np.allclose(a, b) for a, b in zip(model.get_weights(), fresh.get_weights()))
 
 
-def test_non_finite_gradient_leaves_variable_unchanged(capfd):
+def test_non_finite_gradient_leaves_variable_unchanged():
   opt = optim4rl_tf.Optim4RL(learning_rate=0.1)
   var = keras.Variable(np.ones((3,), np.float32), name="v")
   opt.apply_gradients([(tf.constant([0.5, 0.5, 0.5]), var)])
   after_good = var.numpy().copy()
   hidden_before = [v.numpy().copy() for v in opt.variables if v.name.endswith(("_h1", "_h2"))]
-  for bad in ([np.nan, 0.5, 0.5], [0.5, np.inf, 0.5]):
-    opt.apply_gradients([(tf.constant(bad, tf.float32), var)])
-    np.testing.assert_array_equal(var.numpy(), after_good)
+  with pytest.warns(RuntimeWarning, match="non-finite gradient") as record:
+    for bad in ([np.nan, 0.5, 0.5], [0.5, np.inf, 0.5]):
+      opt.apply_gradients([(tf.constant(bad, tf.float32), var)])
+      np.testing.assert_array_equal(var.numpy(), after_good)
+  assert len([w for w in record if "non-finite" in str(w.message)]) == 1  # said once
   hidden_after = [v.numpy() for v in opt.variables if v.name.endswith(("_h1", "_h2"))]
   assert all(np.array_equal(a, b) for a, b in zip(hidden_before, hidden_after))
   assert int(opt.nonfinite_steps.numpy()) == 2
-  err = capfd.readouterr().err
-  assert err.count("non-finite gradient") == 1  # said once
   opt.apply_gradients([(tf.constant([0.5, 0.5, 0.5]), var)])
   assert np.all(var.numpy() < after_good)
 
@@ -129,3 +130,156 @@ def test_clipvalue_is_the_official_grad_clip():
 def test_unknown_keyword_is_rejected():
   with pytest.raises(ValueError, match="not recognized"):
     optim4rl_tf.Optim4RL(learning_rat=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 14: custom loops, XLA, weights-only restore, dtypes, non-finite updates, clear errors, memory.
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_plain_tf_variable_in_a_custom_loop(cls):
+  v = tf.Variable([[1.0, 2.0], [3.0, 4.0]], name="plain")
+  opt = cls(learning_rate=0.1)
+  opt.apply_gradients([(tf.ones((2, 2)), v)])
+  assert np.all(np.isfinite(v.numpy())) and not np.array_equal(v.numpy(), [[1.0, 2.0], [3.0, 4.0]])
+  assert all("plain" in w.name for w in opt.variables[2:-1])  # state named after the tf.Variable
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_non_finite_gradients_in_jit_compiled_fit_warn_after_fit(cls):
+  x, y = regression_data(32)
+  x[3, 0] = np.nan  # every batch gradient of the first batch is NaN
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+  model.compile(optimizer=cls(learning_rate=1e-2), loss="mse", jit_compile=True)
+  with pytest.warns(RuntimeWarning, match="non-finite gradient"):
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+  assert int(model.optimizer.nonfinite_steps.numpy()) == 2  # kernel and bias of the NaN batch
+  assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+@pytest.mark.parametrize("cls", [optim4rl_tf.Optim4RL, optim4rl_tf.STAR])
+def test_float16_bfloat16_float64_compute_in_float32(cls):
+  grads = [np.array([[0.5, -0.25], [2.0, 0.125]], np.float32), np.array([[-1.0, 0.5], [0.25, 4.0]], np.float32)]
+  v0 = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
+  ref, v32 = cls(learning_rate=0.1), keras.Variable(v0)
+  for g in grads:
+    ref.apply_gradients([(tf.constant(g), v32)])
+  for dtype, tol in (("float16", 2e-3), ("bfloat16", 2e-2), ("float64", 1e-6)):
+    opt, v = cls(learning_rate=0.1), keras.Variable(v0.astype(np.float64), dtype=dtype)
+    for g in grads:
+      opt.apply_gradients([(tf.cast(g, dtype), v)])
+    assert v.dtype == dtype
+    np.testing.assert_allclose(np.asarray(v.numpy(), np.float64) - v0, v32.numpy() - v0, rtol=tol, atol=tol)
+    # The state is float32 and, the gradients being exact in every dtype, equal to the float32 run's.
+    for a, b in zip(opt.variables[2:], ref.variables[2:]):
+      assert a.dtype == b.dtype
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5 if cls is optim4rl_tf.STAR else 0, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_integer_variable_is_a_clear_error(cls):
+  v = keras.Variable(np.zeros(3, np.int32), dtype="int32", name="counts")
+  with pytest.raises(ValueError, match="'counts' has dtype int32"):
+    cls(learning_rate=0.1).apply_gradients([(tf.zeros(3, tf.int32), v)])
+
+
+def test_loss_scale_optimizer_wraps_optim4rl():
+  phi = optim4rl_tf.Optim4RL(seed=1).meta_params
+  wrapped = keras.optimizers.LossScaleOptimizer(optim4rl_tf.Optim4RL(learning_rate=0.1, meta_params=phi))
+  plain = optim4rl_tf.Optim4RL(learning_rate=0.1, meta_params=phi)
+  a, b = keras.Variable(np.ones(3, np.float32)), keras.Variable(np.ones(3, np.float32))
+  for g in ([0.5, -1.0, 0.25], [2.0, 0.0, -0.5]):
+    wrapped.apply_gradients([(tf.constant(g) * wrapped.scale_loss(1.0), a)])
+    plain.apply_gradients([(tf.constant(g), b)])
+  np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+  assert not np.allclose(a.numpy(), 1.0)
+  # Mixed precision fit: float16 compute, float32 variables, dynamic loss scaling.
+  x, y = regression_data(64)
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", dtype="mixed_float16"),
+                            keras.layers.Dense(1, dtype="mixed_float16")])
+  model.compile(optimizer=keras.optimizers.LossScaleOptimizer(optim4rl_tf.Optim4RL(learning_rate=1e-2)),
+                loss="mse")
+  loss = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
+  assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_non_finite_update_is_never_written(cls):
+  """Finite gradient, finite but overflowing meta-parameters (1e30): the update is NaN/Inf and skipped."""
+  big = {k: np.full(v.shape, 1e30, np.float32) for k, v in cls(seed=0).meta_params.items()}
+  opt = cls(learning_rate=0.1, meta_params=big)
+  v = keras.Variable(np.array([1.0, -2.0, 0.5], np.float32), name="w")
+  with pytest.warns(RuntimeWarning, match="non-finite"):
+    opt.apply_gradients([(tf.constant([0.5, -0.25, 1.0]), v)])
+  np.testing.assert_array_equal(v.numpy(), [1.0, -2.0, 0.5])
+  assert all(np.all(s.numpy() == 0) for s in opt.variables[2:-1])  # state untouched
+  assert int(opt.nonfinite_steps.numpy()) == 1
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_non_finite_learning_rate(cls):
+  for bad in (float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="learning_rate must be finite"):
+      cls(learning_rate=bad)
+  v = keras.Variable(np.ones(3, np.float32))
+  schedule = keras.optimizers.schedules.ExponentialDecay(float("nan"), 10, 0.5)
+  for lr in (schedule, lambda: float("inf")):
+    with pytest.raises(ValueError, match="learning rate is .*must be finite"):
+      cls(learning_rate=lr).apply_gradients([(tf.ones(3), v)])
+  # Set to NaN after build: every step is skipped, nothing non-finite is written.
+  opt = cls(learning_rate=0.1)
+  opt.apply_gradients([(tf.ones(3), v)])
+  before = v.numpy().copy()
+  opt.learning_rate = float("nan")
+  with pytest.warns(RuntimeWarning, match="non-finite"):
+    opt.apply_gradients([(tf.ones(3), v)])
+  np.testing.assert_array_equal(v.numpy(), before)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_gradient_shape_mismatch_names_variable_and_shapes(cls):
+  v = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
+  with pytest.raises(ValueError, match=r"'kernel' has shape \(3,\), but the variable has shape \(2, 2\)"):
+    cls(learning_rate=0.1).apply_gradients([(tf.ones(3), v)])
+
+
+def test_bad_meta_param_dicts_name_the_key():
+  phi = optim4rl_tf.Optim4RL().meta_params
+  cases = [
+      (dict(phi, **{"rnn1/bias": "x"}), "'rnn1/bias' holds <U1 values"),
+      (dict(phi, **{"rnn1/bias": [[1.0, 2.0], [3.0]]}), "'rnn1/bias' is not a numeric array"),
+      (dict(phi, **{"rnn1/bias": None}), "'rnn1/bias' holds object values"),
+      (dict(phi, __meta__={"optimizer": "optim4rl", "mlp_dims": 16}), r"'__meta__'\['mlp_dims'\] must be"),
+      (dict(phi, __meta__='{"optimizer": "optim4rl", "mlp_dims": 16}'), r"\['mlp_dims'\] must be a sequence"),
+      (dict(phi, __meta__='{"optimizer": "l2lgd2"}'), "made for optimizer 'l2lgd2'"),
+      (dict(phi, __meta__="{not json"), "'__meta__' is not valid JSON"),
+  ]
+  for meta_params, message in cases:
+    with pytest.raises(ValueError, match=message):
+      optim4rl_tf.Optim4RL(meta_params=meta_params)
+  with pytest.raises(ValueError, match="'rnn1/kernel' holds <U1 values"):
+    optim4rl_tf.Optim4RL().set_meta_params(dict(phi, **{"rnn1/kernel": "x"}))
+  with pytest.raises(ValueError, match="mlp_dims must be a sequence of positive integers, got 16"):
+    optim4rl_tf.Optim4RL(mlp_dims=16)
+  with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+    optim4rl_tf.L2LGD2(hidden_size="8")
+  star_phi = optim4rl_tf.STAR().meta_params
+  with pytest.raises(ValueError, match="'mlp/b0' holds <U1 values"):
+    optim4rl_tf.STAR(meta_params=dict(star_phi, **{"mlp/b0": "x"}))
+  with pytest.raises(ValueError, match="STAR exp_mult must be a sequence of finite numbers"):
+    optim4rl_tf.STAR(star_options={"exp_mult": 1e-3})
+  # A well-formed __meta__ (what dict(np.load(file)) gives) is accepted.
+  meta = np.array('{"optimizer": "optim4rl", "mlp_dims": [16, 16], "hidden_size": 8}')
+  assert optim4rl_tf.Optim4RL(meta_params=dict(phi, __meta__=meta)).mlp_dims == (16, 16)
+
+
+@pytest.mark.parametrize("cls,floats", [(optim4rl_tf.Optim4RL, 16), (optim4rl_tf.LinearOptim, 8),
+                                        (optim4rl_tf.L2LGD2, 8)])
+def test_state_memory_matches_the_docstring(cls, floats):
+  opt = cls()
+  opt.build([keras.Variable(np.zeros((10, 10), np.float32), name="w")])
+  state = [v for v in opt.variables if v.name.startswith("w_h")]
+  assert sum(int(np.prod(v.shape)) for v in state) == floats * 100
+  assert all(v.dtype == "float32" for v in state)
+  assert f"{floats} floats" in cls.__doc__ and f"{4 * floats} bytes" in cls.__doc__

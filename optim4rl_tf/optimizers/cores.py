@@ -1,4 +1,4 @@
-"""Pure, differentiable cores of the learned optimizers (notes §6.1-§6.4, paper Algorithm 1).
+"""Pure, differentiable cores of the learned optimizers (docs/fidelity.md §6.1-§6.4, paper Algorithm 1).
 
 Each core is written once and used by both faces: the Keras optimizers (``keras_optimizers.py``) and the
 meta-trainer. A core is a small object holding only sizes; all state lives in tensors passed in and out:
@@ -21,12 +21,30 @@ import tensorflow as tf
 
 LEARNED_NAMES = ("optim4rl", "linear_optim", "l2lgd2")
 EPS = 1e-8  # Optim4RL's epsilon inside the square root (Algorithm 1).
-L2L_P = 10.0  # L2LGD² input preprocessing constant (notes §6.4).
+L2L_P = 10.0  # L2LGD² input preprocessing constant (docs/fidelity.md §6.4).
 _LECUN_TRUNC_STD = 0.87962566103423978  # std of a standard normal truncated to ±2.
+_COMPILED_UPDATES = {}  # (core class, mlp_dims, hidden_size) -> the shared XLA-compiled ``update``
+
+
+def positive_int(value, what):
+  """``value`` as an int if it is an integer > 0; one ValueError naming ``what`` otherwise."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    raise ValueError(f"{what} must be a positive integer, got {value!r}")
+  return int(value)
+
+
+def positive_ints(values, what):
+  """``values`` (a sequence of integers > 0) as a tuple of ints; one ValueError naming ``what`` otherwise."""
+  if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+    raise ValueError(f"{what} must be a sequence of positive integers, got {values!r}")
+  values = tuple(values)
+  for v in values:
+    positive_int(v, f"every entry of {what} {values!r}")
+  return tuple(int(v) for v in values)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Shapes and initialisation (flax defaults, notes §0 and §13 item 2).
+# Shapes and initialisation (flax defaults, docs/fidelity.md §0.2 and §6.1).
 
 def gru_shapes(prefix, input_dim, hidden_size):
   """Shapes of a Keras GRUCell(reset_after=True) stored under ``prefix``."""
@@ -121,17 +139,19 @@ class _Core:
   num_states = 1
 
   def __init__(self, mlp_dims=(16, 16), hidden_size=8):
-    self.mlp_dims = tuple(int(d) for d in mlp_dims)
-    self.hidden_size = int(hidden_size)
-    if any(d <= 0 for d in self.mlp_dims) or self.hidden_size <= 0:
-      raise ValueError(f"mlp_dims and hidden_size must be positive, got {mlp_dims}, {hidden_size}")
+    self.mlp_dims = positive_ints(mlp_dims, "mlp_dims")
+    self.hidden_size = positive_int(hidden_size, "hidden_size")
     self._compiled_update = None
 
   def compiled_update(self):
     """``update`` as an XLA-compiled ``tf.function`` (same math; about 3x faster on CPU for the forward
-    pass). Use it where no gradient flows through the call (Keras face, fixed-phi agents)."""
+    pass). Use it where no gradient flows through the call (Keras face, fixed-phi agents). Cores of the
+    same kind and sizes share one function, so a new optimizer does not recompile the same programs."""
     if self._compiled_update is None:
-      self._compiled_update = tf.function(self.update, jit_compile=True)
+      key = (type(self), self.mlp_dims, self.hidden_size)
+      if key not in _COMPILED_UPDATES:
+        _COMPILED_UPDATES[key] = tf.function(self.update, jit_compile=True)
+      self._compiled_update = _COMPILED_UPDATES[key]
     return self._compiled_update
 
   def meta_param_shapes(self):
@@ -208,7 +228,7 @@ class Optim4RLCore(_Core):
 
 
 class LinearOptimCore(_Core):
-  """LinearOptim (notes §6.3): Δθ = −α · (exp(o1)·g + exp(o2)·o3), (o1, o2, o3) = MLP(GRU(h, g))."""
+  """LinearOptim (docs/fidelity.md §6.3): Δθ = −α · (exp(o1)·g + exp(o2)·o3), (o1, o2, o3) = MLP(GRU(h, g))."""
   name = "linear_optim"
 
   def meta_param_shapes(self):
@@ -224,7 +244,7 @@ class LinearOptimCore(_Core):
 
 
 def l2l_preprocess(g, p=L2L_P, eps=EPS):
-  """Andrychowicz et al.'s gradient preprocessing (notes §6.4): [1, N] -> [2, N]."""
+  """Andrychowicz et al.'s gradient preprocessing (docs/fidelity.md §6.4): [1, N] -> [2, N]."""
   ell = tf.math.log(tf.abs(g) + eps) / p
   big = ell >= -1.0
   first = tf.where(big, ell, -tf.ones_like(g))
@@ -233,7 +253,7 @@ def l2l_preprocess(g, p=L2L_P, eps=EPS):
 
 
 class L2LGD2Core(_Core):
-  """L2LGD² (notes §6.4): Δθ = −α · exp(o) · g, o = MLP(GRU(h, preprocess(g)))."""
+  """L2LGD² (docs/fidelity.md §6.4): Δθ = −α · exp(o) · g, o = MLP(GRU(h, preprocess(g)))."""
   name = "l2lgd2"
 
   def meta_param_shapes(self):

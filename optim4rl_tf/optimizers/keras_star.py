@@ -1,4 +1,4 @@
-"""Keras 3 face of STAR (MLPNomLOpt, notes §6.5): ``optim4rl_tf.STAR``.
+"""Keras 3 face of STAR (MLPNomLOpt, docs/fidelity.md §6.5): ``optim4rl_tf.STAR``.
 
   opt = optim4rl_tf.STAR(learning_rate=1e-3, meta_params="star_catch.npz")
   model.compile(optimizer=opt, loss="mse")
@@ -9,9 +9,18 @@ the decay offsets as the weights of a small layer, in the layout of the ``.npz``
 and the meta-trainer share one implementation. Per model variable the optimizer keeps STAR's accumulators
 (momentum ``var.shape + (3,)``, RMS ``+ (1,)``, Adafactor row/column or full accumulators) as optimizer
 variables; the step counter t is the optimizer's ``iterations``. The meta-parameters are fixed (not trained
-by ``fit``) and saved with the model (``.keras``). A variable whose gradient is not finite is left unchanged
-for the step (with its accumulators), counted in ``nonfinite_steps`` and reported once on stderr. The official
-``grad_clip`` is Keras's ``clipvalue=``.
+by ``fit``) and saved with the model (``.keras``). Dtypes, the non-finite guard (gradient, new value and new
+accumulators), the warning outside compiled steps, Keras's base-class arguments and weights-only restore
+work as described in ``keras_optimizers.py``: the accumulators are float32 and STAR computes in float32,
+the change of the variable being cast back to its dtype. The official ``grad_clip`` is Keras's
+``clipvalue=``.
+
+Memory per model parameter (float32 state): momentum 3 + RMS 1 floats, plus Adafactor accumulators: for
+tensors with 2 or more axes only row and column statistics (3 per row and per column), for vectors and
+scalars 3 more floats per parameter; about 16 bytes per parameter for weight matrices, 28 for biases.
+
+A zero gradient is not a no-op for STAR: the parameter value and the time features are inputs of its MLP,
+so the variable moves (as in learned_optimization's MLPNomLOpt, which the meta-trainer reproduces).
 """
 
 import keras
@@ -38,8 +47,10 @@ class _DecayOffsets(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="optim4rl_tf")
 class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-access
-  """STAR (Harrison et al. 2022, adafac-nominal MLP learned optimizer, as in the paper)."""
+  """STAR (Harrison et al. 2022, adafac-nominal MLP learned optimizer, as in the paper). About 16 bytes of
+  float32 state per parameter of a weight matrix (Adam: 8); see the module docstring."""
   _core_name = star_lib.NAME
+  zero_gradient_is_noop = False
 
   def __init__(self, learning_rate=1e-3, meta_params=None, seed=0, mlp_dims=None, star_options=None,
                name=None, **kwargs):
@@ -52,18 +63,14 @@ class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-acc
         brings its own.
       **kwargs: Keras optimizer arguments (``clipvalue``, ``name`` ...).
     """
+    keras_optimizers.check_arguments(learning_rate, mlp_dims, None, name or "star")
     keras.optimizers.Optimizer.__init__(self, learning_rate=learning_rate, name=name or "star", **kwargs)
     core, phi = meta_params_lib.resolve(star_lib.NAME, meta_params, mlp_dims=mlp_dims, seed=seed)
     if star_options and not isinstance(meta_params, (str, bytes)) and not hasattr(meta_params, "__fspath__"):
       core = star_lib.make_core(dict(star_options, mlp_dims=core.mlp_dims))
       if meta_params is None:
         phi = core.init_meta_params(seed)
-    self.core = core
-    self.mlp_dims = core.mlp_dims
-    self.hidden_size = core.hidden_size
-    self.seed = seed
-    self._meta_layers = self._build_meta_network()
-    self.set_meta_params(phi)
+    self._setup(core, phi, seed)
 
   def _build_meta_network(self):
     layers, shapes = {}, self.core.meta_param_shapes()
@@ -83,42 +90,27 @@ class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-acc
     out.update(self._meta_layers["decays"].offsets)
     return out
 
-  def build(self, var_list):
-    if self.built:
-      return
-    keras.optimizers.Optimizer.build(self, var_list)
-    self._star_state = []
-    for var in var_list:
-      tag = var.path.replace("/", "_")
-      zeros = self.core.init_state(tf.zeros(tuple(var.shape), var.dtype))
-      m = self.add_variable(shape=tuple(zeros.m.shape), initializer="zeros", dtype=var.dtype,
-                            name=f"{tag}_m")
-      rms = self.add_variable(shape=tuple(zeros.rms.shape), initializer="zeros", dtype=var.dtype,
-                              name=f"{tag}_rms")
-      fac_names = ("v_row", "v_col") if len(zeros.fac) == 2 else ("v",)
-      fac = tuple(self.add_variable(shape=tuple(f.shape), initializer="zeros", dtype=var.dtype,
-                                    name=f"{tag}_{n}") for f, n in zip(zeros.fac, fac_names))
-      self._star_state.append((m, rms, fac))
-    self.nonfinite_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64",
-                                             name="nonfinite_steps")
+  def _add_state(self, var):
+    """STAR's float32 accumulators of one model variable: (m, rms) + Adafactor (v_row, v_col) or (v,)."""
+    tag = keras_optimizers.var_tag(var)
+    zeros = self.core.init_state(tf.zeros(tuple(var.shape), tf.float32))
+    fac_names = ("v_row", "v_col") if len(zeros.fac) == 2 else ("v",)
+    shapes_names = [(zeros.m.shape, "m"), (zeros.rms.shape, "rms")] + list(
+        zip([f.shape for f in zeros.fac], fac_names))
+    return tuple(self.add_variable(shape=tuple(shape), initializer="zeros", dtype="float32",
+                                   name=f"{tag}_{name}") for shape, name in shapes_names)
 
-  def update_step(self, gradient, variable, learning_rate):
-    idx = self._get_variable_index(variable)
-    m, rms, fac = self._star_state[idx]
-    phi = {k: v.value for k, v in self._meta_variables().items()}
-    gradient = tf.cast(gradient, variable.dtype)
-    state = star_lib.StarState(m=m.value, rms=rms.value, fac=tuple(f.value for f in fac),
-                               t=tf.cast(self.iterations, tf.int32))
-    lr = tf.cast(learning_rate, variable.dtype)
-    param = tf.convert_to_tensor(variable)
+  def _step(self, gradient, value, learning_rate, states):
+    m, rms, *fac = states
+    phi = {k: tf.convert_to_tensor(v) for k, v in self._meta_variables().items()}
+    state = star_lib.StarState(m=m, rms=rms, fac=tuple(fac), t=tf.cast(self.iterations, tf.int32))
+    param = tf.cast(value, tf.float32)
     # Traced into Keras's own train function (a separately XLA-compiled call costs ~10 s of compile time
     # per variable shape on CPU and was not faster for small models).
-    new_param, new_state = self.core.update(phi, state, gradient, param, lr)
-    finite = tf.reduce_all(tf.math.is_finite(gradient))
-    self.assign(variable, tf.where(finite, new_param, param))
-    for var, new in zip((m, rms) + fac, (new_state.m, new_state.rms) + tuple(new_state.fac)):
-      self.assign(var, tf.where(finite, new, var.value))
-    tf.cond(finite, tf.no_op, lambda: self._report_nonfinite(getattr(variable, "path", variable.name)))
+    new_param, new_state = self.core.update(phi, state, gradient, param, learning_rate)
+    if value.dtype != tf.float32:  # add the float32 change, keeping the variable's own precision
+      new_param = value + tf.cast(new_param - param, value.dtype)
+    return new_param, (new_state.m, new_state.rms) + tuple(new_state.fac)
 
   def get_config(self):
     config = keras.optimizers.Optimizer.get_config(self)

@@ -1,4 +1,4 @@
-"""STAR = MLPNomLOpt ("adafac-nominal", Harrison et al. 2022) as used by the paper (notes §6.5).
+"""STAR = MLPNomLOpt ("adafac-nominal", Harrison et al. 2022) as used by the paper (docs/fidelity.md §6.5).
 
 A pure, differentiable core in the spirit of ``cores.py``; all state lives in tensors passed in and out::
 
@@ -7,10 +7,10 @@ A pure, differentiable core in the spirit of ``cores.py``; all state lives in te
   state = core.init_state(param)                         # StarState (accumulators + step counter t)
   new_param, state = core.update(phi, state, g, param, lr)
 
-``lr`` is MLPNomLOpt's ``step_mult`` (the configured agent learning rate, notes §5.5: no extra multiplier).
+``lr`` is MLPNomLOpt's ``step_mult`` (the configured agent learning rate, docs/fidelity.md §5.5: no extra multiplier).
 Unlike ``cores.py``, STAR returns the NEW PARAMETERS (its update uses ``param`` as an input feature), and
 neither ``g`` nor ``param`` is stop-gradient'ed: when ``g`` is itself the gradient of a loss of ``param``
-computed under an outer tape, the meta-gradient of STAR includes the second-order terms (notes §6.5
+computed under an outer tape, the meta-gradient of STAR includes the second-order terms (docs/fidelity.md §6.5
 "Gradient flow"). See :func:`differentiable_step` for the nested-tape pattern the meta-trainer uses.
 
 Per-tensor semantics: the 28 normalised features are RMS-normalised over ALL coordinates of the parameter
@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
+
+from optim4rl_tf.optimizers import cores
 
 NAME = "star"
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 1e4, 3e4, 1e5)
@@ -88,6 +90,19 @@ def _safe_rsqrt(x):
   return tf.math.rsqrt(tf.maximum(x, _as(1e-9, x.dtype)))
 
 
+def _finite_float(value, what):
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+      or not np.isfinite(value):
+    raise ValueError(f"{what} must be a finite number, got {value!r}")
+  return float(value)
+
+
+def _finite_floats(values, what):
+  if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+    raise ValueError(f"{what} must be a sequence of finite numbers, got {values!r}")
+  return tuple(_finite_float(v, f"every entry of {what}") for v in values)
+
+
 def _static_shape(x, what):
   shape = x.shape
   if shape.rank is None or any(d is None for d in shape.as_list()):
@@ -104,18 +119,16 @@ class StarCore:
   def __init__(self, mlp_dims=(4, 4), nominal_stepsize=1e-3, weight_decay=0.0, exp_mult=(1e-3, 1e-3, 1e-3),
                initial_momentum_decays=(0.9, 0.99, 0.999), initial_rms_decays=(0.999,),
                initial_adafactor_decays=(0.9, 0.99, 0.999)):
-    self.mlp_dims = tuple(int(d) for d in mlp_dims)
-    if any(d <= 0 for d in self.mlp_dims):
-      raise ValueError(f"STAR mlp_dims must be positive, got {mlp_dims}")
+    self.mlp_dims = cores.positive_ints(mlp_dims, "STAR mlp_dims")
     self.hidden_size = self.mlp_dims[0] if self.mlp_dims else 0  # MLPNomLOpt's hidden_size
-    self.nominal_stepsize = float(nominal_stepsize)
-    self.weight_decay = float(weight_decay)
-    self.exp_mult = tuple(float(e) for e in exp_mult)
+    self.nominal_stepsize = _finite_float(nominal_stepsize, "STAR nominal_stepsize")
+    self.weight_decay = _finite_float(weight_decay, "STAR weight_decay")
+    self.exp_mult = _finite_floats(exp_mult, "STAR exp_mult")
     if len(self.exp_mult) != 3:
       raise ValueError(f"exp_mult needs 3 values, got {exp_mult}")
-    self.initial_momentum_decays = tuple(float(d) for d in initial_momentum_decays)
-    self.initial_rms_decays = tuple(float(d) for d in initial_rms_decays)
-    self.initial_adafactor_decays = tuple(float(d) for d in initial_adafactor_decays)
+    self.initial_momentum_decays = _finite_floats(initial_momentum_decays, "STAR initial_momentum_decays")
+    self.initial_rms_decays = _finite_floats(initial_rms_decays, "STAR initial_rms_decays")
+    self.initial_adafactor_decays = _finite_floats(initial_adafactor_decays, "STAR initial_adafactor_decays")
     n_m, n_r, n_f = (len(self.initial_momentum_decays), len(self.initial_rms_decays),
                      len(self.initial_adafactor_decays))
     if n_r != 1 or n_m != n_f:
@@ -315,7 +328,7 @@ class StarCore:
 
 def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, unit_axis=True):
   """One STAR step whose result is differentiable w.r.t. ``phi`` INCLUDING the second-order path through
-  the agent gradient (notes §6.5). Call it under an outer ``tf.GradientTape`` that watches phi::
+  the agent gradient (docs/fidelity.md §6.5). Call it under an outer ``tf.GradientTape`` that watches phi::
 
     with tf.GradientTape() as outer:
       outer.watch(phi_list)
@@ -327,7 +340,7 @@ def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, 
     meta_grad = outer.gradient(meta_loss, phi_list)
 
   ``loss_fn(params) -> scalar`` (e.g. the sum over units of each unit's A2C loss on a STORED rollout:
-  rollout data are constants, notes §5.3). The inner tape's gradient is recorded by the outer tape, so
+  rollout data are constants, docs/fidelity.md §5.3). The inner tape's gradient is recorded by the outer tape, so
   d g / d params (the Hessian-vector path) is part of the meta-gradient. Returns
   (new_params, new_states, loss).
 
@@ -350,6 +363,8 @@ def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, 
 def make_core(options=None):
   """StarCore from an options dict (``StarCore.options()`` / a file's ``__meta__``); unknown keys ignored."""
   opts = dict(DEFAULT_OPTIONS)
+  if not isinstance(options or {}, dict):
+    raise ValueError(f"STAR options must be a dict, got {options!r}")
   for k, v in (options or {}).items():
     if k in DEFAULT_OPTIONS and v is not None:
       opts[k] = tuple(v) if isinstance(v, (list, tuple)) else v

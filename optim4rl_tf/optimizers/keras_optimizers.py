@@ -152,6 +152,22 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     """Writes the meta-parameters to an ``.npz`` file (atomic)."""
     return meta_params_lib.save(path, self.core, self.meta_params)
 
+  @classmethod
+  def from_pretrained(cls, name, **kwargs):
+    """This optimizer with the meta-parameters of a trained file that ships with the package (offline).
+
+    ``name``: one of ``optim4rl_tf.pretrained.available()`` (e.g. "catch", "small_dense_long", "grid6");
+    ``kwargs`` go to the constructor (``learning_rate=...``, Keras base-class arguments). The file's
+    provenance is ``optim4rl_tf.pretrained.provenance(name)``. Raises ValueError naming the valid names for
+    an unknown one, or for a file made for another optimizer.
+    """
+    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+    meta = pretrained.provenance(name)
+    if meta.get("optimizer") != cls._core_name:
+      raise ValueError(f"pretrained {name!r} is a {meta.get('optimizer')!r} optimizer, not {cls.__name__}; "
+                       f"use the class of that optimizer")
+    return cls(meta_params=pretrained.path(name), **kwargs)
+
   # -- Keras optimizer API --------------------------------------------------------------------------
 
   def build(self, var_list):

@@ -49,6 +49,10 @@ def get_config(variant="catch"):
   c.chunk_size = 0                   # units per meta-gradient chunk (0: auto, about 400k coordinates)
   c.checkpoint_every = 10
   c.max_nonfinite = 5                # consecutive skipped iterations before the run stops
+  # A non-finite/absurd meta-gradient, phi or agent: "skip" the iteration (counted; max_nonfinite in a row
+  # stop the run, keeping the last good checkpoint) or "stop" at the first one, saving nothing from it on
+  # (the official MetaPPO; docs/fidelity.md §5.4). launch/reproduce.py uses "stop" for STAR and Brax.
+  c.nonfinite = "skip"
   c.log_every = 1
   c.sweep = ml_collections.ConfigDict()
 

@@ -34,8 +34,9 @@ from optim4rl_tf.utils import cli  # noqa: E402
 from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
 
 # Exit codes (optim4rl_tf.utils.cli): 0 done; 2 bad flags, config or workdir (one line, nothing written);
-# 3 some seed diverged (the healthy seeds finished; everything is written); 130/143 SIGINT/SIGTERM (what
-# was computed is written, summary.json status "interrupted").
+# 3 some seed diverged (the healthy seeds finished; everything is written), or MetaPPO meta-training
+# diverged (config.nonfinite: "stop" at the first non-finite phi, "skip" after max_nonfinite in a row);
+# 130/143 SIGINT/SIGTERM (what was computed is written, summary.json status "interrupted").
 
 # Config fields that may differ between the runs of one workdir (they change no result and no output).
 RERUN_IGNORE = ("console_every_secs", "chunk_secs", "iterations_per_call")
@@ -147,6 +148,10 @@ def main(argv):
   except (MemoryError, OSError) as e:
     cli.fail(f"{type(e).__name__}: {e}" + ("" if isinstance(e, OSError) else
                                            "; lower env.num_envs or num_seeds"))
+  except RuntimeError as e:            # MetaPPO: optim4rl_tf.meta.trainer.NonFiniteError / Diverged
+    if type(e).__name__ not in ("NonFiniteError", "Diverged"):
+      raise
+    cli.fail(e, code=cli.EXIT_DIVERGED)
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__name__ != "ResourceExhaustedError":           # TF out of memory: one line; others: trace
       raise

@@ -52,6 +52,7 @@ def check_meta_fields(config):
   cc.check_unit_interval("gae_lambda", config.gae_lambda)
   cc.check_positive_int("checkpoint_every", config.checkpoint_every)
   cc.check_positive_int("max_nonfinite", config.max_nonfinite)
+  cc.check_choice("nonfinite", trainer_lib.nonfinite_policy(config), trainer_lib.NONFINITE_POLICIES)
   if config.pipeline:
     cc.check_positive_int("reset_interval", config.reset_interval)
   if config.optimizer.init_meta_params:
@@ -99,9 +100,18 @@ def plain(obj):
   return obj
 
 
+# Fields added after runs were recorded, with the value that keeps the older behaviour: left out of the
+# recorded config at that value, so older config.json files and pretrained provenance still match.
+LEGACY_DEFAULTS = {"nonfinite": "skip"}
+
+
 def resolved_config(config):
-  """The config as recorded in config.json: plain dict, each task's num_units the number actually used."""
+  """The config as recorded in config.json: plain dict, each task's num_units the number actually used
+  (fields of ``LEGACY_DEFAULTS`` at their legacy value left out)."""
   out = plain(config)
+  for key, value in LEGACY_DEFAULTS.items():
+    if out.get(key, value) == value:
+      out.pop(key, None)
   for spec, task in zip(config.tasks, out["tasks"]):
     task["num_units"] = trainer_lib.task_units(config, spec)
   return out
@@ -223,7 +233,9 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   """Runs a built ``MetaTrainer`` (MetaA2C or MetaPPO) to ``total`` iterations with logging: TensorBoard
   and ``meta_metrics.csv`` every ``log_every`` iterations (plus speed and peak RSS), console progress
   showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
-  (phi_path, iterations, skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs)."""
+  (phi_path, iterations, skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs, nonfinite,
+  diverged). With ``nonfinite="stop"`` a divergence writes summary.json (``diverged: true``,
+  ``diverged_at``: the iteration, ``phi_path``: null) and re-raises :class:`trainer.Diverged`."""
   start_it = int(trainer.iteration.numpy())
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
   table.truncate(start_it)
@@ -251,23 +263,32 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
     if progress_fn is not None:
       progress_fn(t, values)
 
+  diverged = None
   try:
     with stop_on_signals() as stop_fn:
       trainer.train(on_iteration, stop_fn=stop_fn)
+  except trainer_lib.Diverged as e:   # nonfinite="stop": recorded in summary.json, then re-raised
+    diverged = e
   finally:
     logger.close()
   wall = time.time() - t0
   done = int(trainer.iteration.numpy()) - start_it
   result = {
-      "phi_path": os.path.join(workdir, "phi.npz"),
+      "phi_path": None if diverged else os.path.join(workdir, "phi.npz"),
       "iterations": int(trainer.iteration.numpy()),
       "skipped": int(trainer.skipped_total.numpy()),
       "it_per_sec": done / wall if wall > 0 else float("nan"),
       "env_steps_per_sec": done * steps_per_it / wall if wall > 0 else float("nan"),
       "peak_rss_gb": peak_rss_gb(),
       "wall_secs": wall,
+      "nonfinite": trainer_lib.nonfinite_policy(trainer.config),
+      "diverged": diverged is not None,
   }
+  if diverged:
+    result["diverged_at"] = diverged.iteration
   logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
+  if diverged:
+    raise diverged
   if console:
     print(f"meta-training done: {result['iterations']} outer iterations ({result['skipped']} skipped), "
           f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}",

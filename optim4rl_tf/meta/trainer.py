@@ -8,8 +8,10 @@ meta-gradients (means over units) are optionally normalised to ``max_norm`` (per
 over tasks, clipped (elementwise ``meta_grad_clip`` or global-norm ``meta_grad_norm``) and applied with
 Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite or absurd (|x| > ``pipeline.ABSURD``)
 phi or agent parameters (checked in-graph, also inside the inner loop before any rollout uses them) are never
-applied: the iteration is skipped and counted; after ``max_nonfinite`` consecutive skips the run stops with
-:class:`NonFiniteError`, after saving the applied iterations not yet checkpointed.
+applied. ``config.nonfinite`` says what happens then: ``"skip"`` (default) skips and counts the iteration;
+after ``max_nonfinite`` consecutive skips the run stops with :class:`NonFiniteError`, after saving the applied
+iterations not yet checkpointed. ``"stop"`` (the official MetaPPO/MetaPPOstar, docs/fidelity.md §5.4) ends the
+run at the first such iteration with :class:`Diverged` and saves nothing from that iteration on.
 
 The final state is always saved (checkpoint + ``phi.npz``), also when the last iterations were skipped;
 ``train(stop_fn=...)`` stops cleanly between iterations (signals) with :class:`Interrupted` after saving; a
@@ -40,8 +42,25 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 
+NONFINITE_POLICIES = ("skip", "stop")
+
+
 class NonFiniteError(RuntimeError):
   """Raised after too many consecutive non-finite meta-updates."""
+
+
+class Diverged(NonFiniteError):
+  """``nonfinite="stop"``: outer iteration ``iteration`` was non-finite or absurd; the run ended there and
+  nothing from that iteration on was saved."""
+
+  def __init__(self, iteration, message):
+    super().__init__(message)
+    self.iteration = int(iteration)
+
+
+def nonfinite_policy(config):
+  """``config.nonfinite`` ("skip" when the field is absent, as in configs made before it existed)."""
+  return config.get("nonfinite", "skip")
 
 
 class Interrupted(Exception):
@@ -304,7 +323,16 @@ class MetaTrainer:
     return metrics
 
   def _check_skips(self, metrics):
-    """Raises NonFiniteError when ``max_nonfinite`` iterations in a row were skipped."""
+    """Raises Diverged at the first skipped iteration (``nonfinite="stop"``), else NonFiniteError when
+    ``max_nonfinite`` iterations in a row were skipped."""
+    if not metrics["meta/applied"] and nonfinite_policy(self.config) == "stop":
+      t, saved = int(self.iteration.numpy()), self._saved_iteration
+      kept = (f"; {self.workdir} keeps only checkpoints from before it (latest: iteration {saved})"
+              if saved and self.workdir else "")
+      raise Diverged(t, f"meta-training diverged at outer iteration {t}: a non-finite or absurd (|x| > "
+                     f"{pipeline.ABSURD:g}) meta-gradient, phi or agent (nonfinite='stop', as the official "
+                     f"MetaPPO); nothing was saved from iteration {t} on{kept}; this run has no learned "
+                     "optimizer")
     if not metrics["meta/applied"]:
       in_a_row = int(self.skipped_in_a_row.numpy())
       if in_a_row >= self.config.max_nonfinite:
@@ -323,7 +351,7 @@ class MetaTrainer:
 
     ``stop_fn()`` is polled after every iteration; a true value (a signal number) saves the last completed
     iteration and raises :class:`Interrupted`. A :class:`NonFiniteError` stop saves applied iterations that
-    were not yet checkpointed first.
+    were not yet checkpointed first; a :class:`Diverged` stop (``nonfinite="stop"``) saves nothing.
     """
     every = max(int(self.config.checkpoint_every), 1)
     while int(self.iteration.numpy()) < self.total_iterations:
@@ -333,6 +361,8 @@ class MetaTrainer:
         progress_fn(t, metrics)  # also for the iteration that stops the run below: it is logged
       try:
         self._check_skips(metrics)
+      except Diverged:
+        raise                         # "stop": nothing more is saved
       except NonFiniteError:
         if self.applied_through > self._saved_iteration:
           self.save()

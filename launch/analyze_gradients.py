@@ -6,7 +6,6 @@ Each --grads is a launch/collect_gradients.py workdir (or its grads/ directory).
 fig1_<name>.png (RL collections), fig5_<name>.png (supervised ones), table4.md (measured beside the paper's
 numbers) and table4.json. The distances are computed on the raw gradient values (see table4.md).
 """
-import os
 import sys
 
 

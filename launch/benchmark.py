@@ -9,7 +9,6 @@
 Each name dispatches to ``optim4rl_tf.benchmarks.<name>.run(argv)``.
 """
 import importlib
-import os
 import sys
 from optim4rl_tf.utils import runtime  # noqa: E402
 

@@ -33,7 +33,8 @@ def main(argv):
   try:
     if config.kind == "a2c":
       from optim4rl_tf.agents import a2c_train
-      a2c_train.train(config, _WORKDIR.value)
+      from optim4rl_tf.analysis import collect
+      a2c_train.train(config, _WORKDIR.value, gradient_probe=collect.gradient_probe_for(config))
     elif config.kind == "supervised":
       from optim4rl_tf.analysis import supervised
       supervised.train(config, _WORKDIR.value)

@@ -15,7 +15,6 @@ Re-running with the same --workdir resumes: meta-training continues from its che
 test runs are kept.
 """
 import os
-import sys
 import time
 
 

@@ -11,7 +11,6 @@ same command writes the same bytes.
 import csv
 import os
 import subprocess
-import sys
 
 from absl import flags
 from absl import logging
@@ -53,6 +52,7 @@ def main(argv):
     cli.fail(f"--name must be one of {', '.join(pretrained.names())}, got {name!r}")
   workdir = _WORKDIR.value or os.path.join("runs", "pretrained", name)
   config = pretrained.config(name)
+  commit = _commit()  # the code that trains (taken before, not after, the long run)
   result = run.cli_call(run.meta_train, config, workdir)
   meta, arrays = meta_params.load(result["phi_path"])
   core, _ = meta_params.resolve(meta["optimizer"], result["phi_path"])
@@ -60,7 +60,7 @@ def main(argv):
       "recipe": name,
       "description": pretrained.describe(name),
       "config": run.resolved_config(config),
-      "commit": _commit(),
+      "commit": commit,
       "outer_iterations": result["iterations"],
       "skipped_iterations": result["skipped"],
       "units_per_task": {t.env_name: int(config.num_units or t.num_units) for t in config.tasks},

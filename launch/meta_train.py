@@ -7,10 +7,6 @@
 Killed runs resume from the last checkpoint when started again with the same --workdir.
 See configs/meta_a2c.py for the variants and fields, optim4rl_tf.meta.run for the outputs.
 """
-import os
-import sys
-
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402

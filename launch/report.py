@@ -14,7 +14,6 @@ error) and the best is shown, with a 90% percentile-bootstrap CI over runs (one 
 workdir). Writes report.md, report.json and one PNG per panel (plus figureN.png with all panels of a figure).
 See optim4rl_tf/eval/report.py.
 """
-import os
 import sys
 
 

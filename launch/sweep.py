@@ -14,7 +14,8 @@
 Every ``--config.<field>=<value>`` given here is applied to all runs (and forwarded to the launcher). Runs k
 and k + N (N configurations) share a configuration and differ in the seed (``--repeats``). Each run's workdir
 is ``<sweep_dir>/<k>``; runs with results (``done`` or ``summary.json``) are skipped, so re-running the same
-command resumes a sweep. See optim4rl_tf/eval/sweep.py for the index mapping and the files written.
+command resumes a sweep. See optim4rl_tf/eval/sweep.py for the index mapping and
+optim4rl_tf/eval/sweep_runner.py for the files written.
 """
 import functools
 import os
@@ -26,6 +27,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from optim4rl_tf.eval import sweep as sweep_lib  # noqa: E402  (standard library only: no TensorFlow here)
+from optim4rl_tf.eval import sweep_runner  # noqa: E402  (the same)
 from optim4rl_tf.utils import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with variant, e.g. "
@@ -102,7 +104,7 @@ def main(argv):
     env.update(TF_NUM_INTRAOP_THREADS=str(_THREADS.value), TF_NUM_INTEROP_THREADS=str(_THREADS.value),
                OMP_NUM_THREADS=str(_THREADS.value))
   try:
-    result = sweep_lib.run_sweep(
+    result = sweep_runner.run_sweep(
         runs, config, cmd_fn, os.path.abspath(_SWEEP_DIR.value), workers=_WORKERS.value,
         backend=_BACKEND.value, skip_existing=not _RERUN.value, env=env, cwd=ROOT,
         timeout=_TIMEOUT.value or None, ray_address=_RAY_ADDRESS.value, cpus_per_run=_CPUS_PER_RUN.value,

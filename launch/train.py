@@ -8,9 +8,8 @@ The config's ``agent`` field picks the trainer: 'a2c' (the default when absent; 
 optim4rl_tf.agents.a2c_train), 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train) or
 'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*, optim4rl_tf.meta.meta_ppo).
 """
+import functools
 import os
-import sys
-
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -133,7 +132,8 @@ def main(argv):
       run = meta_ppo.meta_train
     else:
       from optim4rl_tf.agents import a2c_train
-      run = a2c_train.train
+      from optim4rl_tf.analysis import collect  # config.collect: gradients recorded by the caller's probe
+      run = functools.partial(a2c_train.train, gradient_probe=collect.gradient_probe_for(config))
     if agent == "meta_ppo":          # resumes from its checkpoints; its workdir rules are its own
       result = run(config, wd)
     else:

@@ -2,12 +2,46 @@
 
 The repository root is on ``sys.path`` through ``pythonpath`` in pyproject.toml's pytest section (for
 ``configs`` and ``launch``); ``optim4rl_tf`` itself is the installed package."""
+import contextlib
+import importlib.util
+import io
 import os
+import signal
+import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# --- order: longest first --------------------------------------------------------------------------------
+# Tests that take long carry ``@pytest.mark.slow(SECONDS)``: about what they took on a quiet 2-core machine.
+# They run first, longest first, and pytest-xdist hands tests out one at a time, so with ``-n 2`` the two
+# workers start on the long tests and finish together instead of one worker ending alone with a long
+# tail. Mark a new test ``slow`` when it takes more than ~8 s.
+SLOW_DEFAULT_SECONDS = 10.0
+
+
+def slow_seconds(item):
+  """The duration an item's ``slow`` marker states (SLOW_DEFAULT_SECONDS if none); 0 for other tests."""
+  marker = item.get_closest_marker("slow")
+  if marker is None:
+    return 0.0
+  return float(marker.args[0]) if marker.args else SLOW_DEFAULT_SECONDS
+
+
+def pytest_configure(config):
+  # xdist's default ``load`` scheduling sends each worker a long batch of consecutive tests up front (an
+  # eighth of the suite), which would give the long tests sorted to the front to one worker. One at a
+  # time (each worker still holds the next test) keeps the longest-first order across both workers.
+  if getattr(config.option, "maxschedchunk", "absent") is None:
+    config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  items.sort(key=lambda item: -slow_seconds(item))           # stable: the rest keep their file order
 
 
 def set_fields(config, **overrides):
@@ -20,3 +54,114 @@ def set_fields(config, **overrides):
       node = node[part]
     node[last] = value
   return config
+
+
+# --- launchers in this process ---------------------------------------------------------------------------
+# A launcher run as a subprocess pays ~5-10 s (more on a loaded machine) to import TensorFlow before it
+# checks anything. Each launcher keeps ONE subprocess test of its real process wiring (exit status,
+# stderr, signals); every other launcher case runs the same script in the test's own process with
+# `launcher(name).run(*args)`: the script's own flags, parsed by cli.parse_flags, its main() wrapped by
+# cli.run exactly as its __main__ block does (only runtime.configure_process, the allocator set-up,
+# is left out).
+
+_FLAG_STATE = ("__flags", "__hiddenflags", "__flags_by_module", "__flags_by_module_id",
+               "__key_flags_by_module", "__flags_parsed", "__unparse_flags_called")
+_LAUNCHERS = {}
+
+
+def _absl_flag_state():
+  """A copy of absl's global flag registry holding only absl's own flags (logging verbosity, ...)."""
+  from absl import app as _app  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from absl import flags
+  from absl import logging as _logging  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  d = flags.FLAGS.__dict__
+  keep = {m: list(fs) for m, fs in d["__flags_by_module"].items() if m.split(".")[0] == "absl"}
+  ids = {id(f) for fs in keep.values() for f in fs}
+  return {"__flags": {n: f for n, f in d["__flags"].items() if id(f) in ids},
+          "__hiddenflags": set(),
+          "__flags_by_module": keep,
+          "__flags_by_module_id": {k: list(fs) for k, fs in d["__flags_by_module_id"].items()
+                                   if fs and all(id(f) in ids for f in fs)},
+          "__key_flags_by_module": {m: list(fs) for m, fs in d["__key_flags_by_module"].items()
+                                    if m.split(".")[0] == "absl"},
+          "__flags_parsed": False, "__unparse_flags_called": False}
+
+
+def _copy_flag_state(state):
+  return {k: ({n: (list(v) if isinstance(v, list) else v) for n, v in x.items()} if isinstance(x, dict) else
+              set(x) if isinstance(x, set) else x) for k, x in state.items()}
+
+
+def _app_run(main, argv=None, flags_parser=None):
+  """absl.app.run without its once-per-process set-up: parse, then sys.exit(main(args))."""
+  sys.exit(main(flags_parser(argv)))
+
+
+class Launcher:
+  """``launch/NAME.py`` loaded into this process with a flag registry of its own (launchers define
+  clashing flags, e.g. --workdir, and other tests import launch.reproduce)."""
+
+  def __init__(self, name):
+    self.path = os.path.join(ROOT, "launch", name + ".py")
+    self._state = _absl_flag_state()
+    spec = importlib.util.spec_from_file_location(f"_inprocess_launcher_{name}", self.path)
+    self.module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = self.module
+    with self.flags():
+      spec.loader.exec_module(self.module)
+
+  @contextlib.contextmanager
+  def flags(self, *args):
+    """Inside the block absl.flags.FLAGS is this launcher's registry as the script left it (its flags
+    at their defaults) and sys.argv is [script] + args; the block's flag changes (the ``--config.*``
+    override flags ml_collections defines while parsing, values) are dropped at its end."""
+    from absl import flags
+    d = flags.FLAGS.__dict__
+    saved, argv = {k: d[k] for k in _FLAG_STATE}, sys.argv
+    d.update(_copy_flag_state(self._state))
+    sys.argv = [self.path] + list(args)      # ml_collections reads the overrides from sys.argv
+    try:
+      flags.FLAGS.unparse_flags()
+      yield flags.FLAGS
+    finally:
+      if not self._loaded:
+        self._state, self._loaded = _copy_flag_state({k: d[k] for k in _FLAG_STATE}), True
+      d.update(saved)
+      sys.argv = argv
+
+  _loaded = False
+
+  @contextlib.contextmanager
+  def parsed(self, *args):
+    """The launcher module with ``args`` parsed (every other flag at its default) inside the block."""
+    with self.flags(*args) as fv:
+      fv([self.path] + list(args))
+      yield self.module
+
+  def run(self, *args):
+    """Runs the launcher with ``args``; returns ``.returncode`` (the SystemExit status), ``.stdout`` and
+    ``.stderr``, like ``subprocess.run``."""
+    from absl import app
+    from optim4rl_tf.utils import cli
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    real_run, app.run = app.run, _app_run
+    code = 0
+    try:
+      with self.flags(*args), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+          cli.run(self.module.main, argv=[self.path] + list(args))
+        except SystemExit as e:
+          code = 0 if e.code is None else e.code
+    finally:
+      app.run = real_run
+      for s, h in handlers.items():
+        signal.signal(s, h)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def launcher(name):
+  """The in-process :class:`Launcher` of ``launch/NAME.py`` (loaded once per process)."""
+  if name not in _LAUNCHERS:
+    _LAUNCHERS[name] = Launcher(name)
+  return _LAUNCHERS[name]

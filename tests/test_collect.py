@@ -160,7 +160,7 @@ def test_a2c_probe_is_the_env_averaged_gradient_before_clipping():
 
 def test_a2c_run_streams_gradients(tmp_path):
   c = tiny_collect_config()
-  res = a2c_train.train(c, str(tmp_path), console=False)
+  res = a2c_train.train(c, str(tmp_path), console=False, gradient_probe=collect.gradient_probe_for(c))
   store = collect.GradientStore(str(tmp_path / "grads"))
   assert store.shape == (res["iterations"], 2, 395) == (5, 2, 395)
   assert store.index["complete"] and store.index["units"] == [42, 43]

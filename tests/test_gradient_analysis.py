@@ -90,7 +90,7 @@ def test_end_to_end_collection_figures_and_table(tmp_path):
   c.iterations_per_call = 16
   c.console_every_secs = 0.0
   c.plot = False
-  a2c_train.train(c, str(tmp_path / "bdl"), console=False)
+  a2c_train.train(c, str(tmp_path / "bdl"), console=False, gradient_probe=collect.gradient_probe_for(c))
 
   m = collect_configs.get_config("mnist_reduced")
   m.max_steps = 60

@@ -1,5 +1,10 @@
 """Issues 14 and 20: every failure of launch/train.py ends with one clear line and a non-zero exit, and keeps
-what was already written (diverging seeds, bad flags and configs, workdir reruns, SIGTERM)."""
+what was already written (diverging seeds, bad flags and configs, workdir reruns, SIGTERM).
+
+The launcher runs as a real process where the process itself is under test (flag errors, which must come
+before TensorFlow loads, and SIGTERM); the other cases run the same script in this process
+(``conftest.launcher("train").run``: its flags, ``cli.run`` and ``main``), which spares a TensorFlow start-up
+per case."""
 
 import csv
 import io
@@ -25,6 +30,7 @@ from optim4rl_tf.utils import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
+from conftest import launcher  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "launch", "train.py")
@@ -34,9 +40,15 @@ TINY = [CATCH, "--config.num_seeds=1", "--config.env.num_envs=4", "--config.trai
 
 
 def launch(args, timeout=300, **kwargs):
+  """launch/train.py ARGS as a process."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, TRAIN] + args, capture_output=True, text=True, env=env, cwd=ROOT,
                         timeout=timeout, **kwargs)
+
+
+def train_here(args):
+  """launch/train.py ARGS in this process: ``.returncode`` (its exit status), ``.stdout``, ``.stderr``."""
+  return launcher("train").run(*args)
 
 
 def error_lines(stderr):
@@ -141,7 +153,7 @@ def test_one_diverged_seed_does_not_stop_the_others(tmp_path, monkeypatch, capsy
 
 def test_launcher_all_seeds_diverge_exit_3(tmp_path):
   wd = tmp_path / "div"
-  proc = launch(TINY[:1] + ["--config.num_seeds=2", "--config.env.num_envs=4", "--config.train_steps=800",
+  proc = train_here(TINY[:1] + ["--config.num_seeds=2", "--config.env.num_envs=4", "--config.train_steps=800",
                             "--config.iterations_per_call=1", "--config.optimizer.learning_rate=1e30",
                             f"--workdir={wd}"])
   line = assert_one_line(proc, 3, "all seeds diverged", "seeds 0 (by env step", "optimizer.learning_rate",
@@ -210,10 +222,10 @@ def test_launcher_flag_errors_are_one_line(tmp_path):
 
 def test_launcher_config_errors_are_one_line(tmp_path):
   wd = tmp_path / "w"                  # (seed and grad_clip errors take the same path: test_config_errors)
-  proc = launch([CATCH, "--config.env.num_envs=200000000", "--config.train_steps=1e12", f"--workdir={wd}"])
+  proc = train_here([CATCH, "--config.env.num_envs=200000000", "--config.train_steps=1e12", f"--workdir={wd}"])
   assert_one_line(proc, 2, "needs at least", "of memory", "lower env.num_envs")
   path = _huge_meta_params(tmp_path / "huge.npz")
-  proc = launch([CATCH, "--config.optimizer.name=optim4rl", f"--config.optimizer.meta_params={path}",
+  proc = train_here([CATCH, "--config.optimizer.name=optim4rl", f"--config.optimizer.meta_params={path}",
                  f"--workdir={wd}"])
   assert_one_line(proc, 2, "optimizer.meta_params", "huge.npz")
   assert not os.path.exists(wd)                                  # nothing written for a config error
@@ -225,17 +237,17 @@ def test_launcher_config_errors_are_one_line(tmp_path):
 def test_workdir_rerun_policy(tmp_path):
   wd = tmp_path / "run"
   args = TINY + [f"--workdir={wd}"]
-  first = launch(args)
+  first = train_here(args)
   assert first.returncode == 0, first.stderr[-3000:]
   before = {n: open(wd / n, "rb").read() for n in ("returns.csv", "summary.json", "params.npz")}
   assert json.load(open(wd / "summary.json"))["status"] == "finished"
-  assert_one_line(launch(args), 2, "already holds a finished run of this config", "--overwrite")
-  assert_one_line(launch(args + ["--config.optimizer.learning_rate=0.01"]), 2,
+  assert_one_line(train_here(args), 2, "already holds a finished run of this config", "--overwrite")
+  assert_one_line(train_here(args + ["--config.optimizer.learning_rate=0.01"]), 2,
                   "different config", "optimizer.learning_rate 0.001 -> 0.01")
   with workdir_lib.lock(str(wd)):
-    assert_one_line(launch(args), 2, "in use by another process")
+    assert_one_line(train_here(args), 2, "in use by another process")
   assert {n: open(wd / n, "rb").read() for n in before} == before    # refusals touched nothing
-  again = launch(args + ["--overwrite"])
+  again = train_here(args + ["--overwrite"])
   assert again.returncode == 0, again.stderr[-3000:]
   assert len(os.listdir(wd / "tb")) == 1                              # old TensorBoard events cleared
 
@@ -270,7 +282,7 @@ def test_sigterm_writes_partial_results(tmp_path):
   assert len(kept) >= rows and int(kept[-1]["step"]) < summary["env_steps"]
   assert os.path.exists(wd / "params.npz") and os.listdir(wd / "tb")
   # A rerun is refused (runs cannot resume) until --overwrite.
-  assert_one_line(launch(TINY[:1] + [f"--workdir={wd}", "--config.num_seeds=1", "--config.env.num_envs=4",
+  assert_one_line(train_here(TINY[:1] + [f"--workdir={wd}", "--config.num_seeds=1", "--config.env.num_envs=4",
                                      "--config.train_steps=1e8", "--config.iterations_per_call=2"]),
                   2, "unfinished run of this config (status interrupted")
 

@@ -263,7 +263,8 @@ def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path):
-  """A real process killed with SIGKILL right after its second checkpoint, then started again."""
+  """A real process killed with SIGKILL right after its second checkpoint, then started again (the
+  restart runs launch/meta_train.py in this process: it only has to read what the killed one left)."""
   import signal
   import subprocess
   import sys
@@ -284,7 +285,8 @@ def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert os.path.exists(target), "the run never reached its second checkpoint"
-  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  from conftest import launcher  # pylint: disable=import-outside-toplevel
+  done = launcher("meta_train").run(*flags)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "resuming" in done.stdout
   config = tiny_config(num_units=2, iterations=5)
@@ -362,3 +364,19 @@ def test_multi_task_meta_training_normalises_each_task_then_averages():
   # Each task's meta-gradient is rescaled to norm 0.5 before the mean over tasks, so the x1000 reward
   # task cannot dominate: the mean of two norm-0.5 vectors has norm <= 0.5 (and > 0).
   assert 0.0 < metrics["meta/grad_norm"] <= 0.5 + 1e-5
+  # The ORDER is checked on the combination itself (the bound above also holds for "average, then
+  # normalise"): task A's meta-gradient is 1000 x task B's and orthogonal to it. Normalise-then-average
+  # gives (0.5 a/|a| + 0.5 b/|b|) / 2, norm 0.354; average-then-normalise would give ~0.5 a/|a| (A dominates).
+  first = trainer.keys[0]
+  zeros = {k: np.zeros(v.shape, np.float32) for k, v in zip(trainer.keys, trainer.phi)}
+  task_a, task_b = dict(zeros), dict(zeros)
+  task_a[first] = np.zeros_like(zeros[first]).ravel()
+  task_b[first] = np.zeros_like(zeros[first]).ravel()
+  task_a[first][0], task_b[first][1] = 1000.0, 1.0
+  task_a[first], task_b[first] = (x.reshape(zeros[first].shape) for x in (task_a[first], task_b[first]))
+  combined, norm = trainer._combine([{k: tf.constant(v) for k, v in g.items()} for g in (task_a, task_b)])
+  expected = np.zeros(zeros[first].size, np.float32)
+  expected[:2] = 0.25
+  np.testing.assert_allclose(combined[0].numpy().ravel(), expected, atol=1e-7)
+  assert all(np.all(g.numpy() == 0) for g in combined[1:])
+  np.testing.assert_allclose(float(norm), 0.25 * np.sqrt(2.0), rtol=1e-6)

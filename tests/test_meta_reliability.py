@@ -25,6 +25,7 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import workdir as workdir_lib
+from conftest import launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2",
@@ -233,8 +234,9 @@ def test_a_workdir_in_use_is_refused(tmp_path):
     ("--num_seeds=0", "--num_seeds must be an integer >= 1, got 0"),
 ])
 def test_main_rejects_bad_flags_before_any_work(tmp_path, flag, message):
-  proc = launch(["launch/main.py", f"--workdir={tmp_path / 'main'}", flag])
-  out, err = proc.communicate(timeout=180)
+  """launch/main.py in this process (its process wiring: test_main_refuses_another_seed_in_the_same_workdir)."""
+  proc = launcher("main").run(f"--workdir={tmp_path / 'main'}", flag)
+  out, err = proc.stdout, proc.stderr
   assert proc.returncode == 2, err[-2000:]
   assert error_lines(err) == [f"error: {message}"], err[-2000:]
   assert "== 1/3" not in out
@@ -257,35 +259,29 @@ def test_main_refuses_another_seed_in_the_same_workdir(tmp_path):
   assert len(lines) == 1 and "seed 0 -> 9; use a new --workdir" in lines[0], err[-2000:]
 
 
-def test_main_retests_when_phi_or_budget_changed(tmp_path):
+def test_main_retests_when_phi_or_budget_changed(tmp_path, monkeypatch, capsys):
   """A finished test is kept only for the same phi and budget; otherwise it is moved aside and redone."""
+  from optim4rl_tf.agents import a2c_train  # pylint: disable=import-outside-toplevel
   core = cores.make_core("optim4rl", ())
   phi1 = meta_params_lib.save(str(tmp_path / "phi1.npz"), core, core.init_meta_params(0))
   phi1_again = meta_params_lib.save(str(tmp_path / "phi1b.npz"), core, core.init_meta_params(0))
   phi2 = meta_params_lib.save(str(tmp_path / "phi2.npz"), core, core.init_meta_params(1))
   d = str(tmp_path / "test_optim4rl")
-  code = f"""
-import json, os, sys
-from absl import flags
-from launch import main as m
-flags.FLAGS(["main.py", "--num_seeds=1", "--test_steps=100000"])
-from optim4rl_tf.agents import a2c_train
-calls = []
-def fake_train(config, workdir, **kw):
-  os.makedirs(workdir, exist_ok=True)
-  calls.append((os.path.basename(config.optimizer.meta_params), float(config.train_steps)))
-  json.dump({{"status": "finished"}}, open(os.path.join(workdir, "summary.json"), "w"))
-a2c_train.train = fake_train
-for phi in ({phi1!r}, {phi1_again!r}, {phi2!r}):
-  m.test_optimizer("optim4rl", {d!r}, phi)
-flags.FLAGS.test_steps = 200000
-m.test_optimizer("optim4rl", {d!r}, {phi2!r})
-print("CALLS " + json.dumps(calls))
-"""
-  proc = launch(["-c", code])
-  out, err = proc.communicate(timeout=180)
-  assert proc.returncode == 0, err[-2000:]
-  calls = json.loads(out.split("CALLS ", 1)[1])
+  calls = []
+
+  def fake_train(config, workdir, **kw):
+    del kw
+    os.makedirs(workdir, exist_ok=True)
+    calls.append([os.path.basename(config.optimizer.meta_params), float(config.train_steps)])
+    json.dump({"status": "finished"}, open(os.path.join(workdir, "summary.json"), "w"))
+
+  monkeypatch.setattr(a2c_train, "train", fake_train)
+  with launcher("main").parsed("--num_seeds=1", "--test_steps=100000") as m:
+    for phi in (phi1, phi1_again, phi2):
+      m.test_optimizer("optim4rl", d, phi)
+    m.FLAGS.test_steps = 200000
+    m.test_optimizer("optim4rl", d, phi2)
+  out = capsys.readouterr().out
   assert calls == [["phi1.npz", 1e5], ["phi2.npz", 1e5], ["phi2.npz", 2e5]], out
   assert "already tested with this phi and budget" in out
   assert sorted(os.listdir(tmp_path)) == ["phi1.npz", "phi1b.npz", "phi2.npz", "test_optim4rl",

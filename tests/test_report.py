@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from optim4rl_tf.eval import ranking
 from optim4rl_tf.eval import report
-from optim4rl_tf.eval import stats
+from optim4rl_tf.utils import stats
 
 
 def tail_returns(final, n=30, head=-5.0):
@@ -70,7 +71,7 @@ def build_sources(root):
 
 def test_final_performance_grouping_and_selection(tmp_path):
   adam, rl, l2l = build_sources(str(tmp_path))
-  ranked = report.load_source("Adam", adam, num_resamples=2000).ranked
+  ranked = ranking.load_source("Adam", adam, num_resamples=2000).ranked
   assert [c.label for c in ranked] == ["optimizer.learning_rate=0.001", "optimizer.learning_rate=0.0003"]
   best = ranked[0]
   np.testing.assert_allclose(best.finals, [0.75, 1.0, 1.25])       # mean of the last 20, per seed
@@ -79,28 +80,28 @@ def test_final_performance_grouping_and_selection(tmp_path):
   assert best.env_steps == 30 * 1280
 
   # Equal means: the smaller standard error wins; runs of one configuration are pooled across workdirs.
-  ranked = report.load_source("Optim4RL", rl).ranked
+  ranked = ranking.load_source("Optim4RL", rl).ranked
   assert len(ranked) == 2
   assert ranked[0].label == "optimizer.meta_params=2/phi.npz" and len(ranked[0].runs) == 2
   assert sorted(r.seed for r in ranked[0].runs) == [0, 10]
   assert ranked[0].mean == ranked[1].mean == 0.75 and ranked[0].se < ranked[1].se
 
   # A diverged configuration ranks last, however good its other runs were.
-  ranked = report.load_source("L2LGD²", l2l).ranked
+  ranked = ranking.load_source("L2LGD²", l2l).ranked
   assert ranked[0].mean == -1.0 and ranked[1].ci is None and not np.isfinite(ranked[1].mean)
 
 
 def test_ppo_uses_last_two_evaluations_and_missing_seeds(tmp_path):
   cfg = {"env": {"name": "ant"}, "optimizer": {"name": "adam"}, "seed": 0}
   make_workdir(str(tmp_path / "ant"), cfg, {0: [1000.0, 2000.0, 3000.0, 4000.0, 6000.0]}, extra_seeds=[1])
-  runs = report.load_runs(str(tmp_path / "ant"))
+  runs = ranking.load_runs(str(tmp_path / "ant"))
   assert [r.seed for r in runs] == [0, 1] and len(runs[1].returns) == 0   # seed 1 logged nothing
-  assert report.detect_agent(cfg) == "ppo"
-  (best,) = report.summarize(runs[:1])
+  assert ranking.detect_agent(cfg) == "ppo"
+  (best,) = ranking.summarize(runs[:1])
   assert best.finals.tolist() == [5000.0]
-  (forced,) = report.summarize(runs[:1], agent="a2c")
+  (forced,) = ranking.summarize(runs[:1], agent="a2c")
   assert forced.finals.tolist() == [3200.0]
-  (with_missing,) = report.summarize(runs)
+  (with_missing,) = ranking.summarize(runs)
   assert with_missing.ci is None                  # a run without any return is not silently dropped
 
 
@@ -109,7 +110,7 @@ def test_bootstrap_ci_known_case_through_the_report(tmp_path):
   quantiles are 6/20 and 14/20 (P(X <= 5) = 2.1%, P(X <= 6) = 5.8%), so the 90% CI is [0.3, 0.7]."""
   returns = {s: [float(s % 2)] * 20 for s in range(20)}
   make_workdir(str(tmp_path / "w"), a2c_config("adam"), returns)
-  (c,) = report.summarize(report.load_runs(str(tmp_path / "w")), num_resamples=100000)
+  (c,) = ranking.summarize(ranking.load_runs(str(tmp_path / "w")), num_resamples=100000)
   assert c.mean == 0.5
   assert (c.ci.low, c.ci.high) == (pytest.approx(0.3), pytest.approx(0.7))
   assert c.ci.half_width == pytest.approx(0.2)
@@ -153,7 +154,7 @@ def test_spec_errors(tmp_path):
   assert report.parse_table1("bdl:with=a,wo=b") == ("big_dense_long", {"with": "a", "without": "b"})
   assert report.parse_panel("figure4/ant:Optim4RL=x") == ("figure4", "ant", [("Optim4RL", "x")])
   with pytest.raises(ValueError, match="no workdir with returns.csv"):
-    report.load_runs(str(tmp_path))
+    ranking.load_runs(str(tmp_path))
 
 
 def test_cli(tmp_path, monkeypatch, capsys):

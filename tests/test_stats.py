@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from optim4rl_tf.eval import plots
-from optim4rl_tf.eval import stats
+from optim4rl_tf.utils import plots
+from optim4rl_tf.utils import stats
 
 
 def test_bootstrap_two_values_exact_percentiles():

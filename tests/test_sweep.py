@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT
 from optim4rl_tf.eval import sweep
+from optim4rl_tf.eval import sweep_runner
 
 META_LRS_CATCH = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 META_LRS_GRID = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
@@ -191,34 +192,34 @@ def test_local_pool_runs_skips_and_records(tmp_path, capsys):
   sweep_dir = str(tmp_path / "sweep")
   runs = sweep.expand(config, sweep_dir)
   cmd_fn = functools.partial(sweep.command, launcher=launcher, config_spec="unused.py")
-  result = sweep.run_sweep(runs, config, cmd_fn, sweep_dir, workers=2)
+  result = sweep_runner.run_sweep(runs, config, cmd_fn, sweep_dir, workers=2)
   out = capsys.readouterr().out
   assert result.ok == [1, 2, 5, 6] and result.failed == [3, 4, 7, 8] and result.skipped == []
   progress = [line for line in out.splitlines() if line.startswith("[sweep ")]
   assert len(progress) == 8 and all(" run " in line for line in progress)   # one line per run
   assert "FAILED (rc=3)" in out and "boom: this configuration fails" in out
   for run in runs:
-    rec = json.load(open(os.path.join(run.workdir, sweep.RUN_FILE)))
+    rec = json.load(open(os.path.join(run.workdir, sweep_runner.RUN_FILE)))
     assert rec["index"] == run.index and rec["config"]["meta_lr"] == resolved(config, run).meta_lr
     assert rec["config"]["reset_interval"] == (32, 64)[(run.index - 1) % 2]
     assert rec["command"][-1] == f"--workdir={run.workdir}"
-    done = os.path.exists(os.path.join(run.workdir, sweep.DONE_FILE))
+    done = os.path.exists(os.path.join(run.workdir, sweep_runner.DONE_FILE))
     assert done == (run.index in result.ok)
-    assert os.path.exists(os.path.join(run.workdir, sweep.FAILED_FILE)) == (not done)
+    assert os.path.exists(os.path.join(run.workdir, sweep_runner.FAILED_FILE)) == (not done)
   summary = json.load(open(os.path.join(runs[0].workdir, "summary.json")))
   assert summary["config.meta_grad_norm"] == "0.5" and summary["config.seed"] == "0"
   index = json.load(open(os.path.join(sweep_dir, "sweep.json")))
   assert index["num_runs"] == 8 and index["runs"][4]["values"]["meta_grad"] == "grad_clip_1.0"
 
   # Resume: finished runs are skipped, failed ones run again.
-  result2 = sweep.run_sweep(runs, config, cmd_fn, sweep_dir, workers=1)
+  result2 = sweep_runner.run_sweep(runs, config, cmd_fn, sweep_dir, workers=1)
   out = capsys.readouterr().out
   assert result2.skipped == [1, 2, 5, 6] and result2.failed == [3, 4, 7, 8]
   assert "4 of 8 runs already have results, skipped: 1-2,5-6" in out
   # A result file alone (e.g. the run finished but the sweep process died) also counts as done.
-  os.remove(os.path.join(runs[0].workdir, sweep.DONE_FILE))
-  assert sweep.is_done(runs[0].workdir)
-  assert not sweep.is_done(runs[2].workdir)
+  os.remove(os.path.join(runs[0].workdir, sweep_runner.DONE_FILE))
+  assert sweep_runner.is_done(runs[0].workdir)
+  assert not sweep_runner.is_done(runs[2].workdir)
 
 
 def test_ray_backend_error_is_clear(tmp_path):
@@ -231,7 +232,7 @@ def test_ray_backend_error_is_clear(tmp_path):
   runs = sweep.expand(config, str(tmp_path / "s"))
   cmd_fn = functools.partial(sweep.command, launcher=_dummy(tmp_path), config_spec="unused.py")
   with pytest.raises(RuntimeError, match="needs the 'ray' package"):
-    sweep.run_sweep(runs, config, cmd_fn, str(tmp_path / "s"), backend="ray")
+    sweep_runner.run_sweep(runs, config, cmd_fn, str(tmp_path / "s"), backend="ray")
 
 
 CONFIG_FILE = textwrap.dedent("""
@@ -265,7 +266,7 @@ def test_cli_end_to_end(tmp_path):
   s6 = json.load(open(sweep_dir / "6" / "summary.json"))
   # run 6 = configuration 2 (meta_lr 1e-3, grad_norm), repeat 1: seed 0 + 1 * num_seeds
   assert s6["config.meta_lr"] == "0.001" and s6["config.seed"] == "2" and s6["config.train_steps"] == "7"
-  rec = json.load(open(sweep_dir / "6" / sweep.RUN_FILE))
+  rec = json.load(open(sweep_dir / "6" / sweep_runner.RUN_FILE))
   assert rec["config"]["train_steps"] == 7 and rec["config"]["seed"] == 2
   assert json.load(open(sweep_dir / "sweep.json"))["num_runs"] == 8
   listing = subprocess.run(cmd[:-1] + ["--list"], capture_output=True, text=True, timeout=120,

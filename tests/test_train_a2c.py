@@ -16,6 +16,7 @@ from optim4rl_tf.utils import logging as logging_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
+from conftest import launcher  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 
@@ -165,6 +166,7 @@ def test_config_checks_and_progress():
 
 
 def test_launcher_end_to_end(tmp_path):
+  """The launcher as a process (this file's one); the bad-config case runs it in this process."""
   workdir = tmp_path / "run"
   cmd = [sys.executable, os.path.join(ROOT, "launch", "train.py"), "--config=" +
          os.path.join(ROOT, "configs", "a2c.py") + ":catch", "--config.num_seeds=2",
@@ -175,8 +177,7 @@ def test_launcher_end_to_end(tmp_path):
   assert "final return of catch" in proc.stdout
   for name in ("config.json", "returns.csv", "returns.png", "summary.json", "tb"):
     assert os.path.exists(workdir / name), name
-  bad = subprocess.run(cmd[:3] + ["--config.optimizer.name=sgd", f"--workdir={workdir}"],
-                       capture_output=True, text=True, env=env, timeout=300)
+  bad = launcher("train").run(cmd[2], "--config.optimizer.name=sgd", f"--workdir={workdir}")
   assert bad.returncode != 0 and "Unknown optimizer.name 'sgd'" in bad.stderr
 
 

@@ -7,14 +7,17 @@ only calls a ``tf.function`` that runs K iterations per call (K adapted so a cal
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard scalars), ``returns.csv``
 (``step,seed,return``; docs/fidelity.md §4.3: one row per iteration and seed in which at least one episode ended,
 step = iteration * num_envs * rollout_steps, the mean return of those episodes), ``returns.png``,
-``summary.json`` and ``params.npz`` (final agent parameters, leading seed axis). With
-``config.collect.enabled`` (configs/collect.py), also ``grads/``: the sub-sampled agent gradient of every
-update, streamed to disk (:mod:`optim4rl_tf.analysis.collect`).
+``summary.json`` and ``params.npz`` (final agent parameters, leading seed axis). With a
+:class:`GradientProbe` (built by the caller: for ``config.collect``, configs/collect.py,
+``optim4rl_tf.analysis.collect.gradient_probe_for(config)``), also what the probe records, e.g. ``grads/``:
+the sub-sampled agent gradient of every update, streamed to disk. This module never imports the probe's
+maker (agents sit below analysis; tests/test_layers.py).
 """
 
 import math
 import os
 import time
+from typing import Any, Protocol, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -22,12 +25,35 @@ import tensorflow as tf
 from optim4rl_tf import envs as envs_lib
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
-from optim4rl_tf.analysis import collect as collect_lib
-from optim4rl_tf.eval import stats
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
+from optim4rl_tf.utils import stats
+
+
+class GradientProbe(Protocol):
+  """What :func:`train` needs to record a per-update gradient of every seed; built by the caller (e.g.
+  :class:`optim4rl_tf.analysis.collect.A2CGradientCollector`) and passed as ``gradient_probe``.
+
+  ``make_probe(net) -> (fn, size)``: ``fn(grads)`` maps the env-averaged agent gradient BEFORE clipping
+    and the optimizer (list of [S, *shape] tensors in ``net.param_names`` order) to [S, size]; it is traced
+    into the training graph (:func:`optim4rl_tf.agents.a2c.a2c_update`).
+  ``open_writer(net, workdir, labels) -> writer``: ``writer.append(block)`` gets the numpy block
+    [k, S, size] of every call of k iterations; ``writer.close(complete=bool)`` is called once, also when
+    the run is interrupted or fails (``complete`` False then).
+  """
+
+  def make_probe(self, net) -> Tuple[Any, int]:
+    ...
+
+  def open_writer(self, net, workdir, labels) -> Any:
+    ...
+
+
+def collection_requested(config):
+  """True when the config asks for gradient collection (``config.collect.enabled``, configs/a2c.py)."""
+  return "collect" in config and bool(config.collect.enabled)
 
 
 def validate_config(config):
@@ -55,7 +81,6 @@ def validate_config(config):
                        "learned optimizer")
     cc.check_file("optimizer.meta_params", config.optimizer.meta_params)
     cc.check_npz_size("optimizer.meta_params", config.optimizer.meta_params, MAX_META_PARAMS)
-  collect_lib.validate_collect(config)
   cc.check_memory(f"num_seeds * env.num_envs = {int(config.num_seeds) * int(config.env.num_envs):,} "
                   f"environments x rollout_steps {int(config.rollout_steps)}", estimate_memory_bytes(config),
                   "lower env.num_envs, num_seeds or rollout_steps")
@@ -84,8 +109,9 @@ def estimate_memory_bytes(config):
   return envs * (int(config.rollout_steps) + 1) * 4 * (2 * obs + activations)
 
 
-def build(config):
-  """(trainer, env, net, opt) for a validated config."""
+def build(config, gradient_probe=None):
+  """(trainer, env, net, opt) for a validated config; with a :class:`GradientProbe`, ``trainer.run`` also
+  returns ``"grad_probe"`` [K, S, size]."""
   num_seeds = int(config.num_seeds)
   env = envs_lib.make(config.env.name, num_seeds * int(config.env.num_envs),
                       reward_scale=float(config.env.reward_scale))
@@ -96,7 +122,7 @@ def build(config):
   hp = a2c.A2CHParams(discount=float(config.discount), gae_lambda=float(config.gae_lambda),
                       critic_weight=float(config.critic_weight),
                       entropy_weight=float(config.entropy_weight))
-  probe, probe_size = collect_lib.a2c_probe(config, net)
+  probe, probe_size = (None, 0) if gradient_probe is None else gradient_probe.make_probe(net)
   trainer = a2c.make_trainer(net, env, opt, hp, int(config.rollout_steps), num_seeds,
                              jit_compile=bool(config.jit_compile), grad_probe=probe,
                              probe_size=probe_size)
@@ -111,7 +137,7 @@ def init_state(trainer, config):
   return trainer.init(int(config.seed), unit_keys=keys), labels
 
 
-def train(config, workdir, progress_fn=None, console=True):
+def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   """Trains ``config.num_seeds`` A2C agents and writes the run's files into ``workdir``.
 
   Args:
@@ -119,6 +145,8 @@ def train(config, workdir, progress_fn=None, console=True):
     workdir: output directory (created; must be writable).
     progress_fn: optional ``fn(step, info_dict)`` called after every chunk of iterations.
     console: print progress and the final summary line.
+    gradient_probe: optional :class:`GradientProbe` recording the gradient of every update (required when
+      ``config.collect.enabled``: ``optim4rl_tf.analysis.collect.gradient_probe_for(config)``).
 
   Divergence: a seed whose parameters, logits or gradients become non-finite or exceed
   ``a2c.DIVERGENCE_BOUND`` is frozen in-graph (:func:`a2c.a2c_update`), reported on the console and in
@@ -138,11 +166,15 @@ def train(config, workdir, progress_fn=None, console=True):
     healthy ones), ``status`` ("finished", or "diverged" if any seed diverged) and ``diverged``.
   """
   iterations = validate_config(config)
+  if gradient_probe is None and collection_requested(config):
+    raise ValueError("config.collect.enabled asks for gradient collection, which the caller builds: pass "
+                     "gradient_probe=optim4rl_tf.analysis.collect.gradient_probe_for(config) "
+                     "(launch/train.py and launch/collect_gradients.py do)")
   cc.check_writable_dir(workdir)
   if config.optimizer.name not in transforms.CLASSICAL and not config.optimizer.meta_params and console:
     print(f"WARNING: {config.optimizer.name} without optimizer.meta_params uses an untrained (random) phi")
   t_start = time.time()
-  trainer, env, net, opt = build(config)
+  trainer, env, net, opt = build(config, gradient_probe)
   del env, opt
   logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
   logger = logging_lib.RunLogger(workdir)
@@ -161,7 +193,7 @@ def train(config, workdir, progress_fn=None, console=True):
   k = 1 if not config.iterations_per_call else int(config.iterations_per_call)
   timed_secs, timed_iters = 0.0, 0
   status, error = "finished", None
-  grad_writer = collect_lib.a2c_writer(config, net, workdir, labels)
+  grad_writer = None if gradient_probe is None else gradient_probe.open_writer(net, workdir, labels)
   try:
     while done_iters < iterations and len(diverged) < len(labels):
       k = min(k, iterations - done_iters)
@@ -278,7 +310,7 @@ def _finish(config, workdir, net, state, labels, runs, diverged, status, error, 
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {done_steps:,} of {total_steps:,}: {summary}"
   if config.plot and any(len(r[1]) for r in returns.values()):
-    from optim4rl_tf.eval import plots
+    from optim4rl_tf.utils import plots
     try:
       plots.plot_returns(returns, os.path.join(workdir, "returns.png"),
                          title=f"A2C {config.env.name}, {config.optimizer.name} "

@@ -24,9 +24,10 @@ readable prefix (``complete: false``).
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from optim4rl_tf.utils import workdir as workdir_lib
 
 FORMAT = "optim4rl_tf.gradients/1"
 INDEX = "index.json"
@@ -87,16 +88,7 @@ def make_grad_probe(param_names, param_shapes, every_nth):
 
 # ----- on-disk store -----------------------------------------------------------------------------------
 def _write_json_atomic(path, obj):
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  workdir_lib.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 class GradientWriter:
@@ -214,7 +206,38 @@ class GradientStore:
     return np.concatenate(parts, axis=0)
 
 
-# ----- hooks for the A2C run (optim4rl_tf.agents.a2c_train) --------------------------------------------
+# ----- the gradient probe of the A2C run (optim4rl_tf.agents.a2c_train.GradientProbe) ------------------
+class A2CGradientCollector:
+  """Gradient collection of an A2C run, as the :class:`optim4rl_tf.agents.a2c_train.GradientProbe` that the
+  caller passes to the trainer::
+
+    a2c_train.train(config, workdir, gradient_probe=collect.gradient_probe_for(config))
+
+  ``make_probe(net)`` -> (in-graph probe, num_coords) of :func:`a2c_probe`; ``open_writer(net, workdir,
+  labels)`` -> the :class:`GradientWriter` of :func:`a2c_writer` (``workdir/<collect.subdir>``). The
+  config's ``collect`` block is checked when the collector is made.
+  """
+
+  def __init__(self, config):
+    validate_collect(config)
+    if not collect_enabled(config):
+      raise ValueError("config.collect.enabled is False: there is no gradient to collect")
+    self.config = config
+
+  def make_probe(self, net):
+    return a2c_probe(self.config, net)
+
+  def open_writer(self, net, workdir, labels):
+    return a2c_writer(self.config, net, workdir, labels)
+
+
+def gradient_probe_for(config):
+  """The :class:`A2CGradientCollector` of an A2C config that asks for collection, else None (what a
+  launcher passes as ``gradient_probe``); ValueError for a bad ``collect`` block."""
+  validate_collect(config)
+  return A2CGradientCollector(config) if collect_enabled(config) else None
+
+
 def collect_enabled(config):
   """True when the A2C config asks for gradient collection (``config.collect.enabled``)."""
   return "collect" in config and bool(config.collect.enabled)

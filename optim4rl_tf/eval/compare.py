@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from optim4rl_tf.eval import plots  # noqa: E402
-from optim4rl_tf.eval import stats  # noqa: E402
+from optim4rl_tf.utils import plots  # noqa: E402
+from optim4rl_tf.utils import stats  # noqa: E402
 
 
 def load_runs(run_dirs):

@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 
-from optim4rl_tf.eval import stats
+from optim4rl_tf.utils import stats
 
 # Tasks the grid6 optimizer was meta-trained on, the two gridworlds it never saw, and Catch.
 GRID6_TASKS = ("small_dense_long", "small_dense_short", "big_sparse_short", "big_dense_short",

@@ -38,7 +38,6 @@ from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import meta_a2c_star
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import classical
-from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 

@@ -14,26 +14,17 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import tensorflow as tf
 
+from optim4rl_tf.utils import workdir as workdir_lib
+
 
 def write_json(path, obj):
-  """Writes ``obj`` as JSON atomically (temporary file + rename): a kill mid-write keeps the old file."""
-  text = json.dumps(obj, indent=2, sort_keys=True, default=str)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                             dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)                      # mkstemp makes it 0600
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes ``obj`` as JSON atomically (:func:`optim4rl_tf.utils.workdir.atomic_write`): a kill mid-write
+  keeps the old file."""
+  workdir_lib.atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def config_to_dict(config):

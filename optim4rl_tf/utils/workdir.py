@@ -149,7 +149,10 @@ def raise_if_different(workdir, old, config, ignore=()):
 
 
 def atomic_write(path, data):
-  """Writes ``data`` (bytes or str) to ``path`` via a same-folder temp file + ``os.replace``."""
+  """Writes ``data`` (bytes or str, str as UTF-8) to ``path`` via a same-folder temp file + ``os.replace``.
+
+  The file ends up mode 0644 (``mkstemp`` makes 0600). A kill or error mid-write keeps the old file and
+  leaves no temp file; an ``OSError`` (disk full) is re-raised with one line naming ``path``."""
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   if isinstance(data, str):
@@ -161,6 +164,7 @@ def atomic_write(path, data):
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     tmp = None
   except OSError as e:

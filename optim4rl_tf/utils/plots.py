@@ -1,4 +1,8 @@
-"""Learning-curve plots (matplotlib, Agg backend): mean over seeds with a 90% bootstrap CI band."""
+"""Learning-curve plots (matplotlib, Agg backend): mean over seeds with a 90% bootstrap CI band.
+
+Shared by the trainers (``returns.png`` of a run) and the reports (``eval/``), so it sits below both (see
+tests/test_layers.py).
+"""
 
 import csv
 import os
@@ -10,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from optim4rl_tf.eval import stats  # noqa: E402
+from optim4rl_tf.utils import stats  # noqa: E402
 
 
 def read_returns_csv(path):

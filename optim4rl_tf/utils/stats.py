@@ -4,6 +4,9 @@
   the paper reports its half-width (high - low) / 2 as "±".
 * :func:`final_performance` -- a run's final performance: the mean of its last 20 logged returns.
 * :func:`summarize_final` -- both together over runs.
+
+Shared by the trainers (``agents/*_train.py`` write the final performance into summary.json) and the
+reports (``eval/``), so it sits below both (see tests/test_layers.py).
 """
 
 from typing import NamedTuple, Sequence

@@ -50,6 +50,7 @@ def save(path, core, phi, extra_meta=None):
         info.external_attr = 0o644 << 16
         with zf.open(info, "w", force_zip64=True) as member:
           np.lib.format.write_array(member, np.asanyarray(members[key]), allow_pickle=False)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped or shared file must be readable
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

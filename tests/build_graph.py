@@ -4,7 +4,8 @@
 the imports disagree (a missing or stale dependency, an unlisted file), so BUILD cannot rot.
 
 Targets: a ``py_library`` per module of ``optim4rl_tf/`` and ``configs/`` (name: the path with ``/`` and
-``.py`` turned into ``_``), a ``py_binary`` per launcher in ``launch/``, a ``py_test`` per ``tests/test_*.py``
+``.py`` turned into ``_``), a ``py_binary`` per launcher in ``launch/`` and per script in ``examples/`` (named
+``examples_<script>``), a ``py_test`` per ``tests/test_*.py``
 and a ``py_library`` for ``tests/conftest.py`` carrying the golden data. Deps are every first-party module
 a file imports (function-level imports included) and the PyPI distribution of every third-party one.
 """
@@ -25,12 +26,12 @@ PYPI = {
     "mujoco": "mujoco", "flax": "flax", "optax": "optax", "tensorboard": "tensorboard",
     "tf_keras": "tf_keras",
 }
-FIRST_PARTY = ("optim4rl_tf", "launch", "conftest", "build_graph")
+FIRST_PARTY = ("optim4rl_tf", "launch", "examples", "conftest", "build_graph")
 
 
 def source_files():
   """Repository-relative paths of every Python file that BUILD must cover."""
-  patterns = ("optim4rl_tf/**/*.py", "configs/*.py", "launch/*.py", "tests/*.py")
+  patterns = ("optim4rl_tf/**/*.py", "configs/*.py", "launch/*.py", "examples/*.py", "tests/*.py")
   files = set()
   for pattern in patterns:
     for path in glob.glob(os.path.join(ROOT, pattern), recursive=True):
@@ -98,7 +99,7 @@ def expected_rules():
   modules = {module_of(f): f for f in files}
   rules = []
   for path in files:
-    if path.startswith("launch/"):
+    if path.startswith("launch/") or path.startswith("examples/"):
       kind = "py_binary"
     elif path.startswith("tests/test_"):
       kind = "py_test"

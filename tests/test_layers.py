@@ -18,8 +18,8 @@ Layers, lowest first. A module may import modules of its own layer or of a lower
      -- meta-training
   5  eval, analysis, benchmarks
      -- experiments and reports built on the layers below
-  6  launch
-     -- the launchers (top)
+  6  launch, examples
+     -- the launchers and the example scripts (top)
 
 So gradient collection (analysis) reaches the A2C trainer only as an object the caller passes in
 (``a2c_train.train(..., gradient_probe=...)``), and the trainers' statistics and plots live in utils.
@@ -43,7 +43,7 @@ LAYERS = (
     ("agents",),
     ("meta",),
     ("eval", "analysis", "benchmarks"),
-    ("launch",),
+    ("launch", "examples"),
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
@@ -93,8 +93,8 @@ def package_of(module):
   """The layer name of a module: 'optim4rl_tf.agents.a2c' -> 'agents', 'optim4rl_tf.configs.a2c' ->
   'configs', 'launch.train' -> 'launch', 'optim4rl_tf' -> '<root>', 'optim4rl_tf._version' -> '_version'."""
   parts = module.split(".")
-  if parts[0] == "launch":
-    return "launch"
+  if parts[0] in ("launch", "examples"):
+    return parts[0]
   return parts[1] if len(parts) > 1 else "<root>"
 
 

@@ -1,5 +1,8 @@
 """MetaA2C: one outer iteration of meta-training a learned optimizer on one task (docs/fidelity.md §5.1-§5.5).
 
+``MetaA2C(task)`` is the inner problem the meta-trainer runs (``problem.InnerProblem``); its methods are the
+functions of this module with the task bound.
+
 Every training unit is ONE environment with its own agent, its own optimizer hidden state and its own
 environment state; agent parameters and hidden states carry the unit axis U (shapes [U, ...]).
 
@@ -10,12 +13,13 @@ One outer iteration, top to bottom (``outer_iteration``):
      clip g_k elementwise, delta_k, h_{k+1} = core.update(phi, h_k, g_k, lr), theta_{k+1} = theta_k + delta_k;
   3. validation rollout with theta_M; meta-loss = mean over units of the same A2C loss;
      cotangent = d meta-loss / d theta_M (per unit: its own gradient / U);
-  4. meta-gradient (``meta_gradient``): g_k enters the optimizer under stop-gradient and the rollouts are
-     constants, so theta_M = theta_0 + sum_k delta_k(phi) depends on phi only through the optimizer's
-     deltas and hidden-state chain. The meta-gradient is therefore the vector-Jacobian product of
-     sum_k delta_k(phi) with that cotangent, recomputed ("replayed") from the stored (h_0, g_0..g_{M-1})
-     under a GradientTape, in chunks of units whose gradients are summed. Chunking changes only memory,
-     never the rollouts, so chunked and unchunked meta-gradients agree to float rounding.
+  4. meta-gradient (``meta_gradient``, i.e. ``estimators.replayed_vjp``): g_k enters the optimizer under
+     stop-gradient and the rollouts are constants, so theta_M = theta_0 + sum_k delta_k(phi) depends on
+     phi only through the optimizer's deltas and hidden-state chain. The meta-gradient is therefore the
+     vector-Jacobian product of sum_k delta_k(phi) with that cotangent, recomputed ("replayed") from the
+     stored (h_0, g_0..g_{M-1}) under a GradientTape, in chunks of units whose gradients are summed.
+     Chunking changes only memory, never the rollouts, so chunked and unchunked meta-gradients agree to
+     float rounding.
 
 Layout: the learned optimizer sees all agent parameters of all units as one coordinate matrix
 [U, P] (each unit's parameters flattened and concatenated); hidden states are kept feature-major,
@@ -29,8 +33,20 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from optim4rl_tf import envs
 from optim4rl_tf.agents import a2c
+from optim4rl_tf.agents import networks
+from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import pipeline
+
+# The flat [U, P] layout and the learned-optimizer step live with the estimator that replays them; these
+# names stay importable from here (MetaPPO and the tests use them).
+CHUNK_COORDS = estimators.CHUNK_COORDS
+PARALLEL = estimators.PARALLEL
+auto_chunk = estimators.auto_chunk
+flatten_units = estimators.flatten_units
+unflatten_units = estimators.unflatten_units
+optimizer_step = estimators.optimizer_step
 
 
 class Task(NamedTuple):
@@ -56,6 +72,38 @@ class UnitState(NamedTuple):
   env_state: Any    # env state, leading axis U
   obs: Any          # [U, 1, *obs_shape]
   ep_return: Any    # [U, 1] running return of each unit's unfinished episode
+
+
+def num_iterations(config):
+  """T = floor(train_steps / macro_step), macro_step = n * rollout_steps * (M + 1) (§5.8)."""
+  if config.num_iterations > 0:
+    return int(config.num_iterations)
+  macro = task_units(config, config.tasks[0]) * config.rollout_steps * (config.inner_updates + 1)
+  return int(config.train_steps // macro)
+
+
+def task_units(config, spec):
+  """A task's number of units (``config.num_units`` > 0 overrides every task's own)."""
+  return int(config.num_units) if config.get("num_units", 0) > 0 else int(spec.num_units)
+
+
+def build_tasks(config):
+  """Builds :class:`Task`s from the config's ``tasks`` list."""
+  hparams = a2c.A2CHParams(discount=config.discount, gae_lambda=config.gae_lambda,
+                           critic_weight=config.critic_weight, entropy_weight=config.entropy_weight)
+  tasks = []
+  for spec in config.tasks:
+    n = task_units(config, spec)
+    env = envs.make(spec.env_name, n, reward_scale=spec.reward_scale)
+    net = networks.make_network(spec.env_name, env.obs_shape, env.num_actions)
+    interval = config.reset_interval if config.pipeline else -1
+    tasks.append(Task(
+        name=spec.env_name, env=env, net=net, num_units=n,
+        learning_rate=float(spec.learning_rate), grad_clip=float(config.agent_grad_clip),
+        reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
+        reset_interval=int(interval), hparams=hparams, rollout_steps=config.rollout_steps,
+        inner_updates=config.inner_updates, chunk_size=config.chunk_size))
+  return tasks
 
 
 def fresh_units(task, core, key):
@@ -94,17 +142,6 @@ def iteration_metrics(task, params, meta_loss, loss_metrics, ret_sum, ret_count,
       "entropy": tf.reduce_mean(loss_metrics["entropy"]),
       "update_abs_mean": update_abs / (num_coords * task.inner_updates),
   }
-
-
-def flatten_units(tensors):
-  """List of [U, ...] -> [U, P] (each unit's tensors flattened and concatenated)."""
-  return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
-
-
-def unflatten_units(flat, like):
-  """[U, P] -> list shaped like ``like`` (inverse of ``flatten_units``)."""
-  sizes = [int(t.shape[1:].num_elements()) for t in like]
-  return [tf.reshape(x, tf.shape(t)) for x, t in zip(tf.split(flat, sizes, axis=1), like)]
 
 
 def inner_loop(task, core, phi, units, key):
@@ -147,107 +184,16 @@ def inner_loop(task, core, phi, units, key):
   return new_units, all_grads, cotangent, metrics, val_traj
 
 
-CHUNK_COORDS = 400_000
-# XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
-# of the units in the inner updates) are issued together so TensorFlow runs them on different cores.
-PARALLEL = 4
-
-
-def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
-  """The largest divisor of ``num_units`` whose chunk holds at most ``target / PARALLEL`` coordinates (at
-  least 1 unit): ``PARALLEL`` chunks run at once on different cores, so together they hold at most
-  ``target`` coordinates. Small chunks keep the replay's working set cache-friendly (measured faster per
-  coordinate on CPU than one big chunk) and bound the tapes' memory."""
-  best = 1
-  for c in range(1, num_units + 1):
-    if num_units % c == 0 and c * params_per_unit * PARALLEL <= target:
-      best = c
-  return best
-
-
 def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
-  """Sum over units of d(unit's meta-loss share)/d phi, replayed in chunks (step 4).
+  """Sum over units of d(unit's meta-loss share)/d phi, replayed in chunks (step 4;
+  ``estimators.replayed_vjp`` with the task's lr, units and chunk size).
 
   hidden0: tuple of [H, U, P] (hidden states at the start of the iteration); all_grads: list of M
   [U, P]; cotangent: [U, P]. Returns a dict like ``phi``.
   """
-  n = task.num_units
-  chunk = auto_chunk(n, task.net.num_params) if task.chunk_size <= 0 else min(task.chunk_size, n)
-  if n % chunk:
-    raise ValueError(f"{task.name}: chunk_size={chunk} must divide the number of units {n}")
-  num_chunks = n // chunk
-  keys = sorted(phi)
-  phi_list = [phi[k] for k in keys]
-
-  replay = _replay_vjp(core)
-
-  def chunk_grad(c):
-    start = c * chunk
-    h0 = tuple(h[:, start:start + chunk] for h in hidden0)
-    gs = [g[start:start + chunk] for g in all_grads]
-    return replay(phi_list, h0, gs, cotangent[start:start + chunk], task.learning_rate)
-
-  if num_chunks == 1:
-    grads = chunk_grad(0)
-  else:
-    def body(c, acc):
-      return c + 1, [a + g for a, g in zip(acc, chunk_grad(c))]
-    _, grads = tf.while_loop(lambda c, _: c < num_chunks, body,
-                             (tf.constant(0), [tf.zeros_like(p) for p in phi_list]),
-                             parallel_iterations=PARALLEL)
-  return dict(zip(keys, grads))
-
-
-_COMPILED = {}
-
-
-def optimizer_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
-  """One learned-optimizer update of all units: hidden tuple of [H, U, P], flat_grads [U, P] ->
-  (delta [U, P], new hidden). The units are cut into ``parts`` (default ``PARALLEL``) groups, each one
-  XLA-compiled call, so the groups run on different cores; the numbers are those of one call."""
-  step = _compiled_step(core)
-  n = int(flat_grads.shape[0])
-  parts = min(n, PARALLEL if parts is None else parts)
-  if parts <= 1:
-    return step(phi, hidden, flat_grads, learning_rate)
-  sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
-  grads = tf.split(flat_grads, sizes, axis=0)
-  states = [tf.split(h, sizes, axis=1) for h in hidden]
-  outs = [step(phi, tuple(s[i] for s in states), grads[i], learning_rate) for i in range(parts)]
-  delta = tf.concat([o[0] for o in outs], axis=0)
-  new_hidden = tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(hidden)))
-  return delta, new_hidden
-
-
-def _compiled_step(core):
-  """XLA-compiled ``core.update_feature_major`` (forward only)."""
-  key = ("step", core.name, core.mlp_dims, core.hidden_size)
-  if key not in _COMPILED:
-    _COMPILED[key] = tf.function(core.update_feature_major, jit_compile=True)
-  return _COMPILED[key]
-
-
-def _replay_vjp(core):
-  """XLA-compiled replay of the M updates of one chunk and its vector-Jacobian product w.r.t. phi.
-
-  (phi_list, h0 tuple of [H, C, P], grads list of M [C, P], cotangent [C, P], lr) -> list like
-  phi_list. Compiling forward and backward
-  together lets XLA fuse the GRU/MLP elementwise work of both passes (about 3x faster on CPU).
-  """
-  key = ("replay", core.name, core.mlp_dims, core.hidden_size)
-  if key not in _COMPILED:
-    def replay(phi_list, h0, grads, cotangent, lr):
-      keys = sorted(core.meta_param_shapes())
-      with tf.GradientTape() as tape:
-        tape.watch(phi_list)
-        local = dict(zip(keys, phi_list))
-        hidden, total = h0, 0.0
-        for g_k in grads:
-          delta, hidden = core.update_feature_major(local, hidden, g_k, lr)
-          total += delta
-      return tape.gradient(total, phi_list, output_gradients=cotangent)
-    _COMPILED[key] = tf.function(replay, jit_compile=True)
-  return _COMPILED[key]
+  return estimators.replayed_vjp(core, phi, hidden0, all_grads, cotangent, task.learning_rate,
+                                 chunk_size=task.chunk_size, num_units=task.num_units,
+                                 params_per_unit=task.net.num_params, name=task.name)
 
 
 def outer_iteration(task, core, phi, units, iteration, key):
@@ -257,3 +203,20 @@ def outer_iteration(task, core, phi, units, iteration, key):
   new_units, all_grads, cotangent, metrics, _ = inner_loop(task, core, phi, units, keys[1])
   grads = meta_gradient(task, core, phi, units.hidden, all_grads, cotangent)
   return new_units, grads, metrics
+
+
+class MetaA2C:
+  """MetaA2C on one task as a ``problem.InnerProblem`` (Optim4RL, LinearOptim, L2LGD²: the replayed VJP)."""
+
+  def __init__(self, task):
+    self.task = task
+    self.name = task.name
+
+  def fresh_units(self, core, key):
+    return fresh_units(self.task, core, key)
+
+  def reset_units(self, core, units, iteration, key):
+    return reset_units(self.task, core, units, iteration, key)
+
+  def outer_iteration(self, core, phi, units, iteration, key):
+    return outer_iteration(self.task, core, phi, units, iteration, key)

@@ -2,8 +2,10 @@
 
   trainer = MetaTrainer(config, workdir)     # builds tasks, restores the latest checkpoint if any
   phi = trainer.train(progress_fn)           # runs to config.num_iterations; returns phi (dict of arrays)
+  # inner problems of your own (problem.InnerProblem), config with the fields of ``trainer_config``:
+  trainer = MetaTrainer(trainer_config(num_iterations=10), workdir, problems=[...], core=core, phi=phi0)
 
-Per outer iteration: every task runs ``meta_a2c.outer_iteration`` with the same phi; the per-task
+Per outer iteration: every task (inner problem) runs its ``outer_iteration`` with the same phi; the per-task
 meta-gradients (means over units) are optionally normalised to ``max_norm`` (per task, §5.4 item 2), averaged
 over tasks, clipped (elementwise ``meta_grad_clip`` or global-norm ``meta_grad_norm``) and applied with
 Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite or absurd (|x| > ``pipeline.ABSURD``)
@@ -31,12 +33,10 @@ import signal
 import numpy as np
 import tensorflow as tf
 
-from optim4rl_tf import envs
-from optim4rl_tf.agents import a2c
-from optim4rl_tf.agents import networks
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import meta_a2c_star
 from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
@@ -120,45 +120,47 @@ def global_norm(tensors):
   return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-def num_iterations(config):
-  """T = floor(train_steps / macro_step), macro_step = n * rollout_steps * (M + 1) (§5.8)."""
-  if config.num_iterations > 0:
-    return int(config.num_iterations)
-  macro = task_units(config, config.tasks[0]) * config.rollout_steps * (config.inner_updates + 1)
-  return int(config.train_steps // macro)
+# Building MetaA2C tasks from a config lives with MetaA2C; these names stay importable from here.
+num_iterations = meta_a2c.num_iterations
+task_units = meta_a2c.task_units
+build_tasks = meta_a2c.build_tasks
 
 
-def task_units(config, spec):
-  """A task's number of units (``config.num_units`` > 0 overrides every task's own)."""
-  return int(config.num_units) if config.get("num_units", 0) > 0 else int(spec.num_units)
-
-
-def build_tasks(config):
-  """Builds :class:`meta_a2c.Task`s from the config's ``tasks`` list."""
-  hparams = a2c.A2CHParams(discount=config.discount, gae_lambda=config.gae_lambda,
-                           critic_weight=config.critic_weight, entropy_weight=config.entropy_weight)
-  tasks = []
-  for spec in config.tasks:
-    n = task_units(config, spec)
-    env = envs.make(spec.env_name, n, reward_scale=spec.reward_scale)
-    net = networks.make_network(spec.env_name, env.obs_shape, env.num_actions)
-    interval = config.reset_interval if config.pipeline else -1
-    tasks.append(meta_a2c.Task(
-        name=spec.env_name, env=env, net=net, num_units=n,
-        learning_rate=float(spec.learning_rate), grad_clip=float(config.agent_grad_clip),
-        reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
-        reset_interval=int(interval), hparams=hparams, rollout_steps=config.rollout_steps,
-        inner_updates=config.inner_updates, chunk_size=config.chunk_size))
-  return tasks
+def trainer_config(**fields):
+  """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py), for inner
+  problems passed to it directly; ``fields`` override them (num_iterations must be set)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  c = ml_collections.ConfigDict(dict(seed=0, num_iterations=0, meta_lr=1e-3, meta_grad_clip=-1.0,
+                                     meta_grad_norm=0.5, max_norm=-1.0, checkpoint_every=10,
+                                     max_nonfinite=5, nonfinite="skip"))
+  c.update(fields)
+  return c
 
 
 class MetaTrainer:
-  """Owns the variables, the compiled outer step and the checkpoint manager of one run."""
+  """Owns the variables, the compiled outer step and the checkpoint manager of one run.
 
-  def __init__(self, config, workdir=None):
+  Without ``problems`` it builds the run from a MetaA2C config (``_build``; MetaPPO overrides it). With
+  ``problems`` (objects implementing ``problem.InnerProblem``), ``core`` (the learned optimizer's core) and
+  ``phi`` (its initial meta-parameters, a dict of arrays), ``config`` needs only the fields of
+  :func:`trainer_config` and runs ``config.num_iterations`` outer iterations.
+  """
+
+  def __init__(self, config, workdir=None, problems=None, core=None, phi=None):
     self.config = config
     self.workdir = workdir
-    self.algorithm, self.core, phi0, self.tasks, self.total_iterations = self._build(config)
+    if problems is None:
+      self.algorithm, self.core, phi0, tasks, self.total_iterations = self._build(config)
+      self.problems = problem_lib.as_problems(self.algorithm, tasks)
+    else:
+      if core is None or phi is None:
+        raise ValueError("MetaTrainer(problems=...) needs the learned optimizer's core and initial phi")
+      if int(config.num_iterations) < 1:
+        raise ValueError(f"num_iterations must be a positive integer, got {config.num_iterations!r}")
+      self.algorithm, self.core, phi0 = None, core, phi
+      self.problems, self.total_iterations = problem_lib.as_problems(None, problems), int(config.num_iterations)
+    # A MetaA2C/MetaPPO task, or the problem itself when it has none.
+    self.tasks = [getattr(p, "task", p) for p in self.problems]
     self.keys = sorted(phi0)
     for k in self.keys:
       if not np.all(np.abs(np.asarray(phi0[k])) <= pipeline.ABSURD):
@@ -168,8 +170,8 @@ class MetaTrainer:
     self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
     base = tf.constant([config.seed, 0x5eed], tf.int32)
     self.base_key = base
-    self.units = [VarTree(self.algorithm.fresh_units(t, self.core, tf.random.experimental.stateless_fold_in(
-        base, 1000 + i)), f"units{i}") for i, t in enumerate(self.tasks)]
+    self.units = [VarTree(p.fresh_units(self.core, tf.random.experimental.stateless_fold_in(
+        base, 1000 + i)), f"units{i}") for i, p in enumerate(self.problems)]
     self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
     self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
     self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, name="skipped_in_a_row")
@@ -191,16 +193,18 @@ class MetaTrainer:
     self._saved_iteration = int(self.iteration.numpy())
 
   def _build(self, config):
-    """(algorithm module, core, initial phi, tasks, total iterations). Subclasses (MetaPPO) override it;
-    everything else (variables, checkpoints, the outer step) is shared."""
+    """(algorithm, core, initial phi, tasks, total iterations); ``algorithm`` is what
+    ``problem.as_problems`` turns into one inner problem per task: a problem class (MetaA2C) or a module of
+    functions (MetaPPO). Subclasses (MetaPPO) override it; everything else (variables, checkpoints, the
+    outer step) is shared."""
     is_star = config.optimizer.name == "star"
     # STAR (MetaA2Cstar) needs second-order meta-gradients: its own outer iteration (meta_a2c_star).
-    algorithm = meta_a2c_star if is_star else meta_a2c
+    algorithm = meta_a2c_star.MetaA2Cstar if is_star else meta_a2c.MetaA2C
     core, phi0 = meta_params_lib.resolve(
         config.optimizer.name, config.optimizer.init_meta_params or None,
         mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
         hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
-    return algorithm, core, phi0, build_tasks(config), num_iterations(config)
+    return algorithm, core, phi0, meta_a2c.build_tasks(config), meta_a2c.num_iterations(config)
 
   # -------------------------------------------------------------------------------------------------
 
@@ -232,21 +236,21 @@ class MetaTrainer:
     key = tf.random.experimental.stateless_fold_in(self.base_key, tf.cast(t, tf.int32))
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
     task_grads, new_units, metrics = [], [], {}
-    for i, (task, units) in enumerate(zip(self.tasks, self.units)):
-      units_new, grads, m = self.algorithm.outer_iteration(
-          task, self.core, phi, units.read(), t, tf.random.experimental.stateless_fold_in(key, i))
+    for i, (problem, units) in enumerate(zip(self.problems, self.units)):
+      units_new, grads, m = problem.outer_iteration(
+          self.core, phi, units.read(), t, tf.random.experimental.stateless_fold_in(key, i))
       task_grads.append(grads)
       new_units.append(units_new)
-      metrics.update({f"{task.name}/{k}": v for k, v in m.items()})
+      metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
     grads, grad_norm = self._combine(task_grads)
     adam_out = [classical.adam_update(s, g, self.config.meta_lr)
                 for s, g in zip(self.adam.read(), grads)]
     new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
     # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
     # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
-    checks = [_all_finite(grads), pipeline.all_sane(new_phi), pipeline.all_sane([u.params for u in new_units])]
-    checks += [metrics[f"{task.name}/params_ok"] > 0 for task in self.tasks
-               if f"{task.name}/params_ok" in metrics]
+    checks = [_all_finite(grads), pipeline.all_sane(new_phi),
+              pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])]
+    checks += [metrics[f"{p.name}/params_ok"] > 0 for p in self.problems if f"{p.name}/params_ok" in metrics]
     finite = tf.reduce_all(tf.stack(checks))
 
     def apply():

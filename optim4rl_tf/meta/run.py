@@ -145,6 +145,9 @@ def _upgrade_old_config(old):
     for t in old["tasks"]:
       if isinstance(t, dict) and isinstance(units, int) and units > 0:
         t["num_units"] = units
+  for key, value in LEGACY_DEFAULTS.items():  # recorded at the legacy value by a version that had the field
+    if old.get(key, value) == value:
+      old = {k: v for k, v in old.items() if k != key}
   return old
 
 

@@ -1,26 +1,27 @@
-"""PPO on Brax configs (notes §7.2): the official baselines, laptop-sized CPU variants and a cheap test task.
+"""PPO on Brax configs (docs/fidelity.md §7.2): the official baselines, laptop-sized CPU variants and a cheap test task.
 
   python launch/train.py --config=configs/ppo.py:ant_cpu --workdir=runs/ppo_ant_cpu
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=rmsprop --workdir=runs/ppo_ant
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=optim4rl \
-      --config.optimizer.meta_params=runs/meta/meta_params.npz --workdir=runs/lopt_rl_ant     # notes §10
+      --config.optimizer.meta_params=runs/meta/meta_params.npz --workdir=runs/lopt_rl_ant     # docs/fidelity.md §10
 
 Variants:
-  * ant, humanoid, inverted_double_pendulum, walker2d -- every number of notes §7.2 (the official
+  * ant, humanoid, inverted_double_pendulum, walker2d -- every number of docs/fidelity.md §7.2 (the official
     ``ppo_*.json`` baselines; the ``lopt_*`` tests use the same settings with a learned optimizer).
     These are GPU-sized (2048-4096 envs, 2e7-1e8 steps): days on a CPU.
   * ant_cpu, humanoid_cpu, inverted_double_pendulum_cpu, walker2d_cpu -- the same agent, losses, networks
     and hyper-parameters, with 256 envs, minibatches of 256 trajectories, 8 minibatches, 16 evaluation
     envs and 1e6-3e6 env steps: tens of minutes on a 2-core laptop.
   * inverted_pendulum -- the cheap task of the tests (learns within ~1e5 env steps, a couple of minutes).
-  * meta_ant, meta_humanoid -- MetaPPO (notes §7.5, agent 'meta_ppo'): meta-training a learned optimizer
+  * meta_ant, meta_humanoid -- MetaPPO (docs/fidelity.md §7.5, agent 'meta_ppo'): meta-training a learned optimizer
     (``optimizer.name``: optim4rl, linear_optim, l2lgd2, or star = MetaPPOstar with second-order
     meta-gradients); meta_ant_nopipe, meta_humanoid_nopipe: the same without pipeline training (Table 1).
     Both through PPO inner updates, with the official reduced settings (2048 envs, batch 1024,
     8 minibatches, unroll 5, 4 epochs, value (64,)x5, M = 4, 610 outer iterations);
     meta_inverted_pendulum: a tiny CPU smoke run.
-    The meta-gradient keeps only the value and entropy paths (the simulator is not differentiable through
-    the bridge; see optim4rl_tf/meta/meta_ppo.py).
+    The meta-gradient runs through the simulator, the env state and the normaliser as the official
+    jax.grad does (``meta_grad_through_env=True``); ``--config.meta_grad_through_env=False`` keeps only
+    the value and entropy paths (a cheaper approximation; see optim4rl_tf/meta/meta_ppo_grad.py).
 
     python launch/train.py --config=configs/ppo.py:meta_ant --config.reset_interval=128 \
         --config.meta_lr=1e-4 --workdir=runs/meta_rl_ant          # writes runs/meta_rl_ant/phi.npz
@@ -37,7 +38,7 @@ CPU = tuple(f"{t}_cpu" for t in FULL)
 META = ("meta_ant", "meta_humanoid", "meta_inverted_pendulum", "meta_ant_nopipe", "meta_humanoid_nopipe")
 VARIANTS = FULL + CPU + ("inverted_pendulum",) + META
 
-# Notes §7.2, one row per parameter.
+# docs/fidelity.md §7.2, one row per parameter.
 _TABLE = dict(
     ant=dict(train_steps=1e8, reward_scaling=10.0, num_envs=4096, batch_size=2048, unroll_length=5,
              update_epochs=4, entropy_cost=1e-2, discount=0.97, learning_rate=3e-4, num_evals=10),
@@ -67,7 +68,7 @@ def get_config(variant="ant_cpu"):
       num_envs=row["num_envs"],          # environments PER SEED
       episode_length=1000,
       action_repeat=1,
-      backend="spring",                  # the official code's Brax backend (notes §12 item 9)
+      backend="spring",                  # the official code's Brax backend (docs/fidelity.md §7.1)
       bridge="graph",                    # graph | numpy (see the module docstring)
   ))
   c.train_steps = row["train_steps"]     # env steps per seed (float field so 1e8 parses)
@@ -85,8 +86,8 @@ def get_config(variant="ant_cpu"):
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam",                       # adam | rmsprop | optim4rl | linear_optim | l2lgd2
       learning_rate=row["learning_rate"],
-      grad_clip=1.0,                     # elementwise, before the optimizer (notes §7.2, §12 item 9)
-      meta_params="",                    # learned optimizers: .npz of meta-parameters (notes §10)
+      grad_clip=1.0,                     # elementwise, before the optimizer (docs/fidelity.md §7.2)
+      meta_params="",                    # learned optimizers: .npz of meta-parameters (docs/fidelity.md §10)
   ))
   c.network = ml_collections.ConfigDict(dict(policy_hidden=(32,) * 4, value_hidden=(256,) * 5))
   c.num_evals = row["num_evals"]         # evaluations after training epochs (plus one at step 0)
@@ -127,7 +128,7 @@ def get_config(variant="ant_cpu"):
 
 
 def _meta_config(variant):
-  """MetaPPO (notes §7.5 table)."""
+  """MetaPPO (docs/fidelity.md §7.5)."""
   pipeline = not variant.endswith("_nopipe")
   task = variant[len("meta_"):].replace("_nopipe", "")
   c = ml_collections.ConfigDict()
@@ -162,9 +163,14 @@ def _meta_config(variant):
   c.max_norm = -1.0
   c.train_steps = 1e8
   c.num_iterations = 0               # 0: floor(train_steps / (batch * unroll * minibatches * M)) = 610
-  c.chunk_size = 0
+  c.chunk_size = 0                   # approximation only: units per meta-gradient replay chunk (0: auto)
+  # True (default): the official meta-gradient, through the reparameterised actions, the differentiable
+  # Brax step, the env state and the normaliser (docs/fidelity.md §7.5). False: a cheaper APPROXIMATION
+  # with rollout data held constant (only theta_M's direct value and entropy paths).
+  c.meta_grad_through_env = True
   c.checkpoint_every = 10
   c.max_nonfinite = 5
+  c.nonfinite = "skip"               # "stop": end at the first non-finite phi, as the official MetaPPO (§5.4)
   c.sweep = ml_collections.ConfigDict(dict(reset_interval=[32, 64, 128, 256, 512],
                                            meta_lr=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
                                            meta_grad=["grad_norm_0.5", "grad_clip_1.0"]))

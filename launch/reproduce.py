@@ -4,7 +4,7 @@
   python launch/reproduce.py --experiment=figure3_catch --workdir=runs/fig3_catch_small \
       --meta_iterations=10 --test_steps=1e5 --num_seeds=3                                      # reduced
 
-Experiments (notes §9, §10):
+Experiments (docs/fidelity.md §9.1, §10):
   figure3_catch  Optim4RL, LinearOptim, L2LGD², STAR meta-trained on Catch; tested with A2C vs Adam, RMSProp
   figure3_bdl    the same on big_dense_long
   table1_sdl     Optim4RL on small_dense_long with and without pipeline training (Table 1)
@@ -22,7 +22,14 @@ Each meta-training run uses the paper's setting of configs/meta_a2c.py (one conf
 sweep, or --config-style overrides below); each test run trains A2C with the fixed phi for --num_seeds seeds
 in one graph. Re-running with the same --workdir skips finished runs. The report (report.md + PNG) is written
 by optim4rl_tf.eval.report, with the paper's numbers beside ours where the paper gives them.
+
+Divergence (--nonfinite, docs/fidelity.md §5.4): where the paper reports failure rates (App. E: STAR diverges
+in most Brax settings), meta-training runs as the official code does, config ``nonfinite="stop"``: the first
+non-finite or absurd meta-gradient/phi ends the run with no learned optimizer (summary.json ``diverged``);
+it is not tested, and the report counts the diverged runs. ``auto`` (default) does so for STAR and for every
+meta-training of a Brax experiment; the other runs keep the guard's default ("skip": skip and count).
 """
+import json
 import os
 import sys
 
@@ -50,6 +57,8 @@ PPO_EXPERIMENTS = {
                        False, "table1") for t in ("ant", "humanoid")},
 }
 FIGURE4_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
+# The agent lr of the grid6 Optim4RL's Brax tests (official lopt_rl_grid_{ant,humanoid,pendulum,walker2d}).
+FIGURE4_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walker2d=3e-5)
 ALL_EXPERIMENTS = list(EXPERIMENTS) + list(PPO_EXPERIMENTS) + ["figure4"]
 
 flags.DEFINE_enum("experiment", "figure3_catch", ALL_EXPERIMENTS, "What to reproduce.")
@@ -62,6 +71,9 @@ flags.DEFINE_integer("num_seeds", 10, "Seeds per test run.")
 flags.DEFINE_list("only", [], "Run only these labels (e.g. Optim4RL,Adam).")
 flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_bool("ppo_cpu", False, "Brax experiments at laptop size (*_cpu PPO tests, 256-env MetaPPO).")
+flags.DEFINE_enum("nonfinite", "auto", ("auto", "stop", "skip"),
+                  "Meta-training divergence policy: stop at the first non-finite phi (official), skip "
+                  "(project default), auto (stop for STAR and Brax experiments, skip otherwise).")
 FLAGS = flags.FLAGS
 
 
@@ -69,15 +81,24 @@ class Budget:
   """Budget overrides (0 = the paper's value)."""
 
   def __init__(self, meta_iterations=0, meta_units=0, meta_lr=0.0, test_steps=0.0, num_seeds=10, only=(),
-               seed=0, ppo_cpu=False):
+               seed=0, ppo_cpu=False, nonfinite="auto"):
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
-    self.ppo_cpu = ppo_cpu
+    self.ppo_cpu, self.nonfinite = ppo_cpu, nonfinite
 
 
-def _meta_budget(config, optimizer, budget):
-  """Sets the optimizer and the meta-training budget overrides on a meta-training config."""
+def nonfinite_policy(optimizer, brax, budget):
+  """"stop" (official: the first non-finite phi ends the run) or "skip" for one meta-training run."""
+  if budget.nonfinite != "auto":
+    return budget.nonfinite
+  return "stop" if optimizer == "star" or brax else "skip"
+
+
+def _meta_budget(config, optimizer, budget, brax=False):
+  """Sets the optimizer, the divergence policy and the meta-training budget overrides on a meta-training
+  config (``brax``: a meta-training run of a Brax experiment)."""
   config.optimizer.name = optimizer
+  config.nonfinite = nonfinite_policy(optimizer, brax, budget)
   config.seed = budget.seed
   config.num_iterations = budget.meta_iterations
   if budget.meta_units:
@@ -104,18 +125,39 @@ def _done(workdir):
   return os.path.exists(os.path.join(workdir, "summary.json"))
 
 
-def meta_train(variant, optimizer, workdir, budget):
-  """MetaA2C (MetaA2Cstar for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz."""
+def _summary(workdir):
+  try:
+    with open(os.path.join(workdir, "summary.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _meta_run(train_fn, config, workdir):
+  """Runs (or finds finished) one meta-training; returns the path of phi.npz, or None when it diverged
+  (``nonfinite="stop"``: no learned optimizer, recorded in its summary.json)."""
+  from optim4rl_tf.meta import trainer as trainer_lib
+  if not _done(workdir):
+    try:
+      train_fn(config, workdir)
+    except trainer_lib.Diverged as e:
+      print(f"[reproduce] {e}", flush=True)
+  if _summary(workdir).get("diverged"):
+    return None
+  return os.path.join(workdir, "phi.npz")
+
+
+def meta_train(variant, optimizer, workdir, budget, brax=False):
+  """MetaA2C (MetaA2Cstar for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz
+  (None: the run diverged)."""
   from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.meta import run
-  config = _meta_budget(meta_a2c.get_config(variant), optimizer, budget)
-  if _done(workdir):
-    return os.path.join(workdir, "phi.npz")
-  return run.meta_train(config, workdir)["phi_path"]
+  config = _meta_budget(meta_a2c.get_config(variant), optimizer, budget, brax=brax)
+  return _meta_run(run.meta_train, config, workdir)
 
 
 def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
-  """An A2C test run (notes §10) of ``optimizer`` on ``task``."""
+  """An A2C test run (docs/fidelity.md §10) of ``optimizer`` on ``task``."""
   from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.agents import a2c_train
   if _done(workdir):
@@ -126,20 +168,19 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
 
 
 def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
-  """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz."""
+  """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz (None: the
+  run diverged)."""
   from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.meta import meta_ppo
-  config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget)
+  config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget, brax=True)
   config.pipeline = pipeline
   if budget.ppo_cpu:
     config.env.num_envs, config.batch_size = 256 * config.num_units, 256
-  if _done(workdir):
-    return os.path.join(workdir, "phi.npz")
-  return meta_ppo.meta_train(config, workdir)["phi_path"]
+  return _meta_run(meta_ppo.meta_train, config, workdir)
 
 
 def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):
-  """A PPO test run (notes §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
+  """A PPO test run (docs/fidelity.md §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
   from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.agents import ppo_train
   if _done(workdir):
@@ -165,33 +206,76 @@ def reproduce_ppo(experiment, root, budget):
   wanted = lambda label: not budget.only or label in budget.only
   out = os.path.join(root, "report")
   if experiment == "figure4":
-    phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (notes §9)
-        "grid6", "optim4rl", os.path.join(root, "meta_optim4rl_grid6"), budget) if wanted("Optim4RL") else None
+    meta_runs = [("Optim4RL", os.path.join(root, "meta_optim4rl_grid6"))] if wanted("Optim4RL") else []
+    phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (docs/fidelity.md §9.1)
+        "grid6", "optim4rl", meta_runs[0][1], budget, brax=True) if meta_runs else None
     panels = []
     for task in FIGURE4_TASKS:
       sources = []
       if phi:
         test_dir = os.path.join(root, f"test_optim4rl_grid6_{task}")
-        test_run_ppo(task, "optim4rl", phi, 3e-4, test_dir, budget)
+        test_run_ppo(task, "optim4rl", phi, FIGURE4_LR[task], test_dir, budget)
         sources.append(("Optim4RL", test_dir))
       panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
-    return report.write_report(out, panels=panels, title=f"Reproduction: {experiment}")
+    return add_divergence(report.write_report(out, panels=panels, title=f"Reproduction: {experiment}"),
+                          meta_runs)
   task, learned, baselines, kind = PPO_EXPERIMENTS[experiment]
-  sources = []
+  sources, meta_runs = [], []
   for label, optimizer, variant, pipeline in learned:
     if not wanted(label):
       continue
-    lr = ppo_configs.get_config(variant).learning_rate   # the agent lr of meta-training (notes §10)
+    lr = ppo_configs.get_config(variant).learning_rate   # the agent lr of meta-training (docs/fidelity.md §10)
     safe = f"{optimizer}_{variant}" + ("" if pipeline else "_nopipe")
-    phi = meta_train_ppo(variant, optimizer, pipeline, os.path.join(root, f"meta_{safe}"), budget)
+    meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
+    phi = meta_train_ppo(variant, optimizer, pipeline, meta_runs[-1][1], budget)
+    if phi is None:            # diverged: no learned optimizer to test (counted in the report)
+      continue
     test_dir = os.path.join(root, f"test_{safe}")
     test_run_ppo(task, optimizer, phi, lr, test_dir, budget)
     sources.append((label, test_dir))
   if baselines:
     sources += _ppo_baselines(task, root, budget, wanted)
+  return add_divergence(_write(report, out, experiment, task, kind, sources), meta_runs)
+
+
+def _write(report, out, experiment, task, kind, sources):
   if kind == "panel":
     return report.write_report(out, panels=[("figure3", task, sources)], title=f"Reproduction: {experiment}")
   return report.write_report(out, table1=[(task, dict(sources))], title=f"Reproduction: {experiment}")
+
+
+def add_divergence(md_path, meta_runs):
+  """Adds the meta-training outcomes of ``meta_runs`` [(label, workdir)] to report.md and report.json:
+  how many diverged (``nonfinite="stop"``, no learned optimizer, not tested), and where."""
+  if not meta_runs or not os.path.isfile(md_path):
+    return md_path
+  rows, diverged = [], 0
+  for label, workdir in meta_runs:
+    s = _summary(workdir)
+    if s.get("diverged"):
+      diverged += 1
+      outcome = f"diverged at outer iteration {s.get('diverged_at')}: no learned optimizer, not tested"
+    else:
+      outcome = f"finished, {s.get('iterations', '?')} outer iterations ({s.get('skipped', 0)} skipped)"
+    rows.append(dict(label=label, workdir=os.path.basename(workdir), nonfinite=s.get("nonfinite", "skip"),
+                     diverged=bool(s.get("diverged")), diverged_at=s.get("diverged_at"), outcome=outcome))
+  lines = ["", "### Meta-training divergence", "",
+           f"**{diverged} of {len(rows)} meta-training runs diverged.** With `nonfinite=stop` (the official "
+           "MetaPPO) the first non-finite or absurd meta-gradient/phi ends a run with no learned optimizer; the "
+           "paper reports STAR diverging in most Brax settings (App. E).", "",
+           "| optimizer | meta-training workdir | nonfinite | outcome |", "|---|---|---|---|"]
+  lines += [f"| {r['label']} | {r['workdir']} | {r['nonfinite']} | {r['outcome']} |" for r in rows]
+  with open(md_path, "a") as f:
+    f.write("\n".join(lines) + "\n")
+  json_path = os.path.join(os.path.dirname(md_path), "report.json")
+  data = {}
+  if os.path.exists(json_path):
+    with open(json_path) as f:
+      data = json.load(f)
+  data["meta_training"] = dict(runs=len(rows), diverged=diverged, details=rows)
+  with open(json_path, "w") as f:
+    json.dump(data, f, indent=2, default=str)
+  return md_path
 
 
 def reproduce(experiment, root, budget=None):
@@ -203,13 +287,16 @@ def reproduce(experiment, root, budget=None):
   from optim4rl_tf.eval import report
   task, learned, baselines, kind = EXPERIMENTS[experiment]
   wanted = lambda label: not budget.only or label in budget.only
-  sources = []
+  sources, meta_runs = [], []
   for label, optimizer, variant in learned:
     if not wanted(label):
       continue
     lr = meta_a2c.get_config(variant).tasks[0].learning_rate  # the agent lr of meta-training (§10)
     safe = f"{optimizer}_{variant}"
-    phi = meta_train(variant, optimizer, os.path.join(root, f"meta_{safe}"), budget)
+    meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
+    phi = meta_train(variant, optimizer, meta_runs[-1][1], budget)
+    if phi is None:            # diverged: no learned optimizer to test (counted in the report)
+      continue
     test_dir = os.path.join(root, f"test_{safe}")
     test_run(task, optimizer, phi, lr, test_dir, budget)
     sources.append((label, test_dir))
@@ -219,10 +306,8 @@ def reproduce(experiment, root, budget=None):
         test_dir = os.path.join(root, f"test_{optimizer}")
         test_run(task, optimizer, None, None, test_dir, budget)
         sources.append((label, test_dir))
-  out = os.path.join(root, "report")
-  if kind == "panel":
-    return report.write_report(out, panels=[("figure3", task, sources)], title=f"Reproduction: {experiment}")
-  return report.write_report(out, table1=[(task, dict(sources))], title=f"Reproduction: {experiment}")
+  return add_divergence(_write(report, os.path.join(root, "report"), experiment, task, kind, sources),
+                        meta_runs)
 
 
 def main(argv):
@@ -231,7 +316,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
-                  FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu)
+                  FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite)
   path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
   print(open(path).read())
   print(f"report: {path}")

@@ -244,6 +244,7 @@ def test_too_many_consecutive_nans_stop_the_run_keeping_the_last_good_checkpoint
   assert int(good.iteration.numpy()) == 1
 
 
+@pytest.mark.slow(12)
 def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
   config = tiny_config(num_units=2, iterations=4)
   straight = trainer_lib.MetaTrainer(config, str(tmp_path / "a"))
@@ -261,7 +262,7 @@ def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(got[k], expected[k])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path):
   """A real process killed with SIGKILL right after its second checkpoint, then started again (the
   restart runs launch/meta_train.py in this process: it only has to read what the killed one left)."""
@@ -296,6 +297,7 @@ def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path
       np.testing.assert_array_equal(got[k], expected[k])
 
 
+@pytest.mark.slow(10)
 def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_path):
   """MetaA2Cstar: phi moves, STAR's per-unit iteration counters restart on a pipeline reset."""
   config = tiny_config(num_units=4, iterations=2)
@@ -312,7 +314,7 @@ def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_pat
   assert os.path.exists(os.path.join(str(tmp_path / "star"), "phi.npz"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
   """20 outer iterations with 16 units (head-free Optim4RL) already speed up A2C on Catch.
 
@@ -345,6 +347,7 @@ def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
   assert finals["learned"] > finals["init"] + 0.07, finals
 
 
+@pytest.mark.slow(14)
 def test_multi_task_meta_training_normalises_each_task_then_averages():
   config = meta_configs.get_config("grid6")
   config.tasks = config.tasks[:1] + config.tasks[-1:]      # small_dense_long (x1000 rewards) and bdl

@@ -43,7 +43,7 @@ def tiny_config(**overrides):
 # ------------------------------------------------------------------------------------------------
 # Configs (no Brax needed)
 
-TABLE = {  # notes §7.2: train_steps, reward_scaling, num_envs, batch, unroll, epochs, entropy, discount, lr,
+TABLE = {  # docs/fidelity.md §7.2: train_steps, reward_scaling, num_envs, batch, unroll, epochs, entropy, discount, lr,
            # num_evals; env steps per training step, training steps per epoch, total env steps
     "ant": (1e8, 10, 4096, 2048, 5, 4, 1e-2, 0.97, 3e-4, 10, 327_680, 30, 98_304_000),
     "humanoid": (1e8, 0.1, 2048, 1024, 10, 8, 1e-3, 0.97, 3e-4, 10, 327_680, 30, 98_304_000),
@@ -208,7 +208,7 @@ def test_ppo_adam_learns_inverted_pendulum(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# MetaPPO (notes §7.5): a tiny meta-training run whose phi then trains a PPO agent (notes §10 flow)
+# MetaPPO (docs/fidelity.md §7.5): a tiny meta-training run whose phi then trains a PPO agent (§10 flow)
 
 @pytest.mark.slow
 def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
@@ -235,8 +235,9 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
 
 
 def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
-  """MetaPPOstar (notes §6.5, §7.5): STAR meta-trains through PPO inner updates with nested tapes, so its
-  meta-gradient includes the path through the agent gradients; its phi then drives a PPO agent (PPOstar)."""
+  """MetaPPOstar (docs/fidelity.md §6.5, §7.6): STAR meta-trains through PPO inner updates with nested tapes, so its
+  meta-gradient includes the path through the agent gradients (checked against finite differences in
+  test_meta_ppo_gradient.py); its phi then drives a PPO agent (PPOstar)."""
   from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import meta_ppo_star
   from optim4rl_tf.optimizers import meta_params
@@ -248,15 +249,12 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   units = trainer.units[0].read()
 
   @tf.function
-  def meta_grad(second_order):
-    return meta_ppo_star.outer_iteration(task, core, phi0, units, tf.constant(5, tf.int64), tf.constant([3, 4]),
-                                         second_order=second_order)[1]
+  def meta_grad():
+    return meta_ppo_star.outer_iteration(task, core, phi0, units, tf.constant(5, tf.int64), tf.constant([3, 4]))[1]
 
-  second, first = meta_grad(True), meta_grad(False)
-  norm = lambda g: float(np.sqrt(sum(np.sum(np.square(v.numpy())) for v in g.values())))
-  diff = norm({k: second[k] - first[k] for k in second})
-  # Measured: norms ~4.8, difference ~0.07: the second-order path is present and is a correction.
-  assert np.isfinite(norm(second)) and norm(second) > 0 and 1e-3 * norm(second) < diff < 0.5 * norm(second)
+  second = meta_grad()
+  norm = float(np.sqrt(sum(np.sum(np.square(v.numpy())) for v in second.values())))
+  assert np.isfinite(norm) and norm > 0
   # (The trainer's Adam/NaN-guard/checkpoint loop is shared with MetaPPO and tested there.)
   phi = {k: (phi0[k] - 1e-2 * second[k]).numpy() for k in phi0}
   path = meta_params.save(str(tmp_path / "star.npz"), core, phi)
@@ -268,7 +266,7 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
 def test_meta_ppo_config_errors():
   from optim4rl_tf.meta import meta_ppo
   c = ppo_configs.get_config("meta_ant")
-  assert meta_ppo.num_iterations(c) == 610                            # notes §7.5
+  assert meta_ppo.num_iterations(c) == 610                            # docs/fidelity.md §7.5
   assert (c.batch_size, c.num_minibatches, c.unroll_length, c.update_epochs, c.inner_updates) == \
       (1024, 8, 5, 4, 4)
   assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
@@ -276,6 +274,7 @@ def test_meta_ppo_config_errors():
   assert (nopipe.pipeline, nopipe.env.name, nopipe.reward_scaling, list(nopipe.sweep.reset_interval)) == \
       (False, "humanoid", 0.1, [])
   assert c.pipeline and list(c.sweep.reset_interval) == [32, 64, 128, 256, 512]
+  assert c.meta_grad_through_env is True          # the official estimator by default (docs/fidelity.md §7.5)
   for overrides, match in [({"env.bridge": "numpy"}, "Unknown env.bridge 'numpy'"),
                            ({"optimizer.name": "adam"}, "Unknown optimizer.name 'adam'"),
                            ({"optimizer.name": "velo"}, "Unknown optimizer.name 'velo'"),

@@ -1,4 +1,4 @@
-"""PPO of notes §7.3-§7.4 (Brax 0.9.4 ``ppo`` losses/networks, as the official code uses) as pure TF functions.
+"""PPO of docs/fidelity.md §7.3-§7.4 (Brax 0.9.4 ``ppo`` losses/networks, as the official code uses) as pure TF functions.
 
 Layout: every agent quantity carries a LEADING UNIT AXIS ``U`` (the seeds of a run), so U agents train as
 one graph, each with its own parameters, normaliser and optimizer state:
@@ -70,7 +70,7 @@ def norm_update(state, obs):
 
 
 def normalize(state, obs):
-  """(obs - mean) / std per unit; obs [U, ..., D] (no clipping, notes §7.3)."""
+  """(obs - mean) / std per unit; obs [U, ..., D] (no clipping, docs/fidelity.md §7.3)."""
   extra = obs.shape.rank - 2
   shape = lambda t: tf.reshape(t, [dim(t, 0)] + [1] * extra + [t.shape[-1]])
   return (obs - shape(state.mean)) / shape(state.std)
@@ -103,7 +103,7 @@ def _mlp(params, x):
 
 
 class PPONetworks:
-  """Brax PPO networks (notes §7.3) for one agent per unit.
+  """Brax PPO networks (docs/fidelity.md §7.3) for one agent per unit.
 
   Parameter list order: policy layers (``policy/hidden_i/{kernel,bias}``) then value layers
   (``value/hidden_i/...``); :attr:`param_names` holds the names (Brax's MLP layer names).
@@ -260,11 +260,11 @@ def _mean_ut(x):
 
 
 def ppo_loss(nets, params, norm, batch, seed, hp=PPOHParams(), on_policy=False):
-  """PPO loss of notes §7.4 item 4 for every unit.
+  """PPO loss of docs/fidelity.md §7.4 item 4 for every unit.
 
   Returns (loss [U], metrics {name: [U]}); d sum_u loss[u] / d params gives each unit its own gradient.
   ``norm`` is the (already updated) normaliser; ``seed`` int32 [2] drives the entropy sample.
-  ``on_policy=True`` (MetaPPO's meta-loss, notes §7.5): the behaviour log-probs are the target log-probs
+  ``on_policy=True`` (MetaPPO's meta-loss, docs/fidelity.md §7.5): the behaviour log-probs are the target log-probs
   under the same parameters, so rho = exp(log pi - log pi) = 1 AS A FUNCTION of the parameters and the
   clipped surrogate contributes no gradient (``batch.log_prob`` is ignored).
   """
@@ -322,13 +322,20 @@ SGD_METRICS = LOSS_METRICS + ("grad_norm", "update_norm")
 
 
 def sgd_epochs(nets, opt, hp, params, opt_state, norm, batch, seed, epochs, num_minibatches,
-               normalize_observations=True):
-  """Notes §7.4 items 2-3: update the normaliser with the batch's observations, then ``epochs`` passes
+               normalize_observations=True, constant_grads=False):
+  """docs/fidelity.md §7.4 items 2-3: update the normaliser with the batch's observations, then ``epochs`` passes
   of ``num_minibatches`` gradient steps over shuffled trajectories (one permutation per unit and epoch;
   minibatch j of an epoch = trajectories perm[j*B:(j+1)*B]).
 
   batch: :class:`Batch` with M trajectories per unit (M divisible by num_minibatches).
   Returns (params, opt_state, norm, metrics {name: [U]} averaged over the gradient steps).
+
+  Under an outer ``tf.GradientTape`` (MetaPPO's meta-gradient, docs/fidelity.md §7.5) everything is
+  differentiable: the normaliser update, the batch, the parameters and the optimizer state. The returned
+  metrics are stop-gradient (same values). ``constant_grads=True``: the agent gradients are computed from
+  stop-gradient parameters, normaliser and minibatch, i.e. they are constants to an outer tape (for learned
+  optimizers whose gradient input is stop-gradient anyway: the same meta-gradient without recording the
+  inner backward pass).
   """
   t = batch.raw_action.shape[2]
   if normalize_observations:
@@ -348,11 +355,18 @@ def sgd_epochs(nets, opt, hp, params, opt_state, norm, batch, seed, epochs, num_
     idx = perms[e][:, j * mb:(j + 1) * mb]                                 # [U, mb]
     mini = Batch(*[tf.gather(x, idx, axis=1, batch_dims=1) for x in batch])
     step_key = tf.random.experimental.stateless_fold_in(keys[1], i)
-    _, metrics, grads = loss_and_grads(nets, params, norm, mini, step_key, hp)
+    if constant_grads:
+      sg = lambda s: tf.nest.map_structure(tf.stop_gradient, s)
+      _, metrics, grads = loss_and_grads(nets, sg(params), sg(norm), sg(mini), step_key, hp)
+      grads = sg(grads)
+    else:
+      _, metrics, grads = loss_and_grads(nets, params, norm, mini, step_key, hp)
     updates, opt_state = opt.update(grads, opt_state, params=params)
     params = [p + u for p, u in zip(params, updates)]
     metrics = dict(metrics, grad_norm=unit_norm(grads), update_norm=unit_norm(updates))
-    sums = {k: sums[k] + metrics[k] for k in SGD_METRICS}
+    # Metrics never carry gradients (an outer tape would otherwise differentiate the norms with zero
+    # cotangents, through the inner backward pass).
+    sums = {k: sums[k] + tf.stop_gradient(metrics[k]) for k in SGD_METRICS}
     return i + 1, params, opt_state, sums
 
   _, params, opt_state, sums = tf.while_loop(

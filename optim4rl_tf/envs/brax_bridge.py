@@ -1,4 +1,4 @@
-"""Brax environments for TensorFlow agents, through two bridges (notes §7.1).
+"""Brax environments for TensorFlow agents, through two bridges (docs/fidelity.md §7.1).
 
 A :class:`BraxEnv` holds ``num_envs`` copies of one Brax task (backend ``spring``, the official code's
 choice) wrapped exactly like the official code: ``EpisodeWrapper(episode_length, action_repeat)`` ->
@@ -17,7 +17,13 @@ seeds and actions (up to the float rounding of two XLA builds: jaxlib's and Tens
     ``flat, out = env.graph_step(flat, action)``. The batched step is converted once with
     ``jax.experimental.jax2tf`` into a TF function of a flat tuple of tensors (the Brax state's leaves), so
     a whole rollout runs inside one ``tf.function`` / ``tf.while_loop``; TensorFlow compiles the embedded
-    StableHLO module with its own XLA at the first call (and caches it across graphs).
+    StableHLO module with its own XLA at the first call (and caches it across graphs). The step is
+    DIFFERENTIABLE: under a ``tf.GradientTape``, its gradient w.r.t. the flat state and the action is JAX's
+    own VJP of the Brax step (``jax2tf.convert(with_gradient=True)``; measured equal to ``jax.grad``), so
+    a tape can follow actions -> simulator -> observations across a rollout (MetaPPO's meta-gradient,
+    docs/fidelity.md §7.5). The VJP is converted, and Brax traced again, on the first gradient call only
+    (another compilation of about the forward step's time); forward-only use costs nothing extra. The reset
+    is not differentiable (its inputs are integer seeds).
 
 Resets: ``reset(seeds, salt=0)`` takes one integer seed per unit (``num_envs`` must be a multiple of
 ``len(seeds)``); unit u's ``num_envs / U`` environments are reset from
@@ -137,7 +143,7 @@ class _Compiled:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
       warnings.simplefilter("ignore")
       base = brax_envs.get_environment(name, backend=backend)
-    # Notes §7.1 order (the official code's); brax.envs.training.wrap puts Vmap innermost, same result.
+    # docs/fidelity.md §7.1 order (the official code's); brax.envs.training.wrap puts Vmap innermost, same result.
     self.env = w.AutoResetWrapper(w.VmapWrapper(w.EpisodeWrapper(base, episode_length, action_repeat)))
     self.obs_size = int(base.observation_size)
     self.action_size = int(base.action_size)
@@ -208,15 +214,18 @@ class _Compiled:
                                      for a, b in zip(leaves, s_leaves)):
         raise RuntimeError("Brax state changes structure between reset and step; cannot bridge it in-graph")
       raw_step = self._raw_step
+      n = len(leaves)
 
-      def flat_step(flat, action):
-        s = raw_step(jax.tree_util.tree_unflatten(treedef, list(flat)), action)
+      def flat_step(*args):            # (leaf_0, ..., leaf_{n-1}, action): jax2tf's gradient wants flat args
+        s = raw_step(jax.tree_util.tree_unflatten(treedef, list(args[:n])), args[n])
         return (tuple(jax.tree_util.tree_leaves(s)), s.obs, s.reward, s.done, s.info["truncation"])
 
       specs = tuple(tf.TensorSpec(l.shape, tf.as_dtype(l.dtype)) for l in leaves)
-      converted = tf.autograph.experimental.do_not_convert(jax2tf.convert(flat_step, with_gradient=False))
+      # with_gradient=True: TF's gradient of the step is JAX's own VJP of it (converted on first use;
+      # Brax is traced again then), so a tape sees through the simulator (MetaPPO, docs/fidelity.md §7.5).
+      converted = tf.autograph.experimental.do_not_convert(jax2tf.convert(flat_step, with_gradient=True))
       tf_step = tf.function(converted, autograph=False, reduce_retracing=True,
-                            input_signature=(specs, tf.TensorSpec((num_envs, self.action_size), tf.float32)))
+                            input_signature=specs + (tf.TensorSpec((num_envs, self.action_size), tf.float32),))
       tf_step.get_concrete_function()      # lower once, outside any caller's AutoGraph context
       out = (treedef, specs, tf_step)
       self._graph[num_envs] = out
@@ -332,9 +341,10 @@ class BraxEnv:
   @tf.autograph.experimental.do_not_convert
   def graph_step(self, flat, action):
     """In-graph batched step (usable inside tf.function / tf.while_loop):
-    (tuple of leaves, action [N, act] float32 tensor) -> (tuple of leaves, StepOutput)."""
+    (tuple of leaves, action [N, act] float32 tensor) -> (tuple of leaves, StepOutput); differentiable
+    w.r.t. the leaves and the action (JAX's VJP; see the module docstring)."""
     tf_step = self._graph()[2]
-    new_flat, obs, reward, done, trunc = tf_step(tuple(flat), tf.cast(action, tf.float32))
+    new_flat, obs, reward, done, trunc = tf_step(*flat, tf.cast(action, tf.float32))
     for t, s in zip(new_flat, self.flat_specs()):
       t.set_shape(s.shape)
     if self.reward_scale != 1.0:
@@ -357,6 +367,12 @@ class BraxEnv:
     for t, s in zip(flat, self.flat_specs()):
       t.set_shape(s.shape)
     return tuple(flat)
+
+  @property
+  def jax_step(self):
+    """The un-jitted JAX function (Brax state, action [N, act]) -> Brax state both bridges run (for
+    references written in JAX, e.g. ``jax.grad`` through the same simulator)."""
+    return self._c._raw_step
 
   @tf.autograph.experimental.do_not_convert
   def flat_obs(self, flat):

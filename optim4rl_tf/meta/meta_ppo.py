@@ -1,4 +1,4 @@
-"""MetaPPO (notes §7.5): meta-training a learned optimizer through PPO inner updates on a Brax task.
+"""MetaPPO (docs/fidelity.md §7.5): meta-training a learned optimizer through PPO inner updates on a Brax task.
 
 Same interface as :mod:`optim4rl_tf.meta.meta_a2c` (``fresh_units``, ``outer_iteration``), so the
 meta-trainer's machinery is shared: the pipeline schedule and per-unit selection (``pipeline.py``), the
@@ -19,15 +19,16 @@ One outer iteration per unit (all units batched on the unit axis):
   3. meta-loss: one unroll with theta_M and the unit's normaliser, the PPO loss of the whole batch with
      behaviour log-probs = target log-probs under theta_M (``on_policy=True``: rho == 1 as a function of
      theta, so, as in the official code, the clipped surrogate gives no meta-gradient);
-  4. meta-gradient = VJP of theta_M(phi) with d meta-loss / d theta_M, replayed from (h_0, g_0..g_K).
-
-DIFFERENCE FROM THE OFFICIAL CODE (notes §7.5, §12 item 8): there the whole inner loop is differentiated
-through the differentiable Brax simulator, the reparameterised actions, the env state and the running
-normaliser. Here Brax runs behind the bridge (not differentiable from TF) and rollout data are constants,
-and the learned optimizer's gradient input is stop-gradient as in the official Optim4RL/LinearOptim/L2LGD².
-So the meta-gradient keeps exactly the paths through theta_M's direct use in the meta-loss: the value
-loss and the entropy term (the surrogate contributes zero in both). Paths through data that theta_k
-generated (actions, simulator, normaliser statistics) are absent.
+  4. meta-gradient (``Task.meta_grad_through_env``, config ``meta_grad_through_env``):
+     * True (default, the official estimator): steps 2-3 run under one outer tape and the meta-gradient
+       flows through the reparameterised actions, the differentiable Brax step, the env state carried
+       between rollouts, the running normaliser and the meta rollout's observations, as the official
+       ``jax.grad`` does (``meta_ppo_grad.outer_gradient``; the agent gradients stay stop-gradient inside
+       the learned optimizer);
+     * False (a cheaper APPROXIMATION): rollout data are constants, so only theta_M's direct use in the
+       meta-loss remains (value loss and entropy term): the VJP of theta_M(phi) with d meta-loss /
+       d theta_M, replayed from (h_0, g_0..g_K) in chunks of units (``meta_a2c.meta_gradient``).
+Steps 2-3 are ``meta_ppo_grad.unroll`` for both (same keys: the same forward numbers).
 """
 
 import math
@@ -40,6 +41,7 @@ import tensorflow as tf
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_train
 from optim4rl_tf.meta import meta_a2c
+from optim4rl_tf.meta import meta_ppo_grad
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.optimizers import cores
@@ -55,7 +57,7 @@ class Task(NamedTuple):
   env: Any                 # brax_bridge.BraxEnv, num_envs = num_units * envs per unit
   net: Any                 # ppo.PPONetworks
   num_units: int
-  learning_rate: float     # agent lr inside the optimizer network (notes §7.5: 3e-4)
+  learning_rate: float     # agent lr inside the optimizer network (docs/fidelity.md §7.5: 3e-4)
   grad_clip: float         # elementwise clip of the agent gradient (1)
   reset_indices: Any
   reset_interval: int      # m (<= 0: never reset)
@@ -67,7 +69,8 @@ class Task(NamedTuple):
   inner_updates: int = 4
   meta_unrolls: int = 1    # max(batch_size // envs per unit, 1)
   normalize_observations: bool = True
-  chunk_size: int = 0
+  chunk_size: int = 0      # approximation only: units per replay chunk
+  meta_grad_through_env: bool = True   # False: the value/entropy-path approximation (module doc, step 4)
 
 
 class UnitState(NamedTuple):
@@ -129,58 +132,37 @@ def _recording_optimizer(task, core, phi):
 
 
 def inner_loop(task, core, phi, units, key):
-  """Steps 2-3 without a tape on phi. Returns (new_units, grads: list of [U, P], cotangent [U, P],
-  metrics dict of scalars)."""
+  """Steps 2-3 of the APPROXIMATION (``meta_grad_through_env=False``), without a tape on phi. Returns
+  (new_units, grads: list of [U, P], cotangent [U, P], metrics dict of scalars)."""
   params, hidden, norm, flat, obs = units
-  u = task.num_units
   steps_per_update = task.update_epochs * task.num_minibatches
   grads_ta = tf.TensorArray(tf.float32, size=task.inner_updates * steps_per_update,
-                            element_shape=[u, task.net.num_params])
+                            element_shape=[task.num_units, task.net.num_params])
   opt = _recording_optimizer(task, core, phi)
-  opt_state = (hidden, grads_ta, tf.constant(0))
-  sums = {k: 0.0 for k in ("loss", "entropy", "value_loss", "update_norm", "reward")}
-  for k in range(task.inner_updates):
-    ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, k), 2)
-    batch, flat, obs = ppo_train.graph_rollout(task.env, task.net, params, norm, flat, obs, ks[0],
-                                               task.unrolls, task.unroll_length, u)
-    params, opt_state, norm, m = ppo.sgd_epochs(task.net, opt, task.hparams, params, opt_state, norm,
-                                                batch, ks[1], task.update_epochs, task.num_minibatches,
-                                                task.normalize_observations)
-    for name in ("loss", "entropy", "value_loss", "update_norm"):
-      sums[name] += tf.reduce_mean(m[name]) / task.inner_updates
-    sums["reward"] += tf.reduce_mean(batch.reward) / task.inner_updates
+  params, opt_state, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(
+      task, opt, params, (hidden, grads_ta, tf.constant(0)), norm, flat, obs, key)
   hidden, grads_ta, _ = opt_state
   all_grads = tf.unstack(grads_ta.stack(), num=task.inner_updates * steps_per_update)
-  # Step 3: the meta-loss on one fresh unroll with theta_M.
-  mkey = tf.random.experimental.stateless_fold_in(key, 1 << 16)
-  mks = tf.random.experimental.stateless_split(mkey, 2)
-  mbatch, flat, obs = ppo_train.graph_rollout(task.env, task.net, params, norm, flat, obs, mks[0],
-                                              task.meta_unrolls, task.unroll_length, u)
+  # Step 3: the meta-loss on the fresh unroll with theta_M; rollout data are constants here.
   with tf.GradientTape() as tape:
     tape.watch(params)
-    loss, mm = ppo.ppo_loss(task.net, params, norm, mbatch, mks[1], task.hparams, on_policy=True)
-    meta_loss = tf.reduce_mean(loss)
+    meta_loss, mm = meta_ppo_grad.meta_loss_fn(task, params, norm, mbatch, loss_key)
   cotangent = meta_a2c.flatten_units(tape.gradient(meta_loss, params))
   metrics = iteration_metrics(meta_loss, mm, mbatch, sums)
   return UnitState(params=params, hidden=hidden, norm=norm, env_state=flat, obs=obs), all_grads, cotangent, \
       metrics
 
 
-def iteration_metrics(meta_loss, meta_loss_metrics, meta_batch, sums):
-  """The logged scalars of one outer iteration (``sums``: inner-update means of loss, entropy,
-  value_loss, update_norm and reward)."""
-  return {"meta_loss": meta_loss, "meta_value_loss": tf.reduce_mean(meta_loss_metrics["value_loss"]),
-          "meta_entropy": tf.reduce_mean(meta_loss_metrics["entropy"]),
-          "agent_reward_per_step": tf.reduce_mean(meta_batch.reward),
-          "inner_loss": sums["loss"], "inner_value_loss": sums["value_loss"],
-          "inner_entropy": sums["entropy"], "inner_update_norm": sums["update_norm"],
-          "inner_reward_per_step": sums["reward"]}
+iteration_metrics = meta_ppo_grad.iteration_metrics
 
 
 def outer_iteration(task, core, phi, units, iteration, key):
   """Steps 1-4 for one task. Returns (new_units, meta_grad dict (mean over units), metrics)."""
   keys = tf.random.experimental.stateless_split(key, 2)
   units = reset_units(task, core, units, iteration, keys[0])
+  if task.meta_grad_through_env:
+    state, grads, metrics = meta_ppo_grad.outer_gradient(task, core, phi, units, keys[1])
+    return UnitState(*state), grads, metrics
   new_units, all_grads, cotangent, metrics = inner_loop(task, core, phi, units, keys[1])
   grads = meta_a2c.meta_gradient(task, core, phi, units.hidden, all_grads, cotangent)
   return new_units, grads, metrics
@@ -213,6 +195,8 @@ def validate_config(config):
   cc.check_positive_int("env.episode_length", config.env.episode_length)
   cc.check_positive("learning_rate", config.learning_rate)
   cc.check_positive("reward_scaling", config.reward_scaling)
+  if not isinstance(config.get("meta_grad_through_env", True), bool):
+    raise ValueError(f"meta_grad_through_env must be True or False, got {config.meta_grad_through_env!r}")
   from optim4rl_tf.meta import run as run_lib  # pylint: disable=import-outside-toplevel
   run_lib.check_meta_fields(config)
   iterations = num_iterations(config)
@@ -223,7 +207,7 @@ def validate_config(config):
 
 
 def num_iterations(config):
-  """T = floor(train_steps / (batch_size * unroll * num_minibatches * M)) (notes §7.5: 610 for Brax)."""
+  """T = floor(train_steps / (batch_size * unroll * num_minibatches * M)) (docs/fidelity.md §7.5: 610 for Brax)."""
   if config.num_iterations > 0:
     return int(config.num_iterations)
   return int(config.train_steps // (config.batch_size * config.unroll_length * config.num_minibatches
@@ -253,7 +237,8 @@ def build_task(config):
               inner_updates=int(config.inner_updates),
               meta_unrolls=max(int(config.batch_size) // per_unit, 1),
               normalize_observations=bool(config.normalize_observations),
-              chunk_size=int(config.chunk_size))
+              chunk_size=int(config.chunk_size),
+              meta_grad_through_env=bool(config.get("meta_grad_through_env", True)))
 
 
 class MetaPPOTrainer(trainer_lib.MetaTrainer):

@@ -1,17 +1,20 @@
-"""MetaPPO for STAR (the official MetaPPOstar, notes §6.5 "Gradient flow", §7.5): one outer iteration.
+"""MetaPPO for STAR (the official MetaPPOstar, docs/fidelity.md §6.5 "Gradient flow", §7.6): one outer iteration.
 
 The task, configs, trainer, pipeline schedule and outputs are MetaPPO's (``meta_ppo.py``; chosen with
 ``--config.optimizer.name=star``). What differs is the meta-gradient: STAR's inputs (the agent gradient and
 parameters) are NOT under stop-gradient, so, as in ``meta_a2c_star``, the M inner PPO training steps
 (update_epochs x num_minibatches STAR steps each, ``ppo.sgd_epochs``) run under an outer
 ``tf.GradientTape`` that watches phi. Each agent gradient comes from ``ppo.loss_and_grads``'s own tape,
-recorded by the outer one, so d g / d theta (the second-order path) is part of the meta-gradient; the
-rollouts run with stop-gradient parameters under ``outer.stop_recording()`` (data, notes §5.3).
+recorded by the outer one, so d g / d theta (the second-order path) is part of the meta-gradient.
 
-As in MetaPPO (see its module doc), Brax sits behind the bridge, so paths through the data that theta_k
-generated (actions, simulator, normaliser statistics) are absent; the meta-loss is the on-policy PPO loss of
-a fresh unroll with theta_M (value and entropy paths). Memory grows with every inner step's activations
-(kept for the backward pass), so there is no unit chunking: use few units or a GPU.
+As in MetaPPO (``meta_ppo_grad``), by default the rollouts are recorded by the outer tape too, so the
+meta-gradient also runs through the reparameterised actions, the differentiable Brax step, the env state
+and the running normaliser -- and, since STAR's gradient input is not stop-gradient, through the data's
+effect on every agent gradient: the official ``jax.grad``. With ``meta_grad_through_env=False`` the
+rollouts run with stop-gradient inputs under ``outer.stop_recording()`` (data constants; the
+approximation). The meta-loss is the on-policy PPO loss of a fresh unroll with theta_M. Memory grows with
+every inner step's activations (kept for the backward pass), so there is no unit chunking: use few units
+or a GPU.
 
 Shapes: agent parameters are a list of [U, ...] tensors, STAR states a list of ``star.StarState`` with the
 unit axis, the normaliser ``ppo.NormState`` [U, ...], observations [U, E, D].
@@ -21,9 +24,8 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from optim4rl_tf.agents import ppo
-from optim4rl_tf.agents import ppo_train
 from optim4rl_tf.meta import meta_ppo
+from optim4rl_tf.meta import meta_ppo_grad
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import transforms
 
@@ -75,41 +77,25 @@ def _differentiable_star(task, core, phi, second_order=True):
 def outer_iteration(task, core, phi, units, iteration, key, second_order=True):
   """Reset, M PPO training steps with STAR and the meta-loss unroll, under one outer tape. Returns
   (new_units, meta-gradient dict (mean over units), metrics dict of scalars). ``second_order=False``
-  drops the path through the agent gradients (not the official method; for comparison)."""
+  drops the path through the agent gradients (not the official method; for comparison). With
+  ``task.meta_grad_through_env`` (default) the rollouts are recorded too (docs/fidelity.md §7.5-§7.6);
+  otherwise they run outside the tape with stop-gradient inputs (the approximation)."""
   keys = tf.random.experimental.stateless_split(key, 2)
   units = reset_units(task, core, units, iteration, keys[0])
   key = keys[1]
-  u = task.num_units
   names = sorted(phi)
   phi_list = [phi[k] for k in names]
   params, states, norm, flat, obs = units
-  sums = {k: 0.0 for k in ("loss", "entropy", "value_loss", "update_norm", "reward")}
   with tf.GradientTape() as outer:
     outer.watch(phi_list)
     opt = _differentiable_star(task, core, dict(zip(names, phi_list)), second_order)
-    for k in range(task.inner_updates):
-      ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, k), 2)
-      with outer.stop_recording():
-        frozen = [tf.stop_gradient(p) for p in params]
-        batch, flat, obs = ppo_train.graph_rollout(task.env, task.net, frozen, norm, flat, obs, ks[0],
-                                                   task.unrolls, task.unroll_length, u)
-      params, states, norm, m = ppo.sgd_epochs(task.net, opt, task.hparams, params, states, norm, batch,
-                                               ks[1], task.update_epochs, task.num_minibatches,
-                                               task.normalize_observations)
-      with outer.stop_recording():
-        for name in ("loss", "entropy", "value_loss", "update_norm"):
-          sums[name] += tf.reduce_mean(m[name]) / task.inner_updates
-        sums["reward"] += tf.reduce_mean(batch.reward) / task.inner_updates
-    mks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, 1 << 16), 2)
-    with outer.stop_recording():
-      frozen = [tf.stop_gradient(p) for p in params]
-      mbatch, flat, obs = ppo_train.graph_rollout(task.env, task.net, frozen, norm, flat, obs, mks[0],
-                                                  task.meta_unrolls, task.unroll_length, u)
-    loss, mm = ppo.ppo_loss(task.net, params, norm, mbatch, mks[1], task.hparams, on_policy=True)
-    meta_loss = tf.reduce_mean(loss)
+    params, states, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(
+        task, opt, params, states, norm, flat, obs, key, constant_grads=not second_order,
+        rollout_scope=None if task.meta_grad_through_env else outer.stop_recording)
+    meta_loss, mm = meta_ppo_grad.meta_loss_fn(task, params, norm, mbatch, loss_key)
   grads = outer.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   metrics = meta_ppo.iteration_metrics(meta_loss, mm, mbatch, sums)
-  new_units = StarPPOUnitState(params=[tf.stop_gradient(p) for p in params],
-                               states=tf.nest.map_structure(tf.stop_gradient, states),
-                               norm=tf.nest.map_structure(tf.stop_gradient, norm), env_state=flat, obs=obs)
+  stop = lambda s: tf.nest.map_structure(tf.stop_gradient, s)
+  new_units = StarPPOUnitState(params=stop(params), states=stop(states), norm=stop(norm),
+                               env_state=stop(flat), obs=stop(obs))
   return new_units, dict(zip(names, grads)), metrics

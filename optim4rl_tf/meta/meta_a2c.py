@@ -29,6 +29,7 @@ Memory: steps 1-3 keep g_k for all units (M floats per coordinate); the tape of 
 optimizer's activations for one chunk only.
 """
 
+import sys
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -212,11 +213,15 @@ class MetaA2C:
     self.task = task
     self.name = task.name
 
+  # The module whose fresh_units / reset_units / outer_iteration functions this problem runs (a subclass
+  # for another algorithm on the same tasks, MetaA2Cstar, names its own module).
+  impl = sys.modules[__name__]
+
   def fresh_units(self, core, key):
-    return fresh_units(self.task, core, key)
+    return self.impl.fresh_units(self.task, core, key)
 
   def reset_units(self, core, units, iteration, key):
-    return reset_units(self.task, core, units, iteration, key)
+    return self.impl.reset_units(self.task, core, units, iteration, key)
 
   def outer_iteration(self, core, phi, units, iteration, key):
-    return outer_iteration(self.task, core, phi, units, iteration, key)
+    return self.impl.outer_iteration(self.task, core, phi, units, iteration, key)

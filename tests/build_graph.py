@@ -24,7 +24,7 @@ PYPI = {
     "gymnasium": "gymnasium", "tensorflow_probability": "tensorflow_probability", "brax": "brax",
     "jax": "jax", "jaxlib": "jaxlib", "sklearn": "scikit_learn", "pytest": "pytest", "ray": "ray",
     "mujoco": "mujoco", "flax": "flax", "optax": "optax", "tensorboard": "tensorboard",
-    "tf_keras": "tf_keras",
+    "tf_keras": "tf_keras", "xdist": "pytest_xdist",
 }
 FIRST_PARTY = ("optim4rl_tf", "launch", "examples", "conftest", "build_graph")
 

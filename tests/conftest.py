@@ -10,17 +10,20 @@ import signal
 import sys
 import types
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 # --- order: longest first --------------------------------------------------------------------------------
-# Tests that take long carry ``@pytest.mark.slow(SECONDS)``: about what they took on a quiet 2-core machine.
-# They run first, longest first, and pytest-xdist hands tests out one at a time, so with ``-n 2`` the two
-# workers start on the long tests and finish together instead of one worker ending alone with a long
-# tail. Mark a new test ``slow`` when it takes more than ~8 s.
-SLOW_DEFAULT_SECONDS = 10.0
+# Tests that take long carry ``@pytest.mark.slow(SECONDS)``, SECONDS the CPU time they took when last
+# measured (only the order matters; a bare ``slow`` counts as SLOW_DEFAULT_SECONDS). They run first,
+# longest first, and with ``-n 2`` the tests are handed out in that order a few at a time (below), so the
+# two workers start on the long tests and finish together instead of one worker ending alone on a long
+# one. Mark a new test ``slow(SECONDS)`` when it takes more than ~5 s.
+SLOW_DEFAULT_SECONDS = 30.0
 
 
 def slow_seconds(item):
@@ -31,17 +34,28 @@ def slow_seconds(item):
   return float(marker.args[0]) if marker.args else SLOW_DEFAULT_SECONDS
 
 
-def pytest_configure(config):
-  # xdist's default ``load`` scheduling sends each worker a long batch of consecutive tests up front (an
-  # eighth of the suite), which would give the long tests sorted to the front to one worker. One at a
-  # time (each worker still holds the next test) keeps the longest-first order across both workers.
-  if getattr(config.option, "maxschedchunk", "absent") is None:
-    config.option.maxschedchunk = 1
-
-
 def pytest_collection_modifyitems(config, items):
   del config
   items.sort(key=lambda item: -slow_seconds(item))           # stable: the rest keep their file order
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+  """``-n N`` (``--dist=load``, the default): xdist's LoadScheduling sends each worker a batch of an
+  eighth of the suite up front, which would give all the long tests sorted to the front to one worker.
+  Instead the workers get work units in collection order as they finish the previous ones (each holds
+  two or three), a unit being one test or all the parametrizations of one test function, which often
+  share a module-scoped fixture that should be built once, on one worker."""
+  if config.getvalue("dist") != "load":
+    return None
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+  class InOrderScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      return nodeid.split("[", 1)[0]
+
+  config.option.loadscopereorder = False      # keep the collection order (loadscope sorts units by size)
+  return InOrderScheduling(config, log)
 
 
 def set_fields(config, **overrides):

@@ -252,6 +252,7 @@ def test_workdir_rerun_policy(tmp_path):
   assert len(os.listdir(wd / "tb")) == 1                              # old TensorBoard events cleared
 
 
+@pytest.mark.slow(10)
 def test_sigterm_writes_partial_results(tmp_path):
   wd = tmp_path / "run"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

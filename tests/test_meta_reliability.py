@@ -138,17 +138,33 @@ def _wait_for_rows(workdir, n, proc, timeout=240):
   raise AssertionError(f"the run never logged {n} iterations")
 
 
-@pytest.mark.slow
-def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path):
+@pytest.mark.slow(28)
+def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypatch):
+  """SIGTERM to a real launch/meta_train.py process once it logged 2 iterations; then the resumed run
+  (launch/meta_train.py in this process, conftest.launcher) gets SIGINT, from this process to itself,
+  during its first new outer iteration."""
   workdir = str(tmp_path / "run")
-  args = ["launch/meta_train.py", "--config=configs/meta_a2c.py:catch", f"--workdir={workdir}",
+  args = ["launch/meta_train.py", f"--config={ROOT}/configs/meta_a2c.py:catch", f"--workdir={workdir}",
           "--config.num_iterations=500", "--config.checkpoint_every=1000"] + TINY_FLAGS
+  step = trainer_lib.MetaTrainer._step
+
+  def step_then_sigint(self, *a, **kw):
+    out = step(self, *a, **kw)
+    os.kill(os.getpid(), signal.SIGINT)         # arrives before the iteration is logged and saved
+    return out
+
   for signum, code, rows in ((signal.SIGTERM, 143, 2), (signal.SIGINT, 130, None)):
-    proc = launch(args)
-    before = len(csv_iterations(workdir)) if rows is None else 0
-    _wait_for_rows(workdir, (rows or before + 1), proc)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=120)
+    if signum == signal.SIGTERM:
+      proc = launch(args)
+      _wait_for_rows(workdir, rows, proc)
+      proc.send_signal(signum)
+      out, err = proc.communicate(timeout=120)
+    else:
+      before = len(csv_iterations(workdir))
+      monkeypatch.setattr(trainer_lib.MetaTrainer, "_step", step_then_sigint)
+      proc = launcher("meta_train").run(*args[1:])
+      out, err = proc.stdout, proc.stderr
+      assert len(csv_iterations(workdir)) == before + 1
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     lines = error_lines(err)
@@ -164,6 +180,7 @@ def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path):
 
 # --- resume: each iteration logged once --------------------------------------------------------------------
 
+@pytest.mark.slow(8)
 def test_resume_logs_each_iteration_once_and_records_the_units_used(tmp_path):
   workdir = str(tmp_path / "run")
 
@@ -242,6 +259,7 @@ def test_main_rejects_bad_flags_before_any_work(tmp_path, flag, message):
   assert "== 1/3" not in out
 
 
+@pytest.mark.slow(5)
 def test_main_refuses_another_seed_in_the_same_workdir(tmp_path):
   root = tmp_path / "main"
   config = meta_configs.get_config("catch")

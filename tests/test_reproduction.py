@@ -16,10 +16,21 @@ def _reproduce_module():
   return reproduce
 
 
-@pytest.mark.slow
-def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path):
+@pytest.mark.slow(25)
+def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path, monkeypatch):
+  """The wiring at the smallest size: one outer iteration of 2 units with M = 2 inner updates of 5-step
+  rollouts (the meta-training graph is built once per optimizer, whatever its size), 2 test seeds."""
+  from optim4rl_tf.configs import meta_a2c  # pylint: disable=import-outside-toplevel
   reproduce = _reproduce_module()
-  budget = reproduce.Budget(meta_iterations=2, meta_units=4, test_steps=2e4, num_seeds=3,
+  get_config = meta_a2c.get_config
+
+  def small_meta_config(variant):
+    config = get_config(variant)
+    config.rollout_steps, config.inner_updates = 5, 2
+    return config
+
+  monkeypatch.setattr(meta_a2c, "get_config", small_meta_config)
+  budget = reproduce.Budget(meta_iterations=1, meta_units=2, test_steps=1e4, num_seeds=2,
                             only=("Optim4RL", "L2LGD²", "Adam"))
   path = reproduce.reproduce("figure3_catch", str(tmp_path), budget)
   text = open(path).read()
@@ -32,7 +43,7 @@ def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path):
   assert reproduce.reproduce("figure3_catch", str(tmp_path), budget) == path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(95)
 def test_brax_reproduction_path_meta_trains_with_metappo_and_writes_table1(tmp_path, monkeypatch):
   """The Brax experiments' code path (MetaPPO -> PPO test -> Table 1), on the cheap inverted pendulum."""
   reproduce = _reproduce_module()

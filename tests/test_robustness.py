@@ -53,6 +53,7 @@ def test_bad_configs():
     robustness.plan(rc)
 
 
+@pytest.mark.slow(14)
 def test_tiny_run_report_and_resume(tmp_path, capsys):
   rc = rob_configs.get_config("tiny")
   rc.tables = "5,7"

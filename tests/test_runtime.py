@@ -20,6 +20,7 @@ def _run(code, env=None, args=()):
   return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow(6)
 def test_importing_the_package_changes_nothing_global():
   last = _run("""
       import os, sys

@@ -165,6 +165,7 @@ def test_config_checks_and_progress():
   assert "step 500/1,000 (50%)" in text and "return 0.25" in text and "ETA" in text
 
 
+@pytest.mark.slow(10)
 def test_launcher_end_to_end(tmp_path):
   """The launcher as a process (this file's one); the bad-config case runs it in this process."""
   workdir = tmp_path / "run"
@@ -181,6 +182,7 @@ def test_launcher_end_to_end(tmp_path):
   assert bad.returncode != 0 and "Unknown optimizer.name 'sgd'" in bad.stderr
 
 
+@pytest.mark.slow(7)
 def test_learning_catch_adam_three_seeds(tmp_path):
   """Issue 5: Adam lr 1e-3 on Catch, the mean return over 3 seeds passes 0.6 within 3e5 steps (the
   official code reaches ~0.9 at 3e5, docs/fidelity.md §12). ~20-40 s on 2 cores."""

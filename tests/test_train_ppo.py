@@ -234,6 +234,7 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
 
 
+@pytest.mark.slow(75)
 def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   """MetaPPOstar (docs/fidelity.md §6.5, §7.6): STAR meta-trains through PPO inner updates with nested tapes, so its
   meta-gradient includes the path through the agent gradients (checked against finite differences in

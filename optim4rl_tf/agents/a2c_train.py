@@ -207,9 +207,12 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
         timed_secs += dt
         timed_iters += k
       chunk_rate = k * steps_per_iter * len(labels) / max(dt, 1e-9)
-      newly = _log_chunk(m, k, done_iters, labels, steps_per_iter, int(config.log_every), runs, last_return,
-                         diverged, logger)
+      # Count the chunk before logging it: an interrupt during logging then never leaves rows in
+      # returns.csv beyond the env steps that summary.json and params.npz record.
+      first_iter = done_iters
       state, done_iters = new_state, done_iters + k           # (together: params.npz matches env_steps)
+      newly = _log_chunk(m, k, first_iter, labels, steps_per_iter, int(config.log_every), runs, last_return,
+                         diverged, logger)
       step_now = done_iters * steps_per_iter
       if done_iters > k or done_iters == iterations:
         logger.scalars(step_now, {"perf/env_steps_per_sec": chunk_rate})

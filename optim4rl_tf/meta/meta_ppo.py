@@ -48,7 +48,6 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
-from optim4rl_tf.utils import logging as logging_lib
 
 
 class Task(NamedTuple):
@@ -263,18 +262,21 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   from optim4rl_tf.meta import run as run_lib
   total = validate_config(config)
   cc.check_writable_dir(workdir)
-  logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
-  if console:
-    print(f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax compiles for minutes on "
-          "CPU)...", flush=True)
-  trainer = MetaPPOTrainer(config, workdir)
-  task = trainer.tasks[0]
-  steps_per_it = (task.env.num_envs * task.unroll_length
-                  * (task.inner_updates * task.unrolls + task.meta_unrolls))
+  from optim4rl_tf.utils import workdir as workdir_lib
+  # Locked, and refused when it holds a run of another config (as MetaA2C's meta_train).
+  with workdir_lib.lock(workdir):
+    run_lib.prepare_workdir(workdir, run_lib.plain(config))
+    if console:
+      print(f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax compiles for minutes on "
+            "CPU)...", flush=True)
+    trainer = MetaPPOTrainer(config, workdir)
+    task = trainer.tasks[0]
+    steps_per_it = (task.env.num_envs * task.unroll_length
+                    * (task.inner_updates * task.unrolls + task.meta_unrolls))
 
-  def shown(metrics):
-    return {"meta-loss": metrics[f"{task.name}/meta_loss"],
-            "reward/step": metrics[f"{task.name}/inner_reward_per_step"]}
+    def shown(metrics):
+      return {"meta-loss": metrics[f"{task.name}/meta_loss"],
+              "reward/step": metrics[f"{task.name}/inner_reward_per_step"]}
 
-  return run_lib.drive(trainer, workdir, total, steps_per_it, shown, prefix=f"[meta_ppo {task.name}] ",
-                       console=console, progress_fn=progress_fn)
+    return run_lib.drive(trainer, workdir, total, steps_per_it, shown, prefix=f"[meta_ppo {task.name}] ",
+                         console=console, progress_fn=progress_fn)

@@ -3,7 +3,7 @@
 The repository root is on ``sys.path`` through ``pythonpath`` in pyproject.toml's pytest section (for
 ``configs`` and ``launch``); ``optim4rl_tf`` itself is the installed package."""
 import contextlib
-import importlib.util
+import importlib
 import io
 import os
 import signal
@@ -11,6 +11,8 @@ import sys
 import types
 
 import pytest
+
+from optim4rl_tf.utils import config_checks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,13 +63,7 @@ def pytest_xdist_make_scheduler(config, log):
 def set_fields(config, **overrides):
   """Sets dotted ``ConfigDict`` fields (``{"optimizer.name": "adam"}``) like ``--config.a.b=v``; returns
   the config."""
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
+  return config_checks.set_fields(config, overrides)
 
 
 # --- launchers in this process ---------------------------------------------------------------------------
@@ -118,11 +114,12 @@ class Launcher:
   def __init__(self, name):
     self.path = os.path.join(ROOT, "launch", name + ".py")
     self._state = _absl_flag_state()
-    spec = importlib.util.spec_from_file_location(f"_inprocess_launcher_{name}", self.path)
-    self.module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = self.module
+    module_name = f"launch.{name}"
+    if module_name in sys.modules:
+      raise RuntimeError(f"{module_name} was imported before conftest.launcher({name!r}): its flags live in "
+                         "the global registry; use one or the other in a test process")
     with self.flags():
-      spec.loader.exec_module(self.module)
+      self.module = importlib.import_module(module_name)  # the repo root is on pythonpath (pyproject)
 
   @contextlib.contextmanager
   def flags(self, *args):

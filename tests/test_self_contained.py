@@ -15,7 +15,7 @@ TEXT_SUFFIXES = (".py", ".md", ".sh", ".toml", ".txt", ".cfg", ".ini", ".yaml", 
 ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:work|home|root|Users|mnt|srv|scratch|data|opt)/[\w.-]")
 CLIMB = re.compile(r"""(?:['"(\s=]|^)((?:\.\./)+[\w.-]+)""")
 JOIN_UP = re.compile(r"""os\.path\.join\([^)]*['"]\.\.['"]""")
-PRIVATE = re.compile("shared" + r"/reference|implementation" + "-notes")
+PRIVATE = re.compile("sh" + "ared/refer" + "ence|implementation" + "-notes")  # split: no literal here
 
 
 def _files():
@@ -57,7 +57,7 @@ def test_no_file_names_a_path_outside_the_repository():
 
 @pytest.mark.parametrize("line", [
     'GOLDEN = "/work/' + 'shared/golden/x.npz"',
-    'p = os.path.join(ROOT, "..", "shared", "x")',
+    'p = os.path.join(ROOT, "..", "sh' + 'ared", "x")',
     'data = "../../../outside/file.npz"',
     "see notes in /home/someone/project/x.md",
 ])

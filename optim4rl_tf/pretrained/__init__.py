@@ -60,14 +60,8 @@ def config(name):
   if name not in RECIPES:
     raise ValueError(f"unknown pretrained optimizer {name!r}; valid names: {', '.join(names())}")
   variant, overrides, _ = RECIPES[name]
-  c = meta_a2c.get_config(variant)
-  for key, value in overrides.items():
-    node = c
-    *parents, last = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[last] = value
-  return c
+  from optim4rl_tf.utils import config_checks  # pylint: disable=import-outside-toplevel
+  return config_checks.set_fields(meta_a2c.get_config(variant), overrides)
 
 
 def describe(name):

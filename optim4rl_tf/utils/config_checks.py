@@ -187,3 +187,15 @@ def check_npz_size(name, path, max_elements):
                      f"{shapes[big][0]}), more than the {max_elements:,} a learned optimizer's meta-parameters "
                      "can plausibly have; is it the right file?")
   return total
+
+
+def set_fields(config, overrides):
+  """Sets dotted fields of a ``ConfigDict`` (``{"optimizer.name": "adam"}``) as ``--config.a.b=v`` would;
+  returns the config."""
+  for key, value in overrides.items():
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config

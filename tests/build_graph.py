@@ -59,6 +59,16 @@ def target_of(path):
   return path[:-3].replace("/__init__", "").replace("/", "_")
 
 
+def from_base(node, package):
+  """The absolute module of an ``ast.ImportFrom`` node (relative levels resolved against ``package``)."""
+  base = node.module or ""
+  if node.level:
+    anchor = package.split(".")
+    anchor = anchor[:len(anchor) - node.level + 1]
+    base = ".".join(anchor + ([base] if base else []))
+  return base
+
+
 def imports_of(path):
   """The absolute module names a file imports (relative imports resolved)."""
   tree = ast.parse(open(os.path.join(ROOT, path)).read(), path)
@@ -68,11 +78,7 @@ def imports_of(path):
     if isinstance(node, ast.Import):
       names.update(alias.name for alias in node.names)
     elif isinstance(node, ast.ImportFrom):
-      base = node.module or ""
-      if node.level:
-        anchor = package.split(".")
-        anchor = anchor[:len(anchor) - node.level + 1]
-        base = ".".join(anchor + ([base] if base else []))
+      base = from_base(node, package)
       names.add(base)
       names.update(f"{base}.{alias.name}" for alias in node.names)
   return names

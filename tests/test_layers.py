@@ -76,11 +76,7 @@ def module_imports(source, module, is_package, modules):
     if isinstance(node, ast.Import):
       found.update(nearest(alias.name) for alias in node.names)
     elif isinstance(node, ast.ImportFrom):
-      base = node.module or ""
-      if node.level:
-        anchor = package.split(".")
-        anchor = anchor[:len(anchor) - node.level + 1]
-        base = ".".join(anchor + ([base] if base else []))
+      base = build_graph.from_base(node, package)
       for alias in node.names:
         full = f"{base}.{alias.name}"
         found.add(full if full in modules else nearest(base))

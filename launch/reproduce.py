@@ -14,6 +14,9 @@ Experiments (docs/fidelity.md §9.1, §10):
   table1_ant, table1_humanoid     Optim4RL with and without pipeline training, MetaPPO (Table 1)
   figure4        Optim4RL meta-trained on the six gridworlds (grid6), tested with PPO on Ant, Humanoid,
                  inverted double pendulum and Walker2d vs Adam, RMSProp
+  figure4_cpu    Figure 4 at CPU scale: the SHIPPED optimizers (Optim4RL.from_pretrained "grid6" and "catch",
+                 no meta-training) vs Adam, RMSProp, PPO on the *_cpu settings of inverted double pendulum and
+                 Walker2d (always --ppo_cpu; about an hour with --num_seeds=5 --test_steps=1e6)
 
 The Brax experiments are GPU-sized; ``--ppo_cpu`` runs them at laptop size (PPO tests on the ``*_cpu``
 variants of configs/ppo.py, MetaPPO with 256 envs and batch 256).
@@ -31,8 +34,6 @@ meta-training of a Brax experiment; the other runs keep the guard's default ("sk
 """
 import json
 import os
-import sys
-
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -59,7 +60,10 @@ PPO_EXPERIMENTS = {
 FIGURE4_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
 # The agent lr of the grid6 Optim4RL's Brax tests (official lopt_rl_grid_{ant,humanoid,pendulum,walker2d}).
 FIGURE4_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walker2d=3e-5)
-ALL_EXPERIMENTS = list(EXPERIMENTS) + list(PPO_EXPERIMENTS) + ["figure4"]
+# Figure 4 at CPU scale: the shipped optimizers (optim4rl_tf.pretrained) tested as they are.
+FIGURE4_CPU_TASKS = ("inverted_double_pendulum", "walker2d")
+FIGURE4_CPU_LEARNED = (("Optim4RL grid6", "grid6"), ("Optim4RL catch", "catch"))
+ALL_EXPERIMENTS = list(EXPERIMENTS) + list(PPO_EXPERIMENTS) + ["figure4", "figure4_cpu"]
 
 flags.DEFINE_enum("experiment", "figure3_catch", ALL_EXPERIMENTS, "What to reproduce.")
 flags.DEFINE_string("workdir", None, "Output directory.")
@@ -205,6 +209,8 @@ def reproduce_ppo(experiment, root, budget):
   from optim4rl_tf.eval import report
   wanted = lambda label: not budget.only or label in budget.only
   out = os.path.join(root, "report")
+  if experiment == "figure4_cpu":
+    return reproduce_figure4_cpu(root, budget, wanted)
   if experiment == "figure4":
     meta_runs = [("Optim4RL", os.path.join(root, "meta_optim4rl_grid6"))] if wanted("Optim4RL") else []
     phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (docs/fidelity.md §9.1)
@@ -236,6 +242,24 @@ def reproduce_ppo(experiment, root, budget):
   if baselines:
     sources += _ppo_baselines(task, root, budget, wanted)
   return add_divergence(_write(report, out, experiment, task, kind, sources), meta_runs)
+
+
+def reproduce_figure4_cpu(root, budget, wanted):
+  """Figure 4 at CPU scale: the shipped grid6 and catch optimizers (no meta-training here) vs Adam and
+  RMSProp, PPO on the ``*_cpu`` settings of FIGURE4_CPU_TASKS, the official per-task agent lr."""
+  from optim4rl_tf import pretrained
+  from optim4rl_tf.eval import report
+  budget.ppo_cpu = True
+  panels = []
+  for task in FIGURE4_CPU_TASKS:
+    sources = []
+    for label, name in FIGURE4_CPU_LEARNED:
+      if wanted(label):
+        test_dir = os.path.join(root, f"test_optim4rl_{name}_{task}")
+        test_run_ppo(task, "optim4rl", pretrained.path(name), FIGURE4_LR[task], test_dir, budget)
+        sources.append((label, test_dir))
+    panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
+  return report.write_report(os.path.join(root, "report"), panels=panels, title="Reproduction: figure4_cpu")
 
 
 def _write(report, out, experiment, task, kind, sources):

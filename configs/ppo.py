@@ -1,6 +1,7 @@
 """PPO on Brax configs (docs/fidelity.md §7.2): the official baselines, laptop-sized CPU variants and a cheap test task.
 
   python launch/train.py --config=configs/ppo.py:ant_cpu --workdir=runs/ppo_ant_cpu
+  python launch/meta_train.py --config=configs/ppo.py:meta_ant --workdir=runs/meta_ant   # MetaPPO
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=rmsprop --workdir=runs/ppo_ant
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=optim4rl \
       --config.optimizer.meta_params=runs/meta/meta_params.npz --workdir=runs/lopt_rl_ant     # docs/fidelity.md §10

@@ -1,11 +1,13 @@
-"""Meta-trains a learned optimizer with MetaA2C (pipeline training) and writes phi.npz.
+"""Meta-trains a learned optimizer (pipeline training) and writes phi.npz: every meta-training config.
 
   python launch/meta_train.py --config=configs/meta_a2c.py:catch --workdir=runs/meta_catch
   python launch/meta_train.py --config=configs/meta_a2c.py:big_dense_long --config.chunk_size=64 \
       --config.meta_lr=1e-4 --workdir=runs/meta_bdl
+  python launch/meta_train.py --config=configs/ppo.py:meta_ant --workdir=runs/meta_rl_ant        # MetaPPO
 
-Killed runs resume from the last checkpoint when started again with the same --workdir.
-See configs/meta_a2c.py for the variants and fields, optim4rl_tf.meta.run for the outputs.
+MetaA2C on gridworlds (configs/meta_a2c.py) and MetaPPO on Brax (configs/ppo.py:meta_*; STAR with
+--config.optimizer.name=star). Killed runs resume from the last checkpoint when started again with the same
+--workdir. See the config files for the variants and fields, optim4rl_tf.meta.run for the outputs.
 """
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

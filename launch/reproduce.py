@@ -175,12 +175,12 @@ def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
   """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz (None: the
   run diverged)."""
   from optim4rl_tf.configs import ppo as ppo_configs
-  from optim4rl_tf.meta import meta_ppo
+  from optim4rl_tf.meta import run
   config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget, brax=True)
   config.pipeline = pipeline
   if budget.ppo_cpu:
     config.env.num_envs, config.batch_size = 256 * config.num_units, 256
-  return _meta_run(meta_ppo.meta_train, config, workdir)
+  return _meta_run(run.meta_train, config, workdir)
 
 
 def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):

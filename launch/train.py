@@ -6,7 +6,8 @@
 
 The config's ``agent`` field picks the trainer: 'a2c' (the default when absent; configs/a2c.py, outputs in
 optim4rl_tf.agents.a2c_train), 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train) or
-'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*, optim4rl_tf.meta.meta_ppo).
+'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*), which runs exactly as
+``launch/meta_train.py`` does (optim4rl_tf.meta.run: resumable workdirs, its own exit statuses).
 """
 import functools
 import os
@@ -33,9 +34,9 @@ from optim4rl_tf.utils import cli  # noqa: E402
 from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
 
 # Exit codes (optim4rl_tf.utils.cli): 0 done; 2 bad flags, config or workdir (one line, nothing written);
-# 3 some seed diverged (the healthy seeds finished; everything is written), or MetaPPO meta-training
-# diverged (config.nonfinite: "stop" at the first non-finite phi, "skip" after max_nonfinite in a row);
-# 130/143 SIGINT/SIGTERM (what was computed is written, summary.json status "interrupted").
+# 3 some seed diverged (the healthy seeds finished; everything is written); 130/143 SIGINT/SIGTERM (what
+# was computed is written, summary.json status "interrupted"). MetaPPO configs: those of
+# launch/meta_train.py (optim4rl_tf.meta.run.cli_call; 1 when meta-training diverged or could not write).
 
 # Config fields that may differ between the runs of one workdir (they change no result and no output).
 RERUN_IGNORE = ("console_every_secs", "chunk_secs", "iterations_per_call")
@@ -123,24 +124,22 @@ def main(argv):
     # JAX / MuJoCo / TF checkpointing log at INFO through the root logger, which absl prints: keep the
     # console to the run's own progress lines.
     absl_logging.set_verbosity(absl_logging.WARNING)
+  if agent == "meta_ppo":              # launch/meta_train.py's code: resumes, its workdir rules and errors
+    from optim4rl_tf.meta import run as meta_run
+    meta_run.cli_call(meta_run.meta_train, config, wd)
+    return
   try:
     if agent == "ppo":
       from optim4rl_tf.agents import ppo_train
       run = ppo_train.train
-    elif agent == "meta_ppo":
-      from optim4rl_tf.meta import meta_ppo
-      run = meta_ppo.meta_train
     else:
       from optim4rl_tf.agents import a2c_train
       from optim4rl_tf.analysis import collect  # config.collect: gradients recorded by the caller's probe
       run = functools.partial(a2c_train.train, gradient_probe=collect.gradient_probe_for(config))
-    if agent == "meta_ppo":          # resumes from its checkpoints; its workdir rules are its own
+    _validate(agent, config)           # config errors first, before the workdir is looked at
+    with workdir_lib.lock(wd):
+      prepare_workdir(wd, config.to_dict(), _OVERWRITE.value)
       result = run(config, wd)
-    else:
-      _validate(agent, config)         # config errors first, before the workdir is looked at
-      with workdir_lib.lock(wd):
-        prepare_workdir(wd, config.to_dict(), _OVERWRITE.value)
-        result = run(config, wd)
   except ValueError as e:              # bad config or workdir (WorkdirError is a ValueError)
     cli.fail(e)
   except KeyboardInterrupt as e:       # SIGINT, or SIGTERM via cli.run: the trainer wrote what it had
@@ -148,10 +147,6 @@ def main(argv):
   except (MemoryError, OSError) as e:
     cli.fail(f"{type(e).__name__}: {e}" + ("" if isinstance(e, OSError) else
                                            "; lower env.num_envs or num_seeds"))
-  except RuntimeError as e:            # MetaPPO: optim4rl_tf.meta.trainer.NonFiniteError / Diverged
-    if type(e).__name__ not in ("NonFiniteError", "Diverged"):
-      raise
-    cli.fail(e, code=cli.EXIT_DIVERGED)
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__name__ != "ResourceExhaustedError":           # TF out of memory: one line; others: trace
       raise

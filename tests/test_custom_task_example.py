@@ -29,4 +29,4 @@ def test_custom_task_meta_trains_and_the_result_fits_a_keras_model(tmp_path):
 def test_the_example_problem_implements_the_protocol():
   p = custom_task.SineRegression(custom_task.make_model(4), num_units=2)
   assert isinstance(p, problem_lib.InnerProblem)
-  assert problem_lib.as_problems(None, [p]) == [p]
+  assert problem_lib.as_problems([p]) == [p]

@@ -1,6 +1,11 @@
 """The Keras 3 faces: fit, numerics equal to the core, config round trip, .keras save/load, NaN guard."""
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -20,6 +25,13 @@ def regression_data(n=512):
   x = rng.randn(n, 4).astype(np.float32)
   y = (x @ np.array([[1.0], [-2.0], [0.5], [0.0]], np.float32) + 0.3).astype(np.float32)
   return x, y
+
+
+def split_variables(opt):
+  """(phi variables, state variables) of a built optimizer: after ``iterations`` and the learning rate come
+  the meta-parameters, then every model variable's state; ``nonfinite_steps`` is last."""
+  n = len(opt.core.meta_param_shapes())
+  return opt.variables[2:2 + n], opt.variables[2 + n:-1]
 
 
 def small_model():
@@ -142,7 +154,9 @@ def test_plain_tf_variable_in_a_custom_loop(cls):
   opt = cls(learning_rate=0.1)
   opt.apply_gradients([(tf.ones((2, 2)), v)])
   assert np.all(np.isfinite(v.numpy())) and not np.array_equal(v.numpy(), [[1.0, 2.0], [3.0, 4.0]])
-  assert all("plain" in w.name for w in opt.variables[2:-1])  # state named after the tf.Variable
+  phi_vars, state_vars = split_variables(opt)
+  assert all(w.name.startswith("phi_") for w in phi_vars)
+  assert state_vars and all("plain" in w.name for w in state_vars)  # state named after the tf.Variable
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES)
@@ -213,7 +227,9 @@ def test_non_finite_update_is_never_written(cls):
   with pytest.warns(RuntimeWarning, match="non-finite"):
     opt.apply_gradients([(tf.constant([0.5, -0.25, 1.0]), v)])
   np.testing.assert_array_equal(v.numpy(), [1.0, -2.0, 0.5])
-  assert all(np.all(s.numpy() == 0) for s in opt.variables[2:-1])  # state untouched
+  phi_vars, state_vars = split_variables(opt)
+  assert all(np.all(s.numpy() == 0) for s in state_vars)  # state untouched
+  assert all(np.all(p.numpy() == 1e30) for p in phi_vars)
   assert int(opt.nonfinite_steps.numpy()) == 1
 
 
@@ -283,3 +299,104 @@ def test_state_memory_matches_the_docstring(cls, floats):
   assert sum(int(np.prod(v.shape)) for v in state) == floats * 100
   assert all(v.dtype == "float32" for v in state)
   assert f"{floats} floats" in cls.__doc__ and f"{4 * floats} bytes" in cls.__doc__
+
+
+# ---------------------------------------------------------------------------------------------------
+# Meta-parameters are optimizer variables; the config holds hyper-parameters only.
+
+
+def _no_arrays(value):
+  """True if ``value`` (a config) holds only scalars, None, short flat lists and dicts of those."""
+  if isinstance(value, dict):
+    return all(_no_arrays(v) for v in value.values())
+  if isinstance(value, (list, tuple)):
+    return len(value) <= 8 and all(isinstance(v, (int, float)) for v in value)
+  return value is None or isinstance(value, (bool, int, float, str))
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_config_has_no_arrays_and_load_model_restores_phi_from_the_variables(cls, tmp_path):
+  rng = np.random.RandomState(1)
+  phi = {k: v + rng.uniform(-0.1, 0.1, v.shape).astype(np.float32) for k, v in cls(seed=7).meta_params.items()}
+  x, y = regression_data(32)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+  model.compile(optimizer=cls(learning_rate=1e-2, meta_params=phi), loss="mse", run_eagerly=True)
+  config = model.optimizer.get_config()
+  assert _no_arrays(config) and len(json.dumps(config)) < 1500, config
+  assert config["meta_params"] is None and config["pretrained"] is None and config["seed"] == 0
+  model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+  phi_vars = {v.name for v in model.optimizer.variables if v.name.startswith("phi_")}
+  assert phi_vars == {"phi_" + k.replace("/", "_") for k in phi}
+  path = str(tmp_path / "m.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  assert type(loaded.optimizer) is cls and loaded.optimizer.get_config() == config
+  for key, value in phi.items():  # from the saved variables: the config's seed alone gives another phi
+    np.testing.assert_array_equal(loaded.optimizer.meta_params[key], value)
+  assert not all(np.array_equal(cls(seed=0).meta_params[k], v) for k, v in phi.items())
+
+
+def test_config_keeps_a_path_and_load_model_survives_its_removal(tmp_path):
+  npz = str(tmp_path / "phi.npz")
+  phi = optim4rl_tf.L2LGD2(seed=3).meta_params
+  optim4rl_tf.L2LGD2(meta_params=phi).save_meta_params(npz)
+  opt = optim4rl_tf.L2LGD2(learning_rate=1e-2, meta_params=npz)
+  assert opt.get_config()["meta_params"] == npz
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+  model.compile(optimizer=opt, loss="mse", run_eagerly=True)
+  model.fit(*regression_data(16), batch_size=16, epochs=1, verbose=0)
+  model.save(str(tmp_path / "m.keras"))
+  os.remove(npz)
+  with pytest.warns(UserWarning, match="phi.npz' not found"):
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+  for key, value in phi.items():
+    np.testing.assert_array_equal(loaded.optimizer.meta_params[key], value)
+
+
+def test_pretrained_name_in_config():
+  opt = optim4rl_tf.Optim4RL.from_pretrained("catch", learning_rate=1e-2)
+  config = opt.get_config()
+  assert config["pretrained"] == "catch" and config["meta_params"] is None and config["mlp_dims"] == []
+  clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+  assert clone.get_config() == config
+  assert all(np.array_equal(clone.meta_params[k], v) for k, v in opt.meta_params.items())
+  assert not np.array_equal(optim4rl_tf.Optim4RL(mlp_dims=()).meta_params["rnn1/kernel"],
+                            opt.meta_params["rnn1/kernel"])
+  with pytest.raises(ValueError, match="meta_params or pretrained, not both"):
+    optim4rl_tf.Optim4RL(meta_params=opt.meta_params, pretrained="catch")
+  with pytest.raises(ValueError, match="is a 'optim4rl' optimizer, not L2LGD2"):
+    optim4rl_tf.L2LGD2.from_pretrained("catch")
+
+
+def test_set_meta_params_before_and_after_build():
+  phi = optim4rl_tf.LinearOptim(seed=5).meta_params
+  opt = optim4rl_tf.LinearOptim(seed=0)
+  opt.set_meta_params(phi)  # before build: the values the phi variables start from
+  v = keras.Variable(np.ones(3, np.float32))
+  opt.build([v])
+  assert all(np.array_equal(opt.meta_params[k], phi[k]) for k in phi)
+  other = optim4rl_tf.LinearOptim(seed=6).meta_params
+  opt.set_meta_params(other)  # after build: assigned to the variables
+  phi_vars = {v.name: v for v in opt.variables if v.name.startswith("phi_")}
+  np.testing.assert_array_equal(phi_vars["phi_rnn_kernel"].numpy(), other["rnn/kernel"])
+
+
+@pytest.mark.slow(12)
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax for KERAS_BACKEND=jax")
+def test_non_tensorflow_backend_is_one_clear_error():
+  code = textwrap.dedent("""
+      import keras, optim4rl_tf
+      assert keras.backend.backend() == "jax"
+      for cls in (optim4rl_tf.LinearOptim, optim4rl_tf.L2LGD2, optim4rl_tf.STAR):
+        try:
+          cls()
+        except RuntimeError as e:
+          print("ok" if "KERAS_BACKEND is 'jax'" in str(e) else "wrong message")
+      optim4rl_tf.Optim4RL(learning_rate=1e-3)
+  """)
+  env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode != 0
+  assert out.stdout.split() == ["ok", "ok", "ok"], out.stdout + out.stderr
+  assert ("RuntimeError: optim4rl_tf's Keras optimizers need the TensorFlow backend; KERAS_BACKEND is 'jax'. "
+          "Set KERAS_BACKEND=tensorflow before importing keras.") in out.stderr, out.stderr

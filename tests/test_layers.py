@@ -47,13 +47,8 @@ LAYERS = (
 )
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
-# Cycles that exist on purpose or are owned elsewhere, each a frozenset of the modules of one cycle.
-KNOWN_EXCEPTIONS = {
-    # MetaPPO (owned by the engineer of the Brax/PPO MetaPPO files, under edit): meta_ppo.meta_train imports
-    # meta_ppo_star at function level for the STAR variant, and meta_ppo_star imports meta_ppo at module
-    # level. Remove this entry when the two no longer import each other (the test says so).
-    frozenset({"optim4rl_tf.meta.meta_ppo", "optim4rl_tf.meta.meta_ppo_star"}),
-}
+# Cycles that exist on purpose or are owned elsewhere, each a frozenset of the modules of one cycle: none.
+KNOWN_EXCEPTIONS = set()
 # Upward imports allowed anyway: none.
 KNOWN_UPWARD = set()
 

@@ -22,6 +22,8 @@ from optim4rl_tf.agents import ppo
 from optim4rl_tf.configs import ppo as ppo_configs
 from optim4rl_tf.meta import meta_ppo
 from optim4rl_tf.meta import meta_ppo_grad
+from optim4rl_tf.meta import meta_ppo_task
+from optim4rl_tf.meta import trainer as trainer_lib
 from conftest import set_fields  # noqa: E402
 
 KEY = (7, 11)
@@ -42,7 +44,7 @@ def tiny_config():
 def problem():
   """(task, core, phi, units) of the tiny problem, with a hand-made initial state."""
   c = tiny_config()
-  trainer = meta_ppo.MetaPPOTrainer(c)
+  trainer = trainer_lib.MetaTrainer(c)
   task, core = trainer.tasks[0], trainer.core
   assert (task.unrolls, task.meta_unrolls, task.num_units, task.env.num_envs) == (2, 1, 2, 4)
   phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
@@ -293,7 +295,7 @@ def fd_star_config():
 def test_meta_ppo_star_second_order_path_matches_finite_differences():
   from optim4rl_tf.meta import meta_ppo_star
   from optim4rl_tf.optimizers import meta_params
-  task = meta_ppo.build_task(fd_star_config())
+  task = meta_ppo_task.build_task(fd_star_config())
   assert (task.unrolls, task.meta_unrolls, task.meta_grad_through_env) == (3, 1, True)
   core, phi = meta_params.resolve("star", None, mlp_dims=(), seed=0)
   names = sorted(phi)

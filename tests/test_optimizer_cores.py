@@ -1,6 +1,7 @@
 """The learned-optimizer cores against independent NumPy computations, the official golden values,
 Keras's own GRUCell, and finite differences."""
 
+import inspect
 import os
 
 import keras
@@ -11,6 +12,7 @@ import tensorflow as tf
 from conftest import GOLDEN_DIR
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
+from optim4rl_tf.optimizers import star
 
 # ---------------------------------------------------------------------------------------------------
 # An independent NumPy implementation (float64), written from docs/fidelity.md §0.2 and §6.2-§6.4.
@@ -216,3 +218,24 @@ def test_meta_parameter_counts():
 def test_unknown_core_name():
   with pytest.raises(ValueError, match="valid names: optim4rl, linear_optim, l2lgd2"):
     cores.make_core("adamw")
+
+
+def test_all_four_cores_share_one_update_signature_and_result_kind():
+  """``cores.Core.update`` is the one step function: same arguments, (update to add, new state) back."""
+  all_cores = [cores.make_core(n) for n in cores.LEARNED_NAMES] + [star.StarCore()]
+  signature = inspect.signature(cores.Core.update)
+  assert list(signature.parameters) == ["self", "phi", "state", "g", "learning_rate", "param", "unit_axis"]
+  rng = np.random.RandomState(2)
+  p = tf.constant(rng.randn(3, 4), tf.float32)
+  g = tf.constant(rng.randn(3, 4), tf.float32)
+  for core in all_cores:
+    assert isinstance(core, cores.Core) and inspect.signature(type(core).update) == signature, core.name
+    phi = core.init_meta_params(1)
+    state = core.init_state(p)
+    update, new_state = core.update(phi, state, g, 0.1, param=p)
+    assert update.shape == g.shape and update.dtype == tf.float32 and np.all(np.isfinite(update.numpy()))
+    assert [x.shape for x in tf.nest.flatten(new_state)] == [x.shape for x in tf.nest.flatten(state)]
+    updates, _ = core.update_list(phi, [state], [g], 0.1, params=[p])
+    np.testing.assert_array_equal(updates[0].numpy(), update.numpy())
+    if core.name != star.NAME:  # coordinatewise: the parameter does not enter the update
+      np.testing.assert_array_equal(core.update(phi, state, g, 0.1)[0].numpy(), update.numpy())

@@ -185,10 +185,10 @@ def test_update_matches_numpy(dtype, rtol):
     for step in range(5):
       g = rng.randn(*shape) * (10.0 ** rng.uniform(-3, 0))
       new_np, st_np = np_star_step(phi, st_np, g, p_np, lr, t=step)
-      new_tf, st_tf = core.update(phi, st_tf, tf.constant(g, dtype), p_tf, lr)
+      update_tf, st_tf = core.update(phi, st_tf, tf.constant(g, dtype), lr, param=p_tf)
       assert int(st_tf.t.numpy()) == step + 1
       # Compare the change (tiny next to p) relative to its own size.
-      delta_np, delta_tf = new_np - p_np, new_tf.numpy() - p_tf.numpy()
+      delta_np, delta_tf = new_np - p_np, update_tf.numpy()
       np.testing.assert_allclose(delta_tf, delta_np, rtol=rtol, atol=rtol * np.abs(delta_np).max(),
                                  err_msg=f"shape {shape} step {step}")
       np.testing.assert_allclose(st_tf.m.numpy(), st_np["m"], rtol=rtol, atol=1e-12)
@@ -198,7 +198,7 @@ def test_update_matches_numpy(dtype, rtol):
         np.testing.assert_allclose(st_tf.fac[1].numpy(), np.stack(st_np["fac"]["v_col"], -1), rtol=rtol)
       else:
         np.testing.assert_allclose(st_tf.fac[0].numpy(), np.stack(st_np["fac"]["v"], -1), rtol=rtol)
-      p_np, p_tf = new_np, new_tf
+      p_np, p_tf = new_np, p_tf + update_tf
 
 
 def test_late_time_features_and_zero_gradient():
@@ -209,20 +209,28 @@ def test_late_time_features_and_zero_gradient():
   g = np.random.RandomState(1).randn(4, 6)
   state = core.init_state(tf.constant(p))
   state = state._replace(t=tf.constant(2500, tf.int32))
-  new_tf, _ = core.update(phi, state, tf.constant(g), tf.constant(p), 3e-3)
+  update_tf, _ = core.update(phi, state, tf.constant(g), 3e-3, param=tf.constant(p))
   new_np, _ = np_star_step(phi, np_init(p), g, p, 3e-3, t=2500)
-  np.testing.assert_allclose(new_tf.numpy() - p, new_np - p, rtol=1e-9)
+  np.testing.assert_allclose(update_tf.numpy(), new_np - p, rtol=1e-9)
 
 
-def test_compiled_update_matches_eager():
+def test_param_plus_update_is_the_official_new_parameter():
+  """``update`` returns the change: param + update is MLPNomLOpt's new parameter (float32, within 1e-6),
+  and weight decay enters as -(1 - reg) * param with reg = 1 - weight_decay."""
   core = star.StarCore()
-  phi = random_phi(2)
-  p = tf.random.stateless_normal([6, 4], seed=(1, 2))
-  g = tf.random.stateless_normal([6, 4], seed=(1, 3))
-  s = core.init_state(p)
-  eager, _ = core.update(phi, s, g, p, 1e-3)
-  compiled, _ = core.compiled_update()(phi, s, g, p, tf.constant(1e-3))
-  np.testing.assert_allclose(compiled.numpy() - p.numpy(), eager.numpy() - p.numpy(), rtol=1e-4, atol=1e-9)
+  phi = random_phi(9)
+  rng = np.random.RandomState(10)
+  p, g = rng.randn(5, 3).astype(np.float32), rng.randn(5, 3).astype(np.float32)
+  state = core.init_state(tf.constant(p))
+  update, _ = core.update(phi, state, tf.constant(g), 0.02, param=tf.constant(p))
+  new_np, _ = np_star_step(phi, np_init(np.float64(p)), np.float64(g), np.float64(p), 0.02, t=0)
+  np.testing.assert_allclose(p + update.numpy(), new_np, rtol=0, atol=1e-6)
+  assert np.abs(update.numpy()).max() > 1e-3  # a real step, not a no-op
+  decayed = star.StarCore(weight_decay=0.1)
+  update_wd, _ = decayed.update(phi, state, tf.constant(g), 0.02, param=tf.constant(p))
+  np.testing.assert_allclose(update_wd.numpy() - update.numpy(), -0.1 * p, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="STAR needs the current parameter"):
+    core.update(phi, state, tf.constant(g), 0.02)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,24 +248,24 @@ def test_unit_axis_equals_separate_updates(shape):
   states = [core.init_state(p) for p in ps]
   for u in range(units):
     for _ in range(u):
-      states[u] = core.update(phi, states[u], tf.constant(rng.randn(*shape)), ps[u], 1e-2)[1]
+      states[u] = core.update(phi, states[u], tf.constant(rng.randn(*shape)), 1e-2, param=ps[u])[1]
   stacked = tf.nest.map_structure(lambda *xs: tf.stack(xs), *states)
   assert stacked.t.numpy().tolist() == [0, 1, 2]
   fresh = core.init_state(tf.stack(ps), unit_axis=True)
   assert tf.nest.map_structure(lambda a: a.shape, fresh) == tf.nest.map_structure(lambda a: a.shape, stacked)
   gs = [tf.constant(rng.randn(*shape) * 10.0 ** (-u)) for u in range(units)]  # very different scales
-  new_u, st_u = core.update(phi, stacked, tf.stack(gs), tf.stack(ps), 1e-2, unit_axis=True)
+  new_u, st_u = core.update(phi, stacked, tf.stack(gs), 1e-2, param=tf.stack(ps), unit_axis=True)
   for u in range(units):
-    new_s, st_s = core.update(phi, states[u], gs[u], ps[u], 1e-2)
-    np.testing.assert_allclose(new_u[u].numpy() - ps[u].numpy(), new_s.numpy() - ps[u].numpy(),
-                               rtol=1e-9, atol=1e-15)
+    new_s, st_s = core.update(phi, states[u], gs[u], 1e-2, param=ps[u])
+    rtol = 1e-9 if new_s.dtype == tf.float64 else 1e-6  # shape (): rng.randn() is a Python float -> float32
+    np.testing.assert_allclose(new_u[u].numpy(), new_s.numpy(), rtol=rtol, atol=1e-15)
     for a, b in zip(tf.nest.flatten(st_u), tf.nest.flatten(st_s)):
       np.testing.assert_allclose(a[u].numpy(), b.numpy(), rtol=1e-9)
   # Without the unit axis the units would be normalised together: a different update.
   if len(shape) >= 1:
-    joint, _ = core.update(phi, core.init_state(tf.stack(ps)), tf.stack(gs), tf.stack(ps), 1e-2)
-    sep, _ = core.update(phi, core.init_state(tf.stack(ps), unit_axis=True), tf.stack(gs), tf.stack(ps), 1e-2,
-                         unit_axis=True)
+    joint, _ = core.update(phi, core.init_state(tf.stack(ps)), tf.stack(gs), 1e-2, param=tf.stack(ps))
+    sep, _ = core.update(phi, core.init_state(tf.stack(ps), unit_axis=True), tf.stack(gs), 1e-2,
+                         param=tf.stack(ps), unit_axis=True)
     assert not np.allclose(joint.numpy(), sep.numpy(), rtol=1e-6, atol=0)
 
 
@@ -287,7 +295,8 @@ def _meta_loss_fn(core, keys, params0, lr, num_steps, second_order=True):
           tape.watch(params)
           loss = _quartic_loss(params)
         grads = [tf.stop_gradient(g) for g in tape.gradient(loss, params)]
-        params, states = core.update_list(phi, states, grads, params, lr)
+        updates, states = core.update_list(phi, states, grads, lr, params=params)
+        params = [p + u for p, u in zip(params, updates)]
     return _quartic_loss(params)
   return meta_loss
 
@@ -407,9 +416,9 @@ def test_agent_optimizer_star_clips_and_needs_params():
   updates, _ = opt.update(grads, state, params=params)
   core = star.StarCore()
   for p, g, u in zip(params, grads, updates):
-    new, _ = core.update(phi, core.init_state(p, unit_axis=True), tf.clip_by_value(g, -1.0, 1.0), p, 3e-3,
-                         unit_axis=True)
-    np.testing.assert_array_equal((p + u).numpy(), new.numpy())
+    expected, _ = core.update(phi, core.init_state(p, unit_axis=True), tf.clip_by_value(g, -1.0, 1.0), 3e-3,
+                              param=p, unit_axis=True)
+    np.testing.assert_array_equal(u.numpy(), expected.numpy())
 
 
 def test_a2c_trainer_runs_with_star():
@@ -452,8 +461,10 @@ def test_keras_step_equals_core_and_fit_reduces_loss():
   opt.apply_gradients([(tf.constant(-g), var)])
   core = star.StarCore()
   s = core.init_state(tf.constant(p0))
-  p1, s = core.update(phi, s, g, tf.constant(p0), 0.05)
-  p2, s = core.update(phi, s, -g, p1, 0.05)
+  u1, s = core.update(phi, s, g, 0.05, param=tf.constant(p0))
+  p1 = p0 + u1
+  u2, s = core.update(phi, s, -g, 0.05, param=p1)
+  p2 = p1 + u2
   np.testing.assert_allclose(var.numpy() - p0, p2.numpy() - p0, rtol=1e-5, atol=1e-8)
   m_var = [v for v in opt.variables if v.name.endswith("_m")][0]
   np.testing.assert_allclose(m_var.numpy(), s.m.numpy(), rtol=1e-6, atol=1e-9)

@@ -212,15 +212,14 @@ def test_ppo_adam_learns_inverted_pendulum(tmp_path):
 
 @pytest.mark.slow
 def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
-  from optim4rl_tf.meta import meta_ppo
+  from optim4rl_tf.meta import run
   from optim4rl_tf.optimizers import meta_params
   c = ppo_configs.get_config("meta_inverted_pendulum")
   assert (c.agent, c.env.num_envs, c.env.episode_length, c.num_units) == ("meta_ppo", 32, 200, 2)
   set_fields(c, num_iterations=3, checkpoint_every=3)
   phi0 = meta_params.resolve("optim4rl", None, mlp_dims=(16, 16), seed=0)[1]
   seen = []
-  res = meta_ppo.meta_train(c, str(tmp_path / "meta"), console=False,
-                            progress_fn=lambda t, m: seen.append(m))
+  res = run.meta_train(c, str(tmp_path / "meta"), console=False, progress_fn=lambda t, m: seen.append(m))
   assert res["iterations"] == 3 and res["skipped"] == 0
   assert all(m["meta/applied"] == 1.0 and math.isfinite(m["inverted_pendulum/meta_loss"]) and
              m["meta/grad_norm"] > 0 for m in seen)
@@ -239,12 +238,12 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   """MetaPPOstar (docs/fidelity.md §6.5, §7.6): STAR meta-trains through PPO inner updates with nested tapes, so its
   meta-gradient includes the path through the agent gradients (checked against finite differences in
   test_meta_ppo_gradient.py); its phi then drives a PPO agent (PPOstar)."""
-  from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import meta_ppo_star
+  from optim4rl_tf.meta import trainer as trainer_lib
   from optim4rl_tf.optimizers import meta_params
   c = set_fields(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
-  trainer = meta_ppo.MetaPPOTrainer(c)
-  assert trainer.algorithm is meta_ppo_star
+  trainer = trainer_lib.MetaTrainer(c)
+  assert isinstance(trainer.problems[0], meta_ppo_star.MetaPPOstar)
   task, core = trainer.tasks[0], trainer.core
   phi0 = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
   units = trainer.units[0].read()
@@ -265,9 +264,9 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
 
 
 def test_meta_ppo_config_errors():
-  from optim4rl_tf.meta import meta_ppo
+  from optim4rl_tf.meta import run
   c = ppo_configs.get_config("meta_ant")
-  assert meta_ppo.num_iterations(c) == 610                            # docs/fidelity.md §7.5
+  assert run.validate_config(c) == 610                                # docs/fidelity.md §7.5
   assert (c.batch_size, c.num_minibatches, c.unroll_length, c.update_epochs, c.inner_updates) == \
       (1024, 8, 5, 4, 4)
   assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
@@ -282,4 +281,4 @@ def test_meta_ppo_config_errors():
                            ({"num_units": 3}, "must be a multiple of num_units=3"),
                            ({"train_steps": 1000}, "less than one outer iteration")]:
     with pytest.raises(ValueError, match=match):
-      meta_ppo.validate_config(set_fields(ppo_configs.get_config("meta_ant"), **overrides))
+      run.validate_config(set_fields(ppo_configs.get_config("meta_ant"), **overrides))

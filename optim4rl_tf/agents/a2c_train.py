@@ -2,7 +2,8 @@
 
 All ``config.num_seeds`` agents train as ONE vectorised graph: the seed axis is the unit axis of
 :mod:`optim4rl_tf.agents.a2c`, the env batch holds ``num_seeds * env.num_envs`` environments. The Python loop
-only calls a ``tf.function`` that runs K iterations per call (K adapted so a call takes ~``chunk_secs``).
+only calls a ``tf.function`` that runs K iterations per call (K adapted so a call takes ~``chunk_secs``); its
+set-up, call sizing and timing are :mod:`optim4rl_tf.agents.run_scaffold`, shared with the PPO run.
 
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard scalars), ``returns.csv``
 (``step,seed,return``; docs/fidelity.md §4.3: one row per iteration and seed in which at least one episode ended,
@@ -12,6 +13,16 @@ step = iteration * num_envs * rollout_steps, the mean return of those episodes),
 ``optim4rl_tf.analysis.collect.gradient_probe_for(config)``), also what the probe records, e.g. ``grads/``:
 the sub-sampled agent gradient of every update, streamed to disk. This module never imports the probe's
 maker (agents sit below analysis; tests/test_layers.py).
+
+Divergence: a seed whose parameters, logits or gradients become non-finite or exceed
+``a2c.DIVERGENCE_BOUND`` is frozen in-graph (:func:`optim4rl_tf.agents.a2c.a2c_update`), reported on the
+console and in summary.json (``diverged``: {seed: env step}); the other seeds train on, and the run stops
+early only when every seed has diverged. Its returns before divergence are kept; it is left out of the final
+performance.
+
+Interruption: a KeyboardInterrupt (SIGINT; SIGTERM too under :func:`optim4rl_tf.utils.cli.run`) or an error
+during training writes everything computed so far (returns.csv, tb/, returns.png, params.npz, summary.json
+with ``status`` "interrupted" or "failed") and is then re-raised.
 """
 
 import math
@@ -25,6 +36,7 @@ import tensorflow as tf
 from optim4rl_tf import envs as envs_lib
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
+from optim4rl_tf.agents import run_scaffold
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
@@ -138,7 +150,8 @@ def init_state(trainer, config):
 
 
 def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
-  """Trains ``config.num_seeds`` A2C agents and writes the run's files into ``workdir``.
+  """Trains ``config.num_seeds`` A2C agents and writes the run's files into ``workdir`` (divergence and
+  interruption: see the module docstring).
 
   Args:
     config: ConfigDict of ``configs/a2c.py``.
@@ -147,15 +160,6 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
     console: print progress and the final summary line.
     gradient_probe: optional :class:`GradientProbe` recording the gradient of every update (required when
       ``config.collect.enabled``: ``optim4rl_tf.analysis.collect.gradient_probe_for(config)``).
-
-  Divergence: a seed whose parameters, logits or gradients become non-finite or exceed
-  ``a2c.DIVERGENCE_BOUND`` is frozen in-graph (:func:`a2c.a2c_update`), reported on the console and in
-  summary.json (``diverged``: {seed: env step}); the other seeds train on, and the run stops early only when
-  every seed has diverged. Its returns before divergence are kept; it is left out of the final performance.
-
-  Interruption: a KeyboardInterrupt (SIGINT; SIGTERM too under :func:`optim4rl_tf.utils.cli.run`) or an
-  error during training writes everything computed so far (returns.csv, tb/, returns.png, params.npz,
-  summary.json with ``status`` "interrupted" or "failed") and is then re-raised.
 
   Returns:
     dict with ``returns`` ({seed label: (steps array, returns array)}), ``final`` (per-seed final
@@ -166,73 +170,44 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
     healthy ones), ``status`` ("finished", or "diverged" if any seed diverged) and ``diverged``.
   """
   iterations = validate_config(config)
-  if gradient_probe is None and collection_requested(config):
-    raise ValueError("config.collect.enabled asks for gradient collection, which the caller builds: pass "
-                     "gradient_probe=optim4rl_tf.analysis.collect.gradient_probe_for(config) "
-                     "(launch/train.py and launch/collect_gradients.py do)")
-  cc.check_writable_dir(workdir)
-  if config.optimizer.name not in transforms.CLASSICAL and not config.optimizer.meta_params and console:
-    print(f"WARNING: {config.optimizer.name} without optimizer.meta_params uses an untrained (random) phi")
+  _check_probe(config, gradient_probe)
+  run_scaffold.prepare_workdir(config, workdir, console)
   t_start = time.time()
-  trainer, env, net, opt = build(config, gradient_probe)
-  del env, opt
-  logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
-  logger = logging_lib.RunLogger(workdir)
-  num_envs, t_steps = int(config.env.num_envs), int(config.rollout_steps)
-  steps_per_iter = num_envs * t_steps
-  total_steps = iterations * steps_per_iter
+  trainer, _, net, _ = build(config, gradient_probe)
+  logger = run_scaffold.open_run(config, workdir)
+  per_iter = int(config.env.num_envs) * int(config.rollout_steps)       # env steps per iteration and seed
   state, labels = init_state(trainer, config)
-  progress = logging_lib.Progress(total_steps, every_secs=float(config.console_every_secs),
-                                  prefix=f"[a2c {config.env.name} {config.optimizer.name}] ",
-                                  rate_scale=len(labels),
-                                  rate_label="env steps/s" + (" (all seeds)" if len(labels) > 1 else ""))
-  runs = {lab: ([], []) for lab in labels}
-  last_return = np.full(len(labels), np.nan)
-  diverged = {}                              # seed label -> env steps at the end of the iteration it diverged in
-  done_iters = 0
-  k = 1 if not config.iterations_per_call else int(config.iterations_per_call)
-  timed_secs, timed_iters = 0.0, 0
-  status, error = "finished", None
+  progress = run_scaffold.make_progress(config, iterations * per_iter,
+                                        f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
+  seeds = _Seeds(labels, per_iter, int(config.log_every), logger)
+  sizer, timer = run_scaffold.CallSizer(config), run_scaffold.CallTimer()
+  done, status, error = 0, "finished", None
   grad_writer = None if gradient_probe is None else gradient_probe.open_writer(net, workdir, labels)
   try:
-    while done_iters < iterations and len(diverged) < len(labels):
-      k = min(k, iterations - done_iters)
+    while done < iterations and len(seeds.diverged) < len(labels):
+      k = sizer.take(iterations - done)
       t0 = time.time()
       new_state, m = trainer.run(state, tf.constant(k, tf.int32))
       m = {name: v.numpy() for name, v in m.items()}          # [k, S]
       if grad_writer is not None:
         grad_writer.append(m.pop("grad_probe"))                # [k, S, coords]
       dt = time.time() - t0
-      if done_iters > 0:                                       # first call includes tracing
-        timed_secs += dt
-        timed_iters += k
-      chunk_rate = k * steps_per_iter * len(labels) / max(dt, 1e-9)
+      timer.add(dt, k)
       # Count the chunk before logging it: an interrupt during logging then never leaves rows in
       # returns.csv beyond the env steps that summary.json and params.npz record.
-      first_iter = done_iters
-      state, done_iters = new_state, done_iters + k           # (together: params.npz matches env_steps)
-      newly = _log_chunk(m, k, first_iter, labels, steps_per_iter, int(config.log_every), runs, last_return,
-                         diverged, logger)
-      step_now = done_iters * steps_per_iter
-      if done_iters > k or done_iters == iterations:
-        logger.scalars(step_now, {"perf/env_steps_per_sec": chunk_rate})
+      state, done = new_state, done + k                        # (together: params.npz matches env_steps)
+      newly = seeds.log_chunk(m, k, done - k)
+      if done > k or done == iterations:         # the first call's time includes tracing (unless it is all)
+        logger.scalars(done * per_iter, {"perf/env_steps_per_sec": k * per_iter * len(labels) / max(dt, 1e-9)})
       logger.flush()
       if newly and console:
-        rest = len(labels) - len(diverged)
-        print(f"WARNING: seed(s) {', '.join(f'{lab} (by env step {diverged[lab]:,})' for lab in newly)} "
-              f"diverged (non-finite or |x| > {a2c.DIVERGENCE_BOUND:g} parameters, logits or gradients) and "
-              "are frozen at their last finite parameters"
-              + (f"; the other {rest} seed(s) continue" if rest else "; no seed left: stopping"), flush=True)
-      alive = [s for s, lab in enumerate(labels) if lab not in diverged]
-      info = {"return": float(np.nanmean(last_return[alive])) if np.any(np.isfinite(last_return[alive])) else
-              float("nan"), "iteration": done_iters}
+        print(seeds.divergence_warning(newly), flush=True)
+      info = {"return": seeds.mean_last_return(), "iteration": done}
       if console:
-        progress.update(step_now, {"return": info["return"]}, force=done_iters == iterations)
+        progress.update(done * per_iter, {"return": info["return"]}, force=done == iterations)
       if progress_fn is not None:
-        progress_fn(step_now, dict(info, steps_per_sec=progress.rate * len(labels)))
-      if not config.iterations_per_call:
-        per_iter = dt / k
-        k = int(min(max(1, round(float(config.chunk_secs) / max(per_iter, 1e-6))), 1000))
+        progress_fn(done * per_iter, dict(info, steps_per_sec=progress.rate * len(labels)))
+      sizer.record(dt, k)
   except KeyboardInterrupt as e:                               # SIGINT, or SIGTERM under utils.cli
     status, error = "interrupted", e
   except Exception as e:                                       # e.g. out of memory: keep what exists
@@ -240,11 +215,10 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   finally:
     logger.close()
     if grad_writer is not None:
-      grad_writer.close(complete=done_iters == iterations)
-  if status == "finished" and diverged:
+      grad_writer.close(complete=done == iterations)
+  if status == "finished" and seeds.diverged:
     status = "diverged"
-  result = _finish(config, workdir, net, state, labels, runs, diverged, status, error, iterations, done_iters,
-                   steps_per_iter, timed_iters, timed_secs, t_start)
+  result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start)
   if console and error is None:
     print(result["summary"], flush=True)
   if error is not None:
@@ -252,64 +226,90 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   return result
 
 
+def _check_probe(config, gradient_probe):
+  if gradient_probe is None and collection_requested(config):
+    raise ValueError("config.collect.enabled asks for gradient collection, which the caller builds: pass "
+                     "gradient_probe=optim4rl_tf.analysis.collect.gradient_probe_for(config) "
+                     "(launch/train.py and launch/collect_gradients.py do)")
+
+
 _LOGGED = (("loss", "loss/total"), ("actor_loss", "loss/actor"), ("critic_loss", "loss/critic"),
            ("entropy_loss", "loss/entropy"), ("entropy", "policy/entropy"), ("grad_norm", "norm/grad"),
            ("update_norm", "norm/update"))
 
 
-def _log_chunk(m, k, done_iters, labels, steps_per_iter, log_every, runs, last_return, diverged, logger):
-  """Writes the returns and scalars of k iterations; records newly diverged seeds (returned, in order)."""
-  newly = []
-  for j in range(k):
-    it = done_iters + j
-    step = it * steps_per_iter
-    cnt, tot, healthy = m["return_count"][j], m["return_sum"][j], m["healthy"][j] > 0.5
-    scalars = {}
-    for s, lab in enumerate(labels):
-      if not healthy[s] and lab not in diverged:
-        diverged[lab] = step + steps_per_iter            # detected within this iteration
-        newly.append(lab)
-      if cnt[s] > 0:                      # (0 in-graph from the iteration whose rollout diverged)
-        r = tot[s] / cnt[s]
-        runs[lab][0].append(step)
-        runs[lab][1].append(r)
-        last_return[s] = r
-        logger.returns(step, lab, r)
-        scalars[f"return/seed_{lab}"] = r
-    if np.any(cnt > 0):
-      scalars["return/mean"] = float(np.mean(tot[cnt > 0] / cnt[cnt > 0]))
-    if it % log_every == 0:
-      if np.any(healthy):                 # means over the healthy seeds (a diverged one is NaN)
-        for name, tag in _LOGGED:
-          scalars[tag] = float(np.mean(m[name][j][healthy]))
-      scalars["health/diverged_seeds"] = float(len(diverged))
-    if scalars:
-      logger.scalars(step, scalars)
-  return newly
+class _Seeds:
+  """Per-seed record of a run: the logged returns (``runs``: label -> (env steps, returns)), each seed's
+  last return and the diverged seeds (``diverged``: label -> env steps at the end of the iteration it
+  diverged in); writes returns.csv rows and TensorBoard scalars."""
+
+  def __init__(self, labels, steps_per_iter, log_every, logger):
+    self.labels, self.steps_per_iter, self.log_every, self.logger = labels, steps_per_iter, log_every, logger
+    self.runs = {lab: ([], []) for lab in labels}
+    self.last_return = np.full(len(labels), np.nan)
+    self.diverged = {}
+
+  @property
+  def healthy(self):
+    return [lab for lab in self.labels if lab not in self.diverged]
+
+  def log_chunk(self, m, k, done_iters):
+    """Writes the returns and scalars of k iterations (metrics ``m``: name -> [k, S], the first iteration
+    ``done_iters``); returns the newly diverged seeds, in order."""
+    newly = []
+    for j in range(k):
+      it = done_iters + j
+      step = it * self.steps_per_iter
+      cnt, tot, healthy = m["return_count"][j], m["return_sum"][j], m["healthy"][j] > 0.5
+      scalars = {}
+      for s, lab in enumerate(self.labels):
+        if not healthy[s] and lab not in self.diverged:
+          self.diverged[lab] = step + self.steps_per_iter   # detected within this iteration
+          newly.append(lab)
+        if cnt[s] > 0:                      # (0 in-graph from the iteration whose rollout diverged)
+          r = tot[s] / cnt[s]
+          self.runs[lab][0].append(step)
+          self.runs[lab][1].append(r)
+          self.last_return[s] = r
+          self.logger.returns(step, lab, r)
+          scalars[f"return/seed_{lab}"] = r
+      if np.any(cnt > 0):
+        scalars["return/mean"] = float(np.mean(tot[cnt > 0] / cnt[cnt > 0]))
+      if it % self.log_every == 0:
+        if np.any(healthy):                 # means over the healthy seeds (a diverged one is NaN)
+          for name, tag in _LOGGED:
+            scalars[tag] = float(np.mean(m[name][j][healthy]))
+        scalars["health/diverged_seeds"] = float(len(self.diverged))
+      if scalars:
+        self.logger.scalars(step, scalars)
+    return newly
+
+  def mean_last_return(self):
+    """Mean of the healthy seeds' last returns (NaN if none has one)."""
+    alive = [s for s, lab in enumerate(self.labels) if lab not in self.diverged]
+    last = self.last_return[alive]
+    return float(np.nanmean(last)) if np.any(np.isfinite(last)) else float("nan")
+
+  def divergence_warning(self, newly):
+    rest = len(self.labels) - len(self.diverged)
+    return (f"WARNING: seed(s) {', '.join(f'{lab} (by env step {self.diverged[lab]:,})' for lab in newly)} "
+            f"diverged (non-finite or |x| > {a2c.DIVERGENCE_BOUND:g} parameters, logits or gradients) and "
+            "are frozen at their last finite parameters"
+            + (f"; the other {rest} seed(s) continue" if rest else "; no seed left: stopping"))
 
 
-def _finish(config, workdir, net, state, labels, runs, diverged, status, error, iterations, done_iters,
-            steps_per_iter, timed_iters, timed_secs, t_start):
-  """Writes returns.png, params.npz and summary.json (also for a diverged, interrupted or failed run)."""
-  total_steps = iterations * steps_per_iter
-  done_steps = done_iters * steps_per_iter
-  returns = {lab: (np.array(a, np.int64), np.array(b, np.float64)) for lab, (a, b) in runs.items()}
-  healthy = [lab for lab in labels if lab not in diverged]
+def _finish(config, workdir, net, state, seeds, status, error, iterations, done_iters, timer, t_start):
+  """Writes returns.png, params.npz and summary.json (also for a diverged, interrupted or failed run);
+  the dict :func:`train` returns."""
+  steps_per_iter, labels, diverged = seeds.steps_per_iter, seeds.labels, seeds.diverged
+  total_steps, done_steps = iterations * steps_per_iter, done_iters * steps_per_iter
+  returns = run_scaffold.returns_arrays(seeds.runs)
+  healthy = seeds.healthy
   finals, ci = None, None
   if any(len(returns[lab][1]) for lab in healthy):
     finals, ci = stats.summarize_final([returns[lab][1] if lab in healthy else np.zeros(0) for lab in labels],
                                        last=20)
-  of = (f"over {len(healthy)} seeds" if not diverged else
-        f"over the {len(healthy)} of {len(labels)} seeds that did not diverge")
-  if ci is not None:
-    summary = (f"final return of {config.env.name} with {config.optimizer.name} "
-               f"(lr {config.optimizer.learning_rate:g}) after {done_steps:,} steps, mean of the last 20 "
-               f"logged returns {of}: {ci.mean:.4g} ± {ci.half_width:.3g} "
-               f"(90% bootstrap CI [{ci.low:.4g}, {ci.high:.4g}])")
-  elif healthy:
-    summary = f"no episode finished in {done_steps:,} steps: no return to report"
-  else:
-    summary = f"all {len(labels)} seeds diverged: no final return to report"
+  summary = _summary_line(config, seeds, ci, done_steps)
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {done_steps:,} of {total_steps:,}: {summary}"
   if config.plot and any(len(r[1]) for r in returns.values()):
@@ -323,23 +323,33 @@ def _finish(config, workdir, net, state, labels, runs, diverged, status, error, 
       print(f"WARNING: no returns.png: {type(e).__name__}: {e}", flush=True)
   params = [p.numpy() for p in state.params]
   if config.save_params:
-    np.savez(os.path.join(workdir, "params.npz"), seeds=np.array(labels),
-             **{name: p for name, p in zip(net.param_names, params)})
-  steps_per_sec = (timed_iters * steps_per_iter * len(labels) / timed_secs) if timed_secs > 0 else \
-      float("nan")
+    run_scaffold.save_params(workdir, labels, net.param_names, params)
+  steps_per_sec = timer.rate(steps_per_iter * len(labels))
   wall = time.time() - t_start
-  clean = lambda v: None if v is None or not math.isfinite(v) else v
+  clean = run_scaffold.finite_or_none
   logging_lib.write_json(os.path.join(workdir, "summary.json"), dict(
       summary=summary, status=status, error=None if error is None else _describe(error),
       env_steps=done_steps, planned_env_steps=total_steps, iterations=done_iters,
       planned_iterations=iterations, seeds=labels, diverged={str(lab): st for lab, st in diverged.items()},
-      final=None if finals is None else [clean(f) for f in finals.tolist()],
-      mean=None if ci is None else ci.mean, ci_low=None if ci is None else ci.low,
-      ci_high=None if ci is None else ci.high, half_width=None if ci is None else ci.half_width,
+      final=None if finals is None else [clean(f) for f in finals.tolist()], **run_scaffold.ci_fields(ci),
       env_steps_per_sec=clean(steps_per_sec), wall_secs=wall))
   return dict(returns=returns, final=finals, ci=ci, steps_per_sec=steps_per_sec, iterations=iterations,
               env_steps=done_steps, wall_secs=wall, summary=summary, params=params, labels=labels,
               status=status, diverged=dict(diverged))
+
+
+def _summary_line(config, seeds, ci, done_steps):
+  healthy, labels = seeds.healthy, seeds.labels
+  of = (f"over {len(healthy)} seeds" if not seeds.diverged else
+        f"over the {len(healthy)} of {len(labels)} seeds that did not diverge")
+  if ci is not None:
+    return (f"final return of {config.env.name} with {config.optimizer.name} "
+            f"(lr {config.optimizer.learning_rate:g}) after {done_steps:,} steps, mean of the last 20 "
+            f"logged returns {of}: {ci.mean:.4g} ± {ci.half_width:.3g} "
+            f"(90% bootstrap CI [{ci.low:.4g}, {ci.high:.4g}])")
+  if healthy:
+    return f"no episode finished in {done_steps:,} steps: no return to report"
+  return f"all {len(labels)} seeds diverged: no final return to report"
 
 
 def _describe(error):

@@ -21,7 +21,7 @@ Pieces:
 """
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -145,9 +145,6 @@ class PPONetworks:
     """Normalised obs [U, B, D] -> values [U, B]."""
     return _mlp(params[self.num_policy:], obs)[..., 0]
 
-  def policy_params(self, params):
-    return params[:self.num_policy]
-
   def to_dict(self, params):
     return dict(zip(self.param_names, params))
 
@@ -188,9 +185,6 @@ class TanhNormal:
     u = self.sample_raw(seed)
     ent = self.base.entropy() + self.bijector.forward_log_det_jacobian(u, event_ndims=0)
     return tf.reduce_sum(ent, axis=-1)
-
-  def mode(self):
-    return self.bijector.forward(self.loc)
 
 
 def policy_step(nets, params, norm, obs, seed, deterministic=False):

@@ -13,7 +13,8 @@ leading seed axis, and the Brax batch holds ``num_seeds * env.num_envs`` environ
 
 The TF functions of a run (rollouts, SGD epochs and evaluations through either Brax bridge, ``env.bridge``)
 are :class:`optim4rl_tf.agents.ppo_trainer.Trainer`; this module checks the config, builds the trainer
-and runs the training loop.
+and runs the training loop (set-up, call sizing and timing, params.npz: :mod:`optim4rl_tf.agents.run_scaffold`,
+shared with the A2C run).
 
 Writes into ``workdir``: ``config.json``, ``tb/`` (TensorBoard), ``returns.csv`` (``step,seed,return``: one
 row per evaluation and seed; step = env steps per seed so far), ``returns.png``, ``summary.json`` (final
@@ -30,6 +31,7 @@ import numpy as np
 
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_trainer
+from optim4rl_tf.agents import run_scaffold
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
@@ -139,111 +141,106 @@ def train(config, workdir, progress_fn=None, console=True):
   and ``params`` (list of [S, ...] numpy arrays).
   """
   schedule = validate_config(config)
-  cc.check_writable_dir(workdir)
-  if config.optimizer.name not in transforms.CLASSICAL and not config.optimizer.meta_params and console:
-    print(f"WARNING: {config.optimizer.name} without optimizer.meta_params uses an untrained (random) phi")
+  run_scaffold.prepare_workdir(config, workdir, console)
   t_start = time.time()
   trainer = build(config, schedule)
-  logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
-  logger = logging_lib.RunLogger(workdir)
-  labels = trainer.labels
-  per_step = schedule.env_steps_per_train_step
-  total = schedule.total_env_steps
+  logger = run_scaffold.open_run(config, workdir)
+  labels, per_step = trainer.labels, schedule.env_steps_per_train_step
   tag = f"[ppo {trainer.env.name} {config.optimizer.name} {config.env.bridge}] "
-  progress = logging_lib.Progress(total, every_secs=float(config.console_every_secs), prefix=tag,
-                                  rate_scale=len(labels),
-                                  rate_label="env steps/s" + (" (all seeds)" if len(labels) > 1 else ""))
+  progress = run_scaffold.make_progress(config, schedule.total_env_steps, tag, len(labels))
   if console:
     print(f"{tag}{schedule.num_epochs} epochs x {schedule.train_steps_per_epoch} training steps x "
-          f"{per_step:,} env steps = {total:,} env steps per seed; {len(labels)} seed(s); compiling "
-          "(Brax on CPU: up to a few minutes)...", flush=True)
-  runs = {lab: ([], []) for lab in labels}
-  aborted = False
-  timed_secs, timed_steps = 0.0, 0
-  eval_secs = 0.0
-
-  def do_eval(state, index, step):
-    nonlocal aborted, eval_secs
-    t0 = time.time()
-    ret, length = trainer.evaluate(state, index)
-    eval_secs += time.time() - t0
-    scalars = {"return/mean": float(np.mean(ret)), "eval/episode_length": float(np.mean(length)),
-               "eval/secs": time.time() - t0}
-    for s, lab in enumerate(labels):
-      runs[lab][0].append(step)
-      runs[lab][1].append(float(ret[s]))
-      logger.returns(step, lab, float(ret[s]))
-      scalars[f"return/seed_{lab}"] = float(ret[s])
-    logger.scalars(step, scalars)
-    logger.flush()
-    if not np.all(np.isfinite(ret)):
-      aborted = True
-    return ret
-
+          f"{per_step:,} env steps = {schedule.total_env_steps:,} env steps per seed; {len(labels)} seed(s); "
+          "compiling (Brax on CPU: up to a few minutes)...", flush=True)
+  evals = _Evaluations(trainer, logger)
+  sizer = run_scaffold.CallSizer(config, adaptive=trainer.bridge == "graph")
+  timer = run_scaffold.CallTimer()
   state = trainer.init()
   try:
-    ret = do_eval(state, 0, 0)
+    ret = evals.run(state, 0, 0)
     if console:   # (the progress rate starts after the first training call, i.e. after compilation)
       print(f"{tag}step 0 | return {float(np.mean(ret)):.4g} | training (first call compiles)...",
             flush=True)
-    done_steps = 0
-    k = 1 if not config.iterations_per_call else int(config.iterations_per_call)
-    first_call = True
+    done = 0
     for epoch in range(schedule.num_epochs):
-      if aborted:
+      if evals.aborted:
         break
       left = schedule.train_steps_per_epoch
       while left > 0:
-        k_now = min(k, left)
+        k = sizer.take(left)
         t0 = time.time()
-        state, m = trainer.run(state, k_now)
+        state, m = trainer.run(state, k)
         dt = time.time() - t0
-        if not first_call:
-          timed_secs += dt
-          timed_steps += k_now
-        first_call = False
-        left -= k_now
-        done_steps += k_now
-        step_now = done_steps * per_step
-        scalars = {f"loss/{n}" if "loss" in n else f"train/{n}": float(np.mean(m[n])) for n in m}
-        scalars["perf/env_steps_per_sec"] = k_now * per_step * len(labels) / max(dt, 1e-9)
-        logger.scalars(step_now, scalars)
-        if not all(np.all(np.isfinite(m[n])) for n in ("loss", "grad_norm")):
-          print(f"WARNING: non-finite loss or gradient around training step {done_steps}", flush=True)
+        timer.add(dt, k)
+        left, done = left - k, done + k
+        _log_training(logger, m, done, done * per_step, k * per_step * len(labels) / max(dt, 1e-9))
         if console:
-          progress.update(step_now, {"return": float(np.mean(ret)), "loss": float(np.mean(m["loss"]))})
-        if trainer.bridge == "graph" and not config.iterations_per_call:
-          k = int(min(max(1, round(float(config.chunk_secs) / max(dt / k_now, 1e-6))), 1000))
-      step_now = done_steps * per_step
-      ret = do_eval(state, epoch + 1, step_now)
-      if aborted:
-        print(f"ERROR: evaluation return is NaN at step {step_now:,}; stopping the run", flush=True)
+          progress.update(done * per_step, {"return": float(np.mean(ret)), "loss": float(np.mean(m["loss"]))})
+        sizer.record(dt, k)
+      ret = evals.run(state, epoch + 1, done * per_step)
+      if evals.aborted:
+        print(f"ERROR: evaluation return is NaN at step {done * per_step:,}; stopping the run", flush=True)
       info = {"return": float(np.mean(ret)), "epoch": epoch + 1}
       if console:
-        progress.update(step_now, {"return": info["return"]}, force=True)
+        progress.update(done * per_step, {"return": info["return"]}, force=True)
       if progress_fn is not None:
-        progress_fn(step_now, dict(info, steps_per_sec=timed_steps * per_step * len(labels) /
-                                   timed_secs if timed_secs else float("nan")))
+        progress_fn(done * per_step, dict(info, steps_per_sec=timer.rate(per_step * len(labels))))
   finally:
     logger.close()
+  return _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console)
 
-  returns = {lab: (np.array(a, np.int64), np.array(b, np.float64)) for lab, (a, b) in runs.items()}
+
+class _Evaluations:
+  """The evaluations of a run (§7.4 item 5): per seed, the mean return of ``num_eval_envs`` episodes, logged
+  to returns.csv and TensorBoard; ``aborted`` once a return is not finite."""
+
+  def __init__(self, trainer, logger):
+    self.trainer, self.logger = trainer, logger
+    self.runs = {lab: ([], []) for lab in trainer.labels}    # seed label -> (env steps, returns)
+    self.aborted = False
+    self.secs = 0.0
+
+  def run(self, state, index, step):
+    """Evaluation ``index`` after ``step`` env steps per seed -> mean return per seed [S]."""
+    t0 = time.time()
+    ret, length = self.trainer.evaluate(state, index)
+    self.secs += time.time() - t0
+    scalars = {"return/mean": float(np.mean(ret)), "eval/episode_length": float(np.mean(length)),
+               "eval/secs": time.time() - t0}
+    for s, lab in enumerate(self.trainer.labels):
+      self.runs[lab][0].append(step)
+      self.runs[lab][1].append(float(ret[s]))
+      self.logger.returns(step, lab, float(ret[s]))
+      scalars[f"return/seed_{lab}"] = float(ret[s])
+    self.logger.scalars(step, scalars)
+    self.logger.flush()
+    if not np.all(np.isfinite(ret)):
+      self.aborted = True
+    return ret
+
+
+def _log_training(logger, metrics, done_steps, step, env_steps_per_sec):
+  """TensorBoard scalars of one call ({metric: [k, S]}; means over steps and seeds) at env step ``step``;
+  a warning for a non-finite loss or gradient."""
+  scalars = {f"loss/{n}" if "loss" in n else f"train/{n}": float(np.mean(metrics[n])) for n in metrics}
+  scalars["perf/env_steps_per_sec"] = env_steps_per_sec
+  logger.scalars(step, scalars)
+  if not all(np.all(np.isfinite(metrics[n])) for n in ("loss", "grad_norm")):
+    print(f"WARNING: non-finite loss or gradient around training step {done_steps}", flush=True)
+
+
+def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console):
+  """Writes returns.png, params.npz and summary.json; prints the summary; the dict :func:`train` returns."""
+  labels = trainer.labels
+  returns = run_scaffold.returns_arrays(evals.runs)
   last = int(config.final_last)
   finals, ci = None, None
   try:
     finals, ci = stats.summarize_final([returns[lab][1] for lab in labels], last=last)
   except ValueError:
     pass
-  env_steps = int(state.iteration.numpy()) * per_step
-  if ci is not None and math.isfinite(ci.mean):
-    summary = (f"final return of {trainer.env.name} with PPO + {config.optimizer.name} "
-               f"(lr {config.optimizer.learning_rate:g}) after {env_steps:,} env steps, mean of the last "
-               f"{last} evaluation returns over {len(labels)} seed(s): {ci.mean:.4g} ± {ci.half_width:.3g} "
-               f"(90% bootstrap CI [{ci.low:.4g}, {ci.high:.4g}])")
-  else:
-    summary = f"no finite evaluation return after {env_steps:,} env steps"
-  if aborted:
-    summary = "ABORTED (NaN evaluation return): " + summary
+  env_steps = int(state.iteration.numpy()) * schedule.env_steps_per_train_step
+  summary = _summary_line(config, trainer, ci, last, env_steps, evals.aborted)
   if config.plot and ci is not None:
     from optim4rl_tf.utils import plots
     try:
@@ -256,22 +253,30 @@ def train(config, workdir, progress_fn=None, console=True):
   params = [p.numpy() for p in state.params]
   if config.save_params:
     norm = {f"normalizer/{k}": v.numpy() for k, v in state.norm._asdict().items()}
-    np.savez(os.path.join(workdir, "params.npz"), seeds=np.array(labels),
-             **{n: p for n, p in zip(trainer.nets.param_names, params)}, **norm)
-  steps_per_sec = timed_steps * per_step * len(labels) / timed_secs if timed_secs > 0 else float("nan")
+    run_scaffold.save_params(workdir, labels, trainer.nets.param_names, params, **norm)
+  steps_per_sec = timer.rate(schedule.env_steps_per_train_step * len(labels))
   wall = time.time() - t_start
-  clean = lambda v: None if v is None or not math.isfinite(v) else v
+  clean = run_scaffold.finite_or_none
   logging_lib.write_json(os.path.join(workdir, "summary.json"), dict(
-      summary=summary, env_steps=env_steps, planned_env_steps=total, seeds=labels, aborted=aborted,
-      final=None if finals is None else [clean(f) for f in finals.tolist()],
-      mean=None if ci is None else clean(ci.mean), ci_low=None if ci is None else clean(ci.low),
-      ci_high=None if ci is None else clean(ci.high),
-      half_width=None if ci is None else clean(ci.half_width),
+      summary=summary, env_steps=env_steps, planned_env_steps=schedule.total_env_steps, seeds=labels,
+      aborted=evals.aborted, final=None if finals is None else [clean(f) for f in finals.tolist()],
+      **run_scaffold.ci_fields(ci, finite_only=True),
       eval_returns={str(lab): returns[lab][1].tolist() for lab in labels},
-      eval_steps=returns[labels[0]][0].tolist(), env_steps_per_sec=steps_per_sec, eval_secs=eval_secs,
+      eval_steps=returns[labels[0]][0].tolist(), env_steps_per_sec=steps_per_sec, eval_secs=evals.secs,
       wall_secs=wall, bridge=config.env.bridge))
   if console:
     print(summary, flush=True)
   return dict(returns=returns, final=finals, ci=ci, steps_per_sec=steps_per_sec, env_steps=env_steps,
-              schedule=schedule, wall_secs=wall, summary=summary, aborted=aborted, params=params,
-              labels=labels, eval_secs=eval_secs)
+              schedule=schedule, wall_secs=wall, summary=summary, aborted=evals.aborted, params=params,
+              labels=labels, eval_secs=evals.secs)
+
+
+def _summary_line(config, trainer, ci, last, env_steps, aborted):
+  if ci is not None and math.isfinite(ci.mean):
+    summary = (f"final return of {trainer.env.name} with PPO + {config.optimizer.name} "
+               f"(lr {config.optimizer.learning_rate:g}) after {env_steps:,} env steps, mean of the last "
+               f"{last} evaluation returns over {len(trainer.labels)} seed(s): {ci.mean:.4g} ± "
+               f"{ci.half_width:.3g} (90% bootstrap CI [{ci.low:.4g}, {ci.high:.4g}])")
+  else:
+    summary = f"no finite evaluation return after {env_steps:,} env steps"
+  return "ABORTED (NaN evaluation return): " + summary if aborted else summary

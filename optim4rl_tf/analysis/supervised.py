@@ -32,6 +32,7 @@ import math
 import os
 import struct
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -222,6 +223,15 @@ def validate_config(config):
     raise ValueError(f"optimizer.name must be 'rmsprop' (the §8 run), got {config.optimizer.name!r}")
 
 
+class Plan(NamedTuple):
+  """The batches of a run: ``batch_size`` examples per step, ``batches_per_epoch`` full batches of the
+  class-truncated set, ``epochs`` epochs, ``total`` steps (``max_steps`` applied)."""
+  batch_size: int
+  batches_per_epoch: int
+  epochs: int
+  total: int
+
+
 def train(config, workdir, console=True):
   """Runs the supervised collection; writes config.json, grads/, train_log.csv, summary.json.
 
@@ -229,9 +239,7 @@ def train(config, workdir, console=True):
   ``final_accuracy`` (mean over the last epoch's batches), ``grads_dir``, ``wall_secs``.
   """
   import tensorflow as tf
-  import keras
 
-  from optim4rl_tf.analysis import collect as collect_lib
   from optim4rl_tf.utils import config_checks as cc
   from optim4rl_tf.utils import logging as logging_lib
 
@@ -243,8 +251,55 @@ def train(config, workdir, console=True):
     label = f"STAND-IN: {label}"
   logging_lib.write_json(os.path.join(workdir, "config.json"),
                          dict(logging_lib.config_to_dict(config), dataset_label=label, stand_in=stand_in))
-  seed = int(config.seed)
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(int(config.seed))
+  x, y, plan = plan_batches(config, x, y, label, stand_in, rng)
+  model, opt = make_model_and_optimizer(config, x.shape[1:])
+  probe, writer = gradient_collector(config, workdir, model.trainable_variables, label, stand_in, plan)
+  run_batches = make_step_fn(model, opt, probe, writer.num_coords, x, y)
+  say = _Console(config, label, plan.total) if console else None
+  done, epoch = 0, 0
+  loss_e = acc_e = float("nan")
+  try:
+    with open(os.path.join(workdir, "train_log.csv"), "w", newline="") as f:
+      log = csv.writer(f)
+      log.writerow(("epoch", "steps", "loss", "accuracy", "dataset"))
+      while done < plan.total:
+        epoch += 1
+        idx = epoch_batches(len(y), plan.batch_size, rng)[:plan.total - done]
+        losses, accs = [], []
+        for s in range(0, len(idx), int(config.steps_per_call)):
+          part = idx[s:s + int(config.steps_per_call)]
+          lo, ac, g = run_batches(tf.constant(part, tf.int32))
+          writer.append(g.numpy()[:, None, :])
+          losses.append(lo.numpy())
+          accs.append(ac.numpy())
+          done += len(part)
+          if say is not None:
+            say(done, epoch, lo, ac)
+        loss_e, acc_e = float(np.mean(np.concatenate(losses))), float(np.mean(np.concatenate(accs)))
+        log.writerow((epoch, done, repr(loss_e), repr(acc_e), label))
+        f.flush()
+        if not np.isfinite(loss_e):
+          print("WARNING: non-finite loss; stopping", flush=True)
+          break
+  finally:
+    writer.close(complete=done == plan.total)
+  result = dict(steps=done, epochs=epoch, dataset=label, stand_in=bool(stand_in), final_loss=loss_e,
+                final_accuracy=acc_e, grads_dir=os.path.join(workdir, config.collect.subdir),
+                num_params=writer.index["num_params"], num_coords=writer.num_coords,
+                wall_secs=time.time() - t_start)
+  result["summary"] = (f"{label}: {done} RMSProp steps ({epoch} epochs of {plan.batches_per_epoch} batches "
+                       f"of {plan.batch_size}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
+                       f"{writer.num_coords} of {writer.index['num_params']} gradient coordinates per step")
+  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
+  if console:
+    print(result["summary"], flush=True)
+  return result
+
+
+def plan_batches(config, x, y, label, stand_in, rng):
+  """Class-truncates and shuffles the set (:func:`class_truncate_shuffle`), scales x to [0, 1] and plans
+  the steps: (x float32 [N', 28, 28, 1], y [N'], :class:`Plan`)."""
   bs = int(config.batch_size)
   keep = class_truncate_shuffle(y, bs, rng)
   x, y = x[keep] / np.float32(255.0), y[keep]
@@ -254,14 +309,29 @@ def train(config, workdir, console=True):
   total = epochs * batches_per_epoch
   if int(config.max_steps):
     total = min(total, int(config.max_steps))
+  return x, y, Plan(batch_size=bs, batches_per_epoch=batches_per_epoch, epochs=epochs, total=total)
 
+
+def make_model_and_optimizer(config, input_shape):
+  """The model of ``config.seed`` (TF's global seed set to it too) and its built ``keras.optimizers.RMSprop``
+  (rho 0.9, eps 1e-8: optax.rmsprop)."""
+  import keras
+  import tensorflow as tf
+  seed = int(config.seed)
   tf.random.set_seed(seed)
-  model = make_model(seed, input_shape=x.shape[1:])
-  weights = model.trainable_variables
-  num_params = int(sum(np.prod(w.shape) for w in weights))
+  model = make_model(seed, input_shape=input_shape)
   opt = keras.optimizers.RMSprop(learning_rate=float(config.optimizer.learning_rate), rho=0.9,
                                  epsilon=1e-8, momentum=0.0, centered=False)
-  opt.build(weights)
+  opt.build(model.trainable_variables)
+  return model, opt
+
+
+def gradient_collector(config, workdir, weights, label, stand_in, plan):
+  """(probe, writer): ``probe(grads)`` maps the weights' gradients (each with a leading axis of 1) to the
+  flax-ordered, sub-sampled [1, coords]; the :class:`optim4rl_tf.analysis.collect.GradientWriter` of
+  ``workdir/<collect.subdir>`` stores them."""
+  from optim4rl_tf.analysis import collect as collect_lib
+  num_params = int(sum(np.prod(w.shape) for w in weights))
   every = int(config.collect.every_nth)
   probe, coords = collect_lib.make_grad_probe(PARAM_NAMES, [tuple(w.shape) for w in weights], every)
   order = collect_lib.flax_leaf_order(PARAM_NAMES)
@@ -270,18 +340,25 @@ def train(config, workdir, console=True):
   writer = collect_lib.GradientWriter(
       os.path.join(workdir, config.collect.subdir), 1, coords, chunk_steps=int(config.collect.chunk_steps),
       meta=dict(kind="supervised", task="MNIST" if not stand_in else "MNIST stand-in", dataset=label,
-                dataset_short=short,
-                stand_in=bool(stand_in), optimizer="rmsprop",
+                dataset_short=short, stand_in=bool(stand_in), optimizer="rmsprop",
                 learning_rate=float(config.optimizer.learning_rate), grad_clip=-1.0, every_nth=every,
                 num_params=num_params, param_order=[PARAM_NAMES[i] for i in order],
-                sampled_flat_indices=collect_lib.sample_indices(num_params, every).tolist(), units=[seed],
-                unit_name="seed", batch_size=bs, batches_per_epoch=batches_per_epoch,
+                sampled_flat_indices=collect_lib.sample_indices(num_params, every).tolist(),
+                units=[int(config.seed)], unit_name="seed", batch_size=plan.batch_size,
+                batches_per_epoch=plan.batches_per_epoch,
                 what="minibatch gradient of every step (mean softmax cross-entropy), before the optimizer"))
+  return probe, writer
+
+
+def make_step_fn(model, opt, probe, coords, x, y):
+  """``run_batches(idx)``: idx int32 [k, batch] indexes of (x, y) -> k optimizer steps in one
+  ``tf.function``; returns losses, accuracies [k] and ``probe`` of every step's gradient [k, coords]."""
+  import tensorflow as tf
+  weights = model.trainable_variables
   x_t, y_t = tf.constant(x), tf.constant(y)
 
   @tf.function(reduce_retracing=True)
   def run_batches(idx):
-    """idx int32 [k, batch]: k optimizer steps; returns losses, accuracies [k], gradients [k, coords]."""
     k = tf.shape(idx)[0]
     tas = [tf.TensorArray(tf.float32, size=k) for _ in range(2)]
     g_ta = tf.TensorArray(tf.float32, size=k, element_shape=[coords])
@@ -301,45 +378,19 @@ def train(config, workdir, console=True):
     _, loss_ta, acc_ta, g_ta = tf.while_loop(lambda i, *_: i < k, body, (0, tas[0], tas[1], g_ta))
     return loss_ta.stack(), acc_ta.stack(), g_ta.stack()
 
-  log_path = os.path.join(workdir, "train_log.csv")
-  done, epoch = 0, 0
-  last_print = time.time()
-  loss_e = acc_e = float("nan")
-  try:
-    with open(log_path, "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(("epoch", "steps", "loss", "accuracy", "dataset"))
-      while done < total:
-        epoch += 1
-        idx = epoch_batches(len(y), bs, rng)[:total - done]
-        losses, accs = [], []
-        for s in range(0, len(idx), int(config.steps_per_call)):
-          part = idx[s:s + int(config.steps_per_call)]
-          lo, ac, g = run_batches(tf.constant(part, tf.int32))
-          writer.append(g.numpy()[:, None, :])
-          losses.append(lo.numpy())
-          accs.append(ac.numpy())
-          done += len(part)
-          if console and (time.time() - last_print > float(config.console_every_secs) or done == total):
-            last_print = time.time()
-            print(f"[collect {label.split(':')[0]}] step {done}/{total} epoch {epoch} "
-                  f"loss {float(np.mean(lo)):.4f} acc {float(np.mean(ac)):.3f}", flush=True)
-        loss_e, acc_e = float(np.mean(np.concatenate(losses))), float(np.mean(np.concatenate(accs)))
-        w.writerow((epoch, done, repr(loss_e), repr(acc_e), label))
-        f.flush()
-        if not np.isfinite(loss_e):
-          print("WARNING: non-finite loss; stopping", flush=True)
-          break
-  finally:
-    writer.close(complete=done == total)
-  wall = time.time() - t_start
-  result = dict(steps=done, epochs=epoch, dataset=label, stand_in=bool(stand_in), final_loss=loss_e,
-                final_accuracy=acc_e, grads_dir=os.path.join(workdir, config.collect.subdir),
-                num_params=num_params, num_coords=coords, wall_secs=wall,
-                summary=(f"{label}: {done} RMSProp steps ({epoch} epochs of {batches_per_epoch} batches of "
-                         f"{bs}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
-                         f"{coords} of {num_params} gradient coordinates per step"))
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
-  if console:
-    print(result["summary"], flush=True)
-  return result
+  return run_batches
+
+
+class _Console:
+  """Prints a progress line at most every ``config.console_every_secs`` seconds, and at the last step."""
+
+  def __init__(self, config, label, total):
+    self.every, self.total = float(config.console_every_secs), total
+    self.tag = f"[collect {label.split(':')[0]}]"
+    self.last = time.time()
+
+  def __call__(self, done, epoch, losses, accs):
+    if time.time() - self.last > self.every or done == self.total:
+      self.last = time.time()
+      print(f"{self.tag} step {done}/{self.total} epoch {epoch} loss {float(np.mean(losses)):.4f} "
+            f"acc {float(np.mean(accs)):.3f}", flush=True)

@@ -45,7 +45,7 @@ import io
 import logging
 import threading
 import warnings
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -86,10 +86,6 @@ def canonical_name(name):
     raise ValueError(f"Unknown Brax environment {name!r}; valid: {', '.join(BRAX_ENV_NAMES)} "
                      f"(optionally prefixed 'brax:')")
   return key
-
-
-def is_brax_name(name):
-  return isinstance(name, str) and (name in BRAX_TASKS or name.startswith(PREFIX))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ Memory: steps 1-3 keep g_k for all units (M floats per coordinate); the tape of 
 optimizer's activations for one chunk only.
 """
 
-import sys
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -39,9 +38,11 @@ from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
 from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import pipeline
+from optim4rl_tf.optimizers import cores
+from optim4rl_tf.utils import config_checks as cc
 
 # The flat [U, P] layout and the learned-optimizer step live with the estimator that replays them; these
-# names stay importable from here (MetaPPO and the tests use them).
+# names stay importable from here (the tests and benchmarks use them).
 CHUNK_COORDS = estimators.CHUNK_COORDS
 PARALLEL = estimators.PARALLEL
 auto_chunk = estimators.auto_chunk
@@ -73,6 +74,42 @@ class UnitState(NamedTuple):
   env_state: Any    # env state, leading axis U
   obs: Any          # [U, 1, *obs_shape]
   ep_return: Any    # [U, 1] running return of each unit's unfinished episode
+
+
+def validate_config(config):
+  """The MetaA2C fields of a configs/meta_a2c.py config (``meta.run.validate_config`` checks the fields
+  every meta-training config shares first). One clear ValueError per bad field, two tasks of one name
+  included (a task's metrics and units are keyed by its env_name); returns the number of outer iterations."""
+  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
+  if config.optimizer.name == "star" and len(config.tasks) > 1:
+    raise ValueError("STAR meta-training is single-task (as in the official MetaA2Cstar)")
+  if not config.tasks:
+    raise ValueError("config.tasks is empty: give at least one task")
+  first = {}
+  for i, task in enumerate(config.tasks):
+    cc.check_choice(f"tasks[{i}].env_name", task.env_name, envs.ENV_NAMES)
+    if task.env_name in first:
+      raise ValueError(f"tasks[{first[task.env_name]}] and tasks[{i}] are both {task.env_name!r}: each task "
+                       "may appear once (its metrics and units are named after its env_name)")
+    first[task.env_name] = i
+    n = task_units(config, task)
+    cc.check_positive_int(f"tasks[{i}].num_units", n)
+    cc.check_positive(f"tasks[{i}].learning_rate", task.learning_rate)
+    cc.check_positive(f"tasks[{i}].reward_scale", task.reward_scale)
+    chunk = int(config.chunk_size)
+    if 0 < chunk < n and n % chunk:
+      raise ValueError(f"chunk_size={chunk} must divide the number of units of tasks[{i}] ({n})")
+  units = config.get("num_units", 0)
+  if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+    raise ValueError(f"num_units must be a non-negative integer (0: each task's own), got {units!r}")
+  cc.check_positive_int("rollout_steps", config.rollout_steps)
+  cc.check_positive_int("inner_updates", config.inner_updates)
+  cc.check_nonnegative_int("chunk_size", config.chunk_size)
+  iterations = num_iterations(config)
+  if iterations < 1:
+    raise ValueError(f"train_steps={config.train_steps} is less than one outer iteration; "
+                     "raise train_steps or set num_iterations")
+  return iterations
 
 
 def num_iterations(config):
@@ -213,15 +250,11 @@ class MetaA2C:
     self.task = task
     self.name = task.name
 
-  # The module whose fresh_units / reset_units / outer_iteration functions this problem runs (a subclass
-  # for another algorithm on the same tasks, MetaA2Cstar, names its own module).
-  impl = sys.modules[__name__]
-
   def fresh_units(self, core, key):
-    return self.impl.fresh_units(self.task, core, key)
+    return fresh_units(self.task, core, key)
 
   def reset_units(self, core, units, iteration, key):
-    return self.impl.reset_units(self.task, core, units, iteration, key)
+    return reset_units(self.task, core, units, iteration, key)
 
   def outer_iteration(self, core, phi, units, iteration, key):
-    return self.impl.outer_iteration(self.task, core, phi, units, iteration, key)
+    return outer_iteration(self.task, core, phi, units, iteration, key)

@@ -12,7 +12,6 @@ the official code). ``MetaA2Cstar(task)`` is the inner problem the meta-trainer 
 Agent parameters stay a list of [U, ...] tensors (STAR normalises and factors per tensor and per unit).
 """
 
-import sys
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -101,4 +100,11 @@ def _unroll(task, core, local, units, key, outer):
 class MetaA2Cstar(meta_a2c.MetaA2C):
   """MetaA2Cstar on one task as a ``problem.InnerProblem`` (STAR: the full-unroll meta-gradient)."""
 
-  impl = sys.modules[__name__]
+  def fresh_units(self, core, key):
+    return fresh_units(self.task, core, key)
+
+  def reset_units(self, core, units, iteration, key):
+    return reset_units(self.task, core, units, iteration, key)
+
+  def outer_iteration(self, core, phi, units, iteration, key):
+    return outer_iteration(self.task, core, phi, units, iteration, key)

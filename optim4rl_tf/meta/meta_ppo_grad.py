@@ -12,10 +12,11 @@ normaliser, (c) the environment state carried between rollouts and into the meta
 rollout's own observations, through V(obs) in the value loss and the logits in the entropy term. The
 agent gradients g_k enter the learned optimizer under stop-gradient (as in MetaA2C), and the clipped
 surrogate contributes nothing (rho == 1 as a function of theta). Because rollout data depend on phi, the
-replay shortcut of ``meta_a2c.meta_gradient`` (which assumes constant data) does not apply:
-``outer_gradient`` records the whole iteration -- rollouts through the differentiable graph bridge
-(``brax_bridge``: the jax2tf-converted Brax step with JAX's own VJP), normaliser updates, the
-learned-optimizer steps -- on ONE outer ``tf.GradientTape`` and differentiates the meta-loss w.r.t. phi.
+replay shortcut (``estimators.replayed_vjp``, which assumes constant data) does not apply:
+``outer_gradient`` (``estimators.full_unroll``) records the whole iteration -- rollouts through the
+differentiable graph bridge (``brax_bridge``: the jax2tf-converted Brax step with JAX's own VJP), normaliser
+updates, the learned-optimizer steps -- on ONE outer ``tf.GradientTape`` and differentiates the meta-loss
+w.r.t. phi.
 The agent gradients are computed from stop-gradient inputs (``ppo.sgd_epochs(constant_grads=True)``), so
 the tape never holds the inner backward passes. ``meta_ppo_star`` uses the same ``unroll`` with STAR's
 differentiable gradient input (second-order terms included).
@@ -24,14 +25,14 @@ Memory: the tape keeps every rollout step's Brax state and activations and every
 learned-optimizer activations (M x epochs x minibatches of them, [H, U*P] each) of ALL units at once (no
 unit chunking); see docs/fidelity.md §7.5 for measured sizes. The cheaper approximation
 (``meta_grad_through_env=False``: rollout data constants, only theta_M's direct value and entropy paths,
-replayed in chunks) is ``meta_ppo.inner_loop`` + ``meta_a2c.meta_gradient``.
+replayed in chunks) is ``meta_ppo.inner_loop`` + ``estimators.replayed_vjp``.
 """
 
 import tensorflow as tf
 
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_train
-from optim4rl_tf.meta import meta_a2c
+from optim4rl_tf.meta import estimators
 from optim4rl_tf.optimizers import transforms
 
 SUM_METRICS = ("loss", "entropy", "value_loss", "update_norm", "reward")
@@ -106,30 +107,31 @@ def differentiable_optimizer(task, core, phi):
 
   def update(grads, hidden, phi_=None, params=None):
     del phi_, params
-    flat = meta_a2c.flatten_units(grads)
+    flat = estimators.flatten_units(grads)
     if task.grad_clip > 0:
       flat = tf.clip_by_value(flat, -task.grad_clip, task.grad_clip)
     delta, hidden = core.update_feature_major(phi, hidden, flat, task.learning_rate)
-    return meta_a2c.unflatten_units(delta, grads), hidden
+    return estimators.unflatten_units(delta, grads), hidden
 
   return transforms.AgentOptimizer("meta_ppo_through_env", None, update)
 
 
 def outer_gradient(task, core, phi, units, key):
-  """The through-environment meta-gradient of one outer iteration for Optim4RL, LinearOptim and L2LGD²
-  (``units``: ``meta_ppo.UnitState`` after the pipeline reset).
+  """The through-environment meta-gradient (``estimators.full_unroll``) of one outer iteration for
+  Optim4RL, LinearOptim and L2LGD² (``units``: ``meta_ppo.UnitState`` after the pipeline reset).
 
   Returns ((params, hidden, norm, flat, obs) after the iteration, stop-gradient; meta-gradient dict like phi
   (mean over units, as the meta-loss is); metrics dict of scalars)."""
-  names = sorted(phi)
-  phi_list = [phi[k] for k in names]
   params, hidden, norm, flat, obs = units
-  with tf.GradientTape() as tape:
-    tape.watch(phi_list)
-    opt = differentiable_optimizer(task, core, dict(zip(names, phi_list)))
-    params, hidden, norm, flat, obs, meta_batch, loss_key, sums = unroll(
+
+  def unroll_fn(local, tape):
+    del tape  # everything is recorded, the rollouts too
+    opt = differentiable_optimizer(task, core, local)
+    params_m, hidden_m, norm_m, flat_m, obs_m, meta_batch, loss_key, sums = unroll(
         task, opt, params, hidden, norm, flat, obs, key, constant_grads=True)
-    meta_loss, mm = meta_loss_fn(task, params, norm, meta_batch, loss_key)
-  grads = tape.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  metrics = iteration_metrics(meta_loss, mm, meta_batch, sums)
-  return _stop((params, hidden, norm, flat, obs)), dict(zip(names, grads)), metrics
+    meta_loss, mm = meta_loss_fn(task, params_m, norm_m, meta_batch, loss_key)
+    state = (params_m, hidden_m, norm_m, flat_m, obs_m)
+    return meta_loss, (state, iteration_metrics(meta_loss, mm, meta_batch, sums))
+
+  grads, (state, metrics) = estimators.full_unroll(phi, unroll_fn)
+  return _stop(state), grads, metrics

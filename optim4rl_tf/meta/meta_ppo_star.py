@@ -1,11 +1,13 @@
 """MetaPPO for STAR (the official MetaPPOstar, docs/fidelity.md §6.5 "Gradient flow", §7.6): one outer iteration.
 
-The task, configs, trainer, pipeline schedule and outputs are MetaPPO's (``meta_ppo.py``; chosen with
+``MetaPPOstar(task)`` is the inner problem (``problem.InnerProblem``) the meta-trainer runs for STAR. The
+task, configs, pipeline schedule and outputs are MetaPPO's (``meta_ppo_task``, ``meta_ppo``; chosen with
 ``--config.optimizer.name=star``). What differs is the meta-gradient: STAR's inputs (the agent gradient and
 parameters) are NOT under stop-gradient, so, as in ``meta_a2c_star``, the M inner PPO training steps
 (update_epochs x num_minibatches STAR steps each, ``ppo.sgd_epochs``) run under an outer
-``tf.GradientTape`` that watches phi. Each agent gradient comes from ``ppo.loss_and_grads``'s own tape,
-recorded by the outer one, so d g / d theta (the second-order path) is part of the meta-gradient.
+``tf.GradientTape`` that watches phi (``estimators.full_unroll``). Each agent gradient comes from
+``ppo.loss_and_grads``'s own tape, recorded by the outer one, so d g / d theta (the second-order path) is
+part of the meta-gradient.
 
 As in MetaPPO (``meta_ppo_grad``), by default the rollouts are recorded by the outer tape too, so the
 meta-gradient also runs through the reparameterised actions, the differentiable Brax step, the env state
@@ -24,8 +26,9 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from optim4rl_tf.meta import meta_ppo
+from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import meta_ppo_grad
+from optim4rl_tf.meta import meta_ppo_task
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import transforms
 
@@ -40,7 +43,7 @@ class StarPPOUnitState(NamedTuple):
 
 def fresh_units(task, core, key):
   """Brand-new units: agents, zero STAR accumulators, normalisers and freshly reset envs."""
-  params, norm, flat, obs = meta_ppo.fresh_agents(task, key)
+  params, norm, flat, obs = meta_ppo_task.fresh_agents(task, key)
   return StarPPOUnitState(params=params, states=core.init_states(params, unit_axis=True), norm=norm,
                           env_state=flat, obs=obs)
 
@@ -68,34 +71,51 @@ def _differentiable_star(task, core, phi, second_order=True):
       grads = [tf.stop_gradient(g) for g in grads]
     if task.grad_clip > 0:
       grads = [tf.clip_by_value(g, -task.grad_clip, task.grad_clip) for g in grads]
-    new_params, states = core.update_list(phi, states, grads, params, task.learning_rate, unit_axis=True)
-    return [n - p for n, p in zip(new_params, params)], states
+    return core.update_list(phi, states, grads, task.learning_rate, params=params, unit_axis=True)
 
   return transforms.AgentOptimizer("meta_ppo_star", None, update)
 
 
 def outer_iteration(task, core, phi, units, iteration, key, second_order=True):
-  """Reset, M PPO training steps with STAR and the meta-loss unroll, under one outer tape. Returns
-  (new_units, meta-gradient dict (mean over units), metrics dict of scalars). ``second_order=False``
-  drops the path through the agent gradients (not the official method; for comparison). With
-  ``task.meta_grad_through_env`` (default) the rollouts are recorded too (docs/fidelity.md §7.5-§7.6);
-  otherwise they run outside the tape with stop-gradient inputs (the approximation)."""
+  """Reset, M PPO training steps with STAR and the meta-loss unroll, under one outer tape
+  (``estimators.full_unroll``). Returns (new_units, meta-gradient dict (mean over units), metrics dict of
+  scalars). ``second_order=False`` drops the path through the agent gradients (not the official method;
+  for comparison). With ``task.meta_grad_through_env`` (default) the rollouts are recorded too
+  (docs/fidelity.md §7.5-§7.6); otherwise they run outside the tape with stop-gradient inputs (the
+  approximation)."""
   keys = tf.random.experimental.stateless_split(key, 2)
   units = reset_units(task, core, units, iteration, keys[0])
-  key = keys[1]
-  names = sorted(phi)
-  phi_list = [phi[k] for k in names]
-  params, states, norm, flat, obs = units
-  with tf.GradientTape() as outer:
-    outer.watch(phi_list)
-    opt = _differentiable_star(task, core, dict(zip(names, phi_list)), second_order)
+
+  def unroll_fn(local, outer):
+    opt = _differentiable_star(task, core, local, second_order)
     params, states, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(
-        task, opt, params, states, norm, flat, obs, key, constant_grads=not second_order,
+        task, opt, units.params, units.states, units.norm, units.env_state, units.obs, keys[1],
+        constant_grads=not second_order,
         rollout_scope=None if task.meta_grad_through_env else outer.stop_recording)
     meta_loss, mm = meta_ppo_grad.meta_loss_fn(task, params, norm, mbatch, loss_key)
-  grads = outer.gradient(meta_loss, phi_list, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  metrics = meta_ppo.iteration_metrics(meta_loss, mm, mbatch, sums)
-  stop = lambda s: tf.nest.map_structure(tf.stop_gradient, s)
-  new_units = StarPPOUnitState(params=stop(params), states=stop(states), norm=stop(norm),
-                               env_state=stop(flat), obs=stop(obs))
-  return new_units, dict(zip(names, grads)), metrics
+    state = StarPPOUnitState(params=params, states=states, norm=norm, env_state=flat, obs=obs)
+    return meta_loss, (state, meta_ppo_grad.iteration_metrics(meta_loss, mm, mbatch, sums))
+
+  grads, (state, metrics) = estimators.full_unroll(phi, unroll_fn)
+  return tf.nest.map_structure(tf.stop_gradient, state), grads, metrics
+
+
+class MetaPPOstar:
+  """MetaPPOstar on one Brax task (``meta_ppo_task.Task``) as a ``problem.InnerProblem`` (STAR: the
+  full-unroll meta-gradient, second-order path included unless ``second_order=False``)."""
+
+  estimator = "full_unroll"
+
+  def __init__(self, task, second_order=True):
+    self.task = task
+    self.name = task.name
+    self.second_order = second_order
+
+  def fresh_units(self, core, key):
+    return fresh_units(self.task, core, key)
+
+  def reset_units(self, core, units, iteration, key):
+    return reset_units(self.task, core, units, iteration, key)
+
+  def outer_iteration(self, core, phi, units, iteration, key):
+    return outer_iteration(self.task, core, phi, units, iteration, key, second_order=self.second_order)

@@ -7,18 +7,16 @@ In the spirit of learned_optimization's TruncatedStep / GradientEstimator / Grad
   runs one outer iteration: reset the units whose turn it is (pipeline schedule, ``pipeline.py``), M inner
   updates with the learned optimizer (``core``, ``phi``), the meta-loss and its meta-gradient;
 * a meta-gradient estimator (``estimators.py``) computes that gradient: ``replayed_vjp`` for optimizers
-  whose inputs are under stop-gradient (Optim4RL, LinearOptim, L2LGD²), ``full_unroll`` for STAR;
+  whose inputs are under stop-gradient (Optim4RL, LinearOptim, L2LGD²) and data that do not depend on phi,
+  ``full_unroll`` for STAR and for MetaPPO's meta-gradient through the environment;
 * the learner is ``trainer.MetaTrainer``: one phi shared by all problems, per-problem gradients combined,
   clipped and applied with Adam, the NaN guard, checkpoints (units included) and ``phi.npz``.
 
 Implementations here: ``meta_a2c.MetaA2C``, ``meta_a2c_star.MetaA2Cstar`` (one per task of a MetaA2C
-config); ``examples/custom_task.py`` is one written outside the package. Algorithms written as MODULES of
-functions that take the task first (``fresh_units(task, core, key)``, ``reset_units(task, core, units,
-iteration, key)``, ``outer_iteration(task, core, phi, units, iteration, key)``; MetaPPO's ``meta_ppo`` and
-``meta_ppo_star``) are adapted by :class:`ModuleProblem`.
+config), ``meta_ppo.MetaPPO`` and ``meta_ppo_star.MetaPPOstar`` (MetaPPO's Brax task); ``trainer.build`` picks
+them for a config. ``examples/custom_task.py`` is one written outside the package.
 """
 
-import types
 from typing import Any, Dict, Protocol, Tuple, runtime_checkable
 
 Units = Any   # a nested structure (NamedTuple) of tensors, leading axis U; ``params``: the agents' parameters
@@ -53,35 +51,10 @@ class InnerProblem(Protocol):
     ``"meta_loss"``; a ``"params_ok"`` entry of 0 makes the trainer skip the iteration."""
 
 
-class ModuleProblem:
-  """An :class:`InnerProblem` made of an algorithm module (functions taking the task first) and a task."""
-
-  def __init__(self, module, task):
-    self.module = module
-    self.task = task
-    self.name = task.name
-
-  def fresh_units(self, core, key):
-    return self.module.fresh_units(self.task, core, key)
-
-  def reset_units(self, core, units, iteration, key):
-    return self.module.reset_units(self.task, core, units, iteration, key)
-
-  def outer_iteration(self, core, phi, units, iteration, key):
-    return self.module.outer_iteration(self.task, core, phi, units, iteration, key)
-
-
-def as_problems(algorithm, tasks):
-  """The inner problems of a run, from what ``MetaTrainer._build`` returns: ``algorithm`` a module (each
-  task wrapped in a :class:`ModuleProblem`), a class or factory called with each task (``MetaA2C``), or
-  None when ``tasks`` are problems already. Raises TypeError for anything that is not an InnerProblem and
-  (problems given directly) ValueError for two problems of one name."""
-  if isinstance(algorithm, types.ModuleType):
-    problems = [ModuleProblem(algorithm, t) for t in tasks]
-  elif algorithm is not None:
-    problems = [algorithm(t) for t in tasks]
-  else:
-    problems = list(tasks)
+def as_problems(problems):
+  """The inner problems of a run as a list, checked: TypeError for anything that is not an InnerProblem,
+  ValueError for none at all and for two problems of one name (their metrics would collide)."""
+  problems = list(problems)
   if not problems:
     raise ValueError("meta-training needs at least one inner problem")
   for p in problems:
@@ -90,8 +63,10 @@ def as_problems(algorithm, tasks):
       raise TypeError(f"{type(p).__name__} is not an InnerProblem (optim4rl_tf.meta.problem): it lacks "
                       f"{', '.join(missing)}")
   names = [p.name for p in problems]
-  if algorithm is None and len(set(names)) != len(names):
-    raise ValueError(f"inner problems need distinct names (their metrics' prefixes), got {names}")
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"inner problems need distinct names (their metrics' prefixes): "
+                     f"{', '.join(map(repr, repeated))} appears more than once in {names}")
   return problems
 
 

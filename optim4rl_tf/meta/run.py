@@ -2,6 +2,11 @@
 
   result = meta_train(config, workdir)     # resumes from workdir/checkpoints if present
 
+The one entry for every meta-training config (``launch/meta_train.py``; ``launch/train.py`` forwards MetaPPO
+configs here): configs/meta_a2c.py (MetaA2C on gridworlds) and configs/ppo.py ``meta_*`` (MetaPPO on Brax),
+told apart by ``trainer.meta_agent``. ``validate_config`` checks either kind, ``trainer.MetaTrainer`` builds
+its inner problems (``trainer.build``).
+
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard: meta-loss, meta-gradient
 norm, per-task agent returns, statistics of the learned optimizer's updates, outer iterations/s, env
 steps/s, peak RSS), ``meta_metrics.csv`` (one row per outer iteration), ``checkpoints/`` (every
@@ -26,9 +31,8 @@ import signal
 import threading
 import time
 
-from optim4rl_tf import envs as envs_lib
+from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import trainer as trainer_lib
-from optim4rl_tf.optimizers import cores
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import workdir as workdir_lib
@@ -60,33 +64,14 @@ def check_meta_fields(config):
 
 
 def validate_config(config):
-  """One clear ValueError per bad field; returns the number of outer iterations."""
-  cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
-  if config.optimizer.name == "star" and len(config.tasks) > 1:
-    raise ValueError("STAR meta-training is single-task (as in the official MetaA2Cstar)")
-  if not config.tasks:
-    raise ValueError("config.tasks is empty: give at least one task")
-  for i, task in enumerate(config.tasks):
-    cc.check_choice(f"tasks[{i}].env_name", task.env_name, envs_lib.ENV_NAMES)
-    cc.check_positive_int(f"tasks[{i}].num_units", trainer_lib.task_units(config, task))
-    cc.check_positive(f"tasks[{i}].learning_rate", task.learning_rate)
-    cc.check_positive(f"tasks[{i}].reward_scale", task.reward_scale)
-    chunk = int(config.chunk_size)
-    n = trainer_lib.task_units(config, task)
-    if 0 < chunk < n and n % chunk:
-      raise ValueError(f"chunk_size={chunk} must divide the number of units of tasks[{i}] ({n})")
-  units = config.get("num_units", 0)
-  if isinstance(units, bool) or not isinstance(units, int) or units < 0:
-    raise ValueError(f"num_units must be a non-negative integer (0: each task's own), got {units!r}")
-  cc.check_positive_int("rollout_steps", config.rollout_steps)
-  cc.check_positive_int("inner_updates", config.inner_updates)
-  cc.check_nonnegative_int("chunk_size", config.chunk_size)
+  """Any meta-training config (MetaA2C or MetaPPO, ``trainer.meta_agent``): one clear ValueError per bad
+  field, before anything is built; returns the number of outer iterations."""
+  agent = trainer_lib.meta_agent(config)
   check_meta_fields(config)
-  iterations = trainer_lib.num_iterations(config)
-  if iterations < 1:
-    raise ValueError(f"train_steps={config.train_steps} is less than one outer iteration; "
-                     "raise train_steps or set num_iterations")
-  return iterations
+  if agent == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
+    from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
+    return meta_ppo_task.validate_config(config)
+  return meta_a2c.validate_config(config)
 
 
 def plain(obj):
@@ -112,8 +97,9 @@ def resolved_config(config):
   for key, value in LEGACY_DEFAULTS.items():
     if out.get(key, value) == value:
       out.pop(key, None)
-  for spec, task in zip(config.tasks, out["tasks"]):
-    task["num_units"] = trainer_lib.task_units(config, spec)
+  if trainer_lib.meta_agent(config) == "meta_a2c":
+    for spec, task in zip(config.tasks, out["tasks"]):
+      task["num_units"] = meta_a2c.task_units(config, spec)
   return out
 
 
@@ -211,24 +197,35 @@ class _MetricsCSV:
 
 
 def meta_train(config, workdir, console=True, progress_fn=None):
-  """Meta-trains (or resumes) and returns a dict: phi_path, iterations, skipped, it_per_sec,
-  env_steps_per_sec, peak_rss_gb, wall_secs."""
+  """Meta-trains (or resumes) with any meta-training config and returns a dict: phi_path, iterations,
+  skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs (``drive``)."""
   total = validate_config(config)
   cc.check_writable_dir(workdir)
+  ppo = trainer_lib.meta_agent(config) == "meta_ppo"
   with workdir_lib.lock(workdir):
     prepare_workdir(workdir, resolved_config(config))
+    if console and ppo:
+      print(f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax compiles for minutes on "
+            "CPU)...", flush=True)
     trainer = trainer_lib.MetaTrainer(config, workdir)
-    steps_per_it = sum(trainer_lib.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
-                       for t in config.tasks)
+    if ppo:
+      from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
+      steps_per_it = meta_ppo_task.env_steps_per_iteration(trainer.tasks[0])
+      shown_keys, prefix = {"reward/step": "inner_reward_per_step"}, f"[meta_ppo {trainer.tasks[0].name}] "
+    else:
+      steps_per_it = sum(meta_a2c.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
+                         for t in config.tasks)
+      shown_keys, prefix = {"return": "agent_return"}, "meta "
+    names = [p.name for p in trainer.problems]
 
     def shown(metrics):
-      out = {f"{task.env_name} return": metrics[f"{task.env_name}/agent_return"] for task in config.tasks}
-      out.update({"meta-loss": sum(metrics[f"{task.env_name}/meta_loss"] for task in config.tasks),
+      out = {f"{name} {label}": metrics[f"{name}/{key}"] for name in names for label, key in shown_keys.items()}
+      out.update({"meta-loss": sum(metrics[f"{name}/meta_loss"] for name in names),
                   "RSS GB": round(peak_rss_gb(), 2)})
       return out
 
-    return drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ",
-                 log_every=max(int(config.log_every), 1), console=console, progress_fn=progress_fn)
+    return drive(trainer, workdir, total, steps_per_it, shown, prefix=prefix,
+                 log_every=max(int(config.get("log_every", 1)), 1), console=console, progress_fn=progress_fn)
 
 
 def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True,

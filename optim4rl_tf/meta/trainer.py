@@ -1,9 +1,12 @@
 """The meta-training loop: tasks, meta-optimizer, checkpoints, NaN guard (docs/fidelity.md §5.4, §5.7, §5.8).
 
-  trainer = MetaTrainer(config, workdir)     # builds tasks, restores the latest checkpoint if any
-  phi = trainer.train(progress_fn)           # runs to config.num_iterations; returns phi (dict of arrays)
+  trainer = MetaTrainer(config, workdir)     # builds the config's problems, restores the latest checkpoint
+  phi = trainer.train(progress_fn)           # runs to the last outer iteration; returns phi (dict of arrays)
   # inner problems of your own (problem.InnerProblem), config with the fields of ``trainer_config``:
   trainer = MetaTrainer(trainer_config(num_iterations=10), workdir, problems=[...], core=core, phi=phi0)
+
+Configs (``build``; ``meta.run`` validates them): configs/meta_a2c.py (a ``meta_a2c.MetaA2C`` per task,
+``meta_a2c_star.MetaA2Cstar`` for STAR), configs/ppo.py ``meta_*`` (``meta_ppo.MetaPPO``, ``MetaPPOstar``).
 
 Per outer iteration: every task (inner problem) runs its ``outer_iteration`` with the same phi; the per-task
 meta-gradients (means over units) are optionally normalised to ``max_norm`` (per task, §5.4 item 2), averaged
@@ -120,10 +123,35 @@ def global_norm(tensors):
   return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
-# Building MetaA2C tasks from a config lives with MetaA2C; these names stay importable from here.
-num_iterations = meta_a2c.num_iterations
-task_units = meta_a2c.task_units
-build_tasks = meta_a2c.build_tasks
+META_AGENTS = ("meta_a2c", "meta_ppo")
+
+
+def meta_agent(config):
+  """The meta-training algorithm of a config: its ``agent`` field ("meta_ppo" in configs/ppo.py ``meta_*``),
+  "meta_a2c" when it has none (configs/meta_a2c.py). Raises ValueError for a config of another trainer."""
+  agent = config.get("agent", "meta_a2c")
+  if agent not in META_AGENTS:
+    raise ValueError(f"config.agent {agent!r} is not a meta-training config (valid: {', '.join(META_AGENTS)}: "
+                     "configs/meta_a2c.py, configs/ppo.py:meta_*); train it with launch/train.py")
+  return agent
+
+
+def build(config):
+  """(inner problems, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
+  is_star = config.optimizer.name == "star"
+  core, phi0 = meta_params_lib.resolve(
+      config.optimizer.name, config.optimizer.init_meta_params or None,
+      mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+      hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
+  # STAR needs second-order meta-gradients (estimators.full_unroll): its own inner problems.
+  if meta_agent(config) == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
+    from optim4rl_tf.meta import meta_ppo
+    from optim4rl_tf.meta import meta_ppo_star
+    from optim4rl_tf.meta import meta_ppo_task
+    problem = meta_ppo_star.MetaPPOstar if is_star else meta_ppo.MetaPPO
+    return [problem(meta_ppo_task.build_task(config))], core, phi0, meta_ppo_task.num_iterations(config)
+  problem = meta_a2c_star.MetaA2Cstar if is_star else meta_a2c.MetaA2C
+  return [problem(t) for t in meta_a2c.build_tasks(config)], core, phi0, meta_a2c.num_iterations(config)
 
 
 def trainer_config(**fields):
@@ -140,7 +168,7 @@ def trainer_config(**fields):
 class MetaTrainer:
   """Owns the variables, the compiled outer step and the checkpoint manager of one run.
 
-  Without ``problems`` it builds the run from a MetaA2C config (``_build``; MetaPPO overrides it). With
+  Without ``problems`` it builds the run from a meta-training config (:func:`build`). With
   ``problems`` (objects implementing ``problem.InnerProblem``), ``core`` (the learned optimizer's core) and
   ``phi`` (its initial meta-parameters, a dict of arrays), ``config`` needs only the fields of
   :func:`trainer_config` and runs ``config.num_iterations`` outer iterations.
@@ -150,15 +178,14 @@ class MetaTrainer:
     self.config = config
     self.workdir = workdir
     if problems is None:
-      self.algorithm, self.core, phi0, tasks, self.total_iterations = self._build(config)
-      self.problems = problem_lib.as_problems(self.algorithm, tasks)
+      problems, self.core, phi0, self.total_iterations = build(config)
     else:
       if core is None or phi is None:
         raise ValueError("MetaTrainer(problems=...) needs the learned optimizer's core and initial phi")
       if int(config.num_iterations) < 1:
         raise ValueError(f"num_iterations must be a positive integer, got {config.num_iterations!r}")
-      self.algorithm, self.core, phi0 = None, core, phi
-      self.problems, self.total_iterations = problem_lib.as_problems(None, problems), int(config.num_iterations)
+      self.core, phi0, self.total_iterations = core, phi, int(config.num_iterations)
+    self.problems = problem_lib.as_problems(problems)
     # A MetaA2C/MetaPPO task, or the problem itself when it has none.
     self.tasks = [getattr(p, "task", p) for p in self.problems]
     self.keys = sorted(phi0)
@@ -191,20 +218,6 @@ class MetaTrainer:
                            "config it was made with or a new --workdir") from None
     # The state after this iteration is on disk (0: the initial state, which the config reproduces).
     self._saved_iteration = int(self.iteration.numpy())
-
-  def _build(self, config):
-    """(algorithm, core, initial phi, tasks, total iterations); ``algorithm`` is what
-    ``problem.as_problems`` turns into one inner problem per task: a problem class (MetaA2C) or a module of
-    functions (MetaPPO). Subclasses (MetaPPO) override it; everything else (variables, checkpoints, the
-    outer step) is shared."""
-    is_star = config.optimizer.name == "star"
-    # STAR (MetaA2Cstar) needs second-order meta-gradients: its own outer iteration (meta_a2c_star).
-    algorithm = meta_a2c_star.MetaA2Cstar if is_star else meta_a2c.MetaA2C
-    core, phi0 = meta_params_lib.resolve(
-        config.optimizer.name, config.optimizer.init_meta_params or None,
-        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
-        hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
-    return algorithm, core, phi0, meta_a2c.build_tasks(config), meta_a2c.num_iterations(config)
 
   # -------------------------------------------------------------------------------------------------
 

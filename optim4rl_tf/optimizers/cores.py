@@ -1,15 +1,18 @@
 """Pure, differentiable cores of the learned optimizers (docs/fidelity.md §6.1-§6.4, paper Algorithm 1).
 
 Each core is written once and used by both faces: the Keras optimizers (``keras_optimizers.py``) and the
-meta-trainer. A core is a small object holding only sizes; all state lives in tensors passed in and out:
+meta-trainer. A core is a small object holding only sizes; all state lives in tensors passed in and out.
+Every core (the three here and ``star.StarCore``) implements :class:`Core`, one interface::
 
-  phi = core.init_meta_params(seed)                 # dict {npz key: np.ndarray}
-  state = core.init_state(param)                    # tuple of zeros, each of shape param.shape + (H,)
-  delta, state = core.update(phi, state, g, lr)     # delta has g's shape; differentiable w.r.t. phi
+  phi = core.init_meta_params(seed)                             # dict {npz key: np.ndarray}
+  state = core.init_state(param)                                # zeros (here: a tuple, each S + (H,))
+  update, state = core.update(phi, state, g, lr, param=param)   # update has g's shape S
+  new_param = param + update                                    # differentiable w.r.t. phi
 
-The networks are coordinatewise: every scalar of ``g`` is an independent sequence with its own hidden
-state, so ``g`` may have any shape, including a leading unit axis. ``g`` enters under stop-gradient
-(Algorithm 1, line 1): the meta-gradient flows only through phi and the hidden-state chain.
+The networks here are coordinatewise: every scalar of ``g`` is an independent sequence with its own hidden
+state, so ``g`` may have any shape, including a leading unit axis (``param`` and ``unit_axis`` do not change
+their update). ``g`` enters under stop-gradient (Algorithm 1, line 1): the meta-gradient flows only through
+phi and the hidden-state chain.
 
 The meta-parameter dict uses the project's ``.npz`` keys with Keras ``GRUCell`` layout (``reset_after=True``,
 gate order z, r, h; ``bias[0]`` input biases, ``bias[1]`` recurrent biases) and Dense heads
@@ -67,10 +70,9 @@ def mlp_shapes(prefix, input_dim, mlp_dims, output_dim):
   return shapes
 
 
-def lecun_normal(shape, seed, fan_in=None):
-  """flax/Keras LeCun-normal: truncated normal (±2σ) with std sqrt(1/fan_in)/0.8796."""
-  fan_in = shape[0] if fan_in is None else fan_in
-  std = np.sqrt(1.0 / fan_in) / _LECUN_TRUNC_STD
+def lecun_normal(shape, seed):
+  """flax/Keras LeCun-normal: truncated normal (±2σ) with std sqrt(1/fan_in)/0.8796, fan_in = shape[0]."""
+  std = np.sqrt(1.0 / shape[0]) / _LECUN_TRUNC_STD
   return (std * tf.random.stateless_truncated_normal(shape, seed=seed)).numpy()
 
 
@@ -133,9 +135,58 @@ def mlp(phi, prefix, x, num_hidden_layers):
 # ----------------------------------------------------------------------------------------------------
 # The cores.
 
-class _Core:
-  """Shared plumbing: sizes, shapes, init, flattening to coordinates."""
+class Core:
+  """The interface of a learned-optimizer core (the GRU cores below and ``star.StarCore``).
+
+  A core holds sizes and constants only. ``update`` is the one step function of every core: the same
+  arguments and the same result, an update to ADD to the parameter and the new state.
+  """
   name = None
+
+  def meta_param_shapes(self):
+    """Dict {npz key: shape} of phi."""
+    raise NotImplementedError
+
+  def init_meta_params(self, seed=0):
+    """Fresh phi like the official code, deterministic in ``seed``: dict {key: float32 array}."""
+    raise NotImplementedError
+
+  def num_meta_params(self):
+    return int(sum(np.prod(s) for s in self.meta_param_shapes().values()))
+
+  def init_state(self, param, unit_axis=False):
+    """The zero state of a parameter tensor ``param`` of shape S (or [U] + S with ``unit_axis``)."""
+    raise NotImplementedError
+
+  def init_states(self, params, unit_axis=False):
+    """``init_state`` over a list of parameter tensors."""
+    return [self.init_state(p, unit_axis) for p in params]
+
+  def update(self, phi, state, g, learning_rate=1.0, *, param=None, unit_axis=False):
+    """One step for one parameter tensor. Returns ``(update, new_state)``.
+
+    Args:
+      phi: dict {npz key: tensor or array} of meta-parameters.
+      state: this tensor's state (as ``init_state`` makes it).
+      g: the gradient, shape S (or [U] + S).
+      learning_rate: the agent learning rate (float or scalar tensor).
+      param: the current parameter, shape of ``g``; read by cores whose features include it (STAR).
+      unit_axis: axis 0 of ``g`` holds independent units (STAR; coordinatewise cores ignore it).
+    Returns:
+      ``update`` of ``g``'s shape (the new parameter is ``param + update``) and the new state.
+    """
+    raise NotImplementedError
+
+  def update_list(self, phi, states, grads, learning_rate=1.0, *, params=None, unit_axis=False):
+    """``update`` over lists of tensors. Returns ``(updates list, new states list)``."""
+    params = [None] * len(grads) if params is None else params
+    out = [self.update(phi, s, g, learning_rate, param=p, unit_axis=unit_axis)
+           for s, g, p in zip(states, grads, params)]
+    return [u for u, _ in out], [s for _, s in out]
+
+
+class _Core(Core):
+  """Shared plumbing of the GRU cores: sizes, shapes, init, flattening to coordinates."""
   num_states = 1
 
   def __init__(self, mlp_dims=(16, 16), hidden_size=8):
@@ -154,26 +205,20 @@ class _Core:
       self._compiled_update = _COMPILED_UPDATES[key]
     return self._compiled_update
 
-  def meta_param_shapes(self):
-    """Dict {npz key: shape} of phi."""
-    raise NotImplementedError
-
   def init_meta_params(self, seed=0):
-    """Fresh phi like the official code, deterministic in ``seed``: dict {key: float32 array}."""
     return init_from_shapes(self.meta_param_shapes(), seed)
 
-  def num_meta_params(self):
-    return int(sum(np.prod(s) for s in self.meta_param_shapes().values()))
-
-  def init_state(self, param):
-    """Zero hidden states for a parameter tensor: a tuple of ``num_states`` tensors of shape
-    ``param.shape + (hidden_size,)``."""
+  def init_state(self, param, unit_axis=False):
+    """Zero hidden states for a parameter tensor of shape S: a tuple of ``num_states`` tensors of shape
+    S + (hidden_size,) (a unit axis is just one more coordinate axis)."""
+    del unit_axis
     shape = tf.concat([tf.shape(param), [self.hidden_size]], 0)
     return tuple(tf.zeros(shape, param.dtype) for _ in range(self.num_states))
 
-  def update(self, phi, state, g, learning_rate=1.0):
-    """Returns ``(delta, new_state)`` for gradient ``g`` (any shape S) and hidden states of shape
-    S + (H,); delta (shape S) is the parameter update."""
+  def update(self, phi, state, g, learning_rate=1.0, *, param=None, unit_axis=False):
+    """``Core.update``: ``g`` of any shape S, hidden states of shape S + (H,); returns ``(update, new
+    states)`` with ``update`` of shape S. ``param`` and ``unit_axis`` do not change the result."""
+    del param, unit_axis  # coordinatewise: the update reads only the gradient and the hidden states
     g = tf.stop_gradient(tf.convert_to_tensor(g))
     shape = tf.shape(g)
     flat_g = tf.reshape(g, [1, -1])

@@ -1,16 +1,20 @@
-"""Keras 3 faces of the learned optimizers: ``Optim4RL``, ``LinearOptim``, ``L2LGD2``.
+"""Keras 3 faces of the learned optimizers: ``Optim4RL``, ``LinearOptim``, ``L2LGD2`` (STAR: ``keras_star.py``).
 
 Use them like any Keras optimizer::
 
   opt = optim4rl_tf.Optim4RL(learning_rate=1e-3, meta_params="optim4rl_catch.npz")
   model.compile(optimizer=opt, loss="mse")
 
-The meta-network (Algorithm 1) is held as Keras layers: ``keras.layers.GRUCell(8, reset_after=True)`` cells
-with ``Dense`` MLP heads, in the layout of the ``.npz`` keys (``rnn1/kernel`` ...). ``update_step`` calls the
-pure core of ``cores.py`` with those layers' weights, so the Keras optimizer and the meta-trainer share one
-implementation. Hidden states are optimizer variables of shape ``var.shape + (hidden_size,)`` (two per model
-variable for Optim4RL), zero at start and never reset. The meta-parameters are fixed (not trained by
-``fit``); they are saved with the model (``.keras``) through ``save_own_variables``/``load_own_variables``.
+The meta-parameters phi are initialised from ``meta_params`` (an ``.npz`` path or a dict {npz key: array}),
+from a shipped file (``from_pretrained(name)``) or from ``seed``. As in ``keras.optimizers.Adam``, ``build``
+creates the optimizer variables: one float32 variable per phi entry (``phi_<key>``, e.g. ``phi_rnn1_kernel``
+for ``rnn1/kernel``; fixed, not trained by ``fit``), then per model variable its hidden states, shape
+``var.shape + (hidden_size,)`` (two for Optim4RL), zero at start and never reset. ``update_step`` calls the
+pure core of ``cores.py`` with the phi variables' values, so the Keras optimizer and the meta-trainer share
+one implementation. Everything is an optimizer variable, so ``model.save`` / ``load_model`` and
+``save_weights`` / ``load_weights`` restore phi with the state; ``get_config`` holds only hyper-parameters
+(learning rate, sizes, seed, and the ``meta_params`` path or ``pretrained`` name if one was given). The
+optimizers need Keras's TensorFlow backend (a RuntimeError at construction otherwise).
 
 Variables: Keras variables and plain ``tf.Variable``s of any floating dtype (float16, bfloat16, float32,
 float64) are accepted. The learned optimizer always computes in float32 (its state variables are float32)
@@ -31,12 +35,14 @@ Keras's base-class arguments behave as for ``keras.optimizers.Adam``: ``clipvalu
 ``loss_scale_factor`` and ``gradient_accumulation_steps`` (the step runs every N-th call on the mean
 gradient; ``iterations`` counts real steps). ``keras.mixed_precision.LossScaleOptimizer`` wraps them.
 
-Restoring: a ``.keras`` file restores everything. ``model.load_weights("m.weights.h5")`` into a compiled
-model whose optimizer is not built yet keeps the saved optimizer state and assigns it when Keras builds the
-optimizer (the first training step), so training continues exactly where it stopped.
+Restoring: a ``.keras`` file restores everything (should the ``meta_params`` file of its config be gone,
+``from_config`` warns and phi comes from the saved variables). ``model.load_weights("m.weights.h5")`` into a
+compiled model whose optimizer is not built yet keeps the saved optimizer variables and assigns them when
+Keras builds the optimizer (the first training step), so training continues exactly where it stopped.
 """
 
 import math
+import os
 import warnings
 
 import keras
@@ -45,6 +51,14 @@ import tensorflow as tf
 
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
+
+
+def require_tensorflow_backend():
+  """RuntimeError unless Keras runs on TensorFlow (the update step is TensorFlow code)."""
+  backend = keras.backend.backend()
+  if backend != "tensorflow":
+    raise RuntimeError(f"optim4rl_tf's Keras optimizers need the TensorFlow backend; KERAS_BACKEND is "
+                       f"{backend!r}. Set KERAS_BACKEND=tensorflow before importing keras.")
 
 
 def var_label(variable):
@@ -67,90 +81,59 @@ def check_arguments(learning_rate, mlp_dims, hidden_size, name):
     cores.positive_int(hidden_size, "hidden_size")
 
 
+def _constant(value):
+  """A Keras initializer giving ``value`` (a float32 array of the variable's shape)."""
+  return lambda shape, dtype=None: np.asarray(value, np.float32).reshape(shape)
+
+
 class _LearnedOptimizer(keras.optimizers.Optimizer):
-  """Base class: a Keras optimizer around a learned-optimizer core. Subclasses set ``_core_name`` and
-  implement ``_add_state`` (the optimizer variables of one model variable) and ``_step`` (the update)."""
+  """Base class: a Keras optimizer around a learned-optimizer core (``cores.Core``). Subclasses set
+  ``_core_name`` and define ``__init__`` (their hyper-parameters, passed on as ``core_args``), ``_resolve``
+  (the core and phi), ``_add_state`` (the state variables of one model variable), ``_step`` (the core's
+  update) and ``get_config``."""
   _core_name = None
   zero_gradient_is_noop = False  # True where the algorithm guarantees that g = 0 leaves the variable as is.
 
-  def __init__(self, learning_rate=1e-3, mlp_dims=None, hidden_size=None, meta_params=None, seed=0,
-               name=None, **kwargs):
+  def __init__(self, learning_rate, meta_params, pretrained, seed, name, core_args, **kwargs):
     """Args:
-      learning_rate: alpha, multiplying the network's output (docs/fidelity.md §5.5, §10).
-      mlp_dims: hidden sizes of the MLP heads; None means (16, 16) as in the paper, or the sizes of the
-        ``meta_params`` given; () is the official code's HEAD. A file with other sizes is an error.
-      hidden_size: GRU hidden size; None means 8 or the size of the ``meta_params`` given.
-      meta_params: None (fresh phi from ``seed``, initialised like the official code), a path to an
-        ``.npz`` meta-parameter file, or a dict {key: array}.
-      seed: int seed for a fresh phi.
-      **kwargs: Keras optimizer arguments (``clipvalue``, ``global_clipnorm``, ``name`` ...).
+      learning_rate: the agent learning rate (alpha of docs/fidelity.md §5.5, §10; STAR's step_mult).
+      meta_params: None, a path to an ``.npz`` meta-parameter file, or a dict {npz key: array}.
+      pretrained: None or the name of a shipped file (``optim4rl_tf.pretrained.available()``).
+      seed: int seed of a fresh phi (neither ``meta_params`` nor ``pretrained`` given).
+      name: the optimizer's name (default: the core's).
+      core_args: dict of the subclass's size arguments for ``_resolve``.
+      **kwargs: Keras optimizer arguments (``clipvalue``, ``global_clipnorm`` ...).
     """
-    check_arguments(learning_rate, mlp_dims, hidden_size, name or self._core_name)
-    super().__init__(learning_rate=learning_rate, name=name or self._core_name, **kwargs)
-    core, phi = meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims,
-                                        hidden_size=hidden_size, seed=seed)
-    self._setup(core, phi, seed)
-
-  def _setup(self, core, phi, seed):
-    self._pending_state = None  # optimizer state loaded before build (weights-only restore)
-    self._nonfinite_warned = False
-    self.core = core
-    self.mlp_dims = core.mlp_dims
-    self.hidden_size = core.hidden_size
+    require_tensorflow_backend()
+    name = name or self._core_name
+    check_arguments(learning_rate, core_args.get("mlp_dims"), core_args.get("hidden_size"), name)
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    if pretrained is not None and meta_params is not None:
+      raise ValueError(f"{name}: give meta_params or pretrained, not both")
+    is_path = isinstance(meta_params, (str, os.PathLike)) and bool(meta_params)
+    source = self._pretrained_path(pretrained) if pretrained is not None else meta_params
+    self.core, phi = self._resolve(source, seed, **core_args)
+    self.mlp_dims = self.core.mlp_dims
     self.seed = seed
-    self._meta_layers = self._build_meta_network()
-    self.set_meta_params(phi)
+    self.pretrained = pretrained
+    self.meta_params_path = os.fspath(meta_params) if is_path else None
+    self._initial_phi = phi  # float32 arrays until ``build`` turns them into the phi variables
+    self._phi = None  # {npz key: optimizer variable} once built
+    self._pending_state = None  # optimizer variables loaded before build (weights-only restore)
+    self._nonfinite_warned = False
 
-  # -- the meta-network as Keras layers -------------------------------------------------------------
+  @classmethod
+  def _pretrained_path(cls, name):
+    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+    meta = pretrained.provenance(name)
+    if meta.get("optimizer") != cls._core_name:
+      raise ValueError(f"pretrained {name!r} is a {meta.get('optimizer')!r} optimizer, not {cls.__name__}; "
+                       f"use the class of that optimizer")
+    return pretrained.path(name)
 
-  def _build_meta_network(self):
-    """Creates GRUCell + Dense-head layers matching the core's keys; returns {prefix: layer}."""
-    layers, shapes = {}, self.core.meta_param_shapes()
-    for key, shape in shapes.items():
-      prefix = key.rsplit("/", 1)[0]
-      if prefix in layers:
-        continue
-      if prefix.startswith("rnn"):
-        cell = keras.layers.GRUCell(self.hidden_size, activation="tanh", recurrent_activation="sigmoid",
-                                    reset_after=True, kernel_initializer="zeros",
-                                    recurrent_initializer="zeros", bias_initializer="zeros",
-                                    name=f"{self.name}_{prefix}")
-        cell.build((None, shapes[f"{prefix}/kernel"][0]))
-        layers[prefix] = cell
-      else:  # mlp*/dense_i or mlp*/out
-        dense = keras.layers.Dense(shapes[f"{prefix}/kernel"][1], kernel_initializer="zeros", name=f"{self.name}_{prefix.replace('/', '_')}")
-        dense.build((None, shapes[f"{prefix}/kernel"][0]))
-        layers[prefix] = dense
-    return layers
-
-  def _meta_variables(self):
-    """{npz key: Keras variable} for every meta-parameter."""
-    out = {}
-    for prefix, layer in self._meta_layers.items():
-      if isinstance(layer, keras.layers.GRUCell):
-        out[f"{prefix}/kernel"] = layer.kernel
-        out[f"{prefix}/recurrent_kernel"] = layer.recurrent_kernel
-        out[f"{prefix}/bias"] = layer.bias
-      else:
-        out[f"{prefix}/kernel"] = layer.kernel
-        out[f"{prefix}/bias"] = layer.bias
-    return out
-
-  @property
-  def meta_params(self):
-    """The meta-parameters as a dict {npz key: np.ndarray}."""
-    return {k: np.asarray(v.numpy()) for k, v in self._meta_variables().items()}
-
-  def set_meta_params(self, phi):
-    """Assigns phi (dict of arrays), after checking keys and shapes against this optimizer."""
-    arrays, _ = meta_params_lib.arrays_from_dict(self.core.name, phi, source="meta_params")
-    meta_params_lib.validate(self.core, arrays, source="meta_params")
-    for key, var in self._meta_variables().items():
-      var.assign(arrays[key])
-
-  def save_meta_params(self, path):
-    """Writes the meta-parameters to an ``.npz`` file (atomic)."""
-    return meta_params_lib.save(path, self.core, self.meta_params)
+  def _resolve(self, meta_params, seed, **core_args):
+    """``(core, phi)`` from ``meta_params`` (None, a path or a dict), ``seed`` and the size arguments."""
+    raise NotImplementedError
 
   @classmethod
   def from_pretrained(cls, name, **kwargs):
@@ -161,16 +144,35 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     provenance is ``optim4rl_tf.pretrained.provenance(name)``. Raises ValueError naming the valid names for
     an unknown one, or for a file made for another optimizer.
     """
-    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
-    meta = pretrained.provenance(name)
-    if meta.get("optimizer") != cls._core_name:
-      raise ValueError(f"pretrained {name!r} is a {meta.get('optimizer')!r} optimizer, not {cls.__name__}; "
-                       f"use the class of that optimizer")
-    return cls(meta_params=pretrained.path(name), **kwargs)
+    return cls(pretrained=name, **kwargs)
+
+  # -- meta-parameters ------------------------------------------------------------------------------
+
+  @property
+  def meta_params(self):
+    """The meta-parameters as a dict {npz key: np.ndarray} (a copy)."""
+    if self._phi is None:
+      return {k: np.array(v) for k, v in self._initial_phi.items()}
+    return {k: np.asarray(v.numpy()) for k, v in self._phi.items()}
+
+  def set_meta_params(self, phi):
+    """Assigns phi (dict of arrays), after checking keys and shapes against this optimizer."""
+    arrays, _ = meta_params_lib.arrays_from_dict(self.core.name, phi, source="meta_params")
+    meta_params_lib.validate(self.core, arrays, source="meta_params")
+    if self._phi is None:
+      self._initial_phi = arrays
+      return
+    for key, var in self._phi.items():
+      var.assign(arrays[key])
+
+  def save_meta_params(self, path):
+    """Writes the meta-parameters to an ``.npz`` file (atomic)."""
+    return meta_params_lib.save(path, self.core, self.meta_params)
 
   # -- Keras optimizer API --------------------------------------------------------------------------
 
   def build(self, var_list):
+    """Creates the optimizer variables: phi (one per npz key), then the state of every model variable."""
     if self.built:
       return
     for var in var_list:
@@ -178,10 +180,14 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
         raise ValueError(f"{self.name}: variable '{var_label(var)}' has dtype {tf.as_dtype(var.dtype).name}; "
                          "a learned optimizer updates floating-point variables only")
     with tf.init_scope():
-      lr = np.asarray(keras.ops.convert_to_numpy(self._get_current_learning_rate()), np.float64)
+      lr = np.asarray(tf.convert_to_tensor(self._get_current_learning_rate()).numpy(), np.float64)
     if not np.all(np.isfinite(lr)):
       raise ValueError(f"{self.name}: the learning rate is {lr}; it must be finite")
     super().build(var_list)
+    phi, self._initial_phi = self._initial_phi, None
+    self._phi = {key: self.add_variable(shape=shape, initializer=_constant(phi[key]), dtype="float32",
+                                        name="phi_" + key.replace("/", "_"))
+                 for key, shape in self.core.meta_param_shapes().items()}
     self._state = [self._add_state(var) for var in var_list]
     self.nonfinite_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64",
                                              name="nonfinite_steps")
@@ -190,25 +196,15 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
       with tf.init_scope():
         self._assign_state(values)
 
-  def _add_state(self, var):
-    """The float32 hidden states of one model variable, shape ``var.shape + (hidden_size,)``."""
-    return tuple(self.add_variable(shape=tuple(var.shape) + (self.hidden_size,), initializer="zeros",
-                                   dtype="float32", name=f"{var_tag(var)}_h{i + 1}")
-                 for i in range(self.core.num_states))
-
-  def _step(self, gradient, value, learning_rate, states):
-    """(new variable value in its dtype, new states) from the float32 gradient, learning rate and states."""
-    # Tensors, not variables: the compiled function is shared by every optimizer of this kind and size.
-    phi = {k: tf.convert_to_tensor(v) for k, v in self._meta_variables().items()}
-    delta, new_states = self.core.compiled_update()(phi, tuple(states), gradient, learning_rate)
-    return value + tf.cast(delta, value.dtype), new_states
-
   def update_step(self, gradient, variable, learning_rate):
     states = self._state[self._get_variable_index(variable)]
+    # Tensors, not variables: the GRU cores' compiled function is shared by every optimizer of a kind.
+    phi = {k: tf.convert_to_tensor(v) for k, v in self._phi.items()}
     gradient = tf.cast(tf.convert_to_tensor(gradient), tf.float32)
     value = tf.convert_to_tensor(variable)
-    new_value, new_states = self._step(gradient, value, tf.cast(learning_rate, tf.float32),
-                                       [tf.convert_to_tensor(s) for s in states])
+    delta, new_states = self._step(phi, gradient, value, tf.cast(learning_rate, tf.float32),
+                                   [tf.convert_to_tensor(s) for s in states])
+    new_value = value + tf.cast(delta, value.dtype)
     ok = tf.reduce_all(tf.math.is_finite(gradient)) & tf.reduce_all(tf.math.is_finite(new_value))
     for new in new_states:
       ok = ok & tf.reduce_all(tf.math.is_finite(new))
@@ -216,6 +212,17 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     for state, new in zip(states, new_states):
       self.assign(state, tf.where(ok, new, state.value))
     self.assign_add(self.nonfinite_steps, tf.cast(tf.logical_not(ok), tf.int64))
+
+  def _step(self, phi, gradient, value, learning_rate, states):
+    """(float32 update, new states) of one model variable, from the core's ``update``.
+
+    Args: phi dict of tensors; gradient float32, shape S; value: the variable's value, shape S, its dtype;
+    learning_rate float32 scalar; states: this variable's state tensors (``_add_state``)."""
+    raise NotImplementedError
+
+  def _add_state(self, var):
+    """The float32 state variables of one model variable (a tuple)."""
+    raise NotImplementedError
 
   def apply(self, grads, trainable_variables=None):
     grads = list(grads)
@@ -249,29 +256,32 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
                     "running count is in optimizer.nonfinite_steps", RuntimeWarning, stacklevel=3)
 
   def get_config(self):
+    """Hyper-parameters only (phi lives in the optimizer variables); subclasses add their sizes."""
     config = super().get_config()
-    config.update({
-        "mlp_dims": list(self.mlp_dims),
-        "hidden_size": self.hidden_size,
-        "seed": self.seed,
-        # The meta-parameters travel with the config, so from_config() gives the same optimizer.
-        "meta_params": {k: v.tolist() for k, v in self.meta_params.items()},
-    })
+    config.update({"seed": self.seed, "meta_params": self.meta_params_path, "pretrained": self.pretrained})
     return config
 
-  def save_own_variables(self, store):
-    super().save_own_variables(store)
-    for key, value in self.meta_params.items():
-      store["phi." + key.replace("/", ".")] = value
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    """The optimizer of ``config``. A ``meta_params`` file that no longer exists is a warning, and phi
+    starts from the seed until restored (``keras.models.load_model`` restores it from the saved variables)."""
+    config = dict(config)
+    path = config.get("meta_params")
+    if isinstance(path, str) and path and not os.path.exists(path):
+      warnings.warn(f"{cls.__name__}.from_config: meta-parameter file {path!r} not found; phi starts from "
+                    f"seed {config.get('seed', 0)} until restored from saved optimizer variables",
+                    UserWarning, stacklevel=2)
+      config["meta_params"] = None
+    return super().from_config(config, custom_objects=custom_objects)
 
   def load_own_variables(self, store):
-    keys = list(store.keys())
-    phi = {k[4:].replace(".", "/"): np.asarray(store[k]) for k in keys if k.startswith("phi.")}
-    if phi:
-      self.set_meta_params(phi)
-    values = [np.asarray(store[str(i)]) for i in range(len([k for k in keys if not k.startswith("phi.")]))]
-    if not self.built and len(values) != len(self.variables):
-      # model.load_weights() before the optimizer is built: assign the state when Keras builds it.
+    keys = sorted(store.keys())
+    if any(not k.isdigit() for k in keys):
+      raise ValueError(f"Cannot load optimizer '{self.name}': the file's optimizer entries {keys[:4]}... are "
+                       "not this version's layout (saved by an older optim4rl_tf?)")
+    values = [np.asarray(store[str(i)]) for i in range(len(keys))]
+    if not self.built:
+      # model.load_weights() before the optimizer is built: assign the variables when Keras builds it.
       self._pending_state = tuple(values)
       return
     self._assign_state(values)
@@ -291,8 +301,48 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
       variable.assign(value)
 
 
+class _RecurrentOptimizer(_LearnedOptimizer):
+  """The GRU optimizers (``cores.py``): sizes ``mlp_dims``, ``hidden_size``; state = hidden states."""
+
+  def __init__(self, learning_rate=1e-3, mlp_dims=None, hidden_size=None, meta_params=None, seed=0,
+               pretrained=None, name=None, **kwargs):
+    """Args:
+      learning_rate: alpha, multiplying the network's output (docs/fidelity.md §5.5, §10).
+      mlp_dims: hidden sizes of the MLP heads; None means (16, 16) as in the paper, or the sizes of the
+        ``meta_params`` given; () is the official code's HEAD. A file with other sizes is an error.
+      hidden_size: GRU hidden size; None means 8 or the size of the ``meta_params`` given.
+      meta_params: None (fresh phi from ``seed``, initialised like the official code), a path to an
+        ``.npz`` meta-parameter file, or a dict {key: array}.
+      seed: int seed for a fresh phi.
+      pretrained: the name of a shipped trained file (as ``from_pretrained``); not with ``meta_params``.
+      **kwargs: Keras optimizer arguments (``clipvalue``, ``global_clipnorm``, ``name`` ...).
+    """
+    super().__init__(learning_rate, meta_params, pretrained, seed, name,
+                     dict(mlp_dims=mlp_dims, hidden_size=hidden_size), **kwargs)
+    self.hidden_size = self.core.hidden_size
+
+  def _resolve(self, meta_params, seed, mlp_dims, hidden_size):
+    return meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims, hidden_size=hidden_size,
+                                   seed=seed)
+
+  def _add_state(self, var):
+    """The float32 hidden states of one model variable, shape ``var.shape + (hidden_size,)``."""
+    return tuple(self.add_variable(shape=tuple(var.shape) + (self.hidden_size,), initializer="zeros",
+                                   dtype="float32", name=f"{var_tag(var)}_h{i + 1}")
+                 for i in range(self.core.num_states))
+
+  def _step(self, phi, gradient, value, learning_rate, states):
+    del value  # the GRU cores read only the gradient
+    return self.core.compiled_update()(phi, tuple(states), gradient, learning_rate)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"mlp_dims": list(self.mlp_dims), "hidden_size": self.hidden_size})
+    return config
+
+
 @keras.saving.register_keras_serializable(package="optim4rl_tf")
-class Optim4RL(_LearnedOptimizer):
+class Optim4RL(_RecurrentOptimizer):
   """Optim4RL (paper Algorithm 1): Δθ = −lr · sign(g)·exp(o1) / sqrt(exp(o2) + 1e-8) with two GRUs
   reading g and g², each followed by an MLP head. A zero gradient leaves the variable unchanged (sign(0) = 0).
 
@@ -306,7 +356,7 @@ class Optim4RL(_LearnedOptimizer):
 
 
 @keras.saving.register_keras_serializable(package="optim4rl_tf")
-class LinearOptim(_LearnedOptimizer):
+class LinearOptim(_RecurrentOptimizer):
   """LinearOptim (ablation, docs/fidelity.md §6.3): Δθ = −lr · (exp(o1)·g + exp(o2)·o3). The offset o3 moves
   the variable even for a zero gradient. Memory: 8 floats (one GRU state, 32 bytes in float32) per parameter.
   """
@@ -314,12 +364,10 @@ class LinearOptim(_LearnedOptimizer):
 
 
 @keras.saving.register_keras_serializable(package="optim4rl_tf")
-class L2LGD2(_LearnedOptimizer):
+class L2LGD2(_RecurrentOptimizer):
   """L2LGD² (Andrychowicz et al. 2016, as in the paper, docs/fidelity.md §6.4): Δθ = −lr · exp(o) · g; a
   zero gradient leaves the variable unchanged. Memory: 8 floats (one GRU state, 32 bytes in float32) per
   parameter."""
   _core_name = "l2lgd2"
   zero_gradient_is_noop = True
 
-
-KERAS_OPTIMIZERS = {c._core_name: c for c in (Optim4RL, LinearOptim, L2LGD2)}

@@ -1,17 +1,18 @@
 """STAR = MLPNomLOpt ("adafac-nominal", Harrison et al. 2022) as used by the paper (docs/fidelity.md §6.5).
 
-A pure, differentiable core in the spirit of ``cores.py``; all state lives in tensors passed in and out::
+A pure, differentiable core implementing ``cores.Core`` (the interface of every learned-optimizer core); all
+state lives in tensors passed in and out::
 
   core = StarCore()
-  phi = core.init_meta_params(seed)                      # dict {npz key: float32 array}, 207 scalars
-  state = core.init_state(param)                         # StarState (accumulators + step counter t)
-  new_param, state = core.update(phi, state, g, param, lr)
+  phi = core.init_meta_params(seed)                             # dict {npz key: float32 array}, 207 scalars
+  state = core.init_state(param)                                # StarState (accumulators + step counter t)
+  update, state = core.update(phi, state, g, lr, param=param)   # new parameter: param + update
 
 ``lr`` is MLPNomLOpt's ``step_mult`` (the configured agent learning rate, docs/fidelity.md §5.5: no extra multiplier).
-Unlike ``cores.py``, STAR returns the NEW PARAMETERS (its update uses ``param`` as an input feature), and
-neither ``g`` nor ``param`` is stop-gradient'ed: when ``g`` is itself the gradient of a loss of ``param``
-computed under an outer tape, the meta-gradient of STAR includes the second-order terms (docs/fidelity.md §6.5
-"Gradient flow"). See :func:`differentiable_step` for the nested-tape pattern the meta-trainer uses.
+Unlike the GRU cores, STAR needs ``param`` (an input feature of its MLP), and neither ``g`` nor ``param`` is
+stop-gradient'ed: when ``g`` is itself the gradient of a loss of ``param`` computed under an outer tape, the
+meta-gradient of STAR includes the second-order terms (docs/fidelity.md §6.5 "Gradient flow"). See
+:func:`differentiable_step` for the nested-tape pattern the meta-trainer uses.
 
 Per-tensor semantics: the 28 normalised features are RMS-normalised over ALL coordinates of the parameter
 tensor, and the Adafactor accumulators factor the tensor's two largest axes. When a tensor carries a leading
@@ -38,9 +39,7 @@ from optim4rl_tf.optimizers import cores
 
 NAME = "star"
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 1e4, 3e4, 1e5)
-NUM_NORMALISED_FEATURES = 28
 NUM_TIME_FEATURES = len(TIMESCALES)
-NUM_INPUTS = NUM_NORMALISED_FEATURES + NUM_TIME_FEATURES  # 39
 NUM_OUTPUTS = 4  # direction, magnitude, (nominal, regularisation controllers: unused)
 
 DEFAULT_OPTIONS = dict(
@@ -111,10 +110,9 @@ def _static_shape(x, what):
   return [int(d) for d in shape.as_list()]
 
 
-class StarCore:
+class StarCore(cores.Core):
   """MLPNomLOpt (adafac-nominal) with the paper's settings; see the module docstring."""
   name = NAME
-  num_states = None  # not an RNN core
 
   def __init__(self, mlp_dims=(4, 4), nominal_stepsize=1e-3, weight_decay=0.0, exp_mult=(1e-3, 1e-3, 1e-3),
                initial_momentum_decays=(0.9, 0.99, 0.999), initial_rms_decays=(0.999,),
@@ -138,7 +136,6 @@ class StarCore:
     # g, p, m, rms, m*rsqrt(rms), rsqrt(rms), fac_g, then 5 factored blocks of num_decays channels.
     self.num_normalised = 2 + n_m + 1 + n_m + 1 + n_f + 5 * n_f
     self.num_inputs = self.num_normalised + NUM_TIME_FEATURES
-    self._compiled = {}
 
   # -- meta-parameters -------------------------------------------------------------------------------
 
@@ -173,9 +170,6 @@ class StarCore:
     shapes["decays/rms"] = (len(self.initial_rms_decays),)
     shapes["decays/adafactor"] = (len(self.initial_adafactor_decays),)
     return shapes
-
-  def num_meta_params(self):
-    return int(sum(np.prod(s) for s in self.meta_param_shapes().values()))
 
   def init_meta_params(self, seed=0):
     """haiku ``TruncatedNormal(1/sqrt(fan_in))`` weights (a standard normal truncated to ±2, times
@@ -222,22 +216,23 @@ class StarCore:
     t = tf.zeros(shape[:1] if unit_axis else [], tf.int32)
     return StarState(m=tf.zeros(shape + [k], dtype), rms=tf.zeros(shape + [1], dtype), fac=fac, t=t)
 
-  def init_states(self, params, unit_axis=False):
-    return [self.init_state(p, unit_axis) for p in params]
-
   # -- the update ------------------------------------------------------------------------------------
 
-  def update(self, phi, state, g, param, lr, unit_axis=False):
-    """One STAR step for one tensor. Returns ``(new_param, new_state)``.
+  def update(self, phi, state, g, learning_rate=1.0, *, param=None, unit_axis=False):
+    """One STAR step for one tensor (``cores.Core.update``). Returns ``(update, new_state)``.
 
     Args:
       phi: dict of meta-parameters (tensors/arrays; cast to ``param``'s dtype).
       state: :class:`StarState` of this tensor.
-      g: gradient, shape of ``param`` (already elementwise-clipped if the config clips).
-      param: the current parameter tensor (an input feature and the base of the update).
-      lr: ``step_mult`` (the agent learning rate); float or scalar tensor.
+      g: gradient, shape S of ``param`` (already elementwise-clipped if the config clips).
+      learning_rate: ``step_mult`` (the agent learning rate); float or scalar tensor.
+      param: the current parameter tensor, shape S (or [U] + S); required: an input feature of the MLP.
       unit_axis: treat axis 0 as independent units (see the module docstring).
+    Returns:
+      ``update`` of shape S (the new parameter is ``param + update``) and the new :class:`StarState`.
     """
+    if param is None:
+      raise ValueError("STAR needs the current parameter: call update(phi, state, g, lr, param=param)")
     param = tf.convert_to_tensor(param)
     dtype = param.dtype
     g = tf.cast(tf.convert_to_tensor(g), dtype)
@@ -304,26 +299,14 @@ class StarCore:
       h = tf.reshape(tf.matmul(tf.reshape(h, [-1, w.shape[0]]), w), shape + [-1]) + _as(
           phi[f"mlp/b{i}"], dtype)
     direction, magnitude = h[..., 0], h[..., 1]
-    step = direction * tf.exp(magnitude * self.exp_mult[0]) * _as(lr, dtype)
+    step = direction * tf.exp(magnitude * self.exp_mult[0]) * _as(learning_rate, dtype)
     g_est = tf.reduce_mean(adam_feats, axis=-1)                              # "AdamAggMo"
     nominal = self.nominal_stepsize * float(np.exp(1.0 * self.exp_mult[1])) * g_est
     reg = 1.0 - self.weight_decay * float(np.exp(0.0 * self.exp_mult[2]))
-    new_param = (reg * param if reg != 1.0 else param) - step - nominal
-    return new_param, StarState(m=m, rms=rms, fac=new_fac, t=state.t + 1)
-
-  def update_list(self, phi, states, grads, params, lr, unit_axis=False):
-    """``update`` over lists of tensors. Returns (new_params list, new_states list)."""
-    out = [self.update(phi, s, g, p, lr, unit_axis) for s, g, p in zip(states, grads, params)]
-    return [p for p, _ in out], [s for _, s in out]
-
-  def compiled_update(self, unit_axis=False):
-    """``update`` as an XLA-compiled ``tf.function`` (forward use: Keras face, fixed-phi agents)."""
-    key = bool(unit_axis)
-    if key not in self._compiled:
-      def fn(phi, state, g, param, lr):
-        return self.update(phi, state, g, param, lr, unit_axis=key)
-      self._compiled[key] = tf.function(fn, jit_compile=True)
-    return self._compiled[key]
+    update = -step - nominal  # official: new_param = reg * param - step - nominal
+    if reg != 1.0:
+      update = update - (1.0 - reg) * param
+    return update, StarState(m=m, rms=rms, fac=new_fac, t=state.t + 1)
 
 
 def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, unit_axis=True):
@@ -356,8 +339,8 @@ def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, 
   grads = inner.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
   if grad_clip is not None and grad_clip > 0:
     grads = [tf.clip_by_value(g, -grad_clip, grad_clip) for g in grads]
-  new_params, new_states = core.update_list(phi, states, grads, params, lr, unit_axis=unit_axis)
-  return new_params, new_states, loss
+  updates, new_states = core.update_list(phi, states, grads, lr, params=params, unit_axis=unit_axis)
+  return [p + u for p, u in zip(params, updates)], new_states, loss
 
 
 def make_core(options=None):

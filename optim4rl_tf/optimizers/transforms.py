@@ -12,10 +12,10 @@ the gradient before the optimizer, as in the official ``chain(clip, opt)``.
 For learned optimizers, ``update`` takes an optional ``phi`` (dict of meta-parameters) so the meta-trainer
 can pass the differentiable meta-parameters explicitly; by default the fixed ``opt.phi`` is used.
 
-``params`` (the current parameters) is required by STAR only (its update reads the parameters and returns
-new ones; the update returned here is ``new_params - params``, exact in float for all but tiny
-parameters). The others ignore it. STAR normalises its features per parameter tensor: with
-``unit_axis=True`` (the default: agents here are unit-batched [U, ...]) every unit is a separate agent.
+Learned optimizers run their core's ``update`` (``cores.Core``: one signature for all four, returning the
+update to add). ``params`` (the current parameters) is required by STAR only (its features read them); the
+others ignore it. STAR normalises its features per parameter tensor: with ``unit_axis=True`` (the default:
+agents here are unit-batched [U, ...]) every unit is a separate agent.
 """
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -84,31 +84,21 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
   core, phi = meta_params_lib.resolve(name, meta_params, mlp_dims=mlp_dims, seed=seed)
   phi = {k: tf.constant(v, tf.float32) for k, v in phi.items()}
 
-  if name == star_lib.NAME:
-    def star_init(params):
-      return [core.init_state(p, unit_axis=unit_axis) for p in params]
-
-    def star_update(grads, state, phi=None, params=None):
-      if params is None:
-        raise ValueError("STAR needs the current parameters: call opt.update(grads, state, params=params)")
-      phi = fixed_phi if phi is None else phi
-      new_params, state = core.update_list(phi, state, _clip(grads, grad_clip), params, lr,
-                                           unit_axis=unit_axis)
-      return [n - p for n, p in zip(new_params, params)], state
-
-    fixed_phi = phi
-    return AgentOptimizer(name, star_init, star_update, phi=phi, core=core)
+  fixed_phi = phi
+  needs_params = name == star_lib.NAME
 
   def init(params):
-    return [core.init_state(p) for p in params]
+    return core.init_states(params, unit_axis=unit_axis)
 
   def update(grads, state, phi=None, params=None):
-    del params
-    # A fixed phi needs no gradient: use the XLA-compiled core (about 3x faster on CPU).
-    fn = core.compiled_update() if phi is None else core.update
+    if params is None and needs_params:
+      raise ValueError("STAR needs the current parameters: call opt.update(grads, state, params=params)")
+    # A fixed phi needs no gradient: the GRU cores' XLA-compiled update (about 3x faster on CPU).
+    fn = core.update if phi is not None or needs_params else core.compiled_update()
     phi = fixed_phi if phi is None else phi
-    out = [fn(phi, s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
+    params = [None] * len(state) if params is None else params
+    out = [fn(phi, s, g, lr, param=p, unit_axis=unit_axis)
+           for s, g, p in zip(state, _clip(grads, grad_clip), params)]
     return [u for u, _ in out], [s for _, s in out]
 
-  fixed_phi = phi
   return AgentOptimizer(name, init, update, phi=phi, core=core)

@@ -1,7 +1,7 @@
 """Result statistics as reported in the paper (docs/fidelity.md §9.3, §4.3).
 
-* :func:`bootstrap_ci` -- percentile bootstrap confidence interval (default 90%) of the mean over runs;
-  the paper reports its half-width (high - low) / 2 as "±".
+* :func:`bootstrap_ci` -- percentile bootstrap confidence interval (default 90%) of the mean over runs
+  (``scipy.stats.bootstrap``); the paper reports its half-width (high - low) / 2 as "±".
 * :func:`final_performance` -- a run's final performance: the mean of its last 20 logged returns.
 * :func:`summarize_final` -- both together over runs.
 
@@ -9,9 +9,11 @@ Shared by the trainers (``agents/*_train.py`` write the final performance into s
 reports (``eval/``), so it sits below both (see tests/test_layers.py).
 """
 
+import inspect
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import scipy.stats
 
 
 class CI(NamedTuple):
@@ -27,22 +29,36 @@ class CI(NamedTuple):
     return f"{self.mean:.4g} ± {self.half_width:.3g} (90% CI [{self.low:.4g}, {self.high:.4g}])"
 
 
+# scipy >= 1.15 names the generator argument ``rng``, older versions ``random_state``.
+_RNG_ARG = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"
+
+
+def _bootstrap(x, num_resamples, seed, confidence=0.9):
+  """``scipy.stats.bootstrap`` of the mean along the last axis of ``x`` [..., n] (n >= 2), percentile
+  method, resampled with ``np.random.default_rng(seed)``."""
+  return scipy.stats.bootstrap((x,), np.mean, n_resamples=int(num_resamples), vectorized=True, axis=-1,
+                               confidence_level=confidence, method="percentile",
+                               **{_RNG_ARG: np.random.default_rng(seed)})
+
+
 def bootstrap_means(values, num_resamples=10000, seed=0, axis=-1):
   """Means of ``num_resamples`` resamples (with replacement) of ``values`` along ``axis``.
 
-  values: array [..., n] (runs on ``axis``). Returns [num_resamples, ...]. Seeded numpy generator.
+  values: array [..., n] (runs on ``axis``). Returns [num_resamples, ...] (scipy's bootstrap
+  distribution; seeded numpy generator). One value (n = 1): every resample's mean is that value.
   """
   x = np.moveaxis(np.asarray(values, np.float64), axis, -1)
   n = x.shape[-1]
   if n == 0:
     raise ValueError("bootstrap needs at least one value")
-  rng = np.random.default_rng(seed)
-  idx = rng.integers(0, n, size=(num_resamples, n))
-  return np.moveaxis(x[..., idx].mean(axis=-1), -1, 0)
+  if n == 1:
+    return np.broadcast_to(x[..., 0], (int(num_resamples),) + x.shape[:-1]).copy()
+  return np.moveaxis(_bootstrap(x, num_resamples, seed).bootstrap_distribution, -1, 0)
 
 
 def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
-  """Percentile bootstrap CI of the mean over runs.
+  """Percentile bootstrap CI of the mean over runs (``scipy.stats.bootstrap(..., method='percentile')``,
+  as the official analysis computes it).
 
   Args:
     values: 1-D array of per-run numbers (or an array with runs on ``axis``; then every other index gets
@@ -52,7 +68,9 @@ def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
     seed: numpy seed (deterministic results).
 
   Returns:
-    :class:`CI` (mean, low, high) of floats for 1-D input, else a CI of arrays.
+    :class:`CI` (mean, low, high) of floats for 1-D input, else a CI of arrays (the shape of ``values``
+    without ``axis``). One run, or runs that all have the same value: the interval is the point (mean,
+    mean, mean).
   """
   if not 0.0 < confidence < 1.0:
     raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -61,13 +79,17 @@ def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
     raise ValueError("bootstrap_ci needs at least one value")
   if not np.all(np.isfinite(x)):
     raise ValueError("bootstrap_ci got non-finite values")
-  means = bootstrap_means(x, num_resamples, seed, axis)
-  alpha = 100.0 * (1.0 - confidence) / 2.0
-  low, high = np.percentile(means, [alpha, 100.0 - alpha], axis=0)
-  mean = np.moveaxis(x, axis, -1).mean(axis=-1)
+  runs = np.moveaxis(x, axis, -1)                              # [..., n]
+  mean = runs.mean(axis=-1)
+  point = np.ptp(runs, axis=-1) == 0                           # one run, or a constant sample
+  if np.all(point):
+    low = high = mean
+  else:
+    interval = _bootstrap(runs, num_resamples, seed, confidence).confidence_interval
+    low, high = np.where(point, mean, interval.low), np.where(point, mean, interval.high)
   if x.ndim == 1:
     return CI(float(mean), float(low), float(high))
-  return CI(mean, low, high)
+  return CI(mean, np.asarray(low), np.asarray(high))
 
 
 def final_performance(returns, last=20):

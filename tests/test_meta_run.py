@@ -1,0 +1,67 @@
+"""One entry for every meta-training config (optim4rl_tf/meta/run.py, launch/meta_train.py): MetaA2C
+(configs/meta_a2c.py) and MetaPPO (configs/ppo.py:meta_*) configs are validated in one place, bad ones are
+refused in one line before anything is built, and launch/train.py runs MetaPPO configs with the same code."""
+
+import json
+import os
+
+import pytest
+
+from optim4rl_tf.configs import a2c as a2c_configs
+from optim4rl_tf.configs import meta_a2c as meta_a2c_configs
+from optim4rl_tf.configs import ppo as ppo_configs
+from optim4rl_tf.meta import run
+from optim4rl_tf.meta import trainer as trainer_lib
+from conftest import launcher  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+META_A2C_VARIANTS = ("catch", "small_dense_long", "big_dense_long", "grid6", "catch_nopipe")
+
+
+def test_every_meta_training_config_validates():
+  for variant in META_A2C_VARIANTS:
+    assert run.validate_config(meta_a2c_configs.get_config(variant)) >= 1, variant
+  for variant in ppo_configs.META:
+    assert run.validate_config(ppo_configs.get_config(variant)) >= 1, variant
+  with pytest.raises(ValueError, match="not a meta-training config"):
+    run.validate_config(a2c_configs.get_config("catch"))
+
+
+def test_two_tasks_of_one_name_are_refused_before_anything_runs(tmp_path, monkeypatch):
+  config = meta_a2c_configs.get_config("catch")
+  config.tasks = [meta_a2c_configs.task("catch", 2, 1e-3), meta_a2c_configs.task("big_dense_long", 2, 1e-3),
+                  meta_a2c_configs.task("catch", 4, 3e-3)]
+  monkeypatch.setattr(trainer_lib, "MetaTrainer", lambda *a, **k: pytest.fail("the trainer was built"))
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"tasks\[0\] and tasks\[2\] are both 'catch'"):
+    run.meta_train(config, workdir, console=False)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_meta_train_launcher_checks_a_meta_ppo_config_in_one_line(tmp_path):
+  proc = launcher("meta_train").run(f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum",
+                                    "--config.num_units=3", f"--workdir={tmp_path / 'run'}")
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode == 2 and lines == ["error: env.num_envs=32 must be a multiple of num_units=3"], proc.stderr
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+@pytest.mark.slow(75)
+def test_meta_train_launcher_runs_a_meta_ppo_config_and_train_py_resumes_it(tmp_path):
+  """A real MetaPPO run from launch/meta_train.py (1 outer iteration); launch/train.py with the same config
+  and workdir is the same code: it resumes the run to 2 iterations."""
+  workdir = str(tmp_path / "meta")
+  config = [f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1",
+            f"--workdir={workdir}"]
+  proc = launcher("meta_train").run(*config)
+  assert proc.returncode == 0, proc.stderr
+  assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1
+  assert os.path.exists(os.path.join(workdir, "phi.npz"))
+  proc = launcher("train").run(*config[:1], "--config.num_iterations=2", config[2])
+  assert proc.returncode == 0, proc.stderr
+  assert "resuming" in proc.stdout and "at outer iteration 1/2" in proc.stdout
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["iterations"] == 2 and summary["skipped"] == 0
+  with open(os.path.join(workdir, "meta_metrics.csv")) as f:
+    header, *rows = f.read().splitlines()
+  assert "inverted_pendulum/meta_loss" in header.split(",") and len(rows) == 2

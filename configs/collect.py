@@ -25,7 +25,6 @@ the same way: ``python launch/train.py --config=configs/a2c.py:big_dense_long --
 --config.collect.every_nth=100 --workdir=...`` (gradients in WORKDIR/grads).
 """
 
-
 import ml_collections
 
 RL_VARIANTS = ("bdl", "bdl_adam", "bdl_reduced", "bdl_tiny")
@@ -39,11 +38,12 @@ def _a2c_configs():
 
 
 def collect_block(every_nth):
-  return ml_collections.ConfigDict(dict(
-      enabled=True,
-      every_nth=every_nth,     # official data_reduce
-      chunk_steps=1024,        # steps per chunk file
-      subdir="grads"))
+  return ml_collections.ConfigDict(
+      dict(
+          enabled=True,
+          every_nth=every_nth,  # official data_reduce
+          chunk_steps=1024,  # steps per chunk file
+          subdir="grads"))
 
 
 def rl_config(variant):
@@ -67,15 +67,14 @@ def sl_config(variant):
   c = ml_collections.ConfigDict()
   c.variant = variant
   c.kind = "supervised"
-  c.data = ml_collections.ConfigDict(dict(
-      path=""))                # MNIST dir/.npz; empty: scikit-learn digits stand-in
+  c.data = ml_collections.ConfigDict(dict(path=""))  # MNIST dir/.npz; empty: scikit-learn digits stand-in
   c.batch_size = 128
-  c.epochs = 0                 # 0: auto (10 for MNIST; the stand-in runs the MNIST run's 4,200 steps)
-  c.max_steps = 600 if variant == "mnist_reduced" else 0   # 0: no cap
+  c.epochs = 0  # 0: auto (10 for MNIST; the stand-in runs the MNIST run's 4,200 steps)
+  c.max_steps = 600 if variant == "mnist_reduced" else 0  # 0: no cap
   c.seed = 1
   c.optimizer = ml_collections.ConfigDict(dict(name="rmsprop", learning_rate=3e-4))
   c.collect = ml_collections.ConfigDict(dict(every_nth=1000, chunk_steps=1024, subdir="grads"))
-  c.steps_per_call = 50        # optimizer steps per tf.function call
+  c.steps_per_call = 50  # optimizer steps per tf.function call
   c.console_every_secs = 10.0
   return c
 

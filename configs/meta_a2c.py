@@ -16,8 +16,8 @@ GRID6 = (("small_dense_long", 1e3, 1e-3), ("small_dense_short", 1e2, 3e-3), ("bi
 
 
 def task(env_name, num_units, learning_rate, reward_scale=1.0):
-  return ml_collections.ConfigDict(dict(env_name=env_name, num_units=num_units,
-                                        learning_rate=learning_rate, reward_scale=reward_scale))
+  return ml_collections.ConfigDict(
+      dict(env_name=env_name, num_units=num_units, learning_rate=learning_rate, reward_scale=reward_scale))
 
 
 def get_config(variant="catch"):
@@ -26,12 +26,12 @@ def get_config(variant="catch"):
   c = ml_collections.ConfigDict()
   c.variant = variant
   c.seed = 0
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="optim4rl", mlp_dims=(16, 16), hidden_size=8,
-      init_meta_params=""))          # optional .npz to start from instead of a fresh phi
+  c.optimizer = ml_collections.ConfigDict(
+      dict(name="optim4rl", mlp_dims=(16, 16), hidden_size=8,
+           init_meta_params=""))  # optional .npz to start from instead of a fresh phi
   # A2C inner loop (§4.1, §5.7).
   c.rollout_steps = 20
-  c.inner_updates = 4                # M
+  c.inner_updates = 4  # M
   c.discount = 0.995
   c.gae_lambda = 0.95
   c.critic_weight = 0.5
@@ -40,15 +40,15 @@ def get_config(variant="catch"):
   c.meta_lr = 1e-3
   c.meta_grad_clip = -1.0
   c.meta_grad_norm = 0.5
-  c.max_norm = -1.0                  # per-task normalisation of the meta-gradient (grid6 sweep only)
-  c.num_units = 0                    # > 0: overrides every task's num_units (handy on the command line)
+  c.max_norm = -1.0  # per-task normalisation of the meta-gradient (grid6 sweep only)
+  c.num_units = 0  # > 0: overrides every task's num_units (handy on the command line)
   c.pipeline = pipeline
   c.train_steps = 500_000
-  c.num_iterations = 0               # 0: floor(train_steps / (n * rollout_steps * (M + 1)))
+  c.num_iterations = 0  # 0: floor(train_steps / (n * rollout_steps * (M + 1)))
   # Machinery.
-  c.chunk_size = 0                   # units per meta-gradient chunk (0: auto, about 400k coordinates)
+  c.chunk_size = 0  # units per meta-gradient chunk (0: auto, about 400k coordinates)
   c.checkpoint_every = 10
-  c.max_nonfinite = 5                # consecutive skipped iterations before the run stops
+  c.max_nonfinite = 5  # consecutive skipped iterations before the run stops
   # A non-finite/absurd meta-gradient, phi or agent: "skip" the iteration (counted; max_nonfinite in a row
   # stop the run, keeping the last good checkpoint) or "stop" at the first one, saving nothing from it on
   # (the official MetaPPO; docs/fidelity.md §5.4). launch/reproduce.py uses "stop" for STAR and Brax.
@@ -60,7 +60,7 @@ def get_config(variant="catch"):
     c.tasks = [task("catch", 64, 1e-3)]
     c.agent_grad_clip = -1.0
     c.reset_interval = 32
-    c.meta_lr = 3e-3                 # §12: the setting that reproduces Figure 3's Catch panel
+    c.meta_lr = 3e-3  # §12: the setting that reproduces Figure 3's Catch panel
     c.sweep.reset_interval = [32, 64]
     c.sweep.meta_lr = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
   elif base in ("small_dense_long", "big_dense_long"):

@@ -35,23 +35,21 @@ def get_config(variant="default"):
   tiny = variant == "tiny"
   c = ml_collections.ConfigDict()
   c.variant = variant
-  c.meta_params = ""                     # the fixed learned optimizer (.npz); required unless allow_untrained
-  c.allow_untrained = tiny               # empty meta_params: fresh random phi (smoke tests only)
+  c.meta_params = ""  # the fixed learned optimizer (.npz); required unless allow_untrained
+  c.allow_untrained = tiny  # empty meta_params: fresh random phi (smoke tests only)
   c.optimizer = ml_collections.ConfigDict(dict(name="optim4rl", learning_rate=3e-3, grad_clip=1.0))
   c.tasks = "small_dense_short" if variant in ("small_dense_short", "tiny") else (
       "big_dense_long" if variant == "big_dense_long" else ",".join(TASKS))
-  c.tables = "5,6,7"                     # 5: GAE lambda, 6: entropy weight, 7: discount
-  c.sweep = ml_collections.ConfigDict(dict(
-      gae_lambda="0.9,0.95,0.99,0.995",
-      entropy_weight="0.005,0.01,0.02,0.04",
-      discount="0.9,0.95,0.99,0.995"))
+  c.tables = "5,6,7"  # 5: GAE lambda, 6: entropy weight, 7: discount
+  c.sweep = ml_collections.ConfigDict(
+      dict(gae_lambda="0.9,0.95,0.99,0.995", entropy_weight="0.005,0.01,0.02,0.04", discount="0.9,0.95,0.99,0.995"))
   c.defaults = ml_collections.ConfigDict(dict(gae_lambda=0.95, entropy_weight=0.01, discount=0.995))
   c.num_seeds = 2 if tiny else 10
   c.seed = 0
-  c.train_steps = 8 * 20 * 6 if tiny else 3e7   # env steps per seed and run
-  c.num_envs = 8 if tiny else 512               # per seed
+  c.train_steps = 8 * 20 * 6 if tiny else 3e7  # env steps per seed and run
+  c.num_envs = 8 if tiny else 512  # per seed
   c.reward_scale = 1.0
-  c.resume = True                        # reuse runs already finished in workdir with the same settings
+  c.resume = True  # reuse runs already finished in workdir with the same settings
   # Machinery (passed to the A2C runs).
   c.iterations_per_call = 3 if tiny else 0
   c.chunk_secs = 2.0

@@ -40,27 +40,37 @@ from optim4rl_tf.meta import pipeline  # noqa: E402
 from optim4rl_tf.meta import trainer as trainer_lib  # noqa: E402
 from optim4rl_tf.optimizers import meta_params as meta_params_lib  # noqa: E402
 
-X_RANGE = 5.0             # inputs x ~ U[-5, 5]
-AMPLITUDE = (0.1, 5.0)    # a ~ U[0.1, 5]
-PHASE = (0.0, np.pi)      # b ~ U[0, pi]
+X_RANGE = 5.0  # inputs x ~ U[-5, 5]
+AMPLITUDE = (0.1, 5.0)  # a ~ U[0.1, 5]
+PHASE = (0.0, np.pi)  # b ~ U[0, pi]
 
 
 def make_model(hidden):
-  return keras.Sequential([keras.Input((1,)), keras.layers.Dense(hidden, activation="tanh"),
-                           keras.layers.Dense(hidden, activation="tanh"), keras.layers.Dense(1)])
+  return keras.Sequential([
+      keras.Input((1,)),
+      keras.layers.Dense(hidden, activation="tanh"),
+      keras.layers.Dense(hidden, activation="tanh"),
+      keras.layers.Dense(1)
+  ])
 
 
 class Units(NamedTuple):
-  params: Any      # the model's trainable weights, one copy per unit: list of [U, ...]
-  hidden: Any      # learned-optimizer hidden states: tuple of [H, U, P] (P = weights per unit)
-  amplitude: Any   # [U] each unit's sine wave
-  phase: Any       # [U]
+  params: Any  # the model's trainable weights, one copy per unit: list of [U, ...]
+  hidden: Any  # learned-optimizer hidden states: tuple of [H, U, P] (P = weights per unit)
+  amplitude: Any  # [U] each unit's sine wave
+  phase: Any  # [U]
 
 
 class SineRegression:
   """An ``optim4rl_tf.meta.problem.InnerProblem``: U Keras MLPs, each regressing its own sine wave."""
 
-  def __init__(self, model, num_units, inner_updates=4, batch_size=32, learning_rate=3e-3, reset_interval=8,
+  def __init__(self,
+               model,
+               num_units,
+               inner_updates=4,
+               batch_size=32,
+               learning_rate=3e-3,
+               reset_interval=8,
                name="sine"):
     self.name = name
     self.model = model
@@ -84,7 +94,8 @@ class SineRegression:
         params.append(tf.random.stateless_uniform([u, *shape], keys[i], -limit, limit))
       else:
         params.append(tf.zeros([u, *shape]))
-    return Units(params=params, hidden=core.init_state_feature_major([u, self.num_params]),
+    return Units(params=params,
+                 hidden=core.init_state_feature_major([u, self.num_params]),
                  amplitude=tf.random.stateless_uniform([u], keys[-2], *AMPLITUDE),
                  phase=tf.random.stateless_uniform([u], keys[-1], *PHASE))
 
@@ -116,18 +127,23 @@ class SineRegression:
     params, hidden, all_grads = units.params, units.hidden, []
     for k in range(self.inner_updates + 1):
       losses, grads = self.losses_and_grads(params, units, tf.random.experimental.stateless_fold_in(keys[1], k))
-      flat = estimators.flatten_units(grads)                       # [U, P]
+      flat = estimators.flatten_units(grads)  # [U, P]
       if k == 0:
         first_loss = tf.reduce_mean(losses)
-      if k == self.inner_updates:                                   # the meta-loss: after M updates
+      if k == self.inner_updates:  # the meta-loss: after M updates
         break
       all_grads.append(flat)
       delta, hidden = estimators.optimizer_step(core, phi, hidden, flat, self.learning_rate)
       params = [p + d for p, d in zip(params, estimators.unflatten_units(delta, params))]
     meta_loss = tf.reduce_mean(losses)
     # d meta-loss / d theta_M per unit is its own gradient / U; replay the M updates and take the VJP.
-    meta_grads = estimators.replayed_vjp(core, phi, units.hidden, all_grads, flat / self.num_units,
-                                         self.learning_rate, name=self.name)
+    meta_grads = estimators.replayed_vjp(core,
+                                         phi,
+                                         units.hidden,
+                                         all_grads,
+                                         flat / self.num_units,
+                                         self.learning_rate,
+                                         name=self.name)
     metrics = {"meta_loss": meta_loss, "loss_before_updates": first_loss}
     return units._replace(params=params, hidden=hidden), meta_grads, metrics
 
@@ -162,10 +178,15 @@ def main(argv=None):
   args = parse_args(argv)
   mlp_dims = tuple(int(d) for d in args.mlp_dims.split(",") if d.strip())
   core, phi0 = meta_params_lib.resolve("optim4rl", None, mlp_dims=mlp_dims, hidden_size=8, seed=args.seed)
-  problem = SineRegression(make_model(args.hidden), args.units, inner_updates=args.inner_updates,
-                           batch_size=args.batch_size, learning_rate=args.lr,
+  problem = SineRegression(make_model(args.hidden),
+                           args.units,
+                           inner_updates=args.inner_updates,
+                           batch_size=args.batch_size,
+                           learning_rate=args.lr,
                            reset_interval=args.reset_interval)
-  config = trainer_lib.trainer_config(num_iterations=args.iterations, meta_lr=args.meta_lr, seed=args.seed,
+  config = trainer_lib.trainer_config(num_iterations=args.iterations,
+                                      meta_lr=args.meta_lr,
+                                      seed=args.seed,
                                       checkpoint_every=max(args.iterations // 3, 1))
   os.makedirs(args.workdir, exist_ok=True)
   trainer = trainer_lib.MetaTrainer(config, args.workdir, problems=[problem], core=core, phi=phi0)
@@ -174,15 +195,18 @@ def main(argv=None):
   def progress(t, metrics):
     meta_losses.append(metrics["sine/meta_loss"])
     if t == 1 or t % 10 == 0 or t == args.iterations:
-      print(f"outer iteration {t}/{args.iterations}: meta-loss {metrics['sine/meta_loss']:.3f} "
-            f"(loss before the {args.inner_updates} updates {metrics['sine/loss_before_updates']:.3f})",
-            flush=True)
+      print(
+          f"outer iteration {t}/{args.iterations}: meta-loss {metrics['sine/meta_loss']:.3f} "
+          f"(loss before the {args.inner_updates} updates {metrics['sine/loss_before_updates']:.3f})",
+          flush=True)
 
   phi = trainer.train(progress)
   phi_path = os.path.join(args.workdir, "phi.npz")
   phi_change = max(float(np.max(np.abs(phi[k] - phi0[k]))) for k in phi)
-  print(f"meta-training done: {trainer.applied_through} applied outer iterations, max |phi - phi0| = "
-        f"{phi_change:.3g} -> {phi_path}", flush=True)
+  print(
+      f"meta-training done: {trainer.applied_through} applied outer iterations, max |phi - phi0| = "
+      f"{phi_change:.3g} -> {phi_path}",
+      flush=True)
 
   # The learned optimizer from Keras: a fresh model, one new sine wave, model.fit.
   keras.utils.set_random_seed(args.seed)
@@ -191,10 +215,17 @@ def main(argv=None):
   model.compile(optimizer=optim4rl_tf.Optim4RL(learning_rate=args.lr, meta_params=phi_path), loss="mse")
   history = model.fit(x, y, batch_size=args.batch_size, epochs=args.fit_epochs, verbose=0)
   fit_losses = [float(v) for v in history.history["loss"]]
-  print(f"Keras fit with Optim4RL(meta_params={phi_path!r}): loss {fit_losses[0]:.3f} (epoch 1) -> "
-        f"{fit_losses[-1]:.3f} (epoch {len(fit_losses)})", flush=True)
-  return {"phi_path": phi_path, "iterations": trainer.applied_through, "meta_losses": meta_losses,
-          "phi_change": phi_change, "fit_losses": fit_losses}
+  print(
+      f"Keras fit with Optim4RL(meta_params={phi_path!r}): loss {fit_losses[0]:.3f} (epoch 1) -> "
+      f"{fit_losses[-1]:.3f} (epoch {len(fit_losses)})",
+      flush=True)
+  return {
+      "phi_path": phi_path,
+      "iterations": trainer.applied_through,
+      "meta_losses": meta_losses,
+      "phi_change": phi_change,
+      "fit_losses": fit_losses
+  }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ numbers) and table4.json. The distances are computed on the raw gradient values 
 """
 import sys
 
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402

@@ -12,7 +12,6 @@ import importlib
 import sys
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-
 NAMES = ("optimizer", "envs", "a2c", "meta", "ppo")
 
 

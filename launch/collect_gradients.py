@@ -11,14 +11,12 @@ See configs/collect.py for the variants.
 import os
 import sys
 
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/collect.py:bdl.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/collect.py:bdl.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (the gradients go to WORKDIR/grads).")
 
 

@@ -38,8 +38,14 @@ def main(argv):
   if _SEEDS.value < 1 or min(_SMALL.value, _BIG.value, _CATCH.value) <= 0:
     cli.fail("--num_seeds and the step budgets must be positive")
   try:
-    numbers = gen.run(_OUT.value, _SMALL.value, _BIG.value, _CATCH.value, _SEEDS.value, tasks=tasks,
-                      optimizers=optimizers, command="python launch/generalisation.py " + " ".join(sys.argv[1:]))
+    numbers = gen.run(_OUT.value,
+                      _SMALL.value,
+                      _BIG.value,
+                      _CATCH.value,
+                      _SEEDS.value,
+                      tasks=tasks,
+                      optimizers=optimizers,
+                      command="python launch/generalisation.py " + " ".join(sys.argv[1:]))
   except ValueError as e:
     cli.fail(str(e))
   print(gen.table_markdown(numbers))

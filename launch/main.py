@@ -17,7 +17,6 @@ test runs are kept.
 import os
 import time
 
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -26,8 +25,9 @@ from optim4rl_tf.utils import runtime  # noqa: E402
 flags.DEFINE_string("workdir", "runs/main", "Output directory.")
 flags.DEFINE_integer("meta_iterations", 0, "Outer iterations of meta-training (0: the config's 78).")
 flags.DEFINE_integer("meta_units", 64, "Training units of meta-training.")
-flags.DEFINE_list("mlp_dims", [], "Optim4RL head sizes: empty = the official code's HEAD (one linear layer "
-                  "after each GRU; the setting whose Catch results docs/fidelity.md §12 calibrates), 16,16 = the paper's.")
+flags.DEFINE_list(
+    "mlp_dims", [], "Optim4RL head sizes: empty = the official code's HEAD (one linear layer "
+    "after each GRU; the setting whose Catch results docs/fidelity.md §12 calibrates), 16,16 = the paper's.")
 flags.DEFINE_float("test_steps", 3e5, "Env steps per seed of each test run (paper: 5e5).")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per tested optimizer.")
 flags.DEFINE_integer("seed", 0, "Base seed.")
@@ -96,8 +96,10 @@ def phi_fingerprint(phi_path):
   """Digest of the meta-parameters in ``phi_path`` (their values, not the file's bytes)."""
   from optim4rl_tf.optimizers import meta_params as meta_params_lib
   meta, arrays = meta_params_lib.load(phi_path)
-  digest = hashlib.sha256(json.dumps({k: meta.get(k) for k in ("optimizer", "mlp_dims", "hidden_size")},
-                                     sort_keys=True).encode())
+  digest = hashlib.sha256(
+      json.dumps({
+          k: meta.get(k) for k in ("optimizer", "mlp_dims", "hidden_size")
+      }, sort_keys=True).encode())
   for key in sorted(arrays):
     digest.update(key.encode() + arrays[key].tobytes())
   return digest.hexdigest()[:16]
@@ -118,9 +120,14 @@ def test_optimizer(name, workdir, phi_path=None):
   from optim4rl_tf.agents import a2c_train
   from optim4rl_tf.utils import workdir as workdir_lib
   config = test_config(name, phi_path)
-  key = {"optimizer": name, "learning_rate": 1e-3, "num_seeds": int(FLAGS.num_seeds),
-         "seed": int(config.seed), "test_steps": float(FLAGS.test_steps),
-         "phi": phi_fingerprint(phi_path) if phi_path else None}
+  key = {
+      "optimizer": name,
+      "learning_rate": 1e-3,
+      "num_seeds": int(FLAGS.num_seeds),
+      "seed": int(config.seed),
+      "test_steps": float(FLAGS.test_steps),
+      "phi": phi_fingerprint(phi_path) if phi_path else None
+  }
   summary = _read_json(os.path.join(workdir, "summary.json"))
   finished = summary is not None and summary.get("status", "finished") in ("finished", "diverged")
   if finished and _read_json(os.path.join(workdir, KEY_FILE)) == key:
@@ -131,8 +138,10 @@ def test_optimizer(name, workdir, phi_path=None):
     while os.path.exists(f"{workdir}.stale-{n}"):
       n += 1
     os.replace(workdir, f"{workdir}.stale-{n}")
-    print(f"[{name}] {workdir} holds a test of another phi or budget (or an unfinished one); moved it to "
-          f"{workdir}.stale-{n} and testing again", flush=True)
+    print(
+        f"[{name}] {workdir} holds a test of another phi or budget (or an unfinished one); moved it to "
+        f"{workdir}.stale-{n} and testing again",
+        flush=True)
   a2c_train.train(config, workdir)
   workdir_lib.atomic_write(os.path.join(workdir, KEY_FILE), json.dumps(key, indent=2, sort_keys=True))
 
@@ -161,8 +170,10 @@ def main(argv):
   print("== 3/3 report ==", flush=True)
   png, md = compare.compare_runs(runs, root, title="Catch: A2C with a fixed optimizer (lr 1e-3)")
   print(open(md).read())
-  print(f"learning curves: {png}\ntable: {md}\nTensorBoard: tensorboard --logdir={root}\n"
-        f"total time {time.time() - start:.0f} s", flush=True)
+  print(
+      f"learning curves: {png}\ntable: {md}\nTensorBoard: tensorboard --logdir={root}\n"
+      f"total time {time.time() - start:.0f} s",
+      flush=True)
 
 
 if __name__ == "__main__":

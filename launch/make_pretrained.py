@@ -99,7 +99,9 @@ def main(argv):
       "commit": commit,
       "outer_iterations": result["iterations"],
       "skipped_iterations": result["skipped"],
-      "units_per_task": {t.env_name: int(config.num_units or t.num_units) for t in config.tasks},
+      "units_per_task": {
+          t.env_name: int(config.num_units or t.num_units) for t in config.tasks
+      },
       "seed": int(config.seed),
       "final_meta_loss": final_meta_loss(workdir),
       "command": f"python launch/make_pretrained.py --name={name}",

@@ -15,7 +15,9 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/meta_a2c.py:catch.",
+_CONFIG = config_flags.DEFINE_config_file("config",
+                                          None,
+                                          "Config file, e.g. configs/meta_a2c.py:catch.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, phi.npz).")
 

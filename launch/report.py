@@ -16,7 +16,6 @@ See optim4rl_tf/eval/report.py.
 """
 import sys
 
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
@@ -24,10 +23,12 @@ from optim4rl_tf.utils import runtime  # noqa: E402
 _OUT = flags.DEFINE_string("out", None, "Output directory for report.md, report.json and the PNGs.")
 _PANEL = flags.DEFINE_multi_string("panel", [], "[FIGURE/]TASK:LABEL=PATH[,LABEL=PATH...] (FIGURE defaults to "
                                    "figure3).")
-_TABLE1 = flags.DEFINE_multi_string("table1", [], "TASK:with=PATH,without=PATH (TASK: small_dense_long, "
-                                    "big_dense_long, ant, humanoid).")
-_AGENT = flags.DEFINE_enum("agent", "auto", ["auto", "a2c", "ppo"], "Final performance: a2c = mean of the "
-                           "last 20 logged returns, ppo = mean of the last 2 evaluations; auto from the config.")
+_TABLE1 = flags.DEFINE_multi_string(
+    "table1", [], "TASK:with=PATH,without=PATH (TASK: small_dense_long, "
+    "big_dense_long, ant, humanoid).")
+_AGENT = flags.DEFINE_enum(
+    "agent", "auto", ["auto", "a2c", "ppo"], "Final performance: a2c = mean of the "
+    "last 20 logged returns, ppo = mean of the last 2 evaluations; auto from the config.")
 _CONFIDENCE = flags.DEFINE_float("confidence", 0.9, "Bootstrap CI coverage.")
 _RESAMPLES = flags.DEFINE_integer("resamples", 10000, "Bootstrap resamples.")
 _POINTS = flags.DEFINE_integer("num_points", 200, "Points of the common step grid of the curves.")
@@ -45,9 +46,15 @@ def main(argv):
     raise app.UsageError("give at least one --panel or --table1")
   from optim4rl_tf.eval import report
   try:
-    path = report.write_report(_OUT.value, panels=_PANEL.value, table1=_TABLE1.value, agent=_AGENT.value,
-                               confidence=_CONFIDENCE.value, num_resamples=_RESAMPLES.value,
-                               num_points=_POINTS.value, smooth=_SMOOTH.value, top=_TOP.value,
+    path = report.write_report(_OUT.value,
+                               panels=_PANEL.value,
+                               table1=_TABLE1.value,
+                               agent=_AGENT.value,
+                               confidence=_CONFIDENCE.value,
+                               num_resamples=_RESAMPLES.value,
+                               num_points=_POINTS.value,
+                               smooth=_SMOOTH.value,
+                               top=_TOP.value,
                                title=_TITLE.value)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -52,10 +52,12 @@ EXPERIMENTS = {
 }
 # Brax experiments: (test task, [(label, optimizer, MetaPPO variant or "grid6", pipeline)], baselines, kind).
 PPO_EXPERIMENTS = {
-    **{f"figure3_{t}": (t, [(lab, opt, f"meta_{t}", True) for lab, opt in LEARNED], True, "panel")
-       for t in ("ant", "humanoid")},
-    **{f"table1_{t}": (t, [("with", "optim4rl", f"meta_{t}", True), ("without", "optim4rl", f"meta_{t}", False)],
-                       False, "table1") for t in ("ant", "humanoid")},
+    **{
+        f"figure3_{t}": (t, [(lab, opt, f"meta_{t}", True) for lab, opt in LEARNED], True, "panel") for t in ("ant", "humanoid")
+    },
+    **{
+        f"table1_{t}": (t, [("with", "optim4rl", f"meta_{t}", True), ("without", "optim4rl", f"meta_{t}", False)], False, "table1") for t in ("ant", "humanoid")
+    },
 }
 FIGURE4_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
 # The agent lr of the grid6 Optim4RL's Brax tests (official lopt_rl_grid_{ant,humanoid,pendulum,walker2d}).
@@ -75,17 +77,26 @@ flags.DEFINE_integer("num_seeds", 10, "Seeds per test run.")
 flags.DEFINE_list("only", [], "Run only these labels (e.g. Optim4RL,Adam).")
 flags.DEFINE_integer("seed", 0, "Base seed.")
 flags.DEFINE_bool("ppo_cpu", False, "Brax experiments at laptop size (*_cpu PPO tests, 256-env MetaPPO).")
-flags.DEFINE_enum("nonfinite", "auto", ("auto", "stop", "skip"),
-                  "Meta-training divergence policy: stop at the first non-finite phi (official), skip "
-                  "(project default), auto (stop for STAR and Brax experiments, skip otherwise).")
+flags.DEFINE_enum(
+    "nonfinite", "auto", ("auto", "stop", "skip"),
+    "Meta-training divergence policy: stop at the first non-finite phi (official), skip "
+    "(project default), auto (stop for STAR and Brax experiments, skip otherwise).")
 FLAGS = flags.FLAGS
 
 
 class Budget:
   """Budget overrides (0 = the paper's value)."""
 
-  def __init__(self, meta_iterations=0, meta_units=0, meta_lr=0.0, test_steps=0.0, num_seeds=10, only=(),
-               seed=0, ppo_cpu=False, nonfinite="auto"):
+  def __init__(self,
+               meta_iterations=0,
+               meta_units=0,
+               meta_lr=0.0,
+               test_steps=0.0,
+               num_seeds=10,
+               only=(),
+               seed=0,
+               ppo_cpu=False,
+               nonfinite="auto"):
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
     self.ppo_cpu, self.nonfinite = ppo_cpu, nonfinite
@@ -214,7 +225,11 @@ def reproduce_ppo(experiment, root, budget):
   if experiment == "figure4":
     meta_runs = [("Optim4RL", os.path.join(root, "meta_optim4rl_grid6"))] if wanted("Optim4RL") else []
     phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (docs/fidelity.md §9.1)
-        "grid6", "optim4rl", meta_runs[0][1], budget, brax=True) if meta_runs else None
+        "grid6",
+        "optim4rl",
+        meta_runs[0][1],
+        budget,
+        brax=True) if meta_runs else None
     panels = []
     for task in FIGURE4_TASKS:
       sources = []
@@ -223,18 +238,17 @@ def reproduce_ppo(experiment, root, budget):
         test_run_ppo(task, "optim4rl", phi, FIGURE4_LR[task], test_dir, budget)
         sources.append(("Optim4RL", test_dir))
       panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
-    return add_divergence(report.write_report(out, panels=panels, title=f"Reproduction: {experiment}"),
-                          meta_runs)
+    return add_divergence(report.write_report(out, panels=panels, title=f"Reproduction: {experiment}"), meta_runs)
   task, learned, baselines, kind = PPO_EXPERIMENTS[experiment]
   sources, meta_runs = [], []
   for label, optimizer, variant, pipeline in learned:
     if not wanted(label):
       continue
-    lr = ppo_configs.get_config(variant).learning_rate   # the agent lr of meta-training (docs/fidelity.md §10)
+    lr = ppo_configs.get_config(variant).learning_rate  # the agent lr of meta-training (docs/fidelity.md §10)
     safe = f"{optimizer}_{variant}" + ("" if pipeline else "_nopipe")
     meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
     phi = meta_train_ppo(variant, optimizer, pipeline, meta_runs[-1][1], budget)
-    if phi is None:            # diverged: no learned optimizer to test (counted in the report)
+    if phi is None:  # diverged: no learned optimizer to test (counted in the report)
       continue
     test_dir = os.path.join(root, f"test_{safe}")
     test_run_ppo(task, optimizer, phi, lr, test_dir, budget)
@@ -281,13 +295,20 @@ def add_divergence(md_path, meta_runs):
       outcome = f"diverged at outer iteration {s.get('diverged_at')}: no learned optimizer, not tested"
     else:
       outcome = f"finished, {s.get('iterations', '?')} outer iterations ({s.get('skipped', 0)} skipped)"
-    rows.append(dict(label=label, workdir=os.path.basename(workdir), nonfinite=s.get("nonfinite", "skip"),
-                     diverged=bool(s.get("diverged")), diverged_at=s.get("diverged_at"), outcome=outcome))
-  lines = ["", "### Meta-training divergence", "",
-           f"**{diverged} of {len(rows)} meta-training runs diverged.** With `nonfinite=stop` (the official "
-           "MetaPPO) the first non-finite or absurd meta-gradient/phi ends a run with no learned optimizer; the "
-           "paper reports STAR diverging in most Brax settings (App. E).", "",
-           "| optimizer | meta-training workdir | nonfinite | outcome |", "|---|---|---|---|"]
+    rows.append(
+        dict(label=label,
+             workdir=os.path.basename(workdir),
+             nonfinite=s.get("nonfinite", "skip"),
+             diverged=bool(s.get("diverged")),
+             diverged_at=s.get("diverged_at"),
+             outcome=outcome))
+  lines = [
+      "", "### Meta-training divergence", "",
+      f"**{diverged} of {len(rows)} meta-training runs diverged.** With `nonfinite=stop` (the official "
+      "MetaPPO) the first non-finite or absurd meta-gradient/phi ends a run with no learned optimizer; the "
+      "paper reports STAR diverging in most Brax settings (App. E).", "",
+      "| optimizer | meta-training workdir | nonfinite | outcome |", "|---|---|---|---|"
+  ]
   lines += [f"| {r['label']} | {r['workdir']} | {r['nonfinite']} | {r['outcome']} |" for r in rows]
   with open(md_path, "a") as f:
     f.write("\n".join(lines) + "\n")
@@ -319,7 +340,7 @@ def reproduce(experiment, root, budget=None):
     safe = f"{optimizer}_{variant}"
     meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
     phi = meta_train(variant, optimizer, meta_runs[-1][1], budget)
-    if phi is None:            # diverged: no learned optimizer to test (counted in the report)
+    if phi is None:  # diverged: no learned optimizer to test (counted in the report)
       continue
     test_dir = os.path.join(root, f"test_{safe}")
     test_run(task, optimizer, phi, lr, test_dir, budget)
@@ -330,8 +351,7 @@ def reproduce(experiment, root, budget=None):
         test_dir = os.path.join(root, f"test_{optimizer}")
         test_run(task, optimizer, None, None, test_dir, budget)
         sources.append((label, test_dir))
-  return add_divergence(_write(report, os.path.join(root, "report"), experiment, task, kind, sources),
-                        meta_runs)
+  return add_divergence(_write(report, os.path.join(root, "report"), experiment, task, kind, sources), meta_runs)
 
 
 def main(argv):
@@ -339,8 +359,8 @@ def main(argv):
   del argv
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
-                  FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite)
+  budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds, FLAGS.only,
+                  FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite)
   path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
   print(open(path).read())
   print(f"report: {path}")

@@ -23,8 +23,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/robustness.py.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/robustness.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write the report from finished runs only.")
 

@@ -30,18 +30,22 @@ from optim4rl_tf.eval import sweep as sweep_lib  # noqa: E402  (standard library
 from optim4rl_tf.eval import sweep_runner  # noqa: E402  (the same)
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with variant, e.g. "
-                                          "configs/meta_a2c.py:catch.", lock_config=False)
-_LAUNCHER = flags.DEFINE_string("launcher", None, "Launcher script run for each run, e.g. launch/train.py "
-                                "or launch/meta_train.py (called with --config=... --workdir=...).")
+_CONFIG = config_flags.DEFINE_config_file("config",
+                                          None, "Config file with variant, e.g. "
+                                          "configs/meta_a2c.py:catch.",
+                                          lock_config=False)
+_LAUNCHER = flags.DEFINE_string(
+    "launcher", None, "Launcher script run for each run, e.g. launch/train.py "
+    "or launch/meta_train.py (called with --config=... --workdir=...).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory of the sweep (one workdir per run index).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Runs at a time on the local pool.")
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where runs execute.")
 _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster address (default: local Ray).")
 _CPUS_PER_RUN = flags.DEFINE_float("cpus_per_run", 1.0, "Ray: CPUs reserved per run.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per configuration (seeds differ).")
-_GRID = flags.DEFINE_multi_string("grid", [], "Extra grid axis key=v1,v2 or key=glob:PATTERN (files, "
-                                  "natural order); varies faster than the config's sweep keys.")
+_GRID = flags.DEFINE_multi_string(
+    "grid", [], "Extra grid axis key=v1,v2 or key=glob:PATTERN (files, "
+    "natural order); varies faster than the config's sweep keys.")
 _USE_CONFIG_SWEEP = flags.DEFINE_bool("use_config_sweep", True, "Include the config's own sweep grid.")
 _SEED_FIELD = flags.DEFINE_string("seed_field", "seed", "Config field receiving each run's seed ('' = none).")
 _SEED_STRIDE = flags.DEFINE_integer("seed_stride", 0, "Seed step between repeats (0: config.num_seeds or 1).")
@@ -69,12 +73,16 @@ def main(argv):
   config = _CONFIG.value
   config_spec = config_flags.get_config_filename(flags.FLAGS["config"])
   path, sep, variant = config_spec.partition(":")
-  config_spec = os.path.abspath(path) + sep + variant   # runs start in the repository root
+  config_spec = os.path.abspath(path) + sep + variant  # runs start in the repository root
   try:
     extra = [sweep_lib.parse_grid_arg(g) for g in _GRID.value]
     grid = sweep_lib.sweep_grid(config, extra, _USE_CONFIG_SWEEP.value)
-    runs = sweep_lib.expand(config, os.path.abspath(_SWEEP_DIR.value), grid=grid, repeats=_REPEATS.value,
-                            seed_field=_SEED_FIELD.value or None, seed_stride=_SEED_STRIDE.value or None)
+    runs = sweep_lib.expand(config,
+                            os.path.abspath(_SWEEP_DIR.value),
+                            grid=grid,
+                            repeats=_REPEATS.value,
+                            seed_field=_SEED_FIELD.value or None,
+                            seed_stride=_SEED_STRIDE.value or None)
     all_runs = runs
     if _ONLY.value:
       keep = set(sweep_lib.parse_ranges(_ONLY.value, len(runs)))
@@ -93,7 +101,9 @@ def main(argv):
   if not os.path.exists(launcher):
     print(f"error: launcher {launcher!r} does not exist", file=sys.stderr)
     sys.exit(2)
-  cmd_fn = functools.partial(sweep_lib.command, launcher=os.path.abspath(launcher), config_spec=config_spec,
+  cmd_fn = functools.partial(sweep_lib.command,
+                             launcher=os.path.abspath(launcher),
+                             config_spec=config_spec,
                              base_args=_base_overrides(sys.argv[1:]))
   if _DRY_RUN.value:
     for r in runs:
@@ -101,16 +111,29 @@ def main(argv):
     return
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
   if _THREADS.value > 0:
-    env.update(TF_NUM_INTRAOP_THREADS=str(_THREADS.value), TF_NUM_INTEROP_THREADS=str(_THREADS.value),
+    env.update(TF_NUM_INTRAOP_THREADS=str(_THREADS.value),
+               TF_NUM_INTEROP_THREADS=str(_THREADS.value),
                OMP_NUM_THREADS=str(_THREADS.value))
   try:
-    result = sweep_runner.run_sweep(
-        runs, config, cmd_fn, os.path.abspath(_SWEEP_DIR.value), workers=_WORKERS.value,
-        backend=_BACKEND.value, skip_existing=not _RERUN.value, env=env, cwd=ROOT,
-        timeout=_TIMEOUT.value or None, ray_address=_RAY_ADDRESS.value, cpus_per_run=_CPUS_PER_RUN.value,
-        all_runs=all_runs,
-        meta=dict(config=config_spec, launcher=launcher, grid=grid, repeats=_REPEATS.value,
-                  num_configs=n, base_overrides=_base_overrides(sys.argv[1:])))
+    result = sweep_runner.run_sweep(runs,
+                                    config,
+                                    cmd_fn,
+                                    os.path.abspath(_SWEEP_DIR.value),
+                                    workers=_WORKERS.value,
+                                    backend=_BACKEND.value,
+                                    skip_existing=not _RERUN.value,
+                                    env=env,
+                                    cwd=ROOT,
+                                    timeout=_TIMEOUT.value or None,
+                                    ray_address=_RAY_ADDRESS.value,
+                                    cpus_per_run=_CPUS_PER_RUN.value,
+                                    all_runs=all_runs,
+                                    meta=dict(config=config_spec,
+                                              launcher=launcher,
+                                              grid=grid,
+                                              repeats=_REPEATS.value,
+                                              num_configs=n,
+                                              base_overrides=_base_overrides(sys.argv[1:])))
   except RuntimeError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

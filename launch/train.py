@@ -18,8 +18,7 @@ from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/a2c.py:catch.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/a2c.py:catch.", lock_config=True)
 AGENTS = ("a2c", "ppo", "meta_ppo")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for TensorBoard logs, returns.csv and plots.")
 _OVERWRITE = flags.DEFINE_bool(
@@ -74,10 +73,10 @@ def prepare_workdir(workdir, config, overwrite):
   if not present:
     return
   if "config.json" in present:
-    workdir_lib.check_config(workdir, config, ignore=RERUN_IGNORE)      # another config: always refused
+    workdir_lib.check_config(workdir, config, ignore=RERUN_IGNORE)  # another config: always refused
   if not overwrite:
     summary = _read_json(os.path.join(workdir, "summary.json"))
-    status = summary.get("status", "finished" if summary else None)   # (older runs had no status)
+    status = summary.get("status", "finished" if summary else None)  # (older runs had no status)
     if "config.json" not in present:
       what = f"outputs of an unknown run ({', '.join(present)})"
     elif status in FINISHED:
@@ -124,7 +123,7 @@ def main(argv):
     # JAX / MuJoCo / TF checkpointing log at INFO through the root logger, which absl prints: keep the
     # console to the run's own progress lines.
     absl_logging.set_verbosity(absl_logging.WARNING)
-  if agent == "meta_ppo":              # launch/meta_train.py's code: resumes, its workdir rules and errors
+  if agent == "meta_ppo":  # launch/meta_train.py's code: resumes, its workdir rules and errors
     from optim4rl_tf.meta import run as meta_run
     meta_run.cli_call(meta_run.meta_train, config, wd)
     return
@@ -136,30 +135,30 @@ def main(argv):
       from optim4rl_tf.agents import a2c_train
       from optim4rl_tf.analysis import collect  # config.collect: gradients recorded by the caller's probe
       run = functools.partial(a2c_train.train, gradient_probe=collect.gradient_probe_for(config))
-    _validate(agent, config)           # config errors first, before the workdir is looked at
+    _validate(agent, config)  # config errors first, before the workdir is looked at
     with workdir_lib.lock(wd):
       prepare_workdir(wd, config.to_dict(), _OVERWRITE.value)
       result = run(config, wd)
-  except ValueError as e:              # bad config or workdir (WorkdirError is a ValueError)
+  except ValueError as e:  # bad config or workdir (WorkdirError is a ValueError)
     cli.fail(e)
-  except KeyboardInterrupt as e:       # SIGINT, or SIGTERM via cli.run: the trainer wrote what it had
+  except KeyboardInterrupt as e:  # SIGINT, or SIGTERM via cli.run: the trainer wrote what it had
     cli.fail(_interrupted_line(e, wd), code=cli.exit_code(e))
   except (MemoryError, OSError) as e:
-    cli.fail(f"{type(e).__name__}: {e}" + ("" if isinstance(e, OSError) else
-                                           "; lower env.num_envs or num_seeds"))
+    cli.fail(f"{type(e).__name__}: {e}" + ("" if isinstance(e, OSError) else "; lower env.num_envs or num_seeds"))
   except Exception as e:  # pylint: disable=broad-except
-    if type(e).__name__ != "ResourceExhaustedError":           # TF out of memory: one line; others: trace
+    if type(e).__name__ != "ResourceExhaustedError":  # TF out of memory: one line; others: trace
       raise
     first = (str(e).strip().splitlines() or [""])[0]
     cli.fail(f"out of memory ({first[:200]}); lower env.num_envs or num_seeds; the results so far are in {wd}")
   if agent == "a2c" and result.get("diverged"):
     from optim4rl_tf.agents import a2c_train
-    cli.fail(a2c_train.divergence_message(config, wd, result["diverged"], result["labels"]),
-             code=cli.EXIT_DIVERGED)
+    cli.fail(a2c_train.divergence_message(config, wd, result["diverged"], result["labels"]), code=cli.EXIT_DIVERGED)
   if agent == "ppo" and result.get("aborted"):
-    cli.fail(f"a NaN evaluation return stopped the run (the policy diverged): lower "
-             f"optimizer.learning_rate (now {float(config.optimizer.learning_rate):g}); the results so far "
-             f"are in {wd}", code=cli.EXIT_DIVERGED)
+    cli.fail(
+        f"a NaN evaluation return stopped the run (the policy diverged): lower "
+        f"optimizer.learning_rate (now {float(config.optimizer.learning_rate):g}); the results so far "
+        f"are in {wd}",
+        code=cli.EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ _LAZY = {
     "envs": ("optim4rl_tf.envs", None),
 }
 
-__all__ = ["Optim4RL", "LinearOptim", "L2LGD2", "STAR", "load_meta_params", "save_meta_params", "envs",
-           "__version__"]
+__all__ = ["Optim4RL", "LinearOptim", "L2LGD2", "STAR", "load_meta_params", "save_meta_params", "envs", "__version__"]
 
 
 def __getattr__(name):

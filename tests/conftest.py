@@ -38,7 +38,7 @@ def slow_seconds(item):
 
 def pytest_collection_modifyitems(config, items):
   del config
-  items.sort(key=lambda item: -slow_seconds(item))           # stable: the rest keep their file order
+  items.sort(key=lambda item: -slow_seconds(item))  # stable: the rest keep their file order
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
@@ -53,10 +53,11 @@ def pytest_xdist_make_scheduler(config, log):
   from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
 
   class InOrderScheduling(LoadScopeScheduling):
+
     def _split_scope(self, nodeid):
       return nodeid.split("[", 1)[0]
 
-  config.option.loadscopereorder = False      # keep the collection order (loadscope sorts units by size)
+  config.option.loadscopereorder = False  # keep the collection order (loadscope sorts units by size)
   return InOrderScheduling(config, log)
 
 
@@ -74,8 +75,8 @@ def set_fields(config, **overrides):
 # cli.run exactly as its __main__ block does (only runtime.configure_process, the allocator set-up,
 # is left out).
 
-_FLAG_STATE = ("__flags", "__hiddenflags", "__flags_by_module", "__flags_by_module_id",
-               "__key_flags_by_module", "__flags_parsed", "__unparse_flags_called")
+_FLAG_STATE = ("__flags", "__hiddenflags", "__flags_by_module", "__flags_by_module_id", "__key_flags_by_module",
+               "__flags_parsed", "__unparse_flags_called")
 _LAUNCHERS = {}
 
 
@@ -87,19 +88,29 @@ def _absl_flag_state():
   d = flags.FLAGS.__dict__
   keep = {m: list(fs) for m, fs in d["__flags_by_module"].items() if m.split(".")[0] == "absl"}
   ids = {id(f) for fs in keep.values() for f in fs}
-  return {"__flags": {n: f for n, f in d["__flags"].items() if id(f) in ids},
-          "__hiddenflags": set(),
-          "__flags_by_module": keep,
-          "__flags_by_module_id": {k: list(fs) for k, fs in d["__flags_by_module_id"].items()
-                                   if fs and all(id(f) in ids for f in fs)},
-          "__key_flags_by_module": {m: list(fs) for m, fs in d["__key_flags_by_module"].items()
-                                    if m.split(".")[0] == "absl"},
-          "__flags_parsed": False, "__unparse_flags_called": False}
+  return {
+      "__flags": {
+          n: f for n, f in d["__flags"].items() if id(f) in ids
+      },
+      "__hiddenflags": set(),
+      "__flags_by_module": keep,
+      "__flags_by_module_id": {
+          k: list(fs) for k, fs in d["__flags_by_module_id"].items() if fs and all(id(f) in ids for f in fs)
+      },
+      "__key_flags_by_module": {
+          m: list(fs) for m, fs in d["__key_flags_by_module"].items() if m.split(".")[0] == "absl"
+      },
+      "__flags_parsed": False,
+      "__unparse_flags_called": False
+  }
 
 
 def _copy_flag_state(state):
-  return {k: ({n: (list(v) if isinstance(v, list) else v) for n, v in x.items()} if isinstance(x, dict) else
-              set(x) if isinstance(x, set) else x) for k, x in state.items()}
+  return {
+      k: ({
+          n: (list(v) if isinstance(v, list) else v) for n, v in x.items()
+      } if isinstance(x, dict) else set(x) if isinstance(x, set) else x) for k, x in state.items()
+  }
 
 
 def _app_run(main, argv=None, flags_parser=None):
@@ -130,7 +141,7 @@ class Launcher:
     d = flags.FLAGS.__dict__
     saved, argv = {k: d[k] for k in _FLAG_STATE}, sys.argv
     d.update(_copy_flag_state(self._state))
-    sys.argv = [self.path] + list(args)      # ml_collections reads the overrides from sys.argv
+    sys.argv = [self.path] + list(args)  # ml_collections reads the overrides from sys.argv
     try:
       flags.FLAGS.unparse_flags()
       yield flags.FLAGS

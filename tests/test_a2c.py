@@ -14,9 +14,9 @@ def test_lambda_returns_hand_example():
   # gamma 0.9, lambda 0.5, a terminal at t = 1, bootstrap v4 = 4 (hand-computed):
   # G3 = 0 + 0.9*4 = 3.6;  G2 = 2 + 0.9*(0.5*v3 + 0.5*G3) = 2 + 0.9*(1 + 1.8) = 4.52;
   # G1 = 0 + 0*(...) = 0 (terminal);  G0 = 1 + 0.9*(0.5*v1 + 0.5*G1) = 1 + 0.9*0.5 = 1.45
-  rewards = tf.constant([[[1.0], [0.0], [2.0], [0.0]]])          # [U=1, T=4, B=1]
+  rewards = tf.constant([[[1.0], [0.0], [2.0], [0.0]]])  # [U=1, T=4, B=1]
   dones = tf.constant([[[0.0], [1.0], [0.0], [0.0]]])
-  values = tf.constant([[[0.5], [1.0], [-1.0], [2.0], [4.0]]])   # v0..v4
+  values = tf.constant([[[0.5], [1.0], [-1.0], [2.0], [4.0]]])  # v0..v4
   g = a2c.lambda_returns(rewards, 0.9 * (1.0 - dones), values, 0.5)
   np.testing.assert_allclose(g.numpy()[0, :, 0], [1.45, 0.0, 4.52, 3.6], rtol=1e-6)
 
@@ -45,7 +45,7 @@ def test_losses_against_numpy_with_terminals():
   actions = rng.integers(0, na, size=(u, t, b)).astype(np.int32)
   rewards = rng.normal(size=(u, t, b)).astype(np.float32)
   dones = np.zeros((u, t, b), np.float32)
-  dones[0, 2, 0] = dones[0, 4, 1] = dones[1, 0, 2] = dones[1, 5, 0] = 1.0   # terminals inside
+  dones[0, 2, 0] = dones[0, 4, 1] = dones[1, 0, 2] = dones[1, 5, 0] = 1.0  # terminals inside
   w = np.array([1.5, -0.5], np.float32)
   params = [tf.constant(w), tf.constant([0.7, 1.2], tf.float32)]
   traj = a2c.Trajectory(tf.constant(obs), tf.constant(actions), tf.constant(rewards), tf.constant(dones))
@@ -63,7 +63,7 @@ def test_losses_against_numpy_with_terminals():
       logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
       ent = -(np.exp(logp) * logp).sum(-1)
       actor = -np.mean(logp[np.arange(t), actions[unit, :, e]] * td)
-      critic = 0.5 * np.mean(td ** 2)
+      critic = 0.5 * np.mean(td**2)
       entropy = -0.01 * np.mean(ent)
       per_env.append((actor + critic + entropy, actor, critic, entropy, np.mean(ent)))
     ref = np.mean(per_env, axis=0)
@@ -123,7 +123,8 @@ def test_units_independent_given_data():
   base = step(traj)
   traj2 = a2c.Trajectory(obs=_change_unit(traj.obs, 1, lambda o: 1.0 - o),
                          actions=_change_unit(traj.actions, 1, lambda a: (a + 1) % 9),
-                         rewards=_change_unit(traj.rewards, 1, lambda r: r + 3.0), dones=traj.dones)
+                         rewards=_change_unit(traj.rewards, 1, lambda r: r + 3.0),
+                         dones=traj.dones)
   other = step(traj2)
   for a, b in zip(base, other):
     np.testing.assert_array_equal(a.numpy()[[0, 2]], b.numpy()[[0, 2]])
@@ -149,12 +150,12 @@ def test_units_independent_in_full_iteration():
 
 def test_episode_returns_bookkeeping():
   # one unit, two envs, two iterations of T = 3
-  r1 = tf.constant([[[1.0, 0.0], [2.0, 1.0], [0.5, 1.0]]])       # [U, T, B]
+  r1 = tf.constant([[[1.0, 0.0], [2.0, 1.0], [0.5, 1.0]]])  # [U, T, B]
   d1 = tf.constant([[[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
   ep, s, c = a2c.episode_returns(tf.zeros([1, 2]), r1, d1)
-  np.testing.assert_allclose(s.numpy(), [3.0])                    # env 0: 1 + 2
+  np.testing.assert_allclose(s.numpy(), [3.0])  # env 0: 1 + 2
   np.testing.assert_allclose(c.numpy(), [1.0])
-  np.testing.assert_allclose(ep.numpy(), [[0.5, 2.0]])            # running returns carried over
+  np.testing.assert_allclose(ep.numpy(), [[0.5, 2.0]])  # running returns carried over
   r2 = tf.constant([[[1.0, 0.0], [0.0, 4.0], [1.0, 0.0]]])
   d2 = tf.constant([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])
   ep, s, c = a2c.episode_returns(ep, r2, d2)

@@ -45,7 +45,7 @@ def test_registry_names_and_bad_inputs():
   with pytest.raises(ValueError, match="episode_length must be a positive integer"):
     brax_bridge.make(NAME, 4, episode_length=-5)
   with pytest.raises(ValueError, match="one seed per unit"):
-    e.reset([1, 2, 3])                     # 4 envs cannot split into 3 units (checked before compiling)
+    e.reset([1, 2, 3])  # 4 envs cannot split into 3 units (checked before compiling)
   with pytest.raises(ValueError, match=r"action must have shape \(4, 1\)"):
     e.step(None, np.zeros((4, 2), np.float32))
 
@@ -54,7 +54,11 @@ def test_gridworld_users_do_not_import_brax():
   # (TensorFlow 2.21 itself imports jax when it is installed; Brax and the bridge must stay unimported.)
   code = ("import sys; import optim4rl_tf.envs as e; e.make('catch', 2); "
           "print('optim4rl_tf.envs.brax_bridge' in sys.modules, 'brax' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+  out = subprocess.run([sys.executable, "-c", code],
+                       cwd=ROOT,
+                       capture_output=True,
+                       text=True,
+                       timeout=120,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "False False"
@@ -101,7 +105,7 @@ def test_both_bridges_give_the_same_trajectories(env):
   for a, b, name in zip(out_np, out_g, ("obs", "reward", "done", "truncation")):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
   assert out_np[0].shape == (12, N, 4) and out_np[1].shape == (12, N)
-  assert np.all(out_np[1] == 1.0)                        # pendulum: reward 1 per step
+  assert np.all(out_np[1] == 1.0)  # pendulum: reward 1 per step
   # The whole state agrees too, and the flat form round-trips into the numpy bridge.
   back = env.from_flat(flat)
   np.testing.assert_allclose(np.asarray(back.obs), np.asarray(s_np.obs), rtol=1e-5, atol=1e-5)
@@ -117,20 +121,20 @@ def test_auto_reset_and_truncation_follow_brax_wrappers(env):
   first_obs = env.observe(s0).numpy()
   steps = 2 * L + 10
   _, (obs, rew, done, trunc), actions = _numpy_run(env, s0, policy=policy, steps=steps)
-  assert np.all(trunc <= done)                                      # truncation implies done
+  assert np.all(trunc <= done)  # truncation implies done
   assert np.all(rew == 1.0)
-  since = np.zeros(N, int)                                          # steps since the last reset
+  since = np.zeros(N, int)  # steps since the last reset
   for t in range(steps):
     since += 1
     at_limit = since >= L
-    np.testing.assert_array_equal(done[t][at_limit], 1.0)          # Brax: done once steps >= L ...
-    np.testing.assert_array_equal(trunc[t][~at_limit], 0.0)        # ... truncation only then
+    np.testing.assert_array_equal(done[t][at_limit], 1.0)  # Brax: done once steps >= L ...
+    np.testing.assert_array_equal(trunc[t][~at_limit], 0.0)  # ... truncation only then
     ended = done[t] > 0
     np.testing.assert_array_equal(obs[t][ended], first_obs[ended])  # auto-reset to the FIRST state
     since[ended] = 0
   balanced = slice(0, N // 2)
   assert np.all(done[:, balanced].sum(0) == 2) and np.all(trunc[L - 1, balanced] == 1)
-  assert np.all(trunc[2 * L - 1, balanced] == 1)                    # the same episode again after reset
+  assert np.all(trunc[2 * L - 1, balanced] == 1)  # the same episode again after reset
   falling = slice(N // 2, N)
   terminated = done[:, falling] * (1 - trunc[:, falling])
   assert np.all(terminated.sum(0) >= 5) and np.all(trunc[:, falling] == 0)
@@ -145,8 +149,8 @@ def test_reset_seeds_are_per_unit(env):
   a = env.observe(env.reset([5, 6])).numpy()
   b = env.observe(env.reset([5, 7])).numpy()
   c = env.observe(env.reset([5, 6], salt=1)).numpy()
-  np.testing.assert_array_equal(a[:N // 2], b[:N // 2])         # unit 0 depends only on its own seed
+  np.testing.assert_array_equal(a[:N // 2], b[:N // 2])  # unit 0 depends only on its own seed
   assert not np.allclose(a[N // 2:], b[N // 2:])
-  assert not np.allclose(a, c)                                   # salt: fresh episodes
+  assert not np.allclose(a, c)  # salt: fresh episodes
   np.testing.assert_array_equal(env.observe(env.reset(5)).numpy(), env.observe(env.reset([5])).numpy())
-  assert np.all(np.abs(a) <= 0.01 + 1e-6)                        # pendulum init: U(-0.01, 0.01)
+  assert np.all(np.abs(a) <= 0.01 + 1e-6)  # pendulum init: U(-0.01, 0.01)

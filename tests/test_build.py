@@ -30,9 +30,9 @@ def test_every_target_lists_the_deps_its_file_imports():
     missing = sorted(set(deps) - set(got_deps))
     stale = sorted(set(got_deps) - set(deps))
     if missing or stale or got_kind != kind or got_data != sorted(data):
-      problems.append(f"{name} ({srcs[0]}): missing {missing}, stale {stale}"
-                      + ("" if got_kind == kind else f", kind {got_kind} should be {kind}")
-                      + ("" if got_data == sorted(data) else f", data {got_data} should be {sorted(data)}"))
+      problems.append(f"{name} ({srcs[0]}): missing {missing}, stale {stale}" +
+                      ("" if got_kind == kind else f", kind {got_kind} should be {kind}") +
+                      ("" if got_data == sorted(data) else f", data {got_data} should be {sorted(data)}"))
   assert not problems, "BUILD is out of date (run python tests/build_graph.py):\n" + "\n".join(problems)
 
 
@@ -42,10 +42,11 @@ def test_the_dependency_reader_sees_function_level_and_relative_imports(tmp_path
   (tmp_path / "optim4rl_tf" / "__init__.py").write_text("")
   (tmp_path / "optim4rl_tf" / "sub" / "__init__.py").write_text("")
   (tmp_path / "optim4rl_tf" / "sub" / "b.py").write_text("import numpy\n")
-  (tmp_path / "optim4rl_tf" / "sub" / "a.py").write_text(
-      "from . import b\n\ndef f():\n  import tensorflow as tf\n  from absl import flags\n")
+  (tmp_path / "optim4rl_tf" / "sub" /
+   "a.py").write_text("from . import b\n\ndef f():\n  import tensorflow as tf\n  from absl import flags\n")
   monkeypatch.setattr(build_graph, "ROOT", str(tmp_path))
   rules = {name: deps for _, name, _, deps, _ in build_graph.expected_rules()}
-  assert rules["optim4rl_tf_sub_a"] == [":optim4rl_tf_sub", ":optim4rl_tf_sub_b", "@pypi//absl_py",
-                                        "@pypi//tensorflow_cpu"]
+  assert rules["optim4rl_tf_sub_a"] == [
+      ":optim4rl_tf_sub", ":optim4rl_tf_sub_b", "@pypi//absl_py", "@pypi//tensorflow_cpu"
+  ]
   assert rules["optim4rl_tf_sub_b"] == ["@pypi//numpy"]

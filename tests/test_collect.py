@@ -18,9 +18,10 @@ from optim4rl_tf.analysis import supervised
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import collect as collect_configs  # noqa: E402
 
-BDL_FLAX_ORDER = ["actor_net/bias", "actor_net/kernel", "critic_net/bias", "critic_net/kernel",
-                  "feature_net/layers_0/bias", "feature_net/layers_0/kernel", "feature_net/layers_3/bias",
-                  "feature_net/layers_3/kernel"]
+BDL_FLAX_ORDER = [
+    "actor_net/bias", "actor_net/kernel", "critic_net/bias", "critic_net/kernel", "feature_net/layers_0/bias",
+    "feature_net/layers_0/kernel", "feature_net/layers_3/bias", "feature_net/layers_3/kernel"
+]
 
 
 # ----- flattening and sub-sampling ---------------------------------------------------------------------
@@ -29,7 +30,8 @@ def test_flax_order_of_agent_and_mnist_nets():
   assert [net.param_names[i] for i in collect.flax_leaf_order(net.param_names)] == BDL_FLAX_ORDER
   assert [supervised.PARAM_NAMES[i] for i in collect.flax_leaf_order(supervised.PARAM_NAMES)] == [
       "feature_net/layers_0/bias", "feature_net/layers_0/kernel", "feature_net/layers_3/bias",
-      "feature_net/layers_3/kernel", "head/bias", "head/kernel"]
+      "feature_net/layers_3/kernel", "head/bias", "head/kernel"
+  ]
   # flax compares path components as strings: layers_10 sorts before layers_3.
   assert collect.flax_leaf_order(["a/layers_3/k", "a/layers_10/k", "a/layers_3/b"]) == [1, 2, 0]
 
@@ -46,12 +48,14 @@ def test_flatten_subsample_on_labelled_synthetic_leaves():
   # Leaf i (param-list order) holds 1000*i + position, so every kept entry names its source.
   names = ["feature_net/layers_0/kernel", "feature_net/layers_0/bias", "actor_net/kernel", "actor_net/bias"]
   shapes = [(2, 3), (3,), (3, 2), (2,)]
-  leaves = [np.stack([1000 * i + np.arange(np.prod(s), dtype=np.float32).reshape(s) + u * 0.5
-                      for u in range(2)]) for i, s in enumerate(shapes)]
+  leaves = [
+      np.stack([1000 * i + np.arange(np.prod(s), dtype=np.float32).reshape(s) + u * 0.5
+                for u in range(2)])
+      for i, s in enumerate(shapes)
+  ]
   out = collect.flatten_subsample_np(leaves, names, 2)
   # flax order: actor_net/bias (leaf 3), actor_net/kernel (2), layers_0/bias (1), layers_0/kernel (0).
-  full = np.concatenate([[3000, 3001], [2000, 2001, 2002, 2003, 2004, 2005], [1000, 1001, 1002],
-                         [0, 1, 2, 3, 4, 5]])
+  full = np.concatenate([[3000, 3001], [2000, 2001, 2002, 2003, 2004, 2005], [1000, 1001, 1002], [0, 1, 2, 3, 4, 5]])
   np.testing.assert_array_equal(out[0], full[::2])
   np.testing.assert_array_equal(out[1], full[::2] + 0.5)
   probe, c = collect.make_grad_probe(names, shapes, 2)
@@ -62,10 +66,13 @@ def test_flatten_subsample_on_labelled_synthetic_leaves():
 # ----- on-disk store -----------------------------------------------------------------------------------
 def test_chunks_reassemble_exactly(tmp_path):
   rng = np.random.default_rng(0)
-  w = collect.GradientWriter(str(tmp_path / "g"), num_units=2, num_coords=7, chunk_steps=5,
+  w = collect.GradientWriter(str(tmp_path / "g"),
+                             num_units=2,
+                             num_coords=7,
+                             chunk_steps=5,
                              meta=dict(kind="rl", task="synthetic"))
   blocks = [rng.normal(size=(k, 2, 7)).astype(np.float32) for k in (1, 3, 7, 2, 9, 1)]
-  blocks.append(rng.normal(size=(2, 7)).astype(np.float32))      # one step without the k axis
+  blocks.append(rng.normal(size=(2, 7)).astype(np.float32))  # one step without the k axis
   for b in blocks:
     w.append(b)
   assert w.num_steps == 24
@@ -104,7 +111,7 @@ def test_writer_flushes_chunks_while_running(tmp_path):
   w = collect.GradientWriter(str(tmp_path / "g"), 1, 2, chunk_steps=3)
   w.append(np.zeros((4, 1, 2)))
   idx = json.load(open(tmp_path / "g" / "index.json"))
-  assert idx["num_steps"] == 3 and not idx["complete"]          # one chunk on disk, one step buffered
+  assert idx["num_steps"] == 3 and not idx["complete"]  # one chunk on disk, one step buffered
   w.close()
 
 
@@ -164,7 +171,7 @@ def test_a2c_run_streams_gradients(tmp_path):
   assert store.shape == (res["iterations"], 2, 395) == (5, 2, 395)
   assert store.index["complete"] and store.index["units"] == [42, 43]
   assert store.index["param_order"] == BDL_FLAX_ORDER
-  assert len(store.index["chunks"]) == 3                     # chunk_steps=2: 2 + 2 + 1
+  assert len(store.index["chunks"]) == 3  # chunk_steps=2: 2 + 2 + 1
   g = store.load()
   assert np.all(np.isfinite(g)) and not np.array_equal(g[0], g[1])
   # Collection off: the trainer returns no gradient output.
@@ -208,7 +215,7 @@ def test_mnist_npz_and_missing_files(tmp_path):
   assert xs.shape == (20, 28, 28, 1) and xs[0, 3, 4, 0] == 255.0
   d = tmp_path / "official"
   d.mkdir()
-  np.savez(d / "train.npz", x=x[..., None] / 255.0, y=y)          # official layout, already in [0, 1]
+  np.savez(d / "train.npz", x=x[..., None] / 255.0, y=y)  # official layout, already in [0, 1]
   xs2, _, _ = supervised.load_mnist(str(d))
   np.testing.assert_allclose(xs2, xs)
   empty = tmp_path / "empty"
@@ -227,13 +234,13 @@ def test_batching_of_notes_section_8():
   y = np.concatenate([np.full(n, c) for c, n in enumerate([300, 270, 520, 260, 400, 256, 300, 300, 300, 300])])
   y = rng.permutation(y)
   idx = supervised.class_truncate_shuffle(y, 128, np.random.default_rng(3))
-  assert len(idx) == 10 * 256 and len(set(idx.tolist())) == len(idx)   # min class 256 -> 2 batches each
-  np.testing.assert_array_equal(y[idx], np.repeat(np.arange(10), 256))   # sorted by label
-  assert not np.array_equal(idx[:256], np.sort(idx[:256]))               # shuffled within the class
+  assert len(idx) == 10 * 256 and len(set(idx.tolist())) == len(idx)  # min class 256 -> 2 batches each
+  np.testing.assert_array_equal(y[idx], np.repeat(np.arange(10), 256))  # sorted by label
+  assert not np.array_equal(idx[:256], np.sort(idx[:256]))  # shuffled within the class
   b = supervised.epoch_batches(len(idx), 128, np.random.default_rng(4))
   assert b.shape == (20, 128) and sorted(b.ravel().tolist()) == list(range(len(idx)))
   b2 = supervised.epoch_batches(300, 128, np.random.default_rng(4))
-  assert b2.shape == (2, 128)                                            # incomplete batch dropped
+  assert b2.shape == (2, 128)  # incomplete batch dropped
 
 
 def test_mnist_network_and_rmsprop_semantics():
@@ -247,12 +254,11 @@ def test_mnist_network_and_rmsprop_semantics():
   opt = keras.optimizers.RMSprop(learning_rate=3e-4, rho=0.9, epsilon=1e-8)
   g = np.array([1e-3, -2.0, 1e-5], np.float32)
   opt.apply_gradients([(tf.constant(g), v)])
-  np.testing.assert_allclose(v.numpy(), -3e-4 * g / np.sqrt(0.1 * g.astype(np.float64) ** 2 + 1e-8),
-                             rtol=1e-5)
+  np.testing.assert_allclose(v.numpy(), -3e-4 * g / np.sqrt(0.1 * g.astype(np.float64)**2 + 1e-8), rtol=1e-5)
 
 
 def test_digits_stand_in():
   x, y, label = supervised.load_digits_stand_in()
   assert x.shape == (1797, 28, 28, 1) and "STAND-IN" in label
-  assert x.max() <= 255.0 and x.max() > 200.0 and x[:, :4].max() == 0.0    # 20x20 box centred, 4 px border
+  assert x.max() <= 255.0 and x.max() > 200.0 and x[:, :4].max() == 0.0  # 20x20 box centred, 4 px border
   assert np.bincount(y).min() == 174

@@ -10,9 +10,10 @@ from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 def test_custom_task_meta_trains_and_the_result_fits_a_keras_model(tmp_path):
   workdir = str(tmp_path / "custom")
-  result = custom_task.main([f"--workdir={workdir}", "--units=4", "--iterations=3", "--inner_updates=2",
-                             "--batch_size=8", "--hidden=4", "--fit_epochs=2", "--fit_points=32",
-                             "--seed=3"])
+  result = custom_task.main([
+      f"--workdir={workdir}", "--units=4", "--iterations=3", "--inner_updates=2", "--batch_size=8", "--hidden=4",
+      "--fit_epochs=2", "--fit_points=32", "--seed=3"
+  ])
   # Meta-training ran: 3 applied outer iterations with finite meta-losses.
   assert result["iterations"] == 3
   assert len(result["meta_losses"]) == 3 and np.all(np.isfinite(result["meta_losses"]))

@@ -22,8 +22,13 @@ def test_cell_configs_use_the_shipped_file_and_the_documented_rates():
 
 def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
   out = str(tmp_path / "gen")
-  args = dict(small_steps=2e4, big_steps=2e4, catch_steps=1.5e4, num_seeds=2, tasks=("catch",),
-              optimizers=("Optim4RL catch",), progress=lambda *_: None)
+  args = dict(small_steps=2e4,
+              big_steps=2e4,
+              catch_steps=1.5e4,
+              num_seeds=2,
+              tasks=("catch",),
+              optimizers=("Optim4RL catch",),
+              progress=lambda *_: None)
   numbers = gen.run(out, **args)
   for name in ("table.md", "numbers.json", "generalisation.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0

@@ -27,22 +27,22 @@ def test_part_bounds_match_array_split():
 
 
 def test_split_parts_on_synthetic_data():
-  steps = np.arange(95)[:, None, None] * np.ones((1, 2, 3))      # value = step index
+  steps = np.arange(95)[:, None, None] * np.ones((1, 2, 3))  # value = step index
   parts = gradients.split_parts(steps, 30)
   assert len(parts) == 30
   np.testing.assert_array_equal(np.concatenate(parts), steps)
   assert [p.shape[0] for p in parts] == [4] * 5 + [3] * 25
-  assert parts[15][0, 0, 0] == 5 * 4 + 10 * 3                     # part 16 starts at step 50
+  assert parts[15][0, 0, 0] == 5 * 4 + 10 * 3  # part 16 starts at step 50
 
 
 def test_histogram_bins_and_density():
   assert gradients.HIST_BINS[0] == -9.0 and gradients.HIST_BINS[-1] == 4.5
   assert len(gradients.HIST_BINS) == 28 and np.allclose(np.diff(gradients.HIST_BINS), 0.5)
-  g = np.array([0.0, 0.0, 1e-3, -1e-3, 2.0, 1e6])                  # 1e6 -> log 6: outside the bins
+  g = np.array([0.0, 0.0, 1e-3, -1e-3, 2.0, 1e6])  # 1e6 -> log 6: outside the bins
   dens, edges = gradients.histogram(g)
   np.testing.assert_array_equal(edges, gradients.HIST_BINS)
   # log10(0 + 1e-8) = -8 -> bin [-8, -7.5) = index 2; log10(1e-3) -> [-3, -2.5) = 12; log10(2) -> [0, .5) = 18
-  counts = dens * 0.5 * 5                                          # density over the 5 values inside
+  counts = dens * 0.5 * 5  # density over the 5 values inside
   np.testing.assert_allclose(counts[[2, 12, 18]], [2, 2, 1])
   assert np.isclose((dens * 0.5).sum(), 1.0)
   np.testing.assert_allclose(gradients.log_abs([0.0, -10.0]), [-8.0, np.log10(10 + 1e-8)])
@@ -102,9 +102,14 @@ def test_end_to_end_collection_figures_and_table(tmp_path):
   assert idx["stand_in"] and idx["num_coords"] == 402 and idx["num_params"] == 401850
 
   out = tmp_path / "table4"
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "analyze_gradients.py"),
-                         f"--grads={tmp_path / 'bdl'}", f"--grads={tmp_path / 'mnist'}", f"--out={out}"],
-                        capture_output=True, text=True, timeout=300,
+  proc = subprocess.run([
+      sys.executable,
+      os.path.join(ROOT, "launch", "analyze_gradients.py"), f"--grads={tmp_path / 'bdl'}",
+      f"--grads={tmp_path / 'mnist'}", f"--out={out}"
+  ],
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert proc.returncode == 0, proc.stderr
   for name in ("fig1_bdl.png", "fig5_mnist.png"):
@@ -114,14 +119,14 @@ def test_end_to_end_collection_figures_and_table(tmp_path):
   assert "| big_dense_long (A2C, rmsprop lr 0.003) | measured here | 32 × 395 |" in md
   assert "| STAND-IN: scikit-learn digits 28x28 | measured here | 60 × 402 |" in md
   assert "| big_dense_long | paper (Table 4) | – | 7.1583e-04 | 1.1726e-04 | 6.7967e-04 |" in md
-  assert "MNIST | paper (Table 4; not measured here)" in md          # the stand-in is not MNIST
+  assert "MNIST | paper (Table 4; not measured here)" in md  # the stand-in is not MNIST
   assert "raw gradient values" in md and "inference" in md
   js = json.load(open(out / "table4.json"))
   bdl = js["entries"][0]
   store = collect.GradientStore(str(tmp_path / "bdl" / "grads"))
   g = store.load()
   want = sps.wasserstein_distance(g[:2].ravel().astype(np.float64), g.ravel().astype(np.float64))
-  assert bdl["wd"]["beginning"] == pytest.approx(want)             # part 1 of 32 steps = steps 0-1
+  assert bdl["wd"]["beginning"] == pytest.approx(want)  # part 1 of 32 steps = steps 0-1
   assert "fig1_bdl.png" in proc.stdout
 
 

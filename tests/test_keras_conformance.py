@@ -14,14 +14,21 @@ import tensorflow as tf
 
 import optim4rl_tf
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "optim4rl": optim4rl_tf.Optim4RL,
-              "linear_optim": optim4rl_tf.LinearOptim, "l2lgd2": optim4rl_tf.L2LGD2, "star": optim4rl_tf.STAR}
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "optim4rl": optim4rl_tf.Optim4RL,
+    "linear_optim": optim4rl_tf.LinearOptim,
+    "l2lgd2": optim4rl_tf.L2LGD2,
+    "star": optim4rl_tf.STAR
+}
 NAMES = list(OPTIMIZERS)
 V0 = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
 B0 = np.array([0.5, -1.0, 0.25], np.float32)
 # Gradients of very different norms (3.7, 0.4, 4.7), so that clipping by norm changes the result.
-GRADS = [np.array(g, np.float32) for g in ([[1.0, -2.0], [0.5, 3.0]], [[0.125, 0.25], [-0.25, 0.0625]],
-                                           [[-4.0, 1.0], [2.0, -0.5]])]
+GRADS = [
+    np.array(g, np.float32)
+    for g in ([[1.0, -2.0], [0.5, 3.0]], [[0.125, 0.25], [-0.25, 0.0625]], [[-4.0, 1.0], [2.0, -0.5]])
+]
 BIAS_GRADS = [np.array(g, np.float32) for g in ([2.0, -1.0, 0.5], [0.25, 0.5, -0.125], [-1.0, 3.0, 1.0])]
 
 pytestmark = pytest.mark.parametrize("name", NAMES)
@@ -72,8 +79,13 @@ def tiny_data(n=16):
 
 
 def test_config_round_trip(name):
-  opt = make(name, clipnorm=1.0, weight_decay=0.01, use_ema=True, ema_momentum=0.9,
-             gradient_accumulation_steps=2, loss_scale_factor=4.0)
+  opt = make(name,
+             clipnorm=1.0,
+             weight_decay=0.01,
+             use_ema=True,
+             ema_momentum=0.9,
+             gradient_accumulation_steps=2,
+             loss_scale_factor=4.0)
   config = opt.get_config()
   clone = type(opt).from_config(dict(config))
   assert clone.get_config() == config
@@ -145,8 +157,7 @@ def test_ema_and_overwrite(name):
     opt.apply_gradients([(tf.constant(g), v)])
     ref.apply_gradients([(tf.constant(g), v_ref)])
     average = v_ref.numpy() if average is None else 0.9 * average + 0.1 * v_ref.numpy()
-    np.testing.assert_allclose(opt._model_variables_moving_average[0].numpy(), average, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(opt._model_variables_moving_average[0].numpy(), average, rtol=1e-5, atol=1e-6)
     if step < 2:
       np.testing.assert_allclose(v.numpy(), v_ref.numpy(), rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(v.numpy(), average, rtol=1e-5, atol=1e-6)  # overwritten on the 3rd step
@@ -165,8 +176,7 @@ def test_gradient_accumulation(name):
     assert int(opt.iterations.numpy()) == (call + 1) // 3
     if call % 3 < 2:
       np.testing.assert_array_equal(v.numpy(), before)
-      np.testing.assert_allclose(opt._accumulated_gradients[0].numpy(),
-                                 sum(grads[call - call % 3:call + 1]), rtol=1e-6)
+      np.testing.assert_allclose(opt._accumulated_gradients[0].numpy(), sum(grads[call - call % 3:call + 1]), rtol=1e-6)
     else:
       ref.apply_gradients([(tf.constant(np.mean(grads[call - 2:call + 1], axis=0)), v_ref)])
       np.testing.assert_allclose(v.numpy(), v_ref.numpy(), rtol=1e-5, atol=1e-6)

@@ -36,8 +36,7 @@ def split_variables(opt):
 
 def small_model():
   keras.utils.set_random_seed(0)
-  return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                           keras.layers.Dense(1)])
+  return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
 
 
 @pytest.mark.parametrize("cls", [optim4rl_tf.Optim4RL, optim4rl_tf.L2LGD2])
@@ -51,8 +50,9 @@ def test_fit_reduces_regression_loss(cls):
 
 def test_keras_face_matches_golden_trajectory():
   golden = np.load(os.path.join(GOLDEN_DIR, "optim4rl_golden.npz"))
-  phi = {k[len("opt_16_16/"):]: golden[k] for k in golden.files
-         if k.startswith("opt_16_16/") and not k.endswith("theta")}
+  phi = {
+      k[len("opt_16_16/"):]: golden[k] for k in golden.files if k.startswith("opt_16_16/") and not k.endswith("theta")
+  }
   opt = optim4rl_tf.Optim4RL(learning_rate=0.03, meta_params=phi)
   var = keras.Variable(np.zeros((3, 4), np.float32), name="theta")
   for t, g in enumerate(golden["opt_grads"]):
@@ -210,10 +210,12 @@ def test_loss_scale_optimizer_wraps_optim4rl():
   # Mixed precision fit: float16 compute, float32 variables, dynamic loss scaling.
   x, y = regression_data(64)
   keras.utils.set_random_seed(0)
-  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", dtype="mixed_float16"),
-                            keras.layers.Dense(1, dtype="mixed_float16")])
-  model.compile(optimizer=keras.optimizers.LossScaleOptimizer(optim4rl_tf.Optim4RL(learning_rate=1e-2)),
-                loss="mse")
+  model = keras.Sequential([
+      keras.Input((4,)),
+      keras.layers.Dense(8, activation="relu", dtype="mixed_float16"),
+      keras.layers.Dense(1, dtype="mixed_float16")
+  ])
+  model.compile(optimizer=keras.optimizers.LossScaleOptimizer(optim4rl_tf.Optim4RL(learning_rate=1e-2)), loss="mse")
   loss = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
   assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
 
@@ -266,7 +268,10 @@ def test_bad_meta_param_dicts_name_the_key():
       (dict(phi, **{"rnn1/bias": "x"}), "'rnn1/bias' holds <U1 values"),
       (dict(phi, **{"rnn1/bias": [[1.0, 2.0], [3.0]]}), "'rnn1/bias' is not a numeric array"),
       (dict(phi, **{"rnn1/bias": None}), "'rnn1/bias' holds object values"),
-      (dict(phi, __meta__={"optimizer": "optim4rl", "mlp_dims": 16}), r"'__meta__'\['mlp_dims'\] must be"),
+      (dict(phi, __meta__={
+          "optimizer": "optim4rl",
+          "mlp_dims": 16
+      }), r"'__meta__'\['mlp_dims'\] must be"),
       (dict(phi, __meta__='{"optimizer": "optim4rl", "mlp_dims": 16}'), r"\['mlp_dims'\] must be a sequence"),
       (dict(phi, __meta__='{"optimizer": "l2lgd2"}'), "made for optimizer 'l2lgd2'"),
       (dict(phi, __meta__="{not json"), "'__meta__' is not valid JSON"),
@@ -360,8 +365,8 @@ def test_pretrained_name_in_config():
   clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
   assert clone.get_config() == config
   assert all(np.array_equal(clone.meta_params[k], v) for k, v in opt.meta_params.items())
-  assert not np.array_equal(optim4rl_tf.Optim4RL(mlp_dims=()).meta_params["rnn1/kernel"],
-                            opt.meta_params["rnn1/kernel"])
+  assert not np.array_equal(
+      optim4rl_tf.Optim4RL(mlp_dims=()).meta_params["rnn1/kernel"], opt.meta_params["rnn1/kernel"])
   with pytest.raises(ValueError, match="meta_params or pretrained, not both"):
     optim4rl_tf.Optim4RL(meta_params=opt.meta_params, pretrained="catch")
   with pytest.raises(ValueError, match="is a 'optim4rl' optimizer, not L2LGD2"):

@@ -35,15 +35,22 @@ from conftest import set_fields  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "launch", "train.py")
 CATCH = "--config=" + os.path.join(ROOT, "configs", "a2c.py") + ":catch"
-TINY = [CATCH, "--config.num_seeds=1", "--config.env.num_envs=4", "--config.train_steps=160",
-        "--config.iterations_per_call=1", "--config.plot=False"]      # 2 iterations of 4 envs x 20 steps
+TINY = [
+    CATCH, "--config.num_seeds=1", "--config.env.num_envs=4", "--config.train_steps=160",
+    "--config.iterations_per_call=1", "--config.plot=False"
+]  # 2 iterations of 4 envs x 20 steps
 
 
 def launch(args, timeout=300, **kwargs):
   """launch/train.py ARGS as a process."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, TRAIN] + args, capture_output=True, text=True, env=env, cwd=ROOT,
-                        timeout=timeout, **kwargs)
+  return subprocess.run([sys.executable, TRAIN] + args,
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        cwd=ROOT,
+                        timeout=timeout,
+                        **kwargs)
 
 
 def train_here(args):
@@ -53,8 +60,10 @@ def train_here(args):
 
 def error_lines(stderr):
   """The lines a launcher printed itself (TensorFlow's C++ start-up chatter left out)."""
-  return [line for line in stderr.splitlines()
-          if line.strip() and not line.startswith(("I0000", "E0000", "W0000", "WARNING: All log messages"))]
+  return [
+      line for line in stderr.splitlines()
+      if line.strip() and not line.startswith(("I0000", "E0000", "W0000", "WARNING: All log messages"))
+  ]
 
 
 def assert_one_line(proc, code, *needles):
@@ -71,7 +80,7 @@ def tiny_config(**overrides):
   c = a2c_configs.get_config("catch")
   c.env.num_envs = 8
   c.num_seeds = 2
-  c.train_steps = 8 * 20 * 6          # 6 iterations
+  c.train_steps = 8 * 20 * 6  # 6 iterations
   c.console_every_secs = 0.0
   c.iterations_per_call = 2
   return set_fields(c, **overrides)
@@ -85,6 +94,7 @@ def _poison(x, unit, value):
 
 # ---------------------------------------------------------------------------------------------------
 # Diverging agents: detected in-graph, frozen per seed, reported.
+
 
 def test_diverged_unit_is_frozen_in_graph_and_others_unchanged():
   """NaN parameters used to give NaN logits, out-of-range sampled actions and a GatherV2 crash (zeros on a
@@ -102,7 +112,7 @@ def test_diverged_unit_is_frozen_in_graph_and_others_unchanged():
   np.testing.assert_array_equal(m["update_norm"].numpy()[:, 1], [0, 0])
   for a, b, p0 in zip(out.params, clean.params, bad.params):
     np.testing.assert_array_equal(a.numpy()[[0, 2]], b.numpy()[[0, 2]])
-    np.testing.assert_array_equal(a.numpy()[1], p0.numpy()[1])        # frozen
+    np.testing.assert_array_equal(a.numpy()[1], p0.numpy()[1])  # frozen
   np.testing.assert_array_equal(m["loss"].numpy()[:, [0, 2]], m_clean["loss"].numpy()[:, [0, 2]])
   # Parameters that are finite but absurdly large count as diverged too.
   huge = state._replace(params=[_poison(state.params[0], 0, 2 * a2c.DIVERGENCE_BOUND)] + list(state.params[1:]))
@@ -121,14 +131,14 @@ def test_nan_grad_clip_diverges_every_unit_without_crashing():
   np.testing.assert_array_equal(m["healthy"].numpy(), np.zeros([3, 2]))
   assert np.all(m["return_count"].numpy()[1:] == 0) and np.all(m["return_count"].numpy()[0] > 0)
   for a, b in zip(out.params, state.params):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())           # frozen at the initial parameters
+    np.testing.assert_array_equal(a.numpy(), b.numpy())  # frozen at the initial parameters
 
 
 def test_one_diverged_seed_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
   clean = a2c_train.train(tiny_config(), str(tmp_path / "clean"), console=False)
   init_state = a2c_train.init_state
 
-  def poisoned(trainer, config):                  # seed label 1 (unit 1) starts with a NaN weight
+  def poisoned(trainer, config):  # seed label 1 (unit 1) starts with a NaN weight
     state, labels = init_state(trainer, config)
     return state._replace(params=[_poison(state.params[0], 1, np.nan)] + list(state.params[1:])), labels
 
@@ -138,7 +148,7 @@ def test_one_diverged_seed_does_not_stop_the_others(tmp_path, monkeypatch, capsy
   assert res["status"] == "diverged" and res["diverged"] == {1: 160}
   assert len(res["returns"][0][1]) == 6 and len(res["returns"][1][1]) == 0
   for a, b in zip(res["params"], clean["params"]):
-    np.testing.assert_array_equal(a[0], b[0])                  # the healthy seed is untouched
+    np.testing.assert_array_equal(a[0], b[0])  # the healthy seed is untouched
   summary = json.load(open(wd / "summary.json"))
   assert summary["status"] == "diverged" and summary["diverged"] == {"1": 160}
   assert summary["final"][1] is None and summary["final"][0] is not None and summary["iterations"] == 6
@@ -153,29 +163,29 @@ def test_one_diverged_seed_does_not_stop_the_others(tmp_path, monkeypatch, capsy
 
 def test_launcher_all_seeds_diverge_exit_3(tmp_path):
   wd = tmp_path / "div"
-  proc = train_here(TINY[:1] + ["--config.num_seeds=2", "--config.env.num_envs=4", "--config.train_steps=800",
-                            "--config.iterations_per_call=1", "--config.optimizer.learning_rate=1e30",
-                            f"--workdir={wd}"])
-  line = assert_one_line(proc, 3, "all seeds diverged", "seeds 0 (by env step", "optimizer.learning_rate",
-                         "grad_clip")
+  proc = train_here(TINY[:1] + [
+      "--config.num_seeds=2", "--config.env.num_envs=4", "--config.train_steps=800", "--config.iterations_per_call=1",
+      "--config.optimizer.learning_rate=1e30", f"--workdir={wd}"
+  ])
+  line = assert_one_line(proc, 3, "all seeds diverged", "seeds 0 (by env step", "optimizer.learning_rate", "grad_clip")
   assert str(wd) in line
   summary = json.load(open(wd / "summary.json"))
   assert summary["status"] == "diverged" and set(summary["diverged"]) == {"0", "1"}
-  assert summary["iterations"] < 10                              # stopped early
+  assert summary["iterations"] < 10  # stopped early
   rows = list(csv.DictReader(open(wd / "returns.csv")))
-  assert rows and {r["seed"] for r in rows} == {"0", "1"}       # returns before divergence kept
+  assert rows and {r["seed"] for r in rows} == {"0", "1"}  # returns before divergence kept
   assert os.listdir(wd / "tb")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Bad configs: one line, exit 2.
 
+
 def _huge_meta_params(path):
   """An .npz whose header declares a 4 TB array (the data is not there): np.load would try to allocate it."""
   with zipfile.ZipFile(path, "w") as zf:
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
-                                               "shape": (10**6, 10**6)})
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
     zf.writestr("rnn1/kernel.npy", buf.getvalue())
     meta = io.BytesIO()
     np.save(meta, np.array(json.dumps({"optimizer": "optim4rl", "mlp_dims": [16, 16], "hidden_size": 8})))
@@ -184,12 +194,25 @@ def _huge_meta_params(path):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"optimizer.grad_clip": float("nan")}, "optimizer.grad_clip must be a finite number"),
-    ({"optimizer.grad_clip": float("inf")}, "optimizer.grad_clip must be a finite number"),
-    ({"optimizer.learning_rate": float("nan")}, "learning_rate must be a positive finite number"),
-    ({"seed": 3000000000}, r"seed must be an integer in \[0, 2,147,483,646\]"),
-    ({"seed": -1}, r"seed must be an integer in \[0, "),
-    ({"env.num_envs": 200000000, "train_steps": 1e12}, "needs at least .* TiB of memory, but this machine has"),
+    ({
+        "optimizer.grad_clip": float("nan")
+    }, "optimizer.grad_clip must be a finite number"),
+    ({
+        "optimizer.grad_clip": float("inf")
+    }, "optimizer.grad_clip must be a finite number"),
+    ({
+        "optimizer.learning_rate": float("nan")
+    }, "learning_rate must be a positive finite number"),
+    ({
+        "seed": 3000000000
+    }, r"seed must be an integer in \[0, 2,147,483,646\]"),
+    ({
+        "seed": -1
+    }, r"seed must be an integer in \[0, "),
+    ({
+        "env.num_envs": 200000000,
+        "train_steps": 1e12
+    }, "needs at least .* TiB of memory, but this machine has"),
 ])
 def test_config_errors(overrides, match):
   with pytest.raises(ValueError, match=match):
@@ -197,7 +220,7 @@ def test_config_errors(overrides, match):
 
 
 def test_seed_range_edges():
-  assert a2c_train.validate_config(tiny_config(seed=2**31 - 2)) == 6         # labels 2**31-2, 2**31-1
+  assert a2c_train.validate_config(tiny_config(seed=2**31 - 2)) == 6  # labels 2**31-2, 2**31-1
   with pytest.raises(ValueError, match="int32"):
     a2c_train.validate_config(tiny_config(seed=2**31 - 1))
 
@@ -221,18 +244,19 @@ def test_launcher_flag_errors_are_one_line(tmp_path):
 
 
 def test_launcher_config_errors_are_one_line(tmp_path):
-  wd = tmp_path / "w"                  # (seed and grad_clip errors take the same path: test_config_errors)
+  wd = tmp_path / "w"  # (seed and grad_clip errors take the same path: test_config_errors)
   proc = train_here([CATCH, "--config.env.num_envs=200000000", "--config.train_steps=1e12", f"--workdir={wd}"])
   assert_one_line(proc, 2, "needs at least", "of memory", "lower env.num_envs")
   path = _huge_meta_params(tmp_path / "huge.npz")
-  proc = train_here([CATCH, "--config.optimizer.name=optim4rl", f"--config.optimizer.meta_params={path}",
-                 f"--workdir={wd}"])
+  proc = train_here(
+      [CATCH, "--config.optimizer.name=optim4rl", f"--config.optimizer.meta_params={path}", f"--workdir={wd}"])
   assert_one_line(proc, 2, "optimizer.meta_params", "huge.npz")
-  assert not os.path.exists(wd)                                  # nothing written for a config error
+  assert not os.path.exists(wd)  # nothing written for a config error
 
 
 # ---------------------------------------------------------------------------------------------------
 # Workdirs: lock, refuse or --overwrite; SIGTERM keeps what was computed.
+
 
 def test_workdir_rerun_policy(tmp_path):
   wd = tmp_path / "run"
@@ -242,24 +266,29 @@ def test_workdir_rerun_policy(tmp_path):
   before = {n: open(wd / n, "rb").read() for n in ("returns.csv", "summary.json", "params.npz")}
   assert json.load(open(wd / "summary.json"))["status"] == "finished"
   assert_one_line(train_here(args), 2, "already holds a finished run of this config", "--overwrite")
-  assert_one_line(train_here(args + ["--config.optimizer.learning_rate=0.01"]), 2,
-                  "different config", "optimizer.learning_rate 0.001 -> 0.01")
+  assert_one_line(train_here(args + ["--config.optimizer.learning_rate=0.01"]), 2, "different config",
+                  "optimizer.learning_rate 0.001 -> 0.01")
   with workdir_lib.lock(str(wd)):
     assert_one_line(train_here(args), 2, "in use by another process")
-  assert {n: open(wd / n, "rb").read() for n in before} == before    # refusals touched nothing
+  assert {n: open(wd / n, "rb").read() for n in before} == before  # refusals touched nothing
   again = train_here(args + ["--overwrite"])
   assert again.returncode == 0, again.stderr[-3000:]
-  assert len(os.listdir(wd / "tb")) == 1                              # old TensorBoard events cleared
+  assert len(os.listdir(wd / "tb")) == 1  # old TensorBoard events cleared
 
 
 @pytest.mark.slow(10)
 def test_sigterm_writes_partial_results(tmp_path):
   wd = tmp_path / "run"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.Popen([sys.executable, TRAIN, CATCH, "--config.num_seeds=1", "--config.env.num_envs=4",
-                           "--config.train_steps=1e8", "--config.iterations_per_call=2",
-                           f"--workdir={wd}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env, cwd=ROOT)
+  proc = subprocess.Popen([
+      sys.executable, TRAIN, CATCH, "--config.num_seeds=1", "--config.env.num_envs=4", "--config.train_steps=1e8",
+      "--config.iterations_per_call=2", f"--workdir={wd}"
+  ],
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True,
+                          env=env,
+                          cwd=ROOT)
   try:
     deadline = time.time() + 240
     rows = 0
@@ -283,9 +312,11 @@ def test_sigterm_writes_partial_results(tmp_path):
   assert len(kept) >= rows and int(kept[-1]["step"]) < summary["env_steps"]
   assert os.path.exists(wd / "params.npz") and os.listdir(wd / "tb")
   # A rerun is refused (runs cannot resume) until --overwrite.
-  assert_one_line(train_here(TINY[:1] + [f"--workdir={wd}", "--config.num_seeds=1", "--config.env.num_envs=4",
-                                     "--config.train_steps=1e8", "--config.iterations_per_call=2"]),
-                  2, "unfinished run of this config (status interrupted")
+  assert_one_line(
+      train_here(TINY[:1] + [
+          f"--workdir={wd}", "--config.num_seeds=1", "--config.env.num_envs=4", "--config.train_steps=1e8",
+          "--config.iterations_per_call=2"
+      ]), 2, "unfinished run of this config (status interrupted")
 
 
 def test_cli_exit_codes_and_messages():

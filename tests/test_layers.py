@@ -161,7 +161,9 @@ def test_no_import_cycle():
 
 def test_no_import_goes_up_the_layers():
   graph = import_graph()
-  upward = sorted((m, d) for m, deps in graph.items() for d in deps
+  upward = sorted((m, d)
+                  for m, deps in graph.items()
+                  for d in deps
                   if RANK[package_of(d)] > RANK[package_of(m)] and (m, d) not in KNOWN_UPWARD)
   assert not upward, "imports that go up the layers (see the docstring of tests/test_layers.py):\n" + "\n".join(
       f"{m} ({package_of(m)}) imports {d} ({package_of(d)})" for m, d in upward)
@@ -169,9 +171,10 @@ def test_no_import_goes_up_the_layers():
 
 def test_the_import_reader():
   """Function-level and relative imports count; 'from P import module' is that module, not P."""
-  modules = {"optim4rl_tf", "optim4rl_tf.agents", "optim4rl_tf.agents.a2c", "optim4rl_tf.analysis",
-             "optim4rl_tf.analysis.collect", "optim4rl_tf.envs", "optim4rl_tf.envs.catch",
-             "optim4rl_tf.utils.stats"}
+  modules = {
+      "optim4rl_tf", "optim4rl_tf.agents", "optim4rl_tf.agents.a2c", "optim4rl_tf.analysis",
+      "optim4rl_tf.analysis.collect", "optim4rl_tf.envs", "optim4rl_tf.envs.catch", "optim4rl_tf.utils.stats"
+  }
   source = ("from . import a2c\n"
             "from optim4rl_tf.envs import Catch\n"
             "import numpy as np\n"
@@ -179,8 +182,9 @@ def test_the_import_reader():
             "  from optim4rl_tf.analysis import collect\n"
             "  import optim4rl_tf.utils.stats\n")
   got = module_imports(source, "optim4rl_tf.agents.a2c_train", False, modules)
-  assert got == {"optim4rl_tf.agents.a2c", "optim4rl_tf.envs", "optim4rl_tf.analysis.collect",
-                 "optim4rl_tf.utils.stats"}
+  assert got == {
+      "optim4rl_tf.agents.a2c", "optim4rl_tf.envs", "optim4rl_tf.analysis.collect", "optim4rl_tf.utils.stats"
+  }
   graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
   assert cycles(graph) == [frozenset({"a", "b", "c"})]
   assert _one_cycle(graph, frozenset({"a", "b", "c"})) == "a -> b -> c -> a"

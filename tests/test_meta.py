@@ -29,6 +29,7 @@ def tiny_config(num_units=4, iterations=3, **overrides):
 
 # --- the reset schedule (docs/fidelity.md §5.2) ---------------------------------------------------------------
 
+
 def test_reset_indices_follow_linspace():
   r = pipeline.reset_indices(512, 72)
   np.testing.assert_array_equal(r, np.linspace(0, 71, 512).astype(np.int32))
@@ -76,6 +77,7 @@ def test_outer_iteration_resets_exactly_the_scheduled_units():
 
 # --- the meta-gradient ------------------------------------------------------------------------------
 
+
 def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   """d meta-loss / d phi with the rollout data (and hence every g_k) held fixed, in float64."""
   config = tiny_config(num_units=2)
@@ -89,8 +91,10 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   # Non-zero biases keep every ReLU of the heads away from its kink (zero biases and zero hidden states
   # would put pre-activations exactly at 0, where finite differences are one-sided).
   noise = np.random.RandomState(1)
-  phi0 = {k: v.numpy().astype(np.float64) + (0.1 * noise.randn(*v.shape) if k.endswith("bias") else 0.0)
-          for k, v in phi32.items()}
+  phi0 = {
+      k: v.numpy().astype(np.float64) + (0.1 * noise.randn(*v.shape) if k.endswith("bias") else 0.0)
+      for k, v in phi32.items()
+  }
   grads = [f64(g) for g in grads32]
   hidden0 = tuple(f64(h) for h in units.hidden)
   theta0 = meta_a2c.flatten_units([f64(p) for p in units.params])
@@ -132,12 +136,13 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   params_m = meta_a2c.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
   _, _, g_m = a2c.loss_and_grads(apply64, params_m, traj, task.hparams)
   cotangent = meta_a2c.flatten_units(g_m) / task.num_units
-  analytic = meta_a2c.meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0,
-                                    grads, cotangent)
+  analytic = meta_a2c.meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0, grads, cotangent)
   rng = np.random.RandomState(0)
   checked = 0
-  for key in ["rnn1/kernel", "rnn1/recurrent_kernel", "rnn2/kernel", "rnn2/bias", "mlp1/dense_0/kernel",
-              "mlp1/out/kernel", "mlp2/out/bias", "mlp2/dense_0/bias"]:
+  for key in [
+      "rnn1/kernel", "rnn1/recurrent_kernel", "rnn2/kernel", "rnn2/bias", "mlp1/dense_0/kernel", "mlp1/out/kernel",
+      "mlp2/out/bias", "mlp2/dense_0/bias"
+  ]:
     for _ in range(2):
       idx = tuple(rng.randint(s) for s in phi0[key].shape)
       eps = 1e-5
@@ -173,8 +178,7 @@ def test_optimizer_step_in_parallel_parts_equals_one_call():
   phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
   rng = np.random.RandomState(0)
   grads = tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2)
-  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32))
-                 for _ in range(core.num_states))
+  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32)) for _ in range(core.num_states))
   whole = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=1)
   for parts in (2, 3, 5):
     split = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=parts)
@@ -193,6 +197,7 @@ def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():
 
 
 # --- long runs: NaN guard, checkpoints, resume ---------------------------------------------------
+
 
 def _poison_iteration(monkeypatch, bad_iterations):
   original = trainer_lib.MetaTrainer._combine
@@ -273,10 +278,11 @@ def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = str(tmp_path / "killed")
-  flags = ["--config=" + os.path.join(root, "configs/meta_a2c.py") + ":catch", f"--workdir={workdir}",
-           "--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2",
-           "--config.num_iterations=5", "--config.reset_interval=2", "--config.optimizer.mlp_dims=(4,)",
-           "--config.checkpoint_every=1"]
+  flags = [
+      "--config=" + os.path.join(root, "configs/meta_a2c.py") + ":catch", f"--workdir={workdir}",
+      "--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2", "--config.num_iterations=5",
+      "--config.reset_interval=2", "--config.optimizer.mlp_dims=(4,)", "--config.checkpoint_every=1"
+  ]
   cmd = [sys.executable, os.path.join(root, "launch/meta_train.py")] + flags
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   target = os.path.join(workdir, "checkpoints", "ckpt-2.index")
@@ -350,7 +356,7 @@ def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
 @pytest.mark.slow(14)
 def test_multi_task_meta_training_normalises_each_task_then_averages():
   config = meta_configs.get_config("grid6")
-  config.tasks = config.tasks[:1] + config.tasks[-1:]      # small_dense_long (x1000 rewards) and bdl
+  config.tasks = config.tasks[:1] + config.tasks[-1:]  # small_dense_long (x1000 rewards) and bdl
   config.num_units = 2
   config.rollout_steps = 5
   config.inner_updates = 2

@@ -21,8 +21,7 @@ def _tiny(iterations=2):
 
 
 def test_mask_covers_exactly_the_recurrent_z_and_r_biases():
-  shapes = {"rnn1/kernel": (1, 24), "rnn1/recurrent_kernel": (8, 24), "rnn1/bias": (2, 24),
-            "mlp1/out/bias": (2,)}
+  shapes = {"rnn1/kernel": (1, 24), "rnn1/recurrent_kernel": (8, 24), "rnn1/bias": (2, 24), "mlp1/out/bias": (2,)}
   masks = trainer_lib.redundant_gru_bias_masks(shapes)
   assert sorted(masks) == ["rnn1/bias"]
   expected = np.ones((2, 24), np.float32)
@@ -33,15 +32,16 @@ def test_mask_covers_exactly_the_recurrent_z_and_r_biases():
 def test_redundant_gru_biases_get_no_meta_gradient_and_stay_zero():
   trainer = trainer_lib.MetaTrainer(_tiny())
   phi0 = trainer.meta_params()
-  bias_keys = [k for k in trainer.keys if k.endswith("/bias") and k.replace("/bias", "/recurrent_kernel")
-               in trainer.keys]
+  bias_keys = [
+      k for k in trainer.keys if k.endswith("/bias") and k.replace("/bias", "/recurrent_kernel") in trainer.keys
+  ]
   assert bias_keys, trainer.keys
   trainer.train()
   phi = trainer.meta_params()
   for k in bias_keys:
     np.testing.assert_array_equal(phi[k][1, :16], phi0[k][1, :16])  # the redundant entries never move
-    assert np.any(phi[k][0, :16] != phi0[k][0, :16])                # the input z/r biases do
-    assert np.any(phi[k][1, 16:] != phi0[k][1, 16:])                # the candidate's recurrent bias too
+    assert np.any(phi[k][0, :16] != phi0[k][0, :16])  # the input z/r biases do
+    assert np.any(phi[k][1, 16:] != phi0[k][1, 16:])  # the candidate's recurrent bias too
 
 
 def test_the_norm_counts_each_effective_bias_once():

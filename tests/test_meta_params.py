@@ -11,9 +11,15 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 OPTIM4RL_16_16_KEYS = {
-    "rnn1/kernel": (1, 24), "rnn1/recurrent_kernel": (8, 24), "rnn1/bias": (2, 24),
-    "mlp1/dense_0/kernel": (8, 16), "mlp1/dense_0/bias": (16,), "mlp1/dense_1/kernel": (16, 16),
-    "mlp1/dense_1/bias": (16,), "mlp1/out/kernel": (16, 1), "mlp1/out/bias": (1,),
+    "rnn1/kernel": (1, 24),
+    "rnn1/recurrent_kernel": (8, 24),
+    "rnn1/bias": (2, 24),
+    "mlp1/dense_0/kernel": (8, 16),
+    "mlp1/dense_0/bias": (16,),
+    "mlp1/dense_1/kernel": (16, 16),
+    "mlp1/dense_1/bias": (16,),
+    "mlp1/out/kernel": (16, 1),
+    "mlp1/out/bias": (1,),
 }
 
 
@@ -27,8 +33,7 @@ def test_optim4rl_keys_and_meta(tmp_path):
   expected = dict(OPTIM4RL_16_16_KEYS)
   expected.update({k.replace("rnn1", "rnn2").replace("mlp1", "mlp2"): v for k, v in OPTIM4RL_16_16_KEYS.items()})
   assert shapes == expected and "__meta__" in files
-  assert meta == {"optimizer": "optim4rl", "mlp_dims": [16, 16], "hidden_size": 8,
-                  "version": optim4rl_tf.__version__}
+  assert meta == {"optimizer": "optim4rl", "mlp_dims": [16, 16], "hidden_size": 8, "version": optim4rl_tf.__version__}
 
 
 def test_head_free_keys():
@@ -81,7 +86,7 @@ def test_truncated_file(tmp_path):
   path = optim4rl_tf.Optim4RL().save_meta_params(tmp_path / "full.npz")
   data = open(path, "rb").read()
   bad = tmp_path / "truncated.npz"
-  bad.write_bytes(data[: len(data) // 2])
+  bad.write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match="not a readable .npz meta-parameter file"):
     optim4rl_tf.Optim4RL(meta_params=str(bad))
 

@@ -28,16 +28,28 @@ from conftest import set_fields  # noqa: E402
 
 KEY = (7, 11)
 SEEDS = (3, 4)
-REL_TOL = 2e-4       # max |ours - jax| / max |jax| (float32; measured 1.0e-7; the approximation: 9.3e-2)
+REL_TOL = 2e-4  # max |ours - jax| / max |jax| (float32; measured 1.0e-7; the approximation: 9.3e-2)
 
 
 def tiny_config():
   c = ppo_configs.get_config("meta_inverted_pendulum")
-  return set_fields(c, **{"env.num_envs": 4, "env.episode_length": 5, "num_units": 2, "batch_size": 2,
-                          "num_minibatches": 2, "unroll_length": 3, "update_epochs": 2, "inner_updates": 2,
-                          "learning_rate": 3e-3, "pipeline": False, "network.policy_hidden": (8,),
-                          "network.value_hidden": (8, 8), "optimizer.mlp_dims": (),
-                          "optimizer.hidden_size": 3})
+  return set_fields(
+      c, **{
+          "env.num_envs": 4,
+          "env.episode_length": 5,
+          "num_units": 2,
+          "batch_size": 2,
+          "num_minibatches": 2,
+          "unroll_length": 3,
+          "update_epochs": 2,
+          "inner_updates": 2,
+          "learning_rate": 3e-3,
+          "pipeline": False,
+          "network.policy_hidden": (8,),
+          "network.value_hidden": (8, 8),
+          "optimizer.mlp_dims": (),
+          "optimizer.hidden_size": 3
+      })
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +66,21 @@ def problem():
   flat = task.env.to_flat(state)
   obs = tf.reshape(task.env.flat_obs(flat), [u, -1, net.obs_size])
   hidden = core.init_state_feature_major([u, net.num_params])
-  units = meta_ppo.UnitState(params=params, hidden=hidden, norm=ppo.norm_init(u, net.obs_size),
-                             env_state=flat, obs=obs)
+  units = meta_ppo.UnitState(params=params, hidden=hidden, norm=ppo.norm_init(u, net.obs_size), env_state=flat, obs=obs)
   return task, core, phi, units, state
 
 
 def project_meta_gradient(task, core, phi, units, through_env):
   t = task._replace(meta_grad_through_env=through_env)
-  fn = tf.function(lambda: meta_ppo.outer_iteration(t, core, phi, units, tf.constant(1, tf.int64),
-                                                    tf.constant(KEY, tf.int32)))
+  fn = tf.function(
+      lambda: meta_ppo.outer_iteration(t, core, phi, units, tf.constant(1, tf.int64), tf.constant(KEY, tf.int32)))
   _, grads, metrics = fn()
   return {k: v.numpy() for k, v in grads.items()}, float(metrics["meta_loss"])
 
 
 # ------------------------------------------------------------------------------------------------
 # Noise and permutations, drawn with the project's keys (the schedule of meta_ppo_grad.unroll).
+
 
 def _normal(shape, seed):
   """The standard normal TFP's Normal(loc, scale).sample(seed) scales: loc + scale * this."""
@@ -79,17 +91,18 @@ def draw_randomness(task):
   split, fold = tf.random.experimental.stateless_split, tf.random.experimental.stateless_fold_in
   u, a, t = task.num_units, task.net.action_size, task.unroll_length
   e = task.env.num_envs // u
-  m = task.unrolls * e                               # trajectories per unit and inner update
+  m = task.unrolls * e  # trajectories per unit and inner update
   mb = m // task.num_minibatches
-  key = split(tf.constant(KEY, tf.int32), 2)[1]      # outer_iteration: keys[0] resets, keys[1] the rest
+  key = split(tf.constant(KEY, tf.int32), 2)[1]  # outer_iteration: keys[0] resets, keys[1] the rest
   inner = []
   for k in range(task.inner_updates):
     ks = split(fold(key, k), 2)
     act = np.stack([_normal([u, e, a], fold(ks[0], j)) for j in range(task.unrolls * t)])
     keys = split(ks[1], 2)
     perm_keys = split(keys[0], task.update_epochs)
-    perms = np.stack([tf.argsort(tf.random.stateless_uniform([u, m], perm_keys[i]), axis=1).numpy()
-                      for i in range(task.update_epochs)])
+    perms = np.stack([
+        tf.argsort(tf.random.stateless_uniform([u, m], perm_keys[i]), axis=1).numpy() for i in range(task.update_epochs)
+    ])
     steps = task.update_epochs * task.num_minibatches
     ent = np.stack([_normal([u, mb, t, a], fold(keys[1], i)) for i in range(steps)])
     inner.append((act, perms, ent))
@@ -101,6 +114,7 @@ def draw_randomness(task):
 
 # ------------------------------------------------------------------------------------------------
 # The JAX transcription of one MetaPPO outer iteration (docs/fidelity.md §7.3-§7.5, §6.2).
+
 
 def jax_meta_gradient(task, core, phi, units, state, randomness):
   import jax
@@ -141,20 +155,24 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
   fldj = lambda x: 2.0 * (jnp.log(2.0) - x - jax.nn.softplus(-2.0 * x))
 
   def log_prob(loc, scale, x):
-    lp = -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
+    lp = -0.5 * ((x - loc) / scale)**2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
     return (lp - fldj(x)).sum(-1)
 
   def rollout(params, norm, js, eps):
+
     def body(js, eps_j):
       obs = js.obs.reshape(u, e, d)
       loc, scale = dist(policy(params, normalize(norm, obs)))
       raw = loc + scale * eps_j
       js = step(js, jnp.tanh(raw).reshape(-1, a))
-      return js, (obs.reshape(-1, d), raw.reshape(-1, a), log_prob(loc, scale, raw).reshape(-1),
-                   js.reward, js.done, js.info["truncation"])
+      return js, (obs.reshape(-1,
+                              d), raw.reshape(-1,
+                                              a), log_prob(loc, scale,
+                                                           raw).reshape(-1), js.reward, js.done, js.info["truncation"])
+
     js, cols = jax.lax.scan(body, js, eps)
     obs = jnp.concatenate([cols[0], js.obs[None]], 0)
-    k = eps.shape[0] // t                               # meta_ppo / ppo_train._assemble, in JAX
+    k = eps.shape[0] // t  # meta_ppo / ppo_train._assemble, in JAX
     idx = np.arange(k)[:, None] * t + np.arange(t + 1)[None, :]
 
     def per_unit(x, t_len):
@@ -192,8 +210,7 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
     surrogate = jnp.minimum(rho * adv, jnp.clip(rho, 1 - eps, 1 + eps) * adv)
     mean_u = lambda x: x.reshape(u, -1).mean(1)
     entropy = (0.5 + 0.5 * jnp.log(2 * jnp.pi) + jnp.log(scale) + fldj(loc + scale * eps_ent)).sum(-1)
-    return (-mean_u(surrogate) + hp.value_weight * mean_u((vs - v) ** 2)
-            - hp.entropy_cost * mean_u(entropy))
+    return (-mean_u(surrogate) + hp.value_weight * mean_u((vs - v)**2) - hp.entropy_cost * mean_u(entropy))
 
   def gru(ph, prefix, x, h):
     kernel, rec, bias = ph[f"{prefix}/kernel"], ph[f"{prefix}/recurrent_kernel"], ph[f"{prefix}/bias"]
@@ -203,7 +220,7 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
     n = jnp.tanh(xw[2 * hs:] + r * hw[2 * hs:])
     return n + z * (h - n)
 
-  def optim4rl(ph, hidden, g):                         # no MLP heads: o = out layer of h
+  def optim4rl(ph, hidden, g):  # no MLP heads: o = out layer of h
     g = sg(g).reshape(1, -1)
     h1, h2 = gru(ph, "rnn1", g, hidden[0]), gru(ph, "rnn2", g * g, hidden[1])
     o1 = ph["mlp1/out/kernel"].T @ h1 + ph["mlp1/out/bias"][:, None]
@@ -228,8 +245,7 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
       norm = norm_update(norm, b["obs"][:, :, :t])
       for i in range(task.update_epochs * task.num_minibatches):
         idx = perms[i // task.num_minibatches][:, (i % task.num_minibatches) * mb:][:, :mb]
-        mini = {k: jnp.take_along_axis(v, idx.reshape(idx.shape + (1,) * (v.ndim - 2)), axis=1)
-                for k, v in b.items()}
+        mini = {k: jnp.take_along_axis(v, idx.reshape(idx.shape + (1,) * (v.ndim - 2)), axis=1) for k, v in b.items()}
         grads = jax.grad(lambda p: ppo_loss(p, norm, mini, jnp.asarray(ent[i]), False).sum())(params)
         flat = jnp.clip(flatten(grads), -task.grad_clip, task.grad_clip)
         delta, hidden = optim4rl(ph, hidden, flat)
@@ -260,18 +276,19 @@ def test_meta_ppo_gradient_matches_jax_grad_through_brax(problem, reference, thr
   ref, ref_loss = reference
   ours, loss = project_meta_gradient(task, core, phi, units, through_env)
   assert sorted(ours) == sorted(ref)
-  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)         # the same forward iteration
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)  # the same forward iteration
   rel = _max_rel_diff(ours, ref)
   print(f"through_env={through_env}: max |ours - jax| / max |jax| = {rel:.3g} "
         f"(max |jax| = {max(float(np.max(np.abs(v))) for v in ref.values()):.3g})")
   if through_env:
     assert rel < REL_TOL
-  else:   # the approximation drops the paths through the simulator, env state and normaliser
+  else:  # the approximation drops the paths through the simulator, env state and normaliser
     assert rel > 20 * REL_TOL
 
 
 # ------------------------------------------------------------------------------------------------
 # MetaPPOstar (docs/fidelity.md §7.6): the second-order path, checked by finite differences.
+
 
 def fd_star_config():
   """A problem whose meta-gradient is the TOTAL derivative of the meta-loss, so finite differences can
@@ -284,11 +301,25 @@ def fd_star_config():
   3 env steps per inner update on theta_k and the carried env state, and the meta step's V(obs), keep the
   environment paths live."""
   c = ppo_configs.get_config("meta_inverted_pendulum")
-  return set_fields(c, **{"optimizer.name": "star", "env.num_envs": 2, "env.episode_length": 1000,
-                          "num_units": 2, "batch_size": 1, "num_minibatches": 3, "unroll_length": 1,
-                          "update_epochs": 1, "inner_updates": 2, "discount": 0.0, "learning_rate": 5e-2,
-                          "grad_clip": -1.0, "normalize_observations": False, "pipeline": False,
-                          "network.policy_hidden": (8,), "network.value_hidden": (8,)})
+  return set_fields(
+      c, **{
+          "optimizer.name": "star",
+          "env.num_envs": 2,
+          "env.episode_length": 1000,
+          "num_units": 2,
+          "batch_size": 1,
+          "num_minibatches": 3,
+          "unroll_length": 1,
+          "update_epochs": 1,
+          "inner_updates": 2,
+          "discount": 0.0,
+          "learning_rate": 5e-2,
+          "grad_clip": -1.0,
+          "normalize_observations": False,
+          "pipeline": False,
+          "network.policy_hidden": (8,),
+          "network.value_hidden": (8,)
+      })
 
 
 @pytest.mark.slow
@@ -304,9 +335,13 @@ def test_meta_ppo_star_second_order_path_matches_finite_differences():
 
   @tf.function
   def run(phi_list, second_order):
-    _, grads, metrics = meta_ppo_star.outer_iteration(
-        task, core, dict(zip(names, phi_list)), units, tf.constant(1, tf.int64), tf.constant(KEY, tf.int32),
-        second_order=second_order)
+    _, grads, metrics = meta_ppo_star.outer_iteration(task,
+                                                      core,
+                                                      dict(zip(names, phi_list)),
+                                                      units,
+                                                      tf.constant(1, tf.int64),
+                                                      tf.constant(KEY, tf.int32),
+                                                      second_order=second_order)
     return [grads[k] for k in names], metrics["meta_loss"]
 
   flat = lambda xs: np.concatenate([np.ravel(x) for x in xs]).astype(np.float64)
@@ -315,16 +350,17 @@ def test_meta_ppo_star_second_order_path_matches_finite_differences():
   sizes = np.cumsum([int(np.prod(p.shape)) for p in phi0])[:-1]
 
   def directional_fd(v, eps):
-    shifted = lambda s: [p + s * eps * tf.constant(x.reshape(p.shape), tf.float32)
-                         for p, x in zip(phi0, np.split(v, sizes))]
+    shifted = lambda s: [
+        p + s * eps * tf.constant(x.reshape(p.shape), tf.float32) for p, x in zip(phi0, np.split(v, sizes))
+    ]
     return (float(run(shifted(1.0), True)[1]) - float(run(shifted(-1.0), True)[1])) / (2 * eps)
 
   diff = second - first
-  gap = np.linalg.norm(diff)              # what the second-order path adds (measured ~2% of the gradient)
+  gap = np.linalg.norm(diff)  # what the second-order path adds (measured ~2% of the gradient)
   assert gap > 1e-3 * np.linalg.norm(second)
   for v, tol in ((diff / gap, 0.05 * gap), (second / np.linalg.norm(second), 1e-3 * np.linalg.norm(second))):
     d2, d1 = directional_fd(v, 2e-3), directional_fd(v, 1e-3)
-    fd = (4 * d1 - d2) / 3                  # Richardson: central differences are O(eps^2)
+    fd = (4 * d1 - d2) / 3  # Richardson: central differences are O(eps^2)
     print(f"analytic {second @ v:.7g}, first-order {first @ v:.7g}, central differences (eps 2e-3, 1e-3) "
           f"{d2:.7g}, {d1:.7g} -> {fd:.7g}")
     assert abs(fd - second @ v) < tol and abs(d1 - second @ v) < tol

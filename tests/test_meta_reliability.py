@@ -28,8 +28,10 @@ from optim4rl_tf.utils import workdir as workdir_lib
 from conftest import launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ["--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2",
-              "--config.reset_interval=2", "--config.optimizer.mlp_dims=(4,)"]
+TINY_FLAGS = [
+    "--config.num_units=2", "--config.rollout_steps=5", "--config.inner_updates=2", "--config.reset_interval=2",
+    "--config.optimizer.mlp_dims=(4,)"
+]
 
 
 def tiny_config(iterations=3, **overrides):
@@ -65,17 +67,25 @@ def csv_iterations(workdir):
 
 def error_lines(err):
   """stderr without TensorFlow's C++ start-up log lines (not ours to silence)."""
-  return [line for line in err.splitlines() if line.strip() and not re.match(r"[IWE]\d{4} ", line)
-          and not line.startswith("WARNING: All log messages before absl::InitializeLog()")]
+  return [
+      line for line in err.splitlines() if line.strip() and not re.match(r"[IWE]\d{4} ", line) and
+      not line.startswith("WARNING: All log messages before absl::InitializeLog()")
+  ]
 
 
 def launch(args, **kw):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OPTIM4RL_TF_TCMALLOC="0")
-  return subprocess.Popen([sys.executable] + args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, **kw)
+  return subprocess.Popen([sys.executable] + args,
+                          cwd=ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True,
+                          **kw)
 
 
 # --- divergence reaches the guard --------------------------------------------------------------------
+
 
 def test_absurd_phi_is_never_applied_and_the_run_stops_cleanly(tmp_path):
   """meta_lr=1e30: a finite phi of +-1e30 used to be applied, and the next rollouts crashed in a gather."""
@@ -83,7 +93,9 @@ def test_absurd_phi_is_never_applied_and_the_run_stops_cleanly(tmp_path):
   applied = []
   with pytest.raises(trainer_lib.NonFiniteError, match="2 consecutive outer iterations.*no iteration was "
                      "applied"):
-    run.meta_train(tiny_config(iterations=4, meta_lr=1e30, max_nonfinite=2), workdir, console=False,
+    run.meta_train(tiny_config(iterations=4, meta_lr=1e30, max_nonfinite=2),
+                   workdir,
+                   console=False,
                    progress_fn=lambda t, m: applied.append(m["meta/applied"]))
   assert applied == [0.0, 0.0]
   assert not os.path.exists(os.path.join(workdir, "phi.npz"))  # nothing applied, nothing saved as good
@@ -98,8 +110,7 @@ def test_diverged_agent_parameters_never_reach_the_sampler():
   assert float(metrics["params_ok"]) == 1.0
   # A unit whose weights are NaN/absurd (as after a blown-up inner update): the rollouts must not sample
   # from NaN logits (an out-of-range action made the next gather fail); the iteration is flagged instead.
-  bad = units._replace(params=[p * np.float32(1e30) + (np.nan if i == 0 else 0.0)
-                               for i, p in enumerate(units.params)])
+  bad = units._replace(params=[p * np.float32(1e30) + (np.nan if i == 0 else 0.0) for i, p in enumerate(units.params)])
   _, _, _, metrics, traj = meta_a2c.inner_loop(task, core, phi, bad, tf.constant([1, 2]))
   assert float(metrics["params_ok"]) == 0.0
   assert np.all((traj.actions.numpy() >= 0) & (traj.actions.numpy() < task.env.num_actions))
@@ -109,6 +120,7 @@ def test_diverged_agent_parameters_never_reach_the_sampler():
 
 
 # --- the final applied state is always saved -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("iterations,every,bad", [(4, 2, [4]), (2, 10, [2])])
 def test_skipped_final_iteration_still_saves_the_applied_state(tmp_path, monkeypatch, iterations, every, bad):
@@ -128,6 +140,7 @@ def test_skipped_final_iteration_still_saves_the_applied_state(tmp_path, monkeyp
 
 # --- signals --------------------------------------------------------------------------------------------
 
+
 def _wait_for_rows(workdir, n, proc, timeout=240):
   deadline = time.time() + timeout
   path = os.path.join(workdir, "meta_metrics.csv")
@@ -144,13 +157,15 @@ def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypa
   (launch/meta_train.py in this process, conftest.launcher) gets SIGINT, from this process to itself,
   during its first new outer iteration."""
   workdir = str(tmp_path / "run")
-  args = ["launch/meta_train.py", f"--config={ROOT}/configs/meta_a2c.py:catch", f"--workdir={workdir}",
-          "--config.num_iterations=500", "--config.checkpoint_every=1000"] + TINY_FLAGS
+  args = [
+      "launch/meta_train.py", f"--config={ROOT}/configs/meta_a2c.py:catch", f"--workdir={workdir}",
+      "--config.num_iterations=500", "--config.checkpoint_every=1000"
+  ] + TINY_FLAGS
   step = trainer_lib.MetaTrainer._step
 
   def step_then_sigint(self, *a, **kw):
     out = step(self, *a, **kw)
-    os.kill(os.getpid(), signal.SIGINT)         # arrives before the iteration is logged and saved
+    os.kill(os.getpid(), signal.SIGINT)  # arrives before the iteration is logged and saved
     return out
 
   for signum, code, rows in ((signal.SIGTERM, 143, 2), (signal.SIGINT, 130, None)):
@@ -180,6 +195,7 @@ def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypa
 
 # --- resume: each iteration logged once --------------------------------------------------------------------
 
+
 @pytest.mark.slow(8)
 def test_resume_logs_each_iteration_once_and_records_the_units_used(tmp_path):
   workdir = str(tmp_path / "run")
@@ -189,8 +205,7 @@ def test_resume_logs_each_iteration_once_and_records_the_units_used(tmp_path):
       raise RuntimeError("killed")
 
   with pytest.raises(RuntimeError, match="killed"):
-    run.meta_train(tiny_config(iterations=4, checkpoint_every=2), workdir, console=False,
-                   progress_fn=crash_at_3)
+    run.meta_train(tiny_config(iterations=4, checkpoint_every=2), workdir, console=False, progress_fn=crash_at_3)
   assert csv_iterations(workdir) == [1, 2, 3]
   # A larger budget may resume the workdir; iteration 3 is redone and must replace the first attempt.
   run.meta_train(tiny_config(iterations=5, checkpoint_every=2), workdir, console=False)
@@ -210,6 +225,7 @@ def test_negative_num_units_is_rejected():
 
 
 # --- workdirs -----------------------------------------------------------------------------------------------
+
 
 def _old_style_workdir(tmp_path, config):
   """A workdir as earlier versions left it (config.json with tasks as YAML strings)."""
@@ -245,6 +261,7 @@ def test_a_workdir_in_use_is_refused(tmp_path):
 
 # --- launch/main.py ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("flag,message", [
     ("--meta_units=0", "--meta_units must be an integer >= 1, got 0"),
     ("--mlp_dims=abc", "--mlp_dims must be comma-separated positive integers (or empty), got 'abc'"),
@@ -269,8 +286,10 @@ def test_main_refuses_another_seed_in_the_same_workdir(tmp_path):
   os.makedirs(root)
   _old_style_workdir(root, config)  # root/run: rename to the meta-training folder main.py uses
   os.rename(root / "run", root / "meta_optim4rl_catch")
-  proc = launch(["launch/main.py", f"--workdir={root}", "--seed=9", "--meta_units=2", "--meta_iterations=1",
-                 "--num_seeds=1", "--test_steps=2000"])
+  proc = launch([
+      "launch/main.py", f"--workdir={root}", "--seed=9", "--meta_units=2", "--meta_iterations=1", "--num_seeds=1",
+      "--test_steps=2000"
+  ])
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 2, err[-2000:]
   lines = error_lines(err)
@@ -302,11 +321,13 @@ def test_main_retests_when_phi_or_budget_changed(tmp_path, monkeypatch, capsys):
   out = capsys.readouterr().out
   assert calls == [["phi1.npz", 1e5], ["phi2.npz", 1e5], ["phi2.npz", 2e5]], out
   assert "already tested with this phi and budget" in out
-  assert sorted(os.listdir(tmp_path)) == ["phi1.npz", "phi1b.npz", "phi2.npz", "test_optim4rl",
-                                          "test_optim4rl.stale-1", "test_optim4rl.stale-2"]
+  assert sorted(os.listdir(tmp_path)) == [
+      "phi1.npz", "phi1b.npz", "phi2.npz", "test_optim4rl", "test_optim4rl.stale-1", "test_optim4rl.stale-2"
+  ]
 
 
 # --- hostile .npz files --------------------------------------------------------------------------------------
+
 
 def _npy_member(zf, name, shape, payload_bytes, dtype="<f4"):
   header = {"descr": dtype, "fortran_order": False, "shape": shape}
@@ -335,9 +356,15 @@ def _hostile(path, core, tweak):
 
 
 @pytest.mark.parametrize("tweak,message", [
-    ({"rnn1/kernel": ((1 << 40,), 1 << 16)}, r"'rnn1/kernel' has shape \(1099511627776,\), expected \(1, 24\)"),
-    ({"junk": ((1 << 40,), 1 << 16)}, r"unexpected keys \['junk'\]"),
-    ({"rnn1/kernel": ((1, 24), 64 << 20)}, r"'rnn1/kernel' declares \d+ bytes, but its header says \d+ "),
+    ({
+        "rnn1/kernel": ((1 << 40,), 1 << 16)
+    }, r"'rnn1/kernel' has shape \(1099511627776,\), expected \(1, 24\)"),
+    ({
+        "junk": ((1 << 40,), 1 << 16)
+    }, r"unexpected keys \['junk'\]"),
+    ({
+        "rnn1/kernel": ((1, 24), 64 << 20)
+    }, r"'rnn1/kernel' declares \d+ bytes, but its header says \d+ "),
 ])
 def test_npz_loader_checks_headers_before_reading(tmp_path, tweak, message):
   path = _hostile(str(tmp_path / "bad.npz"), cores.make_core("optim4rl", ()), tweak)
@@ -349,6 +376,7 @@ def test_npz_loader_checks_headers_before_reading(tmp_path, tweak, message):
 
 
 # --- a full disk --------------------------------------------------------------------------------------------
+
 
 def test_disk_full_keeps_the_last_checkpoint_and_exits_with_one_line(tmp_path, monkeypatch, capsys):
   workdir = str(tmp_path / "run")

@@ -29,8 +29,11 @@ def test_every_meta_training_config_validates():
 
 def test_two_tasks_of_one_name_are_refused_before_anything_runs(tmp_path, monkeypatch):
   config = meta_a2c_configs.get_config("catch")
-  config.tasks = [meta_a2c_configs.task("catch", 2, 1e-3), meta_a2c_configs.task("big_dense_long", 2, 1e-3),
-                  meta_a2c_configs.task("catch", 4, 3e-3)]
+  config.tasks = [
+      meta_a2c_configs.task("catch", 2, 1e-3),
+      meta_a2c_configs.task("big_dense_long", 2, 1e-3),
+      meta_a2c_configs.task("catch", 4, 3e-3)
+  ]
   monkeypatch.setattr(trainer_lib, "MetaTrainer", lambda *a, **k: pytest.fail("the trainer was built"))
   workdir = str(tmp_path / "run")
   with pytest.raises(ValueError, match=r"tasks\[0\] and tasks\[2\] are both 'catch'"):
@@ -39,8 +42,8 @@ def test_two_tasks_of_one_name_are_refused_before_anything_runs(tmp_path, monkey
 
 
 def test_meta_train_launcher_checks_a_meta_ppo_config_in_one_line(tmp_path):
-  proc = launcher("meta_train").run(f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum",
-                                    "--config.num_units=3", f"--workdir={tmp_path / 'run'}")
+  proc = launcher("meta_train").run(f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_units=3",
+                                    f"--workdir={tmp_path / 'run'}")
   lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert proc.returncode == 2 and lines == ["error: env.num_envs=32 must be a multiple of num_units=3"], proc.stderr
   assert not os.path.exists(tmp_path / "run" / "config.json")
@@ -51,8 +54,9 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_train_py_resumes_it(tmp_
   """A real MetaPPO run from launch/meta_train.py (1 outer iteration); launch/train.py with the same config
   and workdir is the same code: it resumes the run to 2 iterations."""
   workdir = str(tmp_path / "meta")
-  config = [f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1",
-            f"--workdir={workdir}"]
+  config = [
+      f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1", f"--workdir={workdir}"
+  ]
   proc = launcher("meta_train").run(*config)
   assert proc.returncode == 0, proc.stderr
   assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1

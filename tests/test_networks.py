@@ -48,16 +48,18 @@ def _golden():
   return np.load(GOLDEN)
 
 
-@pytest.mark.parametrize("env_name,num_actions,conv_form", [
-    ("small_dense_long", 9, "auto"), ("catch", 3, "auto"), ("big_dense_long", 9, "auto"),
-    ("big_dense_long", 9, "conv2d"), ("big_dense_long", 9, "im2col"), ("big_dense_long", 9, "shifted")])
+@pytest.mark.parametrize("env_name,num_actions,conv_form", [("small_dense_long", 9, "auto"), ("catch", 3, "auto"),
+                                                            ("big_dense_long", 9, "auto"),
+                                                            ("big_dense_long", 9, "conv2d"),
+                                                            ("big_dense_long", 9, "im2col"),
+                                                            ("big_dense_long", 9, "shifted")])
 def test_golden_loss_and_grads(env_name, num_actions, conv_form):
   d = _golden()
   obs = d[f"{env_name}/obs"]
   net = networks.make_network(env_name, obs.shape[1:], num_actions, conv_form=conv_form)
   prefix = f"{env_name}/param/"
   flat = {k[len(prefix):]: d[k] for k in d.files if k.startswith(prefix)}
-  assert sorted(flat) == sorted(net.param_names)    # names are the official flax paths
+  assert sorted(flat) == sorted(net.param_names)  # names are the official flax paths
   params = net.from_flax(flat)
   traj = a2c.Trajectory(obs=tf.constant(obs)[None, :, None],
                         actions=tf.constant(d[f"{env_name}/action"])[None, :, None],
@@ -73,13 +75,13 @@ def test_golden_loss_and_grads(env_name, num_actions, conv_form):
     np.testing.assert_allclose(g[0].numpy(), ref, rtol=0, atol=1e-4 * scale + 1e-9, err_msg=name)
 
 
-@pytest.mark.parametrize("units", [2, 20])   # unrolled per-unit convs / tf.map_fn path
+@pytest.mark.parametrize("units", [2, 20])  # unrolled per-unit convs / tf.map_fn path
 def test_conv_layout_quirk_against_numpy(units):
   """The conv reads (N+1, rows, cols) channels-last: window over (channel, row), cols = features."""
   rng = np.random.default_rng(0)
   u = units
-  x = rng.normal(size=(u, 3, 5, 4, 6)).astype(np.float32)      # [U, B, S1, S2, F]
-  k = rng.normal(size=(u, 2, 2, 6, 7)).astype(np.float32)       # [U, 2, 2, F, O]
+  x = rng.normal(size=(u, 3, 5, 4, 6)).astype(np.float32)  # [U, B, S1, S2, F]
+  k = rng.normal(size=(u, 2, 2, 6, 7)).astype(np.float32)  # [U, 2, 2, F, O]
   b = rng.normal(size=(u, 7)).astype(np.float32)
   xp = np.pad(x, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 0)])
   ref = np.zeros((u, 3, 5, 4, 7), np.float32) + b[:, None, None, None, :]
@@ -100,9 +102,9 @@ def test_init_lecun_normal_and_zero_biases():
       assert np.all(p == 0)
       continue
     std = math.sqrt(1.0 / spec.fan_in) / 0.87962566
-    assert np.abs(p).max() <= 2 * std + 1e-6                    # truncated at +-2 sigma of the normal
+    assert np.abs(p).max() <= 2 * std + 1e-6  # truncated at +-2 sigma of the normal
     if p.size >= 1000:
-      assert abs(p.std() / math.sqrt(1.0 / spec.fan_in) - 1.0) < 0.05   # unit-variance scaling
+      assert abs(p.std() / math.sqrt(1.0 / spec.fan_in) - 1.0) < 0.05  # unit-variance scaling
       assert abs(p.mean()) < 0.05 * std
 
 
@@ -110,10 +112,10 @@ def test_init_units_independent_and_reproducible():
   net = networks.make_network("big_dense_short", (5, 11, 15), 9)
   keys = networks.unit_seeds(7, 3)
   a = net.init(keys)
-  b = net.init(keys[1:2])                                       # unit 1 alone
+  b = net.init(keys[1:2])  # unit 1 alone
   for pa, pb in zip(a, b):
     np.testing.assert_array_equal(pa[1].numpy(), pb[0].numpy())
-  assert not np.allclose(a[0][0].numpy(), a[0][1].numpy())      # different units differ
+  assert not np.allclose(a[0][0].numpy(), a[0][1].numpy())  # different units differ
 
 
 def test_forward_shapes_and_unit_isolation():

@@ -23,7 +23,7 @@ def tiny_config(iterations, **overrides):
   c.optimizer.mlp_dims = (4,)
   c.num_iterations = iterations
   c.checkpoint_every = 1
-  c.meta_lr = 1e30                      # the first meta-update makes phi absurd (|x| ~ 1e30)
+  c.meta_lr = 1e30  # the first meta-update makes phi absurd (|x| ~ 1e30)
   for k, v in overrides.items():
     setattr(c, k, v)
   return c
@@ -40,13 +40,15 @@ def test_skip_mode_is_the_default_and_skips_counts_and_finishes(tmp_path):
   workdir = str(tmp_path / "skip")
   applied = []
   # Two diverging iterations, fewer than max_nonfinite: both are skipped and the run finishes.
-  result = run.meta_train(tiny_config(2, max_nonfinite=3), workdir, console=False,
+  result = run.meta_train(tiny_config(2, max_nonfinite=3),
+                          workdir,
+                          console=False,
                           progress_fn=lambda t, m: applied.append(m["meta/applied"]))
   assert applied == [0.0, 0.0]
   summary = _json(os.path.join(workdir, "summary.json"))
   assert summary["nonfinite"] == "skip" and summary["diverged"] is False and "diverged_at" not in summary
   assert summary["skipped"] == 2 and summary["iterations"] == 2 and result["phi_path"].endswith("phi.npz")
-  assert os.path.exists(result["phi_path"])           # the last good phi (here the initial one) is kept
+  assert os.path.exists(result["phi_path"])  # the last good phi (here the initial one) is kept
   # The default field is left out of config.json, so workdirs recorded before it existed still resume.
   assert "nonfinite" not in _json(os.path.join(workdir, "config.json"))
 
@@ -61,18 +63,18 @@ def test_stop_mode_ends_at_the_first_nonfinite_phi_saves_nothing_and_exits_with_
   assert len(err) == 1 and "diverged at outer iteration 1" in err[0] and "nonfinite='stop'" in err[0]
   summary = _json(os.path.join(workdir, "summary.json"))
   assert summary["diverged"] is True and summary["diverged_at"] == 1 and summary["nonfinite"] == "stop"
-  assert summary["phi_path"] is None and summary["iterations"] == 1     # stopped at once, not after 5
+  assert summary["phi_path"] is None and summary["iterations"] == 1  # stopped at once, not after 5
   assert not os.path.exists(os.path.join(workdir, "phi.npz"))
   ckpts = os.path.join(workdir, "checkpoints")
   assert not os.path.isdir(ckpts) or not [n for n in os.listdir(ckpts) if n.startswith("ckpt-")]
   assert _json(os.path.join(workdir, "config.json"))["nonfinite"] == "stop"
-  assert issubclass(trainer_lib.Diverged, trainer_lib.NonFiniteError)   # launchers' one-line handling
+  assert issubclass(trainer_lib.Diverged, trainer_lib.NonFiniteError)  # launchers' one-line handling
   # A bad policy name is one clear ValueError.
   with pytest.raises(ValueError, match="nonfinite 'abort'; valid values: skip, stop"):
     run.validate_config(tiny_config(1, nonfinite="abort"))
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels")   # the panel has no tested optimizer left
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the panel has no tested optimizer left
 def test_reproduce_stops_star_and_brax_runs_and_counts_diverged_ones(tmp_path):
   from launch import reproduce  # pylint: disable=import-outside-toplevel
   budget = reproduce.Budget(only=("STAR",))
@@ -85,8 +87,8 @@ def test_reproduce_stops_star_and_brax_runs_and_counts_diverged_ones(tmp_path):
   # counted in the report.
   meta_dir = tmp_path / "meta_star_catch"
   meta_dir.mkdir()
-  (meta_dir / "summary.json").write_text(json.dumps(dict(phi_path=None, iterations=3, skipped=1,
-                                                         nonfinite="stop", diverged=True, diverged_at=3)))
+  (meta_dir / "summary.json").write_text(
+      json.dumps(dict(phi_path=None, iterations=3, skipped=1, nonfinite="stop", diverged=True, diverged_at=3)))
   md = reproduce.reproduce("figure3_catch", str(tmp_path), budget)
   text = open(md).read()
   assert "1 of 1 meta-training runs diverged" in text and "diverged at outer iteration 3" in text

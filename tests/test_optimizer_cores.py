@@ -70,7 +70,7 @@ def gradient_sequence(shape, steps, rng):
   """Gradients with zeros, tiny, ordinary and large magnitudes mixed in."""
   seq = []
   for t in range(steps):
-    g = rng.randn(*shape) * 10.0 ** rng.randint(-6, 3, size=shape)
+    g = rng.randn(*shape) * 10.0**rng.randint(-6, 3, size=shape)
     g = np.where(rng.rand(*shape) < 0.15, 0.0, g)
     if t == 1:
       g = np.full(shape, 1e4) * np.sign(rng.randn(*shape))
@@ -86,8 +86,7 @@ def test_core_matches_numpy(name, mlp_dims, shape):
   core = cores.make_core(name, mlp_dims)
   phi = core.init_meta_params(seed=3)
   # Make the biases non-zero so every bias path is checked.
-  phi = {k: v + (0.1 * rng.randn(*v.shape)).astype(np.float32) if k.endswith("bias") else v
-         for k, v in phi.items()}
+  phi = {k: v + (0.1 * rng.randn(*v.shape)).astype(np.float32) if k.endswith("bias") else v for k, v in phi.items()}
   state = core.init_state(tf.zeros(shape))
   np_state = [np.zeros(shape + (8,)) for _ in range(core.num_states)]
   for g in gradient_sequence(shape, 6, rng):
@@ -130,8 +129,11 @@ def test_optim4rl_matches_official_golden_trajectory(tag):
 def test_gru_step_matches_keras_grucell(input_dim):
   cell = keras.layers.GRUCell(8, reset_after=True, bias_initializer="random_normal")
   cell.build((None, input_dim))
-  phi = {"c/kernel": cell.kernel.numpy(), "c/recurrent_kernel": cell.recurrent_kernel.numpy(),
-         "c/bias": cell.bias.numpy()}
+  phi = {
+      "c/kernel": cell.kernel.numpy(),
+      "c/recurrent_kernel": cell.recurrent_kernel.numpy(),
+      "c/bias": cell.bias.numpy()
+  }
   rng = np.random.RandomState(0)
   x = rng.randn(5, input_dim).astype(np.float32)
   h = rng.randn(5, 8).astype(np.float32)
@@ -155,7 +157,7 @@ def test_meta_gradient_after_four_updates_matches_finite_differences(name):
     for g in grads:
       delta, state = core.update(phi, state, g, 0.1)
       theta = theta + delta
-    return tf.reduce_sum((theta - target) ** 2)
+    return tf.reduce_sum((theta - target)**2)
 
   phi_vars = {k: tf.Variable(v) for k, v in phi0.items()}
   with tf.GradientTape() as tape:

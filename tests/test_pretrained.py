@@ -8,8 +8,8 @@ import optim4rl_tf
 from optim4rl_tf import pretrained
 from optim4rl_tf.meta import run
 
-PROVENANCE = ("recipe", "config", "version", "commit", "outer_iterations", "units_per_task", "seed",
-              "final_meta_loss", "command")
+PROVENANCE = ("recipe", "config", "version", "commit", "outer_iterations", "units_per_task", "seed", "final_meta_loss",
+              "command")
 
 
 def test_every_recipe_ships_a_file():

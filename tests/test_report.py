@@ -42,30 +42,55 @@ def make_workdir(path, config, returns_by_seed, step=1280, values=None, env_step
 
 
 def a2c_config(opt, seed=0, env="catch", **opt_fields):
-  return {"env": {"name": env, "num_envs": 64}, "optimizer": dict(name=opt, **opt_fields), "seed": seed,
-          "num_seeds": 3, "train_steps": 38400.0, "plot": True}
+  return {
+      "env": {
+          "name": env,
+          "num_envs": 64
+      },
+      "optimizer": dict(name=opt, **opt_fields),
+      "seed": seed,
+      "num_seeds": 3,
+      "train_steps": 38400.0,
+      "plot": True
+  }
 
 
 def build_sources(root):
   """Adam (2 learning rates), Optim4RL (two phi with equal means, different spread; one split over two
   workdirs), L2LGD² (one config diverged), a PPO-style Ant run."""
   adam = os.path.join(root, "adam")
-  make_workdir(os.path.join(adam, "1"), a2c_config("adam", learning_rate=1e-3),
-               {0: tail_returns(0.75), 1: tail_returns(1.0), 2: tail_returns(1.25)})
-  make_workdir(os.path.join(adam, "2"), a2c_config("adam", learning_rate=3e-4),
-               {0: tail_returns(0.5), 1: tail_returns(0.5), 2: tail_returns(0.75)})
+  make_workdir(os.path.join(adam, "1"), a2c_config("adam", learning_rate=1e-3), {
+      0: tail_returns(0.75),
+      1: tail_returns(1.0),
+      2: tail_returns(1.25)
+  })
+  make_workdir(os.path.join(adam, "2"), a2c_config("adam", learning_rate=3e-4), {
+      0: tail_returns(0.5),
+      1: tail_returns(0.5),
+      2: tail_returns(0.75)
+  })
   rl = os.path.join(root, "optim4rl")
-  make_workdir(os.path.join(rl, "1"), a2c_config("optim4rl", meta_params="/m/1/phi.npz"),
-               {0: tail_returns(0.5), 1: tail_returns(1.0)}, values={"optimizer.meta_params": "/m/1/phi.npz"})
-  make_workdir(os.path.join(rl, "2"), a2c_config("optim4rl", meta_params="/m/2/phi.npz"),
-               {0: tail_returns(0.625)}, values={"optimizer.meta_params": "/m/2/phi.npz"})
-  make_workdir(os.path.join(rl, "3"), a2c_config("optim4rl", meta_params="/m/2/phi.npz", seed=10),
-               {10: tail_returns(0.875)}, values={"optimizer.meta_params": "/m/2/phi.npz"})
+  make_workdir(os.path.join(rl, "1"),
+               a2c_config("optim4rl", meta_params="/m/1/phi.npz"), {
+                   0: tail_returns(0.5),
+                   1: tail_returns(1.0)
+               },
+               values={"optimizer.meta_params": "/m/1/phi.npz"})
+  make_workdir(os.path.join(rl, "2"),
+               a2c_config("optim4rl", meta_params="/m/2/phi.npz"), {0: tail_returns(0.625)},
+               values={"optimizer.meta_params": "/m/2/phi.npz"})
+  make_workdir(os.path.join(rl, "3"),
+               a2c_config("optim4rl", meta_params="/m/2/phi.npz", seed=10), {10: tail_returns(0.875)},
+               values={"optimizer.meta_params": "/m/2/phi.npz"})
   l2l = os.path.join(root, "l2l")
-  make_workdir(os.path.join(l2l, "1"), a2c_config("l2lgd2", meta_params="/n/1/phi.npz"),
-               {0: tail_returns(-1.0), 1: tail_returns(-1.0)})
-  make_workdir(os.path.join(l2l, "2"), a2c_config("l2lgd2", meta_params="/n/2/phi.npz"),
-               {0: tail_returns(5.0)[:-3] + [float("nan")] * 3, 1: tail_returns(5.0)})
+  make_workdir(os.path.join(l2l, "1"), a2c_config("l2lgd2", meta_params="/n/1/phi.npz"), {
+      0: tail_returns(-1.0),
+      1: tail_returns(-1.0)
+  })
+  make_workdir(os.path.join(l2l, "2"), a2c_config("l2lgd2", meta_params="/n/2/phi.npz"), {
+      0: tail_returns(5.0)[:-3] + [float("nan")] * 3,
+      1: tail_returns(5.0)
+  })
   return adam, rl, l2l
 
 
@@ -74,7 +99,7 @@ def test_final_performance_grouping_and_selection(tmp_path):
   ranked = ranking.load_source("Adam", adam, num_resamples=2000).ranked
   assert [c.label for c in ranked] == ["optimizer.learning_rate=0.001", "optimizer.learning_rate=0.0003"]
   best = ranked[0]
-  np.testing.assert_allclose(best.finals, [0.75, 1.0, 1.25])       # mean of the last 20, per seed
+  np.testing.assert_allclose(best.finals, [0.75, 1.0, 1.25])  # mean of the last 20, per seed
   assert best.mean == pytest.approx(1.0) and best.se == pytest.approx(np.std([0.75, 1.0, 1.25]) / np.sqrt(3))
   assert best.ci == stats.bootstrap_ci(best.finals, 0.9, 2000, 0)
   assert best.env_steps == 30 * 1280
@@ -95,14 +120,14 @@ def test_ppo_uses_last_two_evaluations_and_missing_seeds(tmp_path):
   cfg = {"env": {"name": "ant"}, "optimizer": {"name": "adam"}, "seed": 0}
   make_workdir(str(tmp_path / "ant"), cfg, {0: [1000.0, 2000.0, 3000.0, 4000.0, 6000.0]}, extra_seeds=[1])
   runs = ranking.load_runs(str(tmp_path / "ant"))
-  assert [r.seed for r in runs] == [0, 1] and len(runs[1].returns) == 0   # seed 1 logged nothing
+  assert [r.seed for r in runs] == [0, 1] and len(runs[1].returns) == 0  # seed 1 logged nothing
   assert ranking.detect_agent(cfg) == "ppo"
   (best,) = ranking.summarize(runs[:1])
   assert best.finals.tolist() == [5000.0]
   (forced,) = ranking.summarize(runs[:1], agent="a2c")
   assert forced.finals.tolist() == [3200.0]
   (with_missing,) = ranking.summarize(runs)
-  assert with_missing.ci is None                  # a run without any return is not silently dropped
+  assert with_missing.ci is None  # a run without any return is not silently dropped
 
 
 def test_bootstrap_ci_known_case_through_the_report(tmp_path):
@@ -124,10 +149,11 @@ def test_write_report_panels_and_table1(tmp_path):
                              a2c_config("optim4rl", env="small_dense_long", meta_params="/x"),
                              {s: tail_returns(28.0 + s) for s in range(3)})
   out = str(tmp_path / "report")
-  md_path = report.write_report(
-      out, panels=[f"catch:Adam={adam},Optim4RL={rl},L2LGD²={l2l}",
-                   f"figure3/bdl:Adam={adam}"],
-      table1=[f"sdl:with={sdl_with},without={sdl_without}"], num_resamples=2000, num_points=50)
+  md_path = report.write_report(out,
+                                panels=[f"catch:Adam={adam},Optim4RL={rl},L2LGD²={l2l}", f"figure3/bdl:Adam={adam}"],
+                                table1=[f"sdl:with={sdl_with},without={sdl_without}"],
+                                num_resamples=2000,
+                                num_points=50)
   md = open(md_path).read()
   for name in ("figure3_catch.png", "figure3_big_dense_long.png", "figure3.png"):
     assert os.path.getsize(os.path.join(out, name)) > 5000, name
@@ -136,7 +162,7 @@ def test_write_report_panels_and_table1(tmp_path):
   assert "| Adam | optimizer.learning_rate=0.001 (best of 2) | 3 | 38,400 | 1.00 ± " in md
   assert "| L2LGD² | " in md and "| fails |" in md
   assert "faster than Adam/RMSProp" in md
-  assert "diverged" in md                          # the ranking lists the diverged configuration
+  assert "diverged" in md  # the ranking lists the diverged configuration
   # Table 1: ours and the paper's numbers.
   assert "| With pipeline training (paper) | 32.22 ± 0.52 | 23.10 ± 0.31 | 6421 ± 355 | 8440 ± 364 |" in md
   assert "| W.o. pipeline training (paper) | 30.64 ± 0.69 | 22.47 ± 0.51 | 5038 ± 235 | 6557 ± 1055 |" in md
@@ -160,8 +186,8 @@ def test_spec_errors(tmp_path):
 def test_cli(tmp_path, monkeypatch, capsys):
   adam, _, _ = build_sources(str(tmp_path / "runs"))
   out = str(tmp_path / "rep")
-  monkeypatch.setattr(sys, "argv", ["report.py", f"--out={out}", f"--panel=catch:Adam={adam}",
-                                    "--resamples=500", "--num_points=20"])
+  monkeypatch.setattr(sys, "argv",
+                      ["report.py", f"--out={out}", f"--panel=catch:Adam={adam}", "--resamples=500", "--num_points=20"])
   with pytest.raises(SystemExit) as exit_info:
     runpy.run_path(os.path.join(ROOT, "launch", "report.py"), run_name="__main__")
   assert exit_info.value.code in (0, None)

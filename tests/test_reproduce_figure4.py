@@ -9,8 +9,8 @@ OFFICIAL_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walke
 def test_figure4_tests_the_grid6_optimizer_at_the_official_learning_rates(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(reproduce, "meta_train", lambda *a, **k: "phi.npz")
-  monkeypatch.setattr(reproduce, "test_run_ppo",
-                      lambda task, optimizer, phi, lr, workdir, budget: calls.append((task, optimizer, lr)))
+  monkeypatch.setattr(reproduce, "test_run_ppo", lambda task, optimizer, phi, lr, workdir, budget: calls.append(
+      (task, optimizer, lr)))
   from optim4rl_tf.eval import report
   monkeypatch.setattr(report, "write_report", lambda *a, **k: "report.md")
   reproduce.reproduce_ppo("figure4", str(tmp_path), reproduce.Budget(only=("Optim4RL",)))
@@ -21,8 +21,9 @@ def test_figure4_cpu_tests_the_shipped_optimizers_on_cpu_settings_without_meta_t
   from optim4rl_tf import pretrained
   calls = []
   monkeypatch.setattr(reproduce, "meta_train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("meta")))
-  monkeypatch.setattr(reproduce, "test_run_ppo", lambda task, optimizer, phi, lr, workdir, budget: calls.append(
-      (task, optimizer, phi, lr, budget.ppo_cpu)))
+  monkeypatch.setattr(
+      reproduce, "test_run_ppo", lambda task, optimizer, phi, lr, workdir, budget: calls.append(
+          (task, optimizer, phi, lr, budget.ppo_cpu)))
   from optim4rl_tf.eval import report
   monkeypatch.setattr(report, "write_report", lambda *a, **k: "report.md")
   reproduce.reproduce_ppo("figure4_cpu", str(tmp_path), reproduce.Budget())

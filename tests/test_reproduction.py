@@ -30,7 +30,10 @@ def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path, monkeypat
     return config
 
   monkeypatch.setattr(meta_a2c, "get_config", small_meta_config)
-  budget = reproduce.Budget(meta_iterations=1, meta_units=2, test_steps=1e4, num_seeds=2,
+  budget = reproduce.Budget(meta_iterations=1,
+                            meta_units=2,
+                            test_steps=1e4,
+                            num_seeds=2,
                             only=("Optim4RL", "L2LGD²", "Adam"))
   path = reproduce.reproduce("figure3_catch", str(tmp_path), budget)
   text = open(path).read()
@@ -47,10 +50,10 @@ def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path, monkeypat
 def test_brax_reproduction_path_meta_trains_with_metappo_and_writes_table1(tmp_path, monkeypatch):
   """The Brax experiments' code path (MetaPPO -> PPO test -> Table 1), on the cheap inverted pendulum."""
   reproduce = _reproduce_module()
-  monkeypatch.setitem(reproduce.PPO_EXPERIMENTS, "table1_tiny",
-                      ("inverted_pendulum", [("with", "optim4rl", "meta_inverted_pendulum", True),
-                                             ("without", "optim4rl", "meta_inverted_pendulum", False)],
-                       False, "table1"))
+  monkeypatch.setitem(
+      reproduce.PPO_EXPERIMENTS, "table1_tiny",
+      ("inverted_pendulum", [("with", "optim4rl", "meta_inverted_pendulum", True),
+                             ("without", "optim4rl", "meta_inverted_pendulum", False)], False, "table1"))
   budget = reproduce.Budget(meta_iterations=2, test_steps=5 * 640, num_seeds=2, only=("with",))
   path = reproduce.reproduce("table1_tiny", str(tmp_path), budget)
   assert os.path.exists(os.path.join(str(tmp_path), "meta_optim4rl_meta_inverted_pendulum", "phi.npz"))

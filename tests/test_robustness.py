@@ -23,10 +23,8 @@ def test_full_plan_covers_tables_5_to_7():
   assert len(cells) == 24
   for table, (field, _) in robustness.TABLES.items():
     for task in ("small_dense_short", "big_dense_long"):
-      assert sorted(v for (k, t, v) in cells if t == table and k == task) == sorted(
-          robustness.PAPER[table][task])
-  default = [r for r in runs if r[0] == "big_dense_long" and robustness.setting_key(r[1]) ==
-             "lam0.95_ent0.01_gam0.995"]
+      assert sorted(v for (k, t, v) in cells if t == table and k == task) == sorted(robustness.PAPER[table][task])
+  default = [r for r in runs if r[0] == "big_dense_long" and robustness.setting_key(r[1]) == "lam0.95_ent0.01_gam0.995"]
   assert len(default) == 1 and sorted(default[0][2]) == [(5, 0.95), (6, 0.01), (7, 0.995)]
   cfg = robustness.a2c_config(rc, "big_dense_long", dict(gae_lambda=0.9, entropy_weight=0.01, discount=0.995),
                               a2c_configs.get_config)
@@ -59,7 +57,7 @@ def test_tiny_run_report_and_resume(tmp_path, capsys):
   rc.sweep.gae_lambda = "0.9,0.95"
   rc.sweep.discount = "0.95,0.995"
   results = robustness.run_all(rc, str(tmp_path), a2c_configs.get_config, console=False)
-  assert len(results) == 3                                 # (0.9,.995), default, (.95,.95)
+  assert len(results) == 3  # (0.9,.995), default, (.95,.95)
   for r in results:
     cfg = json.load(open(os.path.join(r["run_dir"], "config.json")))
     assert (cfg["gae_lambda"], cfg["discount"]) == (r["setting"]["gae_lambda"], r["setting"]["discount"])
@@ -73,8 +71,8 @@ def test_tiny_run_report_and_resume(tmp_path, capsys):
   by_key = {robustness.setting_key(r["setting"]): r for r in results}
   d = by_key["lam0.95_ent0.01_gam0.995"]
   cell = f"{d['mean']:.2f} ± {d['half_width']:.2f}"
-  assert f"| sds | 0.95 | {cell} | 11.25 ± 0.16 |" in md       # default run in Table 5 ...
-  assert f"| sds | 0.995 | {cell} | 11.01 ± 0.17 |" in md      # ... and in Table 7
+  assert f"| sds | 0.95 | {cell} | 11.25 ± 0.16 |" in md  # default run in Table 5 ...
+  assert f"| sds | 0.995 | {cell} | 11.01 ± 0.17 |" in md  # ... and in Table 7
   # Resume: finished runs are reused, not rerun.
   again = robustness.run_all(rc, str(tmp_path), a2c_configs.get_config, console=True)
   assert "reusing" in capsys.readouterr().out

@@ -14,8 +14,11 @@ def _run(code, env=None, args=()):
   full_env = dict(os.environ)
   full_env.pop("LD_PRELOAD", None)
   full_env.update(env or {})
-  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                       env=full_env, timeout=300)
+  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                       capture_output=True,
+                       text=True,
+                       env=full_env,
+                       timeout=300)
   assert out.returncode == 0, out.stderr
   return out.stdout.strip().splitlines()[-1]
 
@@ -32,7 +35,8 @@ def test_importing_the_package_changes_nothing_global():
       from optim4rl_tf.utils import runtime
       changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
       print(lazy, changed, runtime.tcmalloc_loaded())
-  """, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+  """,
+              env={"TF_CPP_MIN_LOG_LEVEL": "2"})
   assert last == "True [] False"
 
 
@@ -49,7 +53,8 @@ def test_configure_process_sets_the_bfc_pool_and_keeps_explicit_settings():
       from optim4rl_tf.utils import runtime
       runtime.configure_process(tcmalloc=False)
       print(os.environ["TF_CPU_ALLOCATOR_USE_BFC"])
-  """, env={"TF_CPU_ALLOCATOR_USE_BFC": "false"}) == "false"
+  """,
+              env={"TF_CPU_ALLOCATOR_USE_BFC": "false"}) == "false"
 
 
 @pytest.mark.skipif(runtime.find_tcmalloc() is None, reason="tcmalloc is not installed on this machine")

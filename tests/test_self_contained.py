@@ -19,8 +19,11 @@ PRIVATE = re.compile("sh" + "ared/refer" + "ence|implementation" + "-notes")  # 
 
 
 def _files():
-  out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                       capture_output=True, text=True, check=True).stdout.split()
+  out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                       cwd=ROOT,
+                       capture_output=True,
+                       text=True,
+                       check=True).stdout.split()
   return [f for f in out if f.endswith(TEXT_SUFFIXES) or os.path.basename(f) in ("BUILD", "run")]
 
 
@@ -65,8 +68,9 @@ def test_the_checker_catches_outside_paths(line):
   assert offending_lines("tests/example.py", line)
 
 
-@pytest.mark.parametrize("line", ['GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")',
-                                  '"/usr/lib/x86_64-linux-gnu"', "--workdir=/tmp/a2c_catch",
-                                  "see ../configs/a2c.py"])
+@pytest.mark.parametrize("line", [
+    'GOLDEN = os.path.join(GOLDEN_DIR, "a2c_loss_golden.npz")', '"/usr/lib/x86_64-linux-gnu"',
+    "--workdir=/tmp/a2c_catch", "see ../configs/a2c.py"
+])
 def test_the_checker_allows_paths_inside_the_repository(line):
   assert not offending_lines("tests/example.py", line)

@@ -106,7 +106,7 @@ def np_star_step(phi, st, g, p, lr, t, nominal_stepsize=1e-3):
     inps.append(m * np.expand_dims(row_factor, d0) * np.expand_dims(col_factor, d1))
   else:
     v = np.stack(new_fac["v"], -1)
-    inps += [v, v, 1 / np.sqrt(v + 1e-8), 1 / np.sqrt(v + 1e-8), m * (v + 1e-6) ** -0.5]
+    inps += [v, v, 1 / np.sqrt(v + 1e-8), 1 / np.sqrt(v + 1e-8), m * (v + 1e-6)**-0.5]
   x = np.concatenate(inps, -1)
   assert x.shape[-1] == 28
   axis = tuple(range(p.ndim))
@@ -138,7 +138,6 @@ def random_phi(seed, scale_decays=0.05):
 
 SHAPES = [(7,), (5, 3), (3, 6), (4, 4), (2, 2, 3, 5), (1,)]
 
-
 # ---------------------------------------------------------------------------------------------------
 # Numerics.
 
@@ -151,7 +150,7 @@ def test_sizes_keys_and_init():
   phi = core.init_meta_params(3)
   for i, fan_in in enumerate((39, 4, 4)):
     w = phi[f"mlp/w{i}"]
-    assert np.all(np.abs(w) <= 2.0 / np.sqrt(fan_in) + 1e-6)   # truncated at ±2σ, σ = 1/sqrt(fan_in)
+    assert np.all(np.abs(w) <= 2.0 / np.sqrt(fan_in) + 1e-6)  # truncated at ±2σ, σ = 1/sqrt(fan_in)
     assert np.all(phi[f"mlp/b{i}"] == 0)
   assert all(np.all(phi[k] == 0) for k in phi if k.startswith("decays/"))
   assert np.array_equal(core.init_meta_params(3)["mlp/w0"], phi["mlp/w0"])
@@ -164,9 +163,9 @@ def test_sizes_keys_and_init():
 
 def test_factored_dims_argsort_rule():
   assert star.factored_dims((7,)) is None
-  assert star.factored_dims((5, 3)) == (1, 0)     # d1 second largest, d0 largest
+  assert star.factored_dims((5, 3)) == (1, 0)  # d1 second largest, d0 largest
   assert star.factored_dims((3, 6)) == (0, 1)
-  assert star.factored_dims((4, 4)) == (0, 1)     # square: d1 = 0, d0 = 1
+  assert star.factored_dims((4, 4)) == (0, 1)  # square: d1 = 0, d0 = 1
   assert star.factored_dims((2, 2, 3, 5)) == (2, 3)
   for shape in [(5, 3), (4, 4), (2, 2, 3, 5)]:
     assert star.factored_dims(shape) == np_factored_dims(shape)
@@ -183,13 +182,16 @@ def test_update_matches_numpy(dtype, rtol):
     p_tf = tf.constant(p_np, dtype)
     st_np, st_tf = np_init(p_np), core.init_state(p_tf)
     for step in range(5):
-      g = rng.randn(*shape) * (10.0 ** rng.uniform(-3, 0))
+      g = rng.randn(*shape) * (10.0**rng.uniform(-3, 0))
       new_np, st_np = np_star_step(phi, st_np, g, p_np, lr, t=step)
       update_tf, st_tf = core.update(phi, st_tf, tf.constant(g, dtype), lr, param=p_tf)
       assert int(st_tf.t.numpy()) == step + 1
       # Compare the change (tiny next to p) relative to its own size.
       delta_np, delta_tf = new_np - p_np, update_tf.numpy()
-      np.testing.assert_allclose(delta_tf, delta_np, rtol=rtol, atol=rtol * np.abs(delta_np).max(),
+      np.testing.assert_allclose(delta_tf,
+                                 delta_np,
+                                 rtol=rtol,
+                                 atol=rtol * np.abs(delta_np).max(),
                                  err_msg=f"shape {shape} step {step}")
       np.testing.assert_allclose(st_tf.m.numpy(), st_np["m"], rtol=rtol, atol=1e-12)
       np.testing.assert_allclose(st_tf.rms.numpy(), st_np["rms"], rtol=rtol, atol=1e-12)
@@ -253,7 +255,7 @@ def test_unit_axis_equals_separate_updates(shape):
   assert stacked.t.numpy().tolist() == [0, 1, 2]
   fresh = core.init_state(tf.stack(ps), unit_axis=True)
   assert tf.nest.map_structure(lambda a: a.shape, fresh) == tf.nest.map_structure(lambda a: a.shape, stacked)
-  gs = [tf.constant(rng.randn(*shape) * 10.0 ** (-u)) for u in range(units)]  # very different scales
+  gs = [tf.constant(rng.randn(*shape) * 10.0**(-u)) for u in range(units)]  # very different scales
   new_u, st_u = core.update(phi, stacked, tf.stack(gs), 1e-2, param=tf.stack(ps), unit_axis=True)
   for u in range(units):
     new_s, st_s = core.update(phi, states[u], gs[u], 1e-2, param=ps[u])
@@ -264,8 +266,12 @@ def test_unit_axis_equals_separate_updates(shape):
   # Without the unit axis the units would be normalised together: a different update.
   if len(shape) >= 1:
     joint, _ = core.update(phi, core.init_state(tf.stack(ps)), tf.stack(gs), 1e-2, param=tf.stack(ps))
-    sep, _ = core.update(phi, core.init_state(tf.stack(ps), unit_axis=True), tf.stack(gs), 1e-2,
-                         param=tf.stack(ps), unit_axis=True)
+    sep, _ = core.update(phi,
+                         core.init_state(tf.stack(ps), unit_axis=True),
+                         tf.stack(gs),
+                         1e-2,
+                         param=tf.stack(ps),
+                         unit_axis=True)
     assert not np.allclose(joint.numpy(), sep.numpy(), rtol=1e-6, atol=0)
 
 
@@ -283,13 +289,13 @@ def _quartic_loss(params):
 
 
 def _meta_loss_fn(core, keys, params0, lr, num_steps, second_order=True):
+
   def meta_loss(phi_list):
     phi = dict(zip(keys, phi_list))
     params, states = list(params0), core.init_states(params0)
     for _ in range(num_steps):
       if second_order:
-        params, states, _ = star.differentiable_step(core, phi, states, params, _quartic_loss, lr,
-                                                     unit_axis=False)
+        params, states, _ = star.differentiable_step(core, phi, states, params, _quartic_loss, lr, unit_axis=False)
       else:
         with tf.GradientTape() as tape:
           tape.watch(params)
@@ -298,6 +304,7 @@ def _meta_loss_fn(core, keys, params0, lr, num_steps, second_order=True):
         updates, states = core.update_list(phi, states, grads, lr, params=params)
         params = [p + u for p, u in zip(params, updates)]
     return _quartic_loss(params)
+
   return meta_loss
 
 
@@ -307,10 +314,13 @@ def test_meta_gradient_matches_finite_differences_with_second_order_terms():
   keys = sorted(phi)
   phi_list = [tf.constant(phi[k], tf.float64) for k in keys]
   rng = np.random.RandomState(8)
-  params0 = [tf.constant(rng.randn(6), tf.float64), tf.constant(rng.randn(4, 3), tf.float64),
-             tf.constant(rng.randn(3, 3), tf.float64)]
+  params0 = [
+      tf.constant(rng.randn(6), tf.float64),
+      tf.constant(rng.randn(4, 3), tf.float64),
+      tf.constant(rng.randn(3, 3), tf.float64)
+  ]
   lr, steps = 0.05, 3
-  meta_loss = _meta_loss_fn(core, keys, params0, lr, steps)   # eager: faster than tracing here
+  meta_loss = _meta_loss_fn(core, keys, params0, lr, steps)  # eager: faster than tracing here
 
   with tf.GradientTape() as tape:
     tape.watch(phi_list)
@@ -319,6 +329,7 @@ def test_meta_gradient_matches_finite_differences_with_second_order_terms():
   assert all(g is not None for g in grads)
 
   eps = 1e-6
+
   def directional_fd(direction):
     plus = meta_loss([p + eps * d for p, d in zip(phi_list, direction)])
     minus = meta_loss([p - eps * d for p, d in zip(phi_list, direction)])
@@ -326,8 +337,7 @@ def test_meta_gradient_matches_finite_differences_with_second_order_terms():
 
   # Random directions through all 207 meta-parameters.
   for trial in range(3):
-    direction = [tf.constant(np.random.RandomState(100 + trial).randn(*p.shape), tf.float64)
-                 for p in phi_list]
+    direction = [tf.constant(np.random.RandomState(100 + trial).randn(*p.shape), tf.float64) for p in phi_list]
     auto = float(sum(tf.reduce_sum(g * d) for g, d in zip(grads, direction)))
     fd = directional_fd(direction)
     assert abs(auto - fd) <= 1e-5 * max(abs(fd), 1e-8), (auto, fd)
@@ -348,7 +358,7 @@ def test_meta_gradient_matches_finite_differences_with_second_order_terms():
     tape.watch(phi_list)
     value_fo = first_order(phi_list)
   grads_fo = tape.gradient(value_fo, phi_list)
-  np.testing.assert_allclose(float(value_fo), float(value), rtol=1e-12)   # same forward pass
+  np.testing.assert_allclose(float(value_fo), float(value), rtol=1e-12)  # same forward pass
   diff = np.sqrt(sum(float(tf.reduce_sum(tf.square(a - b))) for a, b in zip(grads, grads_fo)))
   norm = np.sqrt(sum(float(tf.reduce_sum(tf.square(a))) for a in grads))
   assert diff > 1e-3 * norm, (diff, norm)
@@ -416,8 +426,12 @@ def test_agent_optimizer_star_clips_and_needs_params():
   updates, _ = opt.update(grads, state, params=params)
   core = star.StarCore()
   for p, g, u in zip(params, grads, updates):
-    expected, _ = core.update(phi, core.init_state(p, unit_axis=True), tf.clip_by_value(g, -1.0, 1.0), 3e-3,
-                              param=p, unit_axis=True)
+    expected, _ = core.update(phi,
+                              core.init_state(p, unit_axis=True),
+                              tf.clip_by_value(g, -1.0, 1.0),
+                              3e-3,
+                              param=p,
+                              unit_axis=True)
     np.testing.assert_array_equal(u.numpy(), expected.numpy())
 
 
@@ -447,8 +461,7 @@ def regression_data(n=256):
 
 def small_model():
   keras.utils.set_random_seed(0)
-  return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                           keras.layers.Dense(1)])
+  return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
 
 
 def test_keras_step_equals_core_and_fit_reduces_loss():
@@ -473,7 +486,7 @@ def test_keras_step_equals_core_and_fit_reduces_loss():
   model = small_model()
   model.compile(optimizer=optim4rl_tf.STAR(learning_rate=1e-2, seed=0), loss="mse")
   history = model.fit(x, y, batch_size=32, epochs=3, verbose=0).history["loss"]
-  assert all(b < a for a, b in zip(history, history[1:])), history   # an untrained STAR still descends
+  assert all(b < a for a, b in zip(history, history[1:])), history  # an untrained STAR still descends
 
 
 def test_keras_get_config_and_save_load(tmp_path):
@@ -514,4 +527,3 @@ def test_keras_non_finite_gradient_is_skipped():
   np.testing.assert_array_equal(var.numpy(), after)
   assert all(np.array_equal(a, b.numpy()) for a, b in zip(state, opt.variables[2:-1]))
   assert int(opt.nonfinite_steps.numpy()) == 1
-

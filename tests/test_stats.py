@@ -13,8 +13,12 @@ from optim4rl_tf.utils import stats
 
 def scipy_ci(x, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
   """The interval straight from scipy (percentile method, the official analysis' call)."""
-  res = scipy.stats.bootstrap((np.asarray(x, np.float64),), np.mean, n_resamples=num_resamples, axis=axis,
-                              confidence_level=confidence, method="percentile",
+  res = scipy.stats.bootstrap((np.asarray(x, np.float64),),
+                              np.mean,
+                              n_resamples=num_resamples,
+                              axis=axis,
+                              confidence_level=confidence,
+                              method="percentile",
                               rng=np.random.default_rng(seed))
   return res.confidence_interval
 
@@ -31,7 +35,7 @@ def test_bootstrap_matches_exact_resampling_distribution():
   # Exact bootstrap distribution of the mean: all 3^3 equally likely index tuples.
   means = np.sort([x[list(idx)].mean() for idx in itertools.product(range(3), repeat=3)])
   cdf = np.cumsum(np.full(len(means), 1.0 / len(means)))
-  lo_exact = means[np.searchsorted(cdf, 0.05)]      # P(mean <= 0) = 1/27 < 5% < P(mean <= 1/3) = 4/27
+  lo_exact = means[np.searchsorted(cdf, 0.05)]  # P(mean <= 0) = 1/27 < 5% < P(mean <= 1/3) = 4/27
   hi_exact = means[np.searchsorted(cdf, 0.95)]
   assert (lo_exact, hi_exact) == (pytest.approx(1 / 3), pytest.approx(11 / 3))
   ci = stats.bootstrap_ci(x, num_resamples=100000, seed=1)
@@ -55,14 +59,14 @@ def test_bootstrap_normal_approximation_and_determinism():
   se = x.std() / np.sqrt(len(x))
   assert ci.half_width == pytest.approx(1.6449 * se, rel=0.05)
   assert ci.low < x.mean() < ci.high
-  assert stats.bootstrap_ci(x, seed=3) == ci                  # seeded
+  assert stats.bootstrap_ci(x, seed=3) == ci  # seeded
   assert stats.bootstrap_ci(x, seed=4) != ci
 
 
 def test_bootstrap_covers_a_known_mean():
   """400 synthetic experiments of 30 runs drawn from N(1, 2^2): the 90% interval covers the true mean 1 in
   about 90% of them (the percentile interval under-covers a little at n = 30: ~88%)."""
-  runs = np.random.default_rng(1).normal(1.0, 2.0, size=(400, 30))    # [experiments, runs]
+  runs = np.random.default_rng(1).normal(1.0, 2.0, size=(400, 30))  # [experiments, runs]
   band = stats.bootstrap_ci(runs, num_resamples=2000, seed=1, axis=1)
   assert band.low.shape == band.high.shape == (400,)
   assert np.all(band.low <= band.mean) and np.all(band.mean <= band.high)
@@ -71,7 +75,7 @@ def test_bootstrap_covers_a_known_mean():
 
 
 def test_bootstrap_one_run_and_constant_runs():
-  assert stats.bootstrap_ci([2.5]) == (2.5, 2.5, 2.5)            # one run: scipy needs two
+  assert stats.bootstrap_ci([2.5]) == (2.5, 2.5, 2.5)  # one run: scipy needs two
   assert stats.bootstrap_ci([2.0] * 5) == (2.0, 2.0, 2.0)
   ci = stats.bootstrap_ci([0.1] * 7)
   assert ci.low == ci.mean == ci.high == pytest.approx(0.1)
@@ -85,7 +89,7 @@ def test_bootstrap_one_run_and_constant_runs():
 
 
 def test_bootstrap_band_along_axis():
-  vals = np.stack([np.zeros(4), np.ones(4)], axis=1)          # [points, runs]
+  vals = np.stack([np.zeros(4), np.ones(4)], axis=1)  # [points, runs]
   band = stats.bootstrap_ci(vals, axis=1)
   np.testing.assert_array_equal(band.mean, [0.5] * 4)
   np.testing.assert_array_equal(band.low, [0.0] * 4)
@@ -99,7 +103,7 @@ def test_bootstrap_means_distribution():
   means = stats.bootstrap_means(x, num_resamples=4000, seed=2)
   assert means.shape == (4000,)
   assert np.mean(means) == pytest.approx(np.mean(x), abs=0.02)
-  assert np.std(means) == pytest.approx(np.std(x) / np.sqrt(50), rel=0.1)   # standard error of the mean
+  assert np.std(means) == pytest.approx(np.std(x) / np.sqrt(50), rel=0.1)  # standard error of the mean
   np.testing.assert_array_equal(stats.bootstrap_means(x, 4000, seed=2), means)
   assert stats.bootstrap_means(np.ones((3, 2)), 10, axis=0).shape == (10, 2)
   np.testing.assert_array_equal(stats.bootstrap_means([4.0], 5), [4.0] * 5)

@@ -106,7 +106,7 @@ def test_brax_and_grid_index_mapping():
 def test_lopt_index_mapping_over_phi_files(tmp_path):
   """lopt_*: phi file p = (idx-1) mod P, seed repeat = (idx-1) // P."""
   files = []
-  for i in (1, 2, 10):   # natural order: 1, 2, 10 (not 1, 10, 2)
+  for i in (1, 2, 10):  # natural order: 1, 2, 10 (not 1, 10, 2)
     d = tmp_path / "meta" / str(i)
     d.mkdir(parents=True)
     (d / "phi.npz").write_text("x")
@@ -121,7 +121,7 @@ def test_lopt_index_mapping_over_phi_files(tmp_path):
   for run in runs:
     p, rep = (run.index - 1) % 3, (run.index - 1) // 3
     assert run.overrides["optimizer.meta_params"] == files[p] and run.repeat == rep
-    assert run.seed == 10 * rep     # seed stride = num_seeds: the repeats' seed blocks do not overlap
+    assert run.seed == 10 * rep  # seed stride = num_seeds: the repeats' seed blocks do not overlap
 
 
 def test_empty_lists_are_not_swept_and_first_key_is_fastest():
@@ -134,7 +134,7 @@ def test_empty_lists_are_not_swept_and_first_key_is_fastest():
 
 def test_key_resolution_and_errors():
   config = meta_config([32], [1e-3])
-  assert sweep.resolve_key(config, "learning_rate") == "optimizer.learning_rate"   # unique leaf name
+  assert sweep.resolve_key(config, "learning_rate") == "optimizer.learning_rate"  # unique leaf name
   assert sweep.resolve_key(config, "optimizer__learning_rate") == "optimizer.learning_rate"
   assert sweep.expand_value(config, "meta_grad", "none") == {"meta_grad_norm": -1.0, "meta_grad_clip": -1.0}
   assert sweep.expand_value(config, "x", {"meta_lr": 0.1, "max_norm": 0.5}) == {"meta_lr": 0.1, "max_norm": 0.5}
@@ -156,12 +156,16 @@ def test_key_resolution_and_errors():
 def test_command_line_of_a_run():
   config = meta_config([32, 64], [1e-3])
   run = sweep.expand(config, "/s")[1]
-  cmd = sweep.command(run, launcher="launch/meta_train.py", config_spec="configs/meta_a2c.py:catch",
-                      base_args=["--config.train_steps=1000"], python="python")
-  assert cmd == ["python", "launch/meta_train.py", "--config=configs/meta_a2c.py:catch",
-                 "--config.train_steps=1000", "--config.reset_interval=64", "--config.meta_lr=0.001",
-                 "--config.meta_grad_norm=0.5", "--config.meta_grad_clip=-1.0", "--config.seed=0",
-                 "--workdir=/s/2"]
+  cmd = sweep.command(run,
+                      launcher="launch/meta_train.py",
+                      config_spec="configs/meta_a2c.py:catch",
+                      base_args=["--config.train_steps=1000"],
+                      python="python")
+  assert cmd == [
+      "python", "launch/meta_train.py", "--config=configs/meta_a2c.py:catch", "--config.train_steps=1000",
+      "--config.reset_interval=64", "--config.meta_lr=0.001", "--config.meta_grad_norm=0.5",
+      "--config.meta_grad_clip=-1.0", "--config.seed=0", "--workdir=/s/2"
+  ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,7 +200,7 @@ def test_local_pool_runs_skips_and_records(tmp_path, capsys):
   out = capsys.readouterr().out
   assert result.ok == [1, 2, 5, 6] and result.failed == [3, 4, 7, 8] and result.skipped == []
   progress = [line for line in out.splitlines() if line.startswith("[sweep ")]
-  assert len(progress) == 8 and all(" run " in line for line in progress)   # one line per run
+  assert len(progress) == 8 and all(" run " in line for line in progress)  # one line per run
   assert "FAILED (rc=3)" in out and "boom: this configuration fails" in out
   for run in runs:
     rec = json.load(open(os.path.join(run.workdir, sweep_runner.RUN_FILE)))
@@ -256,9 +260,11 @@ def test_cli_end_to_end(tmp_path):
   cfg = tmp_path / "cfg.py"
   cfg.write_text(CONFIG_FILE)
   sweep_dir = tmp_path / "sw"
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "sweep.py"), f"--launcher={_dummy(tmp_path)}",
-         f"--config={cfg}:a", "--config.train_steps=7", f"--sweep_dir={sweep_dir}", "--workers=2",
-         "--repeats=2", "--only=1-3,6"]
+  cmd = [
+      sys.executable,
+      os.path.join(ROOT, "launch", "sweep.py"), f"--launcher={_dummy(tmp_path)}", f"--config={cfg}:a",
+      "--config.train_steps=7", f"--sweep_dir={sweep_dir}", "--workers=2", "--repeats=2", "--only=1-3,6"
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "4 configurations x 2 repeats = 8 runs" in proc.stdout
@@ -269,17 +275,16 @@ def test_cli_end_to_end(tmp_path):
   rec = json.load(open(sweep_dir / "6" / sweep_runner.RUN_FILE))
   assert rec["config"]["train_steps"] == 7 and rec["config"]["seed"] == 2
   assert json.load(open(sweep_dir / "sweep.json"))["num_runs"] == 8
-  listing = subprocess.run(cmd[:-1] + ["--list"], capture_output=True, text=True, timeout=120,
-                           cwd=str(tmp_path)).stdout
+  listing = subprocess.run(cmd[:-1] + ["--list"], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)).stdout
   assert "    8  config    4  repeat 1  meta_lr=0.001 meta_grad=grad_clip_1.0 seed=2" in listing
 
 
 def test_project_meta_configs_follow_the_paper_index():
   """configs/meta_a2c.py's grids give the §9.2 mapping (catch: r + 2j; bdl: r + 4j; no-pipeline: j only)."""
   from optim4rl_tf.configs import meta_a2c as module  # pylint: disable=import-outside-toplevel
-  for variant, intervals, lrs in (("catch", (32, 64), META_LRS_CATCH),
-                                  ("big_dense_long", (72, 144, 288, 576), META_LRS_GRID),
-                                  ("big_dense_long_nopipe", (), META_LRS_GRID)):
+  for variant, intervals, lrs in (("catch", (32, 64), META_LRS_CATCH), ("big_dense_long", (72, 144, 288, 576),
+                                                                        META_LRS_GRID), ("big_dense_long_nopipe", (),
+                                                                                         META_LRS_GRID)):
     config = module.get_config(variant)
     runs = sweep.expand(config, "/tmp/x")
     m = max(len(intervals), 1)

@@ -24,7 +24,7 @@ def tiny_config(variant="catch", **overrides):
   c = a2c_configs.get_config(variant)
   c.env.num_envs = 8
   c.num_seeds = 2
-  c.train_steps = 8 * 20 * 6          # 6 iterations
+  c.train_steps = 8 * 20 * 6  # 6 iterations
   c.console_every_secs = 0.0
   c.iterations_per_call = 2
   return set_fields(c, **overrides)
@@ -59,7 +59,7 @@ def test_train_writes_all_files(tmp_path, capsys):
   rows = _read_csv(tmp_path / "returns.csv")
   assert rows and set(rows[0]) == {"step", "seed", "return"}
   steps = sorted({int(r["step"]) for r in rows})
-  assert all(s % (8 * 20) == 0 for s in steps) and max(steps) <= 5 * 8 * 20   # step = iteration*envs*T
+  assert all(s % (8 * 20) == 0 for s in steps) and max(steps) <= 5 * 8 * 20  # step = iteration*envs*T
   assert {int(r["seed"]) for r in rows} == {0, 1}
   assert all(float(r["return"]) in (-1.0, 1.0) or -1.0 < float(r["return"]) < 1.0 for r in rows)
   # Catch: every env finishes an episode at steps 9, 18, ...: iteration 0 (steps 0-19) has 2 per env.
@@ -92,7 +92,7 @@ def test_seed_labels_and_reproducibility(tmp_path):
   a = a2c_train.train(tiny_config(seed=3), str(tmp_path / "a"), console=False)
   b = a2c_train.train(tiny_config(seed=3, iterations_per_call=0), str(tmp_path / "b"), console=False)
   assert a["labels"] == [3, 4]
-  for x, y in zip(a["params"], b["params"]):           # chunking does not change the result
+  for x, y in zip(a["params"], b["params"]):  # chunking does not change the result
     np.testing.assert_array_equal(x, y)
 
 
@@ -101,26 +101,55 @@ def test_learned_optimizer_from_meta_params(tmp_path):
   from optim4rl_tf.optimizers import meta_params
   core = cores.make_core("optim4rl", (16, 16), 8)
   path = meta_params.save(str(tmp_path / "phi.npz"), core, core.init_meta_params(0))
-  res = a2c_train.train(tiny_config(**{"optimizer.name": "optim4rl", "optimizer.meta_params": path}),
-                        str(tmp_path / "run"), console=False)
+  res = a2c_train.train(tiny_config(**{
+      "optimizer.name": "optim4rl",
+      "optimizer.meta_params": path
+  }),
+                        str(tmp_path / "run"),
+                        console=False)
   assert all(np.all(np.isfinite(p)) for p in res["params"])
   # A file made for another optimizer is rejected with a clear error.
   with pytest.raises(ValueError, match="optim4rl"):
-    a2c_train.train(tiny_config(**{"optimizer.name": "linear_optim", "optimizer.meta_params": path}),
-                    str(tmp_path / "bad"), console=False)
+    a2c_train.train(tiny_config(**{
+        "optimizer.name": "linear_optim",
+        "optimizer.meta_params": path
+    }),
+                    str(tmp_path / "bad"),
+                    console=False)
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"env.name": "pong"}, "Unknown task"),
-    ({"optimizer.name": "sgd"}, "Unknown optimizer.name"),
-    ({"num_seeds": 0}, "num_seeds must be a positive integer"),
-    ({"train_steps": -100.0}, "train_steps must be a positive integer"),
-    ({"train_steps": 10.0}, "less than one iteration"),
-    ({"env.num_envs": -1}, "env.num_envs"),
-    ({"optimizer.learning_rate": 0.0}, "learning_rate"),
-    ({"discount": 1.5}, "discount"),
-    ({"optimizer.meta_params": "phi.npz"}, "not a learned optimizer"),
-    ({"optimizer.name": "optim4rl", "optimizer.meta_params": "/nonexistent/phi.npz"}, "file not found"),
+    ({
+        "env.name": "pong"
+    }, "Unknown task"),
+    ({
+        "optimizer.name": "sgd"
+    }, "Unknown optimizer.name"),
+    ({
+        "num_seeds": 0
+    }, "num_seeds must be a positive integer"),
+    ({
+        "train_steps": -100.0
+    }, "train_steps must be a positive integer"),
+    ({
+        "train_steps": 10.0
+    }, "less than one iteration"),
+    ({
+        "env.num_envs": -1
+    }, "env.num_envs"),
+    ({
+        "optimizer.learning_rate": 0.0
+    }, "learning_rate"),
+    ({
+        "discount": 1.5
+    }, "discount"),
+    ({
+        "optimizer.meta_params": "phi.npz"
+    }, "not a learned optimizer"),
+    ({
+        "optimizer.name": "optim4rl",
+        "optimizer.meta_params": "/nonexistent/phi.npz"
+    }, "file not found"),
 ])
 def test_bad_config_errors(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):
@@ -136,7 +165,7 @@ def test_unknown_variant_and_bad_workdir(tmp_path):
     a2c_train.train(tiny_config(), str(blocker), console=False)
   with pytest.raises(ValueError, match="not writable"):
     a2c_train.train(tiny_config(), str(blocker / "sub"), console=False)
-  if os.geteuid() != 0:                        # root can write anywhere
+  if os.geteuid() != 0:  # root can write anywhere
     ro = tmp_path / "readonly"
     ro.mkdir()
     ro.chmod(0o500)
@@ -169,9 +198,11 @@ def test_config_checks_and_progress():
 def test_launcher_end_to_end(tmp_path):
   """The launcher as a process (this file's one); the bad-config case runs it in this process."""
   workdir = tmp_path / "run"
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "train.py"), "--config=" +
-         os.path.join(ROOT, "configs", "a2c.py") + ":catch", "--config.num_seeds=2",
-         "--config.env.num_envs=8", "--config.train_steps=640", f"--workdir={workdir}"]
+  cmd = [
+      sys.executable,
+      os.path.join(ROOT, "launch", "train.py"), "--config=" + os.path.join(ROOT, "configs", "a2c.py") + ":catch",
+      "--config.num_seeds=2", "--config.env.num_envs=8", "--config.train_steps=640", f"--workdir={workdir}"
+  ]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,10 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import ppo as ppo_configs  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
-
-
-
-STEP = 16 * 4 * 10       # env steps per training step and seed (batch 16 x 4 minibatches x unroll 10)
+STEP = 16 * 4 * 10  # env steps per training step and seed (batch 16 x 4 minibatches x unroll 10)
 
 
 def tiny_config(**overrides):
@@ -35,8 +32,14 @@ def tiny_config(**overrides):
   c = ppo_configs.get_config("inverted_pendulum")
   assert (c.env.num_envs, c.batch_size, c.num_minibatches, c.unroll_length, c.num_eval_envs) == \
       (16, 16, 4, 10, 16)
-  set_fields(c, **{"env.episode_length": 200, "train_steps": STEP, "num_evals": 1, "num_seeds": 2,
-             "console_every_secs": 0.0})
+  set_fields(
+      c, **{
+          "env.episode_length": 200,
+          "train_steps": STEP,
+          "num_evals": 1,
+          "num_seeds": 2,
+          "console_every_secs": 0.0
+      })
   return set_fields(c, **overrides)
 
 
@@ -83,19 +86,46 @@ def test_small_variants_validate(variant):
 
 
 BAD = [
-    ({"env.name": "cartpole"}, "Unknown task \\(env.name\\) 'cartpole'"),
-    ({"env.bridge": "torch"}, "Unknown env.bridge 'torch'"),
-    ({"env.backend": "mjx2"}, "Unknown env.backend"),
-    ({"optimizer.name": "sgd"}, "Unknown optimizer.name 'sgd'"),
-    ({"env.num_envs": 0}, "env.num_envs must be a positive integer"),
-    ({"batch_size": 15}, "must be a multiple of env.num_envs"),
-    ({"train_steps": 600}, "less than num_evals=1 training steps"),
-    ({"optimizer.learning_rate": -1e-3}, "optimizer.learning_rate must be a positive"),
-    ({"discount": 1.5}, "discount must be in \\[0, 1\\]"),
-    ({"update_epochs": 0}, "update_epochs must be a positive integer"),
-    ({"network.value_hidden": (64, 0)}, "network.value_hidden must be a sequence of positive integers"),
-    ({"optimizer.meta_params": "x.npz"}, "not a learned optimizer"),
-    ({"optimizer.name": "optim4rl", "optimizer.meta_params": "/nonexistent/phi.npz"}, "file not found"),
+    ({
+        "env.name": "cartpole"
+    }, "Unknown task \\(env.name\\) 'cartpole'"),
+    ({
+        "env.bridge": "torch"
+    }, "Unknown env.bridge 'torch'"),
+    ({
+        "env.backend": "mjx2"
+    }, "Unknown env.backend"),
+    ({
+        "optimizer.name": "sgd"
+    }, "Unknown optimizer.name 'sgd'"),
+    ({
+        "env.num_envs": 0
+    }, "env.num_envs must be a positive integer"),
+    ({
+        "batch_size": 15
+    }, "must be a multiple of env.num_envs"),
+    ({
+        "train_steps": 600
+    }, "less than num_evals=1 training steps"),
+    ({
+        "optimizer.learning_rate": -1e-3
+    }, "optimizer.learning_rate must be a positive"),
+    ({
+        "discount": 1.5
+    }, "discount must be in \\[0, 1\\]"),
+    ({
+        "update_epochs": 0
+    }, "update_epochs must be a positive integer"),
+    ({
+        "network.value_hidden": (64, 0)
+    }, "network.value_hidden must be a sequence of positive integers"),
+    ({
+        "optimizer.meta_params": "x.npz"
+    }, "not a learned optimizer"),
+    ({
+        "optimizer.name": "optim4rl",
+        "optimizer.meta_params": "/nonexistent/phi.npz"
+    }, "file not found"),
 ]
 
 
@@ -104,25 +134,38 @@ def test_bad_config_errors(overrides, match, tmp_path):
   c = tiny_config(**overrides)
   with pytest.raises(ValueError, match=match):
     ppo_train.train(c, str(tmp_path), console=False)
-  assert not os.path.exists(tmp_path / "returns.csv")          # fails before doing anything
+  assert not os.path.exists(tmp_path / "returns.csv")  # fails before doing anything
 
 
 def test_launcher_errors_and_dispatch(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   base = [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--workdir={tmp_path}"]
   out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.env.name=antt"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                       cwd=ROOT,
+                       capture_output=True,
+                       text=True,
+                       timeout=300,
+                       env=env)
   assert out.returncode == 2 and "error: Unknown task (env.name) 'antt'" in out.stderr, out.stderr[-2000:]
   out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.agent=dqn"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                       cwd=ROOT,
+                       capture_output=True,
+                       text=True,
+                       timeout=300,
+                       env=env)
   assert out.returncode == 2 and "unknown config.agent 'dqn'" in out.stderr, out.stderr[-2000:]
-  out = subprocess.run(base + ["--config=configs/ppo.py:ant_gpu"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300, env=env)
+  out = subprocess.run(base + ["--config=configs/ppo.py:ant_gpu"],
+                       cwd=ROOT,
+                       capture_output=True,
+                       text=True,
+                       timeout=300,
+                       env=env)
   assert out.returncode != 0 and "Unknown ppo variant 'ant_gpu'" in out.stderr
 
 
 # ------------------------------------------------------------------------------------------------
 # Runs (compile Brax's inverted_pendulum: 32 envs, episode_length 200)
+
 
 def _read_csv(path):
   with open(path, newline="") as f:
@@ -137,9 +180,9 @@ def test_train_writes_all_files(tmp_path, capsys):
     assert os.path.exists(tmp_path / name), name
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
   rows = _read_csv(tmp_path / "returns.csv")
-  assert [(int(r["step"]), int(r["seed"])) for r in rows] == [(0, 0), (0, 1), (STEP, 0), (STEP, 1),
-                                                              (2 * STEP, 0), (2 * STEP, 1)]
-  assert all(1.0 <= float(r["return"]) <= 200.0 for r in rows)     # reward 1 per step, at most 200 steps
+  assert [(int(r["step"]), int(r["seed"])) for r in rows] == [(0, 0), (0, 1), (STEP, 0), (STEP, 1), (2 * STEP, 0),
+                                                              (2 * STEP, 1)]
+  assert all(1.0 <= float(r["return"]) <= 200.0 for r in rows)  # reward 1 per step, at most 200 steps
   summary = json.load(open(tmp_path / "summary.json"))
   assert summary["env_steps"] == 2 * STEP and len(summary["final"]) == 2 and not summary["aborted"]
   # final = mean of the last 2 evaluation returns per seed
@@ -172,8 +215,8 @@ def test_numpy_and_graph_bridges_train_identically():
   np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-4)
   np.testing.assert_allclose(n1, n2, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(r1, r2)
-  assert m1["loss"].shape == (2, 2)                                   # [training steps, seeds]
-  assert not np.allclose(p1[0][0], p1[0][1])                          # two independent seeds
+  assert m1["loss"].shape == (2, 2)  # [training steps, seeds]
+  assert not np.allclose(p1[0][0], p1[0][1])  # two independent seeds
 
 
 @pytest.mark.parametrize("name", ["optim4rl", "rmsprop"])
@@ -210,6 +253,7 @@ def test_ppo_adam_learns_inverted_pendulum(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # MetaPPO (docs/fidelity.md §7.5): a tiny meta-training run whose phi then trains a PPO agent (§10 flow)
 
+
 @pytest.mark.slow
 def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   from optim4rl_tf.meta import run
@@ -221,10 +265,10 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   seen = []
   res = run.meta_train(c, str(tmp_path / "meta"), console=False, progress_fn=lambda t, m: seen.append(m))
   assert res["iterations"] == 3 and res["skipped"] == 0
-  assert all(m["meta/applied"] == 1.0 and math.isfinite(m["inverted_pendulum/meta_loss"]) and
-             m["meta/grad_norm"] > 0 for m in seen)
+  assert all(m["meta/applied"] == 1.0 and math.isfinite(m["inverted_pendulum/meta_loss"]) and m["meta/grad_norm"] > 0
+             for m in seen)
   _, phi = meta_params.load(res["phi_path"])
-  assert any(not np.allclose(phi[k], phi0[k]) for k in phi0)        # phi moved
+  assert any(not np.allclose(phi[k], phi0[k]) for k in phi0)  # phi moved
   for name in ("meta_metrics.csv", "summary.json", "config.json"):
     assert os.path.exists(tmp_path / "meta" / name)
   # Test flow (§10): a fresh PPO agent trained with the meta-trained phi, fixed.
@@ -266,7 +310,7 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
 def test_meta_ppo_config_errors():
   from optim4rl_tf.meta import run
   c = ppo_configs.get_config("meta_ant")
-  assert run.validate_config(c) == 610                                # docs/fidelity.md §7.5
+  assert run.validate_config(c) == 610  # docs/fidelity.md §7.5
   assert (c.batch_size, c.num_minibatches, c.unroll_length, c.update_epochs, c.inner_updates) == \
       (1024, 8, 5, 4, 4)
   assert tuple(c.network.value_hidden) == (64,) * 5 and c.env.num_envs == 2048
@@ -274,11 +318,17 @@ def test_meta_ppo_config_errors():
   assert (nopipe.pipeline, nopipe.env.name, nopipe.reward_scaling, list(nopipe.sweep.reset_interval)) == \
       (False, "humanoid", 0.1, [])
   assert c.pipeline and list(c.sweep.reset_interval) == [32, 64, 128, 256, 512]
-  assert c.meta_grad_through_env is True          # the official estimator by default (docs/fidelity.md §7.5)
-  for overrides, match in [({"env.bridge": "numpy"}, "Unknown env.bridge 'numpy'"),
-                           ({"optimizer.name": "adam"}, "Unknown optimizer.name 'adam'"),
-                           ({"optimizer.name": "velo"}, "Unknown optimizer.name 'velo'"),
-                           ({"num_units": 3}, "must be a multiple of num_units=3"),
-                           ({"train_steps": 1000}, "less than one outer iteration")]:
+  assert c.meta_grad_through_env is True  # the official estimator by default (docs/fidelity.md §7.5)
+  for overrides, match in [({
+      "env.bridge": "numpy"
+  }, "Unknown env.bridge 'numpy'"), ({
+      "optimizer.name": "adam"
+  }, "Unknown optimizer.name 'adam'"), ({
+      "optimizer.name": "velo"
+  }, "Unknown optimizer.name 'velo'"), ({
+      "num_units": 3
+  }, "must be a multiple of num_units=3"), ({
+      "train_steps": 1000
+  }, "less than one outer iteration")]:
     with pytest.raises(ValueError, match=match):
       run.validate_config(set_fields(ppo_configs.get_config("meta_ant"), **overrides))

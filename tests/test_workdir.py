@@ -75,6 +75,7 @@ def test_atomic_write_and_disk_full(tmp_path, monkeypatch):
   real_fdopen = os.fdopen
 
   class Full:
+
     def __init__(self, f):
       self.f = f
 

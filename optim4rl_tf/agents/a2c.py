@@ -43,18 +43,18 @@ class A2CHParams(NamedTuple):
 
 class A2CState(NamedTuple):
   """Carry of the training loop (all tensors)."""
-  params: Any        # list [U, ...]
-  opt_state: Any     # optimizer state (structure of the optimizer)
-  env_state: Any     # env state, leading axis U*B
-  obs: Any           # [U, B, *obs_shape] observation of env_state
-  ep_return: Any     # [U, B] running (unfinished) episode return
-  iteration: Any     # int32 scalar: iterations done so far
-  key: Any           # int32 [2]: base stateless key of the run
+  params: Any  # list [U, ...]
+  opt_state: Any  # optimizer state (structure of the optimizer)
+  env_state: Any  # env state, leading axis U*B
+  obs: Any  # [U, B, *obs_shape] observation of env_state
+  ep_return: Any  # [U, B] running (unfinished) episode return
+  iteration: Any  # int32 scalar: iterations done so far
+  key: Any  # int32 [2]: base stateless key of the run
   healthy: Any = None  # bool [U]: unit has not diverged (None: no divergence guard, see a2c_update)
 
 
-METRIC_NAMES = ("return_sum", "return_count", "loss", "actor_loss", "critic_loss", "entropy_loss",
-                "entropy", "grad_norm", "update_norm", "healthy")
+METRIC_NAMES = ("return_sum", "return_count", "loss", "actor_loss", "critic_loss", "entropy_loss", "entropy",
+                "grad_norm", "update_norm", "healthy")
 
 # Divergence guard: a unit whose parameters or policy logits hold NaN/Inf or an entry with |x| above this
 # bound (absurd for these float32 nets, whose initial weights are ~0.1) has diverged.
@@ -67,7 +67,7 @@ def unit_finite(tensors, bound=DIVERGENCE_BOUND):
   oks = []
   for x in tensors:
     flat = tf.reshape(x, [tf.shape(x)[0], -1])
-    ok = tf.math.is_finite(flat) if bound is None else tf.abs(flat) <= bound    # NaN <= b is False
+    ok = tf.math.is_finite(flat) if bound is None else tf.abs(flat) <= bound  # NaN <= b is False
     oks.append(tf.reduce_all(ok, axis=1))
   return tf.reduce_all(tf.stack(oks), axis=0)
 
@@ -126,8 +126,8 @@ def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_
     if guard:
       ok = ok & unit_finite([logits])
       logits = _where_units(ok, logits, tf.zeros_like(logits))
-    a = tf.random.stateless_categorical(tf.reshape(logits, [-1, logits.shape[-1]]), 1, seed=keys[0],
-                                        dtype=tf.int32)[:, 0]
+    a = tf.random.stateless_categorical(tf.reshape(logits, [-1, logits.shape[-1]]), 1, seed=keys[0], dtype=tf.int32)[:,
+                                                                                                                     0]
     env_state, next_obs, reward, done = env.step(env_state, a, keys[1])
     next_obs = _to_units(next_obs, num_units)
     next_obs.set_shape(obs.shape)
@@ -139,8 +139,8 @@ def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_
 
   ok = healthy if guard else tf.ones([num_units], tf.bool)
   _, env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta = tf.while_loop(
-      lambda t, *_: t < num_steps, body,
-      (tf.constant(0), env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta),
+      lambda t, *_: t < num_steps,
+      body, (tf.constant(0), env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta),
       maximum_iterations=num_steps)
   obs_ta = obs_ta.write(num_steps, obs)
 
@@ -148,8 +148,10 @@ def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_
     perm = [1, 0] + list(range(2, x.shape.rank))
     return tf.transpose(x, perm)
 
-  traj = Trajectory(obs=unit_major(obs_ta.stack()), actions=unit_major(act_ta.stack()),
-                    rewards=unit_major(rew_ta.stack()), dones=unit_major(done_ta.stack()))
+  traj = Trajectory(obs=unit_major(obs_ta.stack()),
+                    actions=unit_major(act_ta.stack()),
+                    rewards=unit_major(rew_ta.stack()),
+                    dones=unit_major(done_ta.stack()))
   return traj, env_state, obs, (ok if guard else None)
 
 
@@ -191,8 +193,8 @@ def a2c_loss(apply_fn, params, traj, hparams=A2CHParams()):
   flat_obs = tf.reshape(obs, [u_dim, -1] + obs.shape[3:].as_list())
   logits, values = apply_fn(params, flat_obs)
   num_actions = logits.shape[-1]
-  logits = tf.reshape(logits, [u_dim, t1, b_dim, num_actions])[:, :-1]   # [U, T, B, A]
-  values = tf.reshape(values, [u_dim, t1, b_dim])                          # [U, T+1, B]
+  logits = tf.reshape(logits, [u_dim, t1, b_dim, num_actions])[:, :-1]  # [U, T, B, A]
+  values = tf.reshape(values, [u_dim, t1, b_dim])  # [U, T+1, B]
 
   discounts = hparams.discount * (1.0 - traj.dones)
   returns = lambda_returns(traj.rewards, discounts, values, hparams.gae_lambda)
@@ -202,12 +204,11 @@ def a2c_loss(apply_fn, params, traj, hparams=A2CHParams()):
   log_pi = tf.nn.log_softmax(logits)
   log_pi_a = tf.gather(log_pi, traj.actions, batch_dims=3)
   actor = -tf.reduce_mean(log_pi_a * tf.stop_gradient(td), axis=[1, 2])
-  ent = -tf.reduce_sum(tf.exp(log_pi) * log_pi, axis=-1)                  # [U, T, B]
+  ent = -tf.reduce_sum(tf.exp(log_pi) * log_pi, axis=-1)  # [U, T, B]
   mean_ent = tf.reduce_mean(ent, axis=[1, 2])
   ent_loss = -hparams.entropy_weight * mean_ent
   loss = actor + critic + ent_loss
-  return loss, dict(loss=loss, actor_loss=actor, critic_loss=critic, entropy_loss=ent_loss,
-                    entropy=mean_ent)
+  return loss, dict(loss=loss, actor_loss=actor, critic_loss=critic, entropy_loss=ent_loss, entropy=mean_ent)
 
 
 def episode_returns(ep_return, rewards, dones):
@@ -265,8 +266,15 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state, grad_probe=N
   guard = state.healthy is not None
   healthy = (state.healthy & unit_finite(state.params)) if guard else None
   it_key = tf.random.experimental.stateless_fold_in(state.key, state.iteration)
-  traj, env_state, obs, healthy = guarded_rollout(net.logits, state.params, env, state.env_state, state.obs,
-                                                  it_key, num_steps, num_units, healthy=healthy)
+  traj, env_state, obs, healthy = guarded_rollout(net.logits,
+                                                  state.params,
+                                                  env,
+                                                  state.env_state,
+                                                  state.obs,
+                                                  it_key,
+                                                  num_steps,
+                                                  num_units,
+                                                  healthy=healthy)
   ep_return, ret_sum, ret_count = episode_returns(state.ep_return, traj.rewards, traj.dones)
   _, metrics, grads = loss_and_grads(net.apply, state.params, traj, hparams)
   grad_norm = unit_norm(grads)
@@ -281,27 +289,35 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state, grad_probe=N
     healthy = healthy & unit_finite(params)
     params = [_where_units(healthy, p, p0) for p, p0 in zip(params, state.params)]
     updates = [_where_units(healthy, u, tf.zeros_like(u)) for u in updates]
-  metrics = dict(metrics, return_sum=ret_sum, return_count=ret_count, grad_norm=grad_norm,
+  metrics = dict(metrics,
+                 return_sum=ret_sum,
+                 return_count=ret_count,
+                 grad_norm=grad_norm,
                  update_norm=unit_norm(updates),
                  healthy=tf.cast(healthy, tf.float32) if guard else tf.ones([num_units]))
   if grad_probe is not None:
     metrics["grad_probe"] = grad_probe(grads)
-  new_state = A2CState(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                       ep_return=ep_return, iteration=state.iteration + 1, key=state.key, healthy=healthy)
+  new_state = A2CState(params=params,
+                       opt_state=opt_state,
+                       env_state=env_state,
+                       obs=obs,
+                       ep_return=ep_return,
+                       iteration=state.iteration + 1,
+                       key=state.key,
+                       healthy=healthy)
   return new_state, metrics
 
 
 class Trainer(NamedTuple):
-  init: Any    # (seed: int, unit_keys=None) -> A2CState
-  run: Any     # (state, num_iterations: int32 scalar) -> (state, {metric: [K, U]})
+  init: Any  # (seed: int, unit_keys=None) -> A2CState
+  run: Any  # (state, num_iterations: int32 scalar) -> (state, {metric: [K, U]})
   #              (with a grad_probe, also "grad_probe": [K, U, C])
   net: Any
   env: Any
   opt: Any
 
 
-def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False, grad_probe=None,
-                 probe_size=0):
+def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False, grad_probe=None, probe_size=0):
   """Builds init and a ``tf.function`` running K A2C iterations per call (a ``tf.while_loop``).
 
   ``env.num_envs`` must be a multiple of ``num_units`` (B = num_envs / U envs per unit).
@@ -323,8 +339,12 @@ def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False
     opt_state = opt.init(params)
     env_state = env.reset(tf.random.experimental.stateless_fold_in(key, 1 << 20))
     obs = _to_units(env.observe(env_state), num_units)
-    return A2CState(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                    ep_return=tf.zeros([num_units, envs_per_unit]), iteration=tf.constant(0, tf.int32),
+    return A2CState(params=params,
+                    opt_state=opt_state,
+                    env_state=env_state,
+                    obs=obs,
+                    ep_return=tf.zeros([num_units, envs_per_unit]),
+                    iteration=tf.constant(0, tf.int32),
                     key=tf.random.experimental.stateless_fold_in(key, 1 << 21),
                     healthy=tf.ones([num_units], tf.bool))
 
@@ -333,11 +353,9 @@ def make_trainer(net, env, opt, hparams, num_steps, num_units, jit_compile=False
 
   @tf.function(jit_compile=jit_compile, reduce_retracing=True)
   def run(state, num_iterations):
-    tas = {k: tf.TensorArray(tf.float32, size=num_iterations, element_shape=[num_units])
-           for k in METRIC_NAMES}
+    tas = {k: tf.TensorArray(tf.float32, size=num_iterations, element_shape=[num_units]) for k in METRIC_NAMES}
     if grad_probe is not None:
-      tas["grad_probe"] = tf.TensorArray(tf.float32, size=num_iterations,
-                                         element_shape=[num_units, probe_size])
+      tas["grad_probe"] = tf.TensorArray(tf.float32, size=num_iterations, element_shape=[num_units, probe_size])
 
     def body(i, state, tas):
       state, metrics = step(state)

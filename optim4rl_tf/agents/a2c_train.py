@@ -93,9 +93,10 @@ def validate_config(config):
                        "learned optimizer")
     cc.check_file("optimizer.meta_params", config.optimizer.meta_params)
     cc.check_npz_size("optimizer.meta_params", config.optimizer.meta_params, MAX_META_PARAMS)
-  cc.check_memory(f"num_seeds * env.num_envs = {int(config.num_seeds) * int(config.env.num_envs):,} "
-                  f"environments x rollout_steps {int(config.rollout_steps)}", estimate_memory_bytes(config),
-                  "lower env.num_envs, num_seeds or rollout_steps")
+  cc.check_memory(
+      f"num_seeds * env.num_envs = {int(config.num_seeds) * int(config.env.num_envs):,} "
+      f"environments x rollout_steps {int(config.rollout_steps)}", estimate_memory_bytes(config),
+      "lower env.num_envs, num_seeds or rollout_steps")
   steps_per_iter = config.env.num_envs * config.rollout_steps
   iterations = train_steps // steps_per_iter
   if iterations < 1:
@@ -116,7 +117,7 @@ def estimate_memory_bytes(config):
   probe = envs_lib.make(config.env.name, 1)
   specs = networks.param_specs(networks.net_kind(config.env.name), probe.obs_shape, probe.num_actions)
   obs = math.prod(probe.obs_shape)
-  activations = sum(math.prod(s.shape) for s in specs if s.fan_in == 0)       # one per bias entry
+  activations = sum(math.prod(s.shape) for s in specs if s.fan_in == 0)  # one per bias entry
   envs = int(config.num_seeds) * int(config.env.num_envs)
   return envs * (int(config.rollout_steps) + 1) * 4 * (2 * obs + activations)
 
@@ -125,18 +126,27 @@ def build(config, gradient_probe=None):
   """(trainer, env, net, opt) for a validated config; with a :class:`GradientProbe`, ``trainer.run`` also
   returns ``"grad_probe"`` [K, S, size]."""
   num_seeds = int(config.num_seeds)
-  env = envs_lib.make(config.env.name, num_seeds * int(config.env.num_envs),
+  env = envs_lib.make(config.env.name,
+                      num_seeds * int(config.env.num_envs),
                       reward_scale=float(config.env.reward_scale))
   net = networks.make_network(config.env.name, env.obs_shape, env.num_actions, conv_form=config.conv_form)
-  opt = transforms.make_agent_optimizer(config.optimizer.name, float(config.optimizer.learning_rate),
+  opt = transforms.make_agent_optimizer(config.optimizer.name,
+                                        float(config.optimizer.learning_rate),
                                         grad_clip=float(config.optimizer.grad_clip),
                                         meta_params=config.optimizer.meta_params or None)
-  hp = a2c.A2CHParams(discount=float(config.discount), gae_lambda=float(config.gae_lambda),
+  hp = a2c.A2CHParams(discount=float(config.discount),
+                      gae_lambda=float(config.gae_lambda),
                       critic_weight=float(config.critic_weight),
                       entropy_weight=float(config.entropy_weight))
   probe, probe_size = (None, 0) if gradient_probe is None else gradient_probe.make_probe(net)
-  trainer = a2c.make_trainer(net, env, opt, hp, int(config.rollout_steps), num_seeds,
-                             jit_compile=bool(config.jit_compile), grad_probe=probe,
+  trainer = a2c.make_trainer(net,
+                             env,
+                             opt,
+                             hp,
+                             int(config.rollout_steps),
+                             num_seeds,
+                             jit_compile=bool(config.jit_compile),
+                             grad_probe=probe,
                              probe_size=probe_size)
   return trainer, env, net, opt
 
@@ -175,7 +185,7 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   t_start = time.time()
   trainer, _, net, _ = build(config, gradient_probe)
   logger = run_scaffold.open_run(config, workdir)
-  per_iter = int(config.env.num_envs) * int(config.rollout_steps)       # env steps per iteration and seed
+  per_iter = int(config.env.num_envs) * int(config.rollout_steps)  # env steps per iteration and seed
   state, labels = init_state(trainer, config)
   progress = run_scaffold.make_progress(config, iterations * per_iter,
                                         f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
@@ -188,16 +198,16 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
       k = sizer.take(iterations - done)
       t0 = time.time()
       new_state, m = trainer.run(state, tf.constant(k, tf.int32))
-      m = {name: v.numpy() for name, v in m.items()}          # [k, S]
+      m = {name: v.numpy() for name, v in m.items()}  # [k, S]
       if grad_writer is not None:
-        grad_writer.append(m.pop("grad_probe"))                # [k, S, coords]
+        grad_writer.append(m.pop("grad_probe"))  # [k, S, coords]
       dt = time.time() - t0
       timer.add(dt, k)
       # Count the chunk before logging it: an interrupt during logging then never leaves rows in
       # returns.csv beyond the env steps that summary.json and params.npz record.
-      state, done = new_state, done + k                        # (together: params.npz matches env_steps)
+      state, done = new_state, done + k  # (together: params.npz matches env_steps)
       newly = seeds.log_chunk(m, k, done - k)
-      if done > k or done == iterations:         # the first call's time includes tracing (unless it is all)
+      if done > k or done == iterations:  # the first call's time includes tracing (unless it is all)
         logger.scalars(done * per_iter, {"perf/env_steps_per_sec": k * per_iter * len(labels) / max(dt, 1e-9)})
       logger.flush()
       if newly and console:
@@ -208,9 +218,9 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
       if progress_fn is not None:
         progress_fn(done * per_iter, dict(info, steps_per_sec=progress.rate * len(labels)))
       sizer.record(dt, k)
-  except KeyboardInterrupt as e:                               # SIGINT, or SIGTERM under utils.cli
+  except KeyboardInterrupt as e:  # SIGINT, or SIGTERM under utils.cli
     status, error = "interrupted", e
-  except Exception as e:                                       # e.g. out of memory: keep what exists
+  except Exception as e:  # e.g. out of memory: keep what exists
     status, error = "failed", e
   finally:
     logger.close()
@@ -234,8 +244,8 @@ def _check_probe(config, gradient_probe):
 
 
 _LOGGED = (("loss", "loss/total"), ("actor_loss", "loss/actor"), ("critic_loss", "loss/critic"),
-           ("entropy_loss", "loss/entropy"), ("entropy", "policy/entropy"), ("grad_norm", "norm/grad"),
-           ("update_norm", "norm/update"))
+           ("entropy_loss", "loss/entropy"), ("entropy", "policy/entropy"), ("grad_norm", "norm/grad"), ("update_norm",
+                                                                                                         "norm/update"))
 
 
 class _Seeds:
@@ -264,9 +274,9 @@ class _Seeds:
       scalars = {}
       for s, lab in enumerate(self.labels):
         if not healthy[s] and lab not in self.diverged:
-          self.diverged[lab] = step + self.steps_per_iter   # detected within this iteration
+          self.diverged[lab] = step + self.steps_per_iter  # detected within this iteration
           newly.append(lab)
-        if cnt[s] > 0:                      # (0 in-graph from the iteration whose rollout diverged)
+        if cnt[s] > 0:  # (0 in-graph from the iteration whose rollout diverged)
           r = tot[s] / cnt[s]
           self.runs[lab][0].append(step)
           self.runs[lab][1].append(r)
@@ -276,7 +286,7 @@ class _Seeds:
       if np.any(cnt > 0):
         scalars["return/mean"] = float(np.mean(tot[cnt > 0] / cnt[cnt > 0]))
       if it % self.log_every == 0:
-        if np.any(healthy):                 # means over the healthy seeds (a diverged one is NaN)
+        if np.any(healthy):  # means over the healthy seeds (a diverged one is NaN)
           for name, tag in _LOGGED:
             scalars[tag] = float(np.mean(m[name][j][healthy]))
         scalars["health/diverged_seeds"] = float(len(self.diverged))
@@ -294,8 +304,8 @@ class _Seeds:
     rest = len(self.labels) - len(self.diverged)
     return (f"WARNING: seed(s) {', '.join(f'{lab} (by env step {self.diverged[lab]:,})' for lab in newly)} "
             f"diverged (non-finite or |x| > {a2c.DIVERGENCE_BOUND:g} parameters, logits or gradients) and "
-            "are frozen at their last finite parameters"
-            + (f"; the other {rest} seed(s) continue" if rest else "; no seed left: stopping"))
+            "are frozen at their last finite parameters" +
+            (f"; the other {rest} seed(s) continue" if rest else "; no seed left: stopping"))
 
 
 def _finish(config, workdir, net, state, seeds, status, error, iterations, done_iters, timer, t_start):
@@ -307,17 +317,17 @@ def _finish(config, workdir, net, state, seeds, status, error, iterations, done_
   healthy = seeds.healthy
   finals, ci = None, None
   if any(len(returns[lab][1]) for lab in healthy):
-    finals, ci = stats.summarize_final([returns[lab][1] if lab in healthy else np.zeros(0) for lab in labels],
-                                       last=20)
+    finals, ci = stats.summarize_final([returns[lab][1] if lab in healthy else np.zeros(0) for lab in labels], last=20)
   summary = _summary_line(config, seeds, ci, done_steps)
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {done_steps:,} of {total_steps:,}: {summary}"
   if config.plot and any(len(r[1]) for r in returns.values()):
     from optim4rl_tf.utils import plots
     try:
-      plots.plot_returns(returns, os.path.join(workdir, "returns.png"),
+      plots.plot_returns(returns,
+                         os.path.join(workdir, "returns.png"),
                          title=f"A2C {config.env.name}, {config.optimizer.name} "
-                               f"lr {config.optimizer.learning_rate:g}",
+                         f"lr {config.optimizer.learning_rate:g}",
                          label=config.optimizer.name)
     except Exception as e:  # pylint: disable=broad-except   (never lose the summary to a plot)
       print(f"WARNING: no returns.png: {type(e).__name__}: {e}", flush=True)
@@ -327,21 +337,41 @@ def _finish(config, workdir, net, state, seeds, status, error, iterations, done_
   steps_per_sec = timer.rate(steps_per_iter * len(labels))
   wall = time.time() - t_start
   clean = run_scaffold.finite_or_none
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), dict(
-      summary=summary, status=status, error=None if error is None else _describe(error),
-      env_steps=done_steps, planned_env_steps=total_steps, iterations=done_iters,
-      planned_iterations=iterations, seeds=labels, diverged={str(lab): st for lab, st in diverged.items()},
-      final=None if finals is None else [clean(f) for f in finals.tolist()], **run_scaffold.ci_fields(ci),
-      env_steps_per_sec=clean(steps_per_sec), wall_secs=wall))
-  return dict(returns=returns, final=finals, ci=ci, steps_per_sec=steps_per_sec, iterations=iterations,
-              env_steps=done_steps, wall_secs=wall, summary=summary, params=params, labels=labels,
-              status=status, diverged=dict(diverged))
+  logging_lib.write_json(
+      os.path.join(workdir, "summary.json"),
+      dict(summary=summary,
+           status=status,
+           error=None if error is None else _describe(error),
+           env_steps=done_steps,
+           planned_env_steps=total_steps,
+           iterations=done_iters,
+           planned_iterations=iterations,
+           seeds=labels,
+           diverged={
+               str(lab): st for lab, st in diverged.items()
+           },
+           final=None if finals is None else [clean(f) for f in finals.tolist()],
+           **run_scaffold.ci_fields(ci),
+           env_steps_per_sec=clean(steps_per_sec),
+           wall_secs=wall))
+  return dict(returns=returns,
+              final=finals,
+              ci=ci,
+              steps_per_sec=steps_per_sec,
+              iterations=iterations,
+              env_steps=done_steps,
+              wall_secs=wall,
+              summary=summary,
+              params=params,
+              labels=labels,
+              status=status,
+              diverged=dict(diverged))
 
 
 def _summary_line(config, seeds, ci, done_steps):
   healthy, labels = seeds.healthy, seeds.labels
-  of = (f"over {len(healthy)} seeds" if not seeds.diverged else
-        f"over the {len(healthy)} of {len(labels)} seeds that did not diverge")
+  of = (f"over {len(healthy)} seeds"
+        if not seeds.diverged else f"over the {len(healthy)} of {len(labels)} seeds that did not diverge")
   if ci is not None:
     return (f"final return of {config.env.name} with {config.optimizer.name} "
             f"(lr {config.optimizer.learning_rate:g}) after {done_steps:,} steps, mean of the last 20 "
@@ -364,8 +394,7 @@ def divergence_message(config, workdir, diverged, labels):
   seeds = ", ".join(f"{lab} (by env step {step:,})" for lab, step in sorted(diverged.items()))
   clip = float(config.optimizer.grad_clip)
   advice = (f"lower optimizer.learning_rate (now {float(config.optimizer.learning_rate):g})" +
-            (" or set optimizer.grad_clip > 0 (now off)" if clip <= 0 else
-             f" or optimizer.grad_clip (now {clip:g})"))
+            (" or set optimizer.grad_clip > 0 (now off)" if clip <= 0 else f" or optimizer.grad_clip (now {clip:g})"))
   which = "all seeds" if len(diverged) == len(labels) else f"{len(diverged)} of {len(labels)} seeds"
   return (f"{which} diverged (non-finite or |x| > {a2c.DIVERGENCE_BOUND:g} parameters/logits/gradients): "
           f"seed{'s' if len(diverged) > 1 else ''} {seeds}; {advice}; the results so far are in {workdir}")

@@ -40,9 +40,9 @@ _MAX_UNROLLED_UNITS = 16
 
 
 class ParamSpec(NamedTuple):
-  name: str           # flax path, e.g. "feature_net/layers_1/kernel"
+  name: str  # flax path, e.g. "feature_net/layers_1/kernel"
   shape: Tuple[int, ...]  # without the unit axis
-  fan_in: int         # 0 for biases (zero-initialised)
+  fan_in: int  # 0 for biases (zero-initialised)
 
 
 def net_kind(env_name):
@@ -73,8 +73,10 @@ def param_specs(kind, obs_shape, num_actions):
       raise ValueError(f"big-grid network needs an (N+1, rows, cols) observation, got {obs_shape}")
     c0, rows, cols = obs_shape
     hidden = 32
-    specs = [ParamSpec("feature_net/layers_0/kernel", (2, 2, cols, 16), 2 * 2 * cols),
-             ParamSpec("feature_net/layers_0/bias", (16,), 0)]
+    specs = [
+        ParamSpec("feature_net/layers_0/kernel", (2, 2, cols, 16), 2 * 2 * cols),
+        ParamSpec("feature_net/layers_0/bias", (16,), 0)
+    ]
     specs += _dense_specs("feature_net/layers_3", c0 * rows * 16, hidden)
   else:
     raise ValueError(f"Unknown network kind {kind!r}")

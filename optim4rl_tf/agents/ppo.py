@@ -32,15 +32,15 @@ from optim4rl_tf.agents.networks import ParamSpec, dim
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-
 # ------------------------------------------------------------------------------------------------
 # Observation normaliser (brax.training.acme.running_statistics, Welford, batched).
 
+
 class NormState(NamedTuple):
-  count: Any           # [U] float32: observations seen
-  mean: Any            # [U, D]
+  count: Any  # [U] float32: observations seen
+  mean: Any  # [U, D]
   summed_variance: Any  # [U, D]: sum of squared deviations (Welford's M2)
-  std: Any             # [U, D]
+  std: Any  # [U, D]
 
 
 STD_MIN, STD_MAX = 1e-6, 1e6
@@ -48,8 +48,10 @@ STD_MIN, STD_MAX = 1e-6, 1e6
 
 def norm_init(num_units, obs_size):
   """count 0, mean 0, summed variance 0, std 1 (so normalising before any update is the identity)."""
-  return NormState(count=tf.zeros([num_units]), mean=tf.zeros([num_units, obs_size]),
-                   summed_variance=tf.zeros([num_units, obs_size]), std=tf.ones([num_units, obs_size]))
+  return NormState(count=tf.zeros([num_units]),
+                   mean=tf.zeros([num_units, obs_size]),
+                   summed_variance=tf.zeros([num_units, obs_size]),
+                   std=tf.ones([num_units, obs_size]))
 
 
 def norm_update(state, obs):
@@ -79,11 +81,14 @@ def normalize(state, obs):
 # ------------------------------------------------------------------------------------------------
 # Networks.
 
+
 def _mlp_specs(prefix, n_in, hidden, n_out):
   specs, sizes = [], list(hidden) + [n_out]
   for i, h in enumerate(sizes):
-    specs += [ParamSpec(f"{prefix}/hidden_{i}/kernel", (n_in, h), n_in),
-              ParamSpec(f"{prefix}/hidden_{i}/bias", (h,), 0)]
+    specs += [
+        ParamSpec(f"{prefix}/hidden_{i}/kernel", (n_in, h), n_in),
+        ParamSpec(f"{prefix}/hidden_{i}/bias", (h,), 0)
+    ]
     n_in = h
   return specs
 
@@ -98,7 +103,7 @@ def _mlp(params, x):
   for i in range(n):
     x = _dense(x, params[2 * i], params[2 * i + 1])
     if i < n - 1:
-      x = tf.nn.silu(x)      # flax swish
+      x = tf.nn.silu(x)  # flax swish
   return x
 
 
@@ -112,8 +117,8 @@ class PPONetworks:
   def __init__(self, obs_size, action_size, policy_hidden=(32,) * 4, value_hidden=(256,) * 5):
     self.obs_size, self.action_size = int(obs_size), int(action_size)
     self.policy_hidden, self.value_hidden = tuple(policy_hidden), tuple(value_hidden)
-    self.specs = (_mlp_specs("policy", self.obs_size, self.policy_hidden, 2 * self.action_size)
-                  + _mlp_specs("value", self.obs_size, self.value_hidden, 1))
+    self.specs = (_mlp_specs("policy", self.obs_size, self.policy_hidden, 2 * self.action_size) +
+                  _mlp_specs("value", self.obs_size, self.value_hidden, 1))
     self.num_policy = 2 * (len(self.policy_hidden) + 1)
     self.param_names = [s.name for s in self.specs]
     self.num_params = sum(int(np.prod(s.shape)) for s in self.specs)
@@ -151,6 +156,7 @@ class PPONetworks:
 
 # ------------------------------------------------------------------------------------------------
 # Action distribution.
+
 
 class TanhNormal:
   """Brax ``NormalTanhDistribution``: logits [..., 2A] -> loc, sigma = softplus(s) + min_std; pre-tanh
@@ -199,6 +205,7 @@ def policy_step(nets, params, norm, obs, seed, deterministic=False):
 # ------------------------------------------------------------------------------------------------
 # GAE and the loss.
 
+
 def compute_gae(truncation, termination, rewards, values, bootstrap_value, lambda_, discount):
   """Brax 0.9.4 ``compute_gae`` with time on the LAST axis.
 
@@ -230,7 +237,7 @@ class PPOHParams(NamedTuple):
   clipping_epsilon: float = 0.3
   entropy_cost: float = 1e-2
   normalize_advantage: bool = True
-  value_weight: float = 0.25      # Brax: 0.5 * 0.5 (vf coefficient 0.5 times the 1/2 of the square)
+  value_weight: float = 0.25  # Brax: 0.5 * 0.5 (vf coefficient 0.5 times the 1/2 of the square)
 
 
 class Batch(NamedTuple):
@@ -244,8 +251,7 @@ class Batch(NamedTuple):
   truncation: Any
 
 
-LOSS_METRICS = ("loss", "policy_loss", "value_loss", "entropy_loss", "entropy", "approx_kl",
-                "clip_fraction")
+LOSS_METRICS = ("loss", "policy_loss", "value_loss", "entropy_loss", "entropy", "approx_kl", "clip_fraction")
 
 
 def _mean_ut(x):
@@ -262,7 +268,7 @@ def ppo_loss(nets, params, norm, batch, seed, hp=PPOHParams(), on_policy=False):
   under the same parameters, so rho = exp(log pi - log pi) = 1 AS A FUNCTION of the parameters and the
   clipped surrogate contributes no gradient (``batch.log_prob`` is ignored).
   """
-  obs = normalize(norm, batch.obs)                                   # [U, B, T+1, D]
+  obs = normalize(norm, batch.obs)  # [U, B, T+1, D]
   u_dim, b_dim, t1 = dim(obs, 0), dim(obs, 1), obs.shape[2]
   t = t1 - 1
   flat = tf.reshape(obs, [u_dim, -1, obs.shape[-1]])
@@ -273,7 +279,7 @@ def ppo_loss(nets, params, norm, batch, seed, hp=PPOHParams(), on_policy=False):
 
   rewards = batch.reward * hp.reward_scaling
   truncation = batch.truncation
-  termination = batch.done * (1.0 - truncation)                      # (1 - discount)(1 - trunc)
+  termination = batch.done * (1.0 - truncation)  # (1 - discount)(1 - trunc)
   vs, adv = compute_gae(truncation, termination, rewards, v, bootstrap, hp.gae_lambda, hp.discount)
   if hp.normalize_advantage:
     flat_adv = tf.reshape(adv, [u_dim, -1])
@@ -292,8 +298,12 @@ def ppo_loss(nets, params, norm, batch, seed, hp=PPOHParams(), on_policy=False):
   entropy = _mean_ut(dist.entropy(seed))
   entropy_loss = -hp.entropy_cost * entropy
   loss = policy_loss + value_loss + entropy_loss
-  metrics = dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,
-                 entropy=entropy, approx_kl=_mean_ut(-log_ratio),
+  metrics = dict(loss=loss,
+                 policy_loss=policy_loss,
+                 value_loss=value_loss,
+                 entropy_loss=entropy_loss,
+                 entropy=entropy,
+                 approx_kl=_mean_ut(-log_ratio),
                  clip_fraction=_mean_ut(tf.cast(tf.abs(rho - 1.0) > eps, tf.float32)))
   return loss, metrics
 
@@ -315,8 +325,18 @@ def loss_and_grads(nets, params, norm, batch, seed, hp):
 SGD_METRICS = LOSS_METRICS + ("grad_norm", "update_norm")
 
 
-def sgd_epochs(nets, opt, hp, params, opt_state, norm, batch, seed, epochs, num_minibatches,
-               normalize_observations=True, constant_grads=False):
+def sgd_epochs(nets,
+               opt,
+               hp,
+               params,
+               opt_state,
+               norm,
+               batch,
+               seed,
+               epochs,
+               num_minibatches,
+               normalize_observations=True,
+               constant_grads=False):
   """docs/fidelity.md §7.4 items 2-3: update the normaliser with the batch's observations, then ``epochs`` passes
   of ``num_minibatches`` gradient steps over shuffled trajectories (one permutation per unit and epoch;
   minibatch j of an epoch = trajectories perm[j*B:(j+1)*B]).
@@ -339,14 +359,14 @@ def sgd_epochs(nets, opt, hp, params, opt_state, norm, batch, seed, epochs, num_
   mb = m // num_minibatches
   keys = tf.random.experimental.stateless_split(seed, 2)
   perm_keys = tf.random.experimental.stateless_split(keys[0], epochs)
-  perms = tf.stack([tf.argsort(tf.random.stateless_uniform([u_dim, m], perm_keys[e]), axis=1)
-                    for e in range(epochs)])                               # [E, U, M]
+  perms = tf.stack([tf.argsort(tf.random.stateless_uniform([u_dim, m], perm_keys[e]), axis=1) for e in range(epochs)
+                   ])  # [E, U, M]
   num_steps = epochs * num_minibatches
   zeros = {k: tf.zeros([u_dim]) for k in SGD_METRICS}
 
   def body(i, params, opt_state, sums):
     e, j = i // num_minibatches, i % num_minibatches
-    idx = perms[e][:, j * mb:(j + 1) * mb]                                 # [U, mb]
+    idx = perms[e][:, j * mb:(j + 1) * mb]  # [U, mb]
     mini = Batch(*[tf.gather(x, idx, axis=1, batch_dims=1) for x in batch])
     step_key = tf.random.experimental.stateless_fold_in(keys[1], i)
     if constant_grads:
@@ -363,6 +383,6 @@ def sgd_epochs(nets, opt, hp, params, opt_state, norm, batch, seed, epochs, num_
     sums = {k: sums[k] + tf.stop_gradient(metrics[k]) for k in SGD_METRICS}
     return i + 1, params, opt_state, sums
 
-  _, params, opt_state, sums = tf.while_loop(
-      lambda i, *_: i < num_steps, body, (tf.constant(0), list(params), opt_state, zeros))
+  _, params, opt_state, sums = tf.while_loop(lambda i, *_: i < num_steps, body,
+                                             (tf.constant(0), list(params), opt_state, zeros))
   return params, opt_state, norm, {k: v / num_steps for k, v in sums.items()}

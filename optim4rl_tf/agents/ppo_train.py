@@ -47,11 +47,11 @@ graph_rollout = ppo_trainer.graph_rollout
 
 
 class Schedule(NamedTuple):
-  unrolls: int                 # K unrolls of unroll_length steps per training step
+  unrolls: int  # K unrolls of unroll_length steps per training step
   env_steps_per_train_step: int  # per seed
   train_steps_per_epoch: int
   num_epochs: int
-  total_env_steps: int         # per seed
+  total_env_steps: int  # per seed
 
 
 def _hidden(name, value):
@@ -110,22 +110,28 @@ def validate_config(config):
   if per_epoch < 1:
     raise ValueError(f"train_steps={train_steps} is less than num_evals={num_evals} training steps of "
                      f"{per_step} env steps (batch_size * num_minibatches * unroll_length * action_repeat)")
-  return Schedule(unrolls=unrolls, env_steps_per_train_step=per_step, train_steps_per_epoch=per_epoch,
-                  num_epochs=num_evals, total_env_steps=num_evals * per_epoch * per_step)
+  return Schedule(unrolls=unrolls,
+                  env_steps_per_train_step=per_step,
+                  train_steps_per_epoch=per_epoch,
+                  num_epochs=num_evals,
+                  total_env_steps=num_evals * per_epoch * per_step)
 
 
 def build(config, schedule=None):
   """The :class:`optim4rl_tf.agents.ppo_trainer.Trainer` of a validated config."""
-  from optim4rl_tf.envs import brax_bridge   # JAX imported here
+  from optim4rl_tf.envs import brax_bridge  # JAX imported here
   schedule = schedule or validate_config(config)
   s = int(config.num_seeds)
-  kw = dict(episode_length=int(config.env.episode_length), action_repeat=int(config.env.action_repeat),
-            backend=config.env.backend, bridge=config.env.bridge)
+  kw = dict(episode_length=int(config.env.episode_length),
+            action_repeat=int(config.env.action_repeat),
+            backend=config.env.backend,
+            bridge=config.env.bridge)
   env = brax_bridge.make(config.env.name, s * int(config.env.num_envs), **kw)
   eval_env = brax_bridge.make(config.env.name, s * int(config.num_eval_envs), **kw)
   nets = ppo.PPONetworks(env.obs_size, env.action_size, _hidden("policy", config.network.policy_hidden),
                          _hidden("value", config.network.value_hidden))
-  opt = transforms.make_agent_optimizer(config.optimizer.name, float(config.optimizer.learning_rate),
+  opt = transforms.make_agent_optimizer(config.optimizer.name,
+                                        float(config.optimizer.learning_rate),
                                         grad_clip=float(config.optimizer.grad_clip),
                                         meta_params=config.optimizer.meta_params or None)
   return ppo_trainer.Trainer(config, schedule, env, eval_env, nets, opt)
@@ -149,18 +155,19 @@ def train(config, workdir, progress_fn=None, console=True):
   tag = f"[ppo {trainer.env.name} {config.optimizer.name} {config.env.bridge}] "
   progress = run_scaffold.make_progress(config, schedule.total_env_steps, tag, len(labels))
   if console:
-    print(f"{tag}{schedule.num_epochs} epochs x {schedule.train_steps_per_epoch} training steps x "
-          f"{per_step:,} env steps = {schedule.total_env_steps:,} env steps per seed; {len(labels)} seed(s); "
-          "compiling (Brax on CPU: up to a few minutes)...", flush=True)
+    print(
+        f"{tag}{schedule.num_epochs} epochs x {schedule.train_steps_per_epoch} training steps x "
+        f"{per_step:,} env steps = {schedule.total_env_steps:,} env steps per seed; {len(labels)} seed(s); "
+        "compiling (Brax on CPU: up to a few minutes)...",
+        flush=True)
   evals = _Evaluations(trainer, logger)
   sizer = run_scaffold.CallSizer(config, adaptive=trainer.bridge == "graph")
   timer = run_scaffold.CallTimer()
   state = trainer.init()
   try:
     ret = evals.run(state, 0, 0)
-    if console:   # (the progress rate starts after the first training call, i.e. after compilation)
-      print(f"{tag}step 0 | return {float(np.mean(ret)):.4g} | training (first call compiles)...",
-            flush=True)
+    if console:  # (the progress rate starts after the first training call, i.e. after compilation)
+      print(f"{tag}step 0 | return {float(np.mean(ret)):.4g} | training (first call compiles)...", flush=True)
     done = 0
     for epoch in range(schedule.num_epochs):
       if evals.aborted:
@@ -196,7 +203,7 @@ class _Evaluations:
 
   def __init__(self, trainer, logger):
     self.trainer, self.logger = trainer, logger
-    self.runs = {lab: ([], []) for lab in trainer.labels}    # seed label -> (env steps, returns)
+    self.runs = {lab: ([], []) for lab in trainer.labels}  # seed label -> (env steps, returns)
     self.aborted = False
     self.secs = 0.0
 
@@ -205,8 +212,11 @@ class _Evaluations:
     t0 = time.time()
     ret, length = self.trainer.evaluate(state, index)
     self.secs += time.time() - t0
-    scalars = {"return/mean": float(np.mean(ret)), "eval/episode_length": float(np.mean(length)),
-               "eval/secs": time.time() - t0}
+    scalars = {
+        "return/mean": float(np.mean(ret)),
+        "eval/episode_length": float(np.mean(length)),
+        "eval/secs": time.time() - t0
+    }
     for s, lab in enumerate(self.trainer.labels):
       self.runs[lab][0].append(step)
       self.runs[lab][1].append(float(ret[s]))
@@ -244,11 +254,12 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
   if config.plot and ci is not None:
     from optim4rl_tf.utils import plots
     try:
-      plots.plot_returns(returns, os.path.join(workdir, "returns.png"),
+      plots.plot_returns(returns,
+                         os.path.join(workdir, "returns.png"),
                          title=f"PPO {trainer.env.name}, {config.optimizer.name} "
-                               f"lr {config.optimizer.learning_rate:g}",
+                         f"lr {config.optimizer.learning_rate:g}",
                          label=config.optimizer.name)
-    except ValueError as e:      # e.g. non-finite returns
+    except ValueError as e:  # e.g. non-finite returns
       print(f"WARNING: no returns.png: {e}")
   params = [p.numpy() for p in state.params]
   if config.save_params:
@@ -257,18 +268,35 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
   steps_per_sec = timer.rate(schedule.env_steps_per_train_step * len(labels))
   wall = time.time() - t_start
   clean = run_scaffold.finite_or_none
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), dict(
-      summary=summary, env_steps=env_steps, planned_env_steps=schedule.total_env_steps, seeds=labels,
-      aborted=evals.aborted, final=None if finals is None else [clean(f) for f in finals.tolist()],
-      **run_scaffold.ci_fields(ci, finite_only=True),
-      eval_returns={str(lab): returns[lab][1].tolist() for lab in labels},
-      eval_steps=returns[labels[0]][0].tolist(), env_steps_per_sec=steps_per_sec, eval_secs=evals.secs,
-      wall_secs=wall, bridge=config.env.bridge))
+  logging_lib.write_json(
+      os.path.join(workdir, "summary.json"),
+      dict(summary=summary,
+           env_steps=env_steps,
+           planned_env_steps=schedule.total_env_steps,
+           seeds=labels,
+           aborted=evals.aborted,
+           final=None if finals is None else [clean(f) for f in finals.tolist()],
+           **run_scaffold.ci_fields(ci, finite_only=True),
+           eval_returns={str(lab): returns[lab][1].tolist() for lab in labels},
+           eval_steps=returns[labels[0]][0].tolist(),
+           env_steps_per_sec=steps_per_sec,
+           eval_secs=evals.secs,
+           wall_secs=wall,
+           bridge=config.env.bridge))
   if console:
     print(summary, flush=True)
-  return dict(returns=returns, final=finals, ci=ci, steps_per_sec=steps_per_sec, env_steps=env_steps,
-              schedule=schedule, wall_secs=wall, summary=summary, aborted=evals.aborted, params=params,
-              labels=labels, eval_secs=evals.secs)
+  return dict(returns=returns,
+              final=finals,
+              ci=ci,
+              steps_per_sec=steps_per_sec,
+              env_steps=env_steps,
+              schedule=schedule,
+              wall_secs=wall,
+              summary=summary,
+              aborted=evals.aborted,
+              params=params,
+              labels=labels,
+              eval_secs=evals.secs)
 
 
 def _summary_line(config, trainer, ci, last, env_steps, aborted):

@@ -22,29 +22,31 @@ from optim4rl_tf.agents import ppo
 
 
 class PPOState(NamedTuple):
-  params: Any       # list [S, ...]
+  params: Any  # list [S, ...]
   opt_state: Any
-  norm: Any         # ppo.NormState
-  env_state: Any    # numpy bridge: JAX Brax state; graph bridge: tuple of TF tensors
-  obs: Any          # [S, E, D]
-  iteration: Any    # int32 scalar: training steps done
-  key: Any          # int32 [2]
+  norm: Any  # ppo.NormState
+  env_state: Any  # numpy bridge: JAX Brax state; graph bridge: tuple of TF tensors
+  obs: Any  # [S, E, D]
+  iteration: Any  # int32 scalar: training steps done
+  key: Any  # int32 [2]
 
 
 def _assemble(obs, raw, logp, reward, done, trunc, unrolls, unroll, num_seeds, envs):
   """Step-major rollout (obs [K*T+1, N, D], others [K*T, N, ...]) -> ppo.Batch of K*E trajectories of T
   steps per seed: trajectory (k, e) = unroll k of env e (Brax's order), obs with T+1 entries."""
-  idx = np.arange(unrolls)[:, None] * unroll + np.arange(unroll + 1)[None, :]        # [K, T+1]
+  idx = np.arange(unrolls)[:, None] * unroll + np.arange(unroll + 1)[None, :]  # [K, T+1]
 
-  def per_seed(x, t_len):        # x [K, t_len, N, ...] -> [S, K*E, t_len, ...]
+  def per_seed(x, t_len):  # x [K, t_len, N, ...] -> [S, K*E, t_len, ...]
     rest = x.shape[3:].as_list()
     x = tf.reshape(x, [unrolls, t_len, num_seeds, envs] + rest)
     x = tf.transpose(x, [2, 0, 3, 1] + list(range(4, 4 + len(rest))))
     return tf.reshape(x, [num_seeds, unrolls * envs, t_len] + rest)
 
   obs = per_seed(tf.gather(obs, idx), unroll + 1)
-  steps = [per_seed(tf.reshape(x, [unrolls, unroll] + x.shape[1:].as_list()), unroll)
-           for x in (raw, logp, reward, done, trunc)]
+  steps = [
+      per_seed(tf.reshape(x, [unrolls, unroll] + x.shape[1:].as_list()), unroll)
+      for x in (raw, logp, reward, done, trunc)
+  ]
   return ppo.Batch(obs, *steps)
 
 
@@ -66,8 +68,8 @@ def graph_rollout(env, nets, params, norm, flat, obs, key, unrolls, unroll, num_
   unit, flat, obs [U, E, D])."""
   n = unrolls * unroll
   envs = env.num_envs // num_units
-  tas = [tf.TensorArray(tf.float32, size=n + 1, element_shape=[env.num_envs, nets.obs_size])] + [
-      tf.TensorArray(tf.float32, size=n) for _ in range(5)]
+  tas = [tf.TensorArray(tf.float32, size=n + 1, element_shape=[env.num_envs, nets.obs_size])
+        ] + [tf.TensorArray(tf.float32, size=n) for _ in range(5)]
 
   def body(j, flat, obs, tas):
     u, logp, action = act(nets, params, norm, obs, key, j, num_units)
@@ -99,7 +101,8 @@ class Trainer:
     self.normalize_observations = bool(config.normalize_observations)
     self.deterministic_eval = bool(config.deterministic_eval)
     self.eval_steps = int(config.env.episode_length) // int(config.env.action_repeat)
-    self.hp = ppo.PPOHParams(reward_scaling=float(config.reward_scaling), discount=float(config.discount),
+    self.hp = ppo.PPOHParams(reward_scaling=float(config.reward_scaling),
+                             discount=float(config.discount),
                              gae_lambda=float(config.gae_lambda),
                              clipping_epsilon=float(config.clipping_epsilon),
                              entropy_cost=float(config.entropy_cost),
@@ -118,22 +121,22 @@ class Trainer:
 
   def _policy_np(self, params, norm, obs, key, j, deterministic=False):
     """The numpy bridge's per-step call of the policy tf.function (policy parameters only)."""
-    return self._policy_fn(params[:self.nets.num_policy], ppo.NormState(None, norm.mean, None, norm.std),
-                           obs, key, tf.constant(j), deterministic)
+    return self._policy_fn(params[:self.nets.num_policy], ppo.NormState(None, norm.mean, None, norm.std), obs, key,
+                           tf.constant(j), deterministic)
 
   def _sgd_py(self, params, opt_state, norm, batch, key):
     return ppo.sgd_epochs(self.nets, self.opt, self.hp, params, opt_state, norm, batch, key, self.epochs,
                           self.num_minibatches, self.normalize_observations)
 
   def _update_py(self, params, opt_state, norm, obs, raw, logp, reward, done, trunc, key):
-    batch = _assemble(tf.stack(obs), tf.stack(raw), tf.stack(logp), tf.stack(reward), tf.stack(done),
-                      tf.stack(trunc), self.unrolls, self.unroll, self.num_seeds, self.envs)
+    batch = _assemble(tf.stack(obs), tf.stack(raw), tf.stack(logp), tf.stack(reward), tf.stack(done), tf.stack(trunc),
+                      self.unrolls, self.unroll, self.num_seeds, self.envs)
     return self._sgd(params, opt_state, norm, batch, key)
 
   def _keys(self, key, iteration):
     it_key = tf.random.experimental.stateless_fold_in(key, iteration)
     ks = tf.random.experimental.stateless_split(it_key, 2)
-    return ks[0], ks[1]            # rollout key, sgd key
+    return ks[0], ks[1]  # rollout key, sgd key
 
   def _to_units(self, x, envs):
     return tf.reshape(x, [self.num_seeds, envs] + x.shape[1:].as_list())
@@ -147,13 +150,17 @@ class Trainer:
     js = self.env.reset(self.labels, salt=0)
     obs = self._to_units(self.env.observe(js), self.envs)
     env_state = self.env.to_flat(js) if self.bridge == "graph" else js
-    return PPOState(params=params, opt_state=opt_state, norm=norm, env_state=env_state, obs=obs,
-                    iteration=tf.constant(0, tf.int32), key=tf.constant([int(self.config.seed), 1], tf.int32))
+    return PPOState(params=params,
+                    opt_state=opt_state,
+                    norm=norm,
+                    env_state=env_state,
+                    obs=obs,
+                    iteration=tf.constant(0, tf.int32),
+                    key=tf.constant([int(self.config.seed), 1], tf.int32))
 
   # ----- graph bridge -----------------------------------------------------------------------------
   def _graph_rollout(self, params, norm, flat, obs, key):
-    return graph_rollout(self.env, self.nets, params, norm, flat, obs, key, self.unrolls, self.unroll,
-                         self.num_seeds)
+    return graph_rollout(self.env, self.nets, params, norm, flat, obs, key, self.unrolls, self.unroll, self.num_seeds)
 
   def _graph_run_py(self, state, num_iterations):
     tas = {k: tf.TensorArray(tf.float32, size=num_iterations) for k in ppo.SGD_METRICS}
@@ -163,8 +170,13 @@ class Trainer:
       batch, flat, obs = self._graph_rollout(state.params, state.norm, state.env_state, state.obs, rkey)
       params, opt_state, norm, metrics = self._sgd(state.params, state.opt_state, state.norm, batch, skey)
       tas = {k: tas[k].write(i, metrics[k]) for k in ppo.SGD_METRICS}
-      state = PPOState(params=params, opt_state=opt_state, norm=norm, env_state=flat, obs=obs,
-                       iteration=state.iteration + 1, key=state.key)
+      state = PPOState(params=params,
+                       opt_state=opt_state,
+                       norm=norm,
+                       env_state=flat,
+                       obs=obs,
+                       iteration=state.iteration + 1,
+                       key=state.key)
       return i + 1, state, tas
 
     _, state, tas = tf.while_loop(lambda i, *_: i < num_iterations, body, (tf.constant(0), state, tas))
@@ -185,8 +197,8 @@ class Trainer:
       return t + 1, flat, self._to_units(out.obs, self.num_eval), ret, active, length
 
     _, _, _, ret, _, length = tf.while_loop(
-        lambda t, _f, _o, _r, active, _l: tf.logical_and(t < self.eval_steps, tf.reduce_any(active > 0)),
-        body, (tf.constant(0), flat, obs, ret, active, length))
+        lambda t, _f, _o, _r, active, _l: tf.logical_and(t < self.eval_steps, tf.reduce_any(active > 0)), body,
+        (tf.constant(0), flat, obs, ret, active, length))
     return ret, length
 
   # ----- numpy bridge -----------------------------------------------------------------------------
@@ -204,10 +216,14 @@ class Trainer:
       flat_obs = out.obs
     cols[0].append(flat_obs)
     obs = self._to_units(flat_obs, self.envs)
-    params, opt_state, norm, metrics = self._update_fn(state.params, state.opt_state, state.norm, *cols,
-                                                       skey)
-    return PPOState(params=params, opt_state=opt_state, norm=norm, env_state=js, obs=obs,
-                    iteration=state.iteration + 1, key=state.key), metrics
+    params, opt_state, norm, metrics = self._update_fn(state.params, state.opt_state, state.norm, *cols, skey)
+    return PPOState(params=params,
+                    opt_state=opt_state,
+                    norm=norm,
+                    env_state=js,
+                    obs=obs,
+                    iteration=state.iteration + 1,
+                    key=state.key), metrics
 
   def _numpy_eval(self, params, norm, js, key):
     obs = self.eval_env.observe(js)
@@ -240,8 +256,7 @@ class Trainer:
   def evaluate(self, state, index):
     """Evaluation ``index``: (mean return per seed [S], mean episode length per seed [S]) numpy."""
     js = self.eval_env.reset(self.labels, salt=1 + int(index))
-    key = tf.random.experimental.stateless_fold_in(tf.constant([int(self.config.seed), 2], tf.int32),
-                                                  int(index))
+    key = tf.random.experimental.stateless_fold_in(tf.constant([int(self.config.seed), 2], tf.int32), int(index))
     if self.bridge == "graph":
       ret, length = self._graph_eval(state.params, state.norm, self.eval_env.to_flat(js), key)
       ret, length = ret.numpy(), length.numpy()

@@ -43,7 +43,9 @@ def open_run(config, workdir):
 def make_progress(config, total_steps, tag, num_seeds):
   """Console progress of ``total_steps`` env steps per seed, its rate counting the env steps of all
   ``num_seeds`` seeds."""
-  return logging_lib.Progress(total_steps, every_secs=float(config.console_every_secs), prefix=tag,
+  return logging_lib.Progress(total_steps,
+                              every_secs=float(config.console_every_secs),
+                              prefix=tag,
                               rate_scale=num_seeds,
                               rate_label="env steps/s" + (" (all seeds)" if num_seeds > 1 else ""))
 

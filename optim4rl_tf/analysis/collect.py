@@ -109,11 +109,17 @@ class GradientWriter:
     self.num_units, self.num_coords = int(num_units), int(num_coords)
     self.chunk_steps = int(chunk_steps)
     os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):              # a fresh store: drop an older run's chunks
+    for name in os.listdir(directory):  # a fresh store: drop an older run's chunks
       if name == INDEX or (name.startswith("chunk_") and name.endswith(".npy")):
         os.remove(os.path.join(directory, name))
-    self.index = dict(meta or {}, format=FORMAT, layout="steps x units x coords", dtype="float32",
-                      num_units=self.num_units, num_coords=self.num_coords, num_steps=0, complete=False,
+    self.index = dict(meta or {},
+                      format=FORMAT,
+                      layout="steps x units x coords",
+                      dtype="float32",
+                      num_units=self.num_units,
+                      num_coords=self.num_coords,
+                      num_steps=0,
+                      complete=False,
                       chunks=[])
     self._buf, self._buffered = [], 0
     self._closed = False
@@ -267,14 +273,23 @@ def a2c_writer(config, net, workdir, labels):
     return None
   every = int(config.collect.every_nth)
   order = flax_leaf_order(net.param_names)
-  meta = dict(kind="rl", task=config.env.name, dataset=config.env.name, stand_in=False,
-              optimizer=config.optimizer.name, learning_rate=float(config.optimizer.learning_rate),
-              grad_clip=float(config.optimizer.grad_clip), every_nth=every, num_params=net.num_params,
+  meta = dict(kind="rl",
+              task=config.env.name,
+              dataset=config.env.name,
+              stand_in=False,
+              optimizer=config.optimizer.name,
+              learning_rate=float(config.optimizer.learning_rate),
+              grad_clip=float(config.optimizer.grad_clip),
+              every_nth=every,
+              num_params=net.num_params,
               param_order=[net.param_names[i] for i in order],
               sampled_flat_indices=sample_indices(net.num_params, every).tolist(),
-              units=[int(x) for x in labels], unit_name="seed",
+              units=[int(x) for x in labels],
+              unit_name="seed",
               env_steps_per_step=int(config.env.num_envs) * int(config.rollout_steps),
               what="env-averaged agent gradient of every A2C update, before clipping")
-  return GradientWriter(os.path.join(workdir, config.collect.get("subdir", "grads")), len(labels),
+  return GradientWriter(os.path.join(workdir, config.collect.get("subdir", "grads")),
+                        len(labels),
                         num_coords(net.num_params, every),
-                        chunk_steps=int(config.collect.get("chunk_steps", 1024)), meta=meta)
+                        chunk_steps=int(config.collect.get("chunk_steps", 1024)),
+                        meta=meta)

@@ -21,9 +21,9 @@ from scipy import stats as sps
 from optim4rl_tf.analysis import collect as collect_lib
 
 NUM_PARTS = 30
-PANELS = (("beginning", 1), ("middle", 16), ("end", 30))     # 1-based part numbers
+PANELS = (("beginning", 1), ("middle", 16), ("end", 30))  # 1-based part numbers
 LOG_EPS = 1e-8
-HIST_BINS = np.arange(-9, 5, 0.5)                             # edges -9 .. 4.5 (27 bins)
+HIST_BINS = np.arange(-9, 5, 0.5)  # edges -9 .. 4.5 (27 bins)
 X_RANGE = (-9, 5)
 
 # Paper Table 4 (docs/fidelity.md §9.5).
@@ -85,16 +85,25 @@ def analyze(grads, num_parts=NUM_PARTS):
   bounds = part_bounds(len(grads), num_parts)
   all_vals = grads.reshape(-1)
   all_log = log_abs(all_vals)
-  out = dict(num_steps=int(len(grads)), values_per_step=int(all_vals.size // max(len(grads), 1)),
-             num_parts=int(num_parts), bounds=bounds, panels={},
-             summary=dict(min=float(all_vals.min()), max=float(all_vals.max()), mean=float(all_vals.mean()),
-                          std=float(all_vals.std()), log_mean=float(all_log.mean())))
+  out = dict(num_steps=int(len(grads)),
+             values_per_step=int(all_vals.size // max(len(grads), 1)),
+             num_parts=int(num_parts),
+             bounds=bounds,
+             panels={},
+             summary=dict(min=float(all_vals.min()),
+                          max=float(all_vals.max()),
+                          mean=float(all_vals.mean()),
+                          std=float(all_vals.std()),
+                          log_mean=float(all_log.mean())))
   for name, part in PANELS:
     if part > num_parts:
       raise ValueError(f"panel {name} is part {part}, but there are only {num_parts} parts")
     a, b = bounds[part - 1]
     vals = grads[a:b].reshape(-1)
-    out["panels"][name] = dict(part=part, steps=(a, b), values=vals, hist=histogram(vals),
+    out["panels"][name] = dict(part=part,
+                               steps=(a, b),
+                               values=vals,
+                               hist=histogram(vals),
                                wd=wasserstein(vals, all_vals),
                                wd_log=float(sps.wasserstein_distance(log_abs(vals), all_log)))
   return out
@@ -154,25 +163,27 @@ def _fmt(x):
 
 def table4_markdown(entries):
   """entries: list of (label, paper_key or None, result of :func:`analyze`, store) -> Markdown."""
-  lines = ["# Table 4 — Wasserstein distance between a part of the collected gradients and all of them", "",
-           WD_NOTE, "",
-           f"Parts: the collection split into {NUM_PARTS} consecutive parts along time; beginning / middle / "
-           "end = parts 1 / 16 / 30.", "",
-           "| task | source | steps × values/step | WD(beginning, all) | WD(middle, all) | WD(end, all) |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      "# Table 4 — Wasserstein distance between a part of the collected gradients and all of them", "", WD_NOTE, "",
+      f"Parts: the collection split into {NUM_PARTS} consecutive parts along time; beginning / middle / "
+      "end = parts 1 / 16 / 30.", "",
+      "| task | source | steps × values/step | WD(beginning, all) | WD(middle, all) | WD(end, all) |",
+      "|---|---|---|---|---|---|"
+  ]
   for label, key, res, _ in entries:
     wd = [res["panels"][n]["wd"] for n, _ in PANELS]
-    lines.append(f"| {label} | measured here | {res['num_steps']} × {res['values_per_step']} | "
-                 + " | ".join(_fmt(w) for w in wd) + " |")
+    lines.append(f"| {label} | measured here | {res['num_steps']} × {res['values_per_step']} | " +
+                 " | ".join(_fmt(w) for w in wd) + " |")
     if key in PAPER_TABLE4:
       lines.append(f"| {key} | paper (Table 4) | – | " + " | ".join(_fmt(w) for w in PAPER_TABLE4[key]) + " |")
   shown = {k for _, k, _, _ in entries}
   for key, vals in PAPER_TABLE4.items():
     if key not in shown:
-      lines.append(f"| {key} | paper (Table 4; not measured here) | – | "
-                   + " | ".join(_fmt(w) for w in vals) + " |")
-  lines += ["", "For information, the same distances on log10(|g| + 1e-8) (the histograms' variable):", "",
-            "| task | WD_log(beginning, all) | WD_log(middle, all) | WD_log(end, all) |", "|---|---|---|---|"]
+      lines.append(f"| {key} | paper (Table 4; not measured here) | – | " + " | ".join(_fmt(w) for w in vals) + " |")
+  lines += [
+      "", "For information, the same distances on log10(|g| + 1e-8) (the histograms' variable):", "",
+      "| task | WD_log(beginning, all) | WD_log(middle, all) | WD_log(end, all) |", "|---|---|---|---|"
+  ]
   for label, _, res, _ in entries:
     lines.append(f"| {label} | " + " | ".join(f"{res['panels'][n]['wd_log']:.4f}" for n, _ in PANELS) + " |")
   lines += ["", "Collections:", ""]
@@ -182,10 +193,10 @@ def table4_markdown(entries):
     lines.append(f"- {label}: {store.directory}; data {ix.get('dataset')}; kind {ix.get('kind')}; "
                  f"every {ix.get('every_nth')}th of "
                  f"{ix.get('num_params')} parameters ({ix.get('num_coords')} coordinates) × "
-                 f"{ix.get('num_units')} unit(s); {res['num_steps']} steps"
-                 + ("" if ix.get("complete") else " (INCOMPLETE run)")
-                 + f"; g in [{s['min']:.3g}, {s['max']:.3g}], mean {s['mean']:.3g}, std {s['std']:.3g}"
-                 + ("; STAND-IN data" if ix.get("stand_in") else ""))
+                 f"{ix.get('num_units')} unit(s); {res['num_steps']} steps" +
+                 ("" if ix.get("complete") else " (INCOMPLETE run)") +
+                 f"; g in [{s['min']:.3g}, {s['max']:.3g}], mean {s['mean']:.3g}, std {s['std']:.3g}" +
+                 ("; STAND-IN data" if ix.get("stand_in") else ""))
   return "\n".join(lines) + "\n"
 
 
@@ -210,17 +221,29 @@ def run_analysis(paths, out_dir, num_parts=NUM_PARTS):
     fig_no = 1 if store.index.get("kind") == "rl" else 5
     fig_path = os.path.join(out_dir, f"fig{fig_no}_{base}.png")
     paper_fig = "Fig. 1" if fig_no == 1 else "Fig. 5"
-    plot_figure(res, fig_path, f"{paper_fig}: {label}" + ("" if store.index.get("complete") else
-                                                             " [incomplete run]"))
+    plot_figure(res, fig_path, f"{paper_fig}: {label}" + ("" if store.index.get("complete") else " [incomplete run]"))
     figures.append(fig_path)
-    records.append(dict(label=label, paper_key=key, directory=store.directory, kind=store.index.get("kind"),
-                        stand_in=bool(store.index.get("stand_in")), num_steps=res["num_steps"],
-                        values_per_step=res["values_per_step"], figure=fig_path,
-                        wd={n: res["panels"][n]["wd"] for n, _ in PANELS},
-                        wd_log={n: res["panels"][n]["wd_log"] for n, _ in PANELS},
-                        paper=None if key is None else dict(zip([n for n, _ in PANELS], PAPER_TABLE4[key])),
-                        hist={n: res["panels"][n]["hist"][0].tolist() for n, _ in PANELS},
-                        bin_edges=HIST_BINS.tolist(), summary=res["summary"]))
+    records.append(
+        dict(label=label,
+             paper_key=key,
+             directory=store.directory,
+             kind=store.index.get("kind"),
+             stand_in=bool(store.index.get("stand_in")),
+             num_steps=res["num_steps"],
+             values_per_step=res["values_per_step"],
+             figure=fig_path,
+             wd={
+                 n: res["panels"][n]["wd"] for n, _ in PANELS
+             },
+             wd_log={
+                 n: res["panels"][n]["wd_log"] for n, _ in PANELS
+             },
+             paper=None if key is None else dict(zip([n for n, _ in PANELS], PAPER_TABLE4[key])),
+             hist={
+                 n: res["panels"][n]["hist"][0].tolist() for n, _ in PANELS
+             },
+             bin_edges=HIST_BINS.tolist(),
+             summary=res["summary"]))
   table = os.path.join(out_dir, "table4.md")
   with open(table, "w") as f:
     f.write(table4_markdown(entries))

@@ -19,13 +19,48 @@ TABLES = {  # table number -> (hyper-parameter field, column title)
 }
 # Paper Tables 5/6/7 (docs/fidelity.md §9.4): {table: {task: {value: (mean, ± 90% CI half-width)}}}.
 PAPER = {
-    5: {"small_dense_short": {0.9: (11.51, 0.19), 0.95: (11.25, 0.16), 0.99: (10.81, 0.17), 0.995: (10.66, 0.17)},
-        "big_dense_long": {0.9: (23.35, 0.76), 0.95: (23.57, 0.60), 0.99: (21.31, 0.64), 0.995: (20.55, 0.54)}},
-    6: {"small_dense_short": {0.005: (11.01, 0.16), 0.01: (11.13, 0.09), 0.02: (11.29, 0.12),
-                              0.04: (11.25, 0.16)},
-        "big_dense_long": {0.005: (22.41, 0.59), 0.01: (22.45, 0.79), 0.02: (22.59, 0.43), 0.04: (19.96, 1.30)}},
-    7: {"small_dense_short": {0.9: (12.47, 0.14), 0.95: (12.32, 0.09), 0.99: (11.48, 0.09), 0.995: (11.01, 0.17)},
-        "big_dense_long": {0.9: (18.13, 3.27), 0.95: (25.01, 1.42), 0.99: (25.45, 0.47), 0.995: (22.07, 0.81)}},
+    5: {
+        "small_dense_short": {
+            0.9: (11.51, 0.19),
+            0.95: (11.25, 0.16),
+            0.99: (10.81, 0.17),
+            0.995: (10.66, 0.17)
+        },
+        "big_dense_long": {
+            0.9: (23.35, 0.76),
+            0.95: (23.57, 0.60),
+            0.99: (21.31, 0.64),
+            0.995: (20.55, 0.54)
+        }
+    },
+    6: {
+        "small_dense_short": {
+            0.005: (11.01, 0.16),
+            0.01: (11.13, 0.09),
+            0.02: (11.29, 0.12),
+            0.04: (11.25, 0.16)
+        },
+        "big_dense_long": {
+            0.005: (22.41, 0.59),
+            0.01: (22.45, 0.79),
+            0.02: (22.59, 0.43),
+            0.04: (19.96, 1.30)
+        }
+    },
+    7: {
+        "small_dense_short": {
+            0.9: (12.47, 0.14),
+            0.95: (12.32, 0.09),
+            0.99: (11.48, 0.09),
+            0.995: (11.01, 0.17)
+        },
+        "big_dense_long": {
+            0.9: (18.13, 3.27),
+            0.95: (25.01, 1.42),
+            0.99: (25.45, 0.47),
+            0.995: (22.07, 0.81)
+        }
+    },
 }
 TASK_SHORT = {"small_dense_short": "sds", "big_dense_long": "bdl"}
 
@@ -80,7 +115,8 @@ def plan(rc):
     for table in tables:
       field, _ = TABLES[table]
       for v in parse_list(rc.sweep[field], float, name=f"sweep.{field}"):
-        s = dict(gae_lambda=float(rc.defaults.gae_lambda), entropy_weight=float(rc.defaults.entropy_weight),
+        s = dict(gae_lambda=float(rc.defaults.gae_lambda),
+                 entropy_weight=float(rc.defaults.entropy_weight),
                  discount=float(rc.defaults.discount))
         s[field] = v
         key = setting_key(s)
@@ -138,19 +174,25 @@ def run_all(rc, workdir, base_config_fn, console=True):
         old["cells"] = [list(c) for c in cells]
         results.append(old)
         if console:
-          print(f"[robustness {i + 1}/{len(runs)}] {task} {setting_key(setting)}: reusing {run_dir}",
-                flush=True)
+          print(f"[robustness {i + 1}/{len(runs)}] {task} {setting_key(setting)}: reusing {run_dir}", flush=True)
         continue
     if console:
       print(f"[robustness {i + 1}/{len(runs)}] {task} {setting_key(setting)} -> {run_dir}", flush=True)
     out = a2c_train.train(cfg, run_dir, console=console)
     ci = out["ci"]
-    finals = None if out["final"] is None else [None if not math.isfinite(x) else float(x)
-                                                 for x in out["final"]]
-    rec = dict(task=task, setting=setting, cells=[list(c) for c in cells], run_dir=run_dir,
-               mean=None if ci is None else ci.mean, half_width=None if ci is None else ci.half_width,
-               ci_low=None if ci is None else ci.low, ci_high=None if ci is None else ci.high,
-               finals=finals, seeds=out["labels"], env_steps=out["env_steps"], wall_secs=out["wall_secs"],
+    finals = None if out["final"] is None else [None if not math.isfinite(x) else float(x) for x in out["final"]]
+    rec = dict(task=task,
+               setting=setting,
+               cells=[list(c) for c in cells],
+               run_dir=run_dir,
+               mean=None if ci is None else ci.mean,
+               half_width=None if ci is None else ci.half_width,
+               ci_low=None if ci is None else ci.low,
+               ci_high=None if ci is None else ci.high,
+               finals=finals,
+               seeds=out["labels"],
+               env_steps=out["env_steps"],
+               wall_secs=out["wall_secs"],
                config=json.loads(json.dumps(cfg_dict, default=str)))
     logging_lib.write_json(res_path, rec)
     results.append(rec)
@@ -170,27 +212,28 @@ def report_markdown(rc, results):
       measured[(int(table), r["task"], float(v))] = r
   steps = float(rc.train_steps)
   opt = rc.optimizer.name + (f" ({rc.meta_params})" if rc.meta_params else
-                             (" (UNTRAINED random phi)" if rc.optimizer.name not in transforms.CLASSICAL
-                              else ""))
-  lines = ["# Tables 5-7 — robustness of a fixed learned optimizer to A2C hyper-parameters", "",
-           f"Optimizer: {opt}, learning rate {float(rc.optimizer.learning_rate):g}, elementwise clip "
-           f"{float(rc.optimizer.grad_clip):g}, reward scale {float(rc.reward_scale):g}. Per run: "
-           f"{int(rc.num_seeds)} seeds (seed {int(rc.seed)}..{int(rc.seed) + int(rc.num_seeds) - 1}), "
-           f"{int(rc.num_envs)} envs per seed, {steps:,.0f} env steps per seed "
-           f"(paper: 10 seeds, 512 envs, 30,000,000 steps). Return = mean over seeds of each seed's mean of "
-           "its last 20 logged returns, ± half-width of the 90% percentile-bootstrap CI (as the paper).",
-           "",
-           "Each table varies one hyper-parameter; the others stay at lambda "
-           f"{float(rc.defaults.gae_lambda):g}, entropy {float(rc.defaults.entropy_weight):g}, discount "
-           f"{float(rc.defaults.discount):g}. The default setting is one set of runs shown in every table "
-           "(the paper's default rows differ across tables: separate runs).", ""]
+                             (" (UNTRAINED random phi)" if rc.optimizer.name not in transforms.CLASSICAL else ""))
+  lines = [
+      "# Tables 5-7 — robustness of a fixed learned optimizer to A2C hyper-parameters", "",
+      f"Optimizer: {opt}, learning rate {float(rc.optimizer.learning_rate):g}, elementwise clip "
+      f"{float(rc.optimizer.grad_clip):g}, reward scale {float(rc.reward_scale):g}. Per run: "
+      f"{int(rc.num_seeds)} seeds (seed {int(rc.seed)}..{int(rc.seed) + int(rc.num_seeds) - 1}), "
+      f"{int(rc.num_envs)} envs per seed, {steps:,.0f} env steps per seed "
+      f"(paper: 10 seeds, 512 envs, 30,000,000 steps). Return = mean over seeds of each seed's mean of "
+      "its last 20 logged returns, ± half-width of the 90% percentile-bootstrap CI (as the paper).", "",
+      "Each table varies one hyper-parameter; the others stay at lambda "
+      f"{float(rc.defaults.gae_lambda):g}, entropy {float(rc.defaults.entropy_weight):g}, discount "
+      f"{float(rc.defaults.discount):g}. The default setting is one set of runs shown in every table "
+      "(the paper's default rows differ across tables: separate runs).", ""
+  ]
   for table in tables:
     field, title = TABLES[table]
-    lines += [f"## Table {table} — {title}", "",
-              f"| task | {title} | return (measured here) | return (paper) |", "|---|---|---|---|"]
+    lines += [
+        f"## Table {table} — {title}", "", f"| task | {title} | return (measured here) | return (paper) |",
+        "|---|---|---|---|"
+    ]
     for task in tasks:
-      vals = sorted(set(list(PAPER[table][task]) +
-                        [v for (t, k, v) in measured if t == table and k == task]))
+      vals = sorted(set(list(PAPER[table][task]) + [v for (t, k, v) in measured if t == table and k == task]))
       for v in vals:
         r = measured.get((table, task, v))
         mine = "not run" if r is None else _cell(r["mean"], r["half_width"])
@@ -210,7 +253,15 @@ def write_report(rc, results, workdir):
   with open(path, "w") as f:
     f.write(report_markdown(rc, results))
   with open(os.path.join(workdir, "robustness.json"), "w") as f:
-    json.dump(dict(results=results, paper={str(k): {t: {str(v): p for v, p in d.items()}
-                                                    for t, d in tv.items()} for k, tv in PAPER.items()}),
-              f, indent=1, default=str)
+    json.dump(dict(results=results,
+                   paper={
+                       str(k): {
+                           t: {
+                               str(v): p for v, p in d.items()
+                           } for t, d in tv.items()
+                       } for k, tv in PAPER.items()
+                   }),
+              f,
+              indent=1,
+              default=str)
   return path

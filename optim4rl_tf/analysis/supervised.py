@@ -37,13 +37,12 @@ from typing import NamedTuple
 import numpy as np
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-MNIST_HELP = (
-    "download the MNIST training set -- train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz from the "
-    "MNIST database (yann.lecun.com/exdb/mnist or a mirror), or Keras' mnist.npz "
-    "(storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) -- and put the files in that directory "
-    "(or pass the .npz file itself as --config.data.path); leave --config.data.path empty to use the "
-    "scikit-learn digits stand-in")
-MNIST_STEPS = 4200          # 10 epochs x 420 batches of the official run
+MNIST_HELP = ("download the MNIST training set -- train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz from the "
+              "MNIST database (yann.lecun.com/exdb/mnist or a mirror), or Keras' mnist.npz "
+              "(storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) -- and put the files in that directory "
+              "(or pass the .npz file itself as --config.data.path); leave --config.data.path empty to use the "
+              "scikit-learn digits stand-in")
+MNIST_STEPS = 4200  # 10 epochs x 420 batches of the official run
 STAND_IN_LABEL = "STAND-IN: scikit-learn digits (8x8) resized to 28x28, not MNIST"
 
 
@@ -130,7 +129,7 @@ def load_mnist(path):
   if y.min() < 0 or y.max() > 9:
     raise ValueError(f"{src}: labels must be 0..9, got range [{y.min()}, {y.max()}]")
   x = x.astype(np.float32)
-  if x.max() <= 1.0:                                   # already scaled to [0, 1]: back to 0..255
+  if x.max() <= 1.0:  # already scaled to [0, 1]: back to 0..255
     x = x * 255.0
   name = "Fashion-MNIST" if "fashion" in src.lower() else "MNIST"
   return x[..., None], y, f"{name} ({x.shape[0]} training images from {src})"
@@ -284,9 +283,15 @@ def train(config, workdir, console=True):
           break
   finally:
     writer.close(complete=done == plan.total)
-  result = dict(steps=done, epochs=epoch, dataset=label, stand_in=bool(stand_in), final_loss=loss_e,
-                final_accuracy=acc_e, grads_dir=os.path.join(workdir, config.collect.subdir),
-                num_params=writer.index["num_params"], num_coords=writer.num_coords,
+  result = dict(steps=done,
+                epochs=epoch,
+                dataset=label,
+                stand_in=bool(stand_in),
+                final_loss=loss_e,
+                final_accuracy=acc_e,
+                grads_dir=os.path.join(workdir, config.collect.subdir),
+                num_params=writer.index["num_params"],
+                num_coords=writer.num_coords,
                 wall_secs=time.time() - t_start)
   result["summary"] = (f"{label}: {done} RMSProp steps ({epoch} epochs of {plan.batches_per_epoch} batches "
                        f"of {plan.batch_size}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
@@ -304,8 +309,8 @@ def plan_batches(config, x, y, label, stand_in, rng):
   keep = class_truncate_shuffle(y, bs, rng)
   x, y = x[keep] / np.float32(255.0), y[keep]
   batches_per_epoch = len(y) // bs
-  epochs = int(config.epochs) or (10 if not stand_in or "Fashion" in label else
-                                  math.ceil(MNIST_STEPS / batches_per_epoch))
+  epochs = int(
+      config.epochs) or (10 if not stand_in or "Fashion" in label else math.ceil(MNIST_STEPS / batches_per_epoch))
   total = epochs * batches_per_epoch
   if int(config.max_steps):
     total = min(total, int(config.max_steps))
@@ -320,8 +325,11 @@ def make_model_and_optimizer(config, input_shape):
   seed = int(config.seed)
   tf.random.set_seed(seed)
   model = make_model(seed, input_shape=input_shape)
-  opt = keras.optimizers.RMSprop(learning_rate=float(config.optimizer.learning_rate), rho=0.9,
-                                 epsilon=1e-8, momentum=0.0, centered=False)
+  opt = keras.optimizers.RMSprop(learning_rate=float(config.optimizer.learning_rate),
+                                 rho=0.9,
+                                 epsilon=1e-8,
+                                 momentum=0.0,
+                                 centered=False)
   opt.build(model.trainable_variables)
   return model, opt
 
@@ -338,13 +346,25 @@ def gradient_collector(config, workdir, weights, label, stand_in, plan):
   short = ("STAND-IN: scikit-learn digits 28x28" if label == STAND_IN_LABEL else
            ("STAND-IN: " if stand_in else "") + label.split(" (")[0].replace("STAND-IN: ", ""))
   writer = collect_lib.GradientWriter(
-      os.path.join(workdir, config.collect.subdir), 1, coords, chunk_steps=int(config.collect.chunk_steps),
-      meta=dict(kind="supervised", task="MNIST" if not stand_in else "MNIST stand-in", dataset=label,
-                dataset_short=short, stand_in=bool(stand_in), optimizer="rmsprop",
-                learning_rate=float(config.optimizer.learning_rate), grad_clip=-1.0, every_nth=every,
-                num_params=num_params, param_order=[PARAM_NAMES[i] for i in order],
+      os.path.join(workdir, config.collect.subdir),
+      1,
+      coords,
+      chunk_steps=int(config.collect.chunk_steps),
+      meta=dict(kind="supervised",
+                task="MNIST" if not stand_in else "MNIST stand-in",
+                dataset=label,
+                dataset_short=short,
+                stand_in=bool(stand_in),
+                optimizer="rmsprop",
+                learning_rate=float(config.optimizer.learning_rate),
+                grad_clip=-1.0,
+                every_nth=every,
+                num_params=num_params,
+                param_order=[PARAM_NAMES[i] for i in order],
                 sampled_flat_indices=collect_lib.sample_indices(num_params, every).tolist(),
-                units=[int(config.seed)], unit_name="seed", batch_size=plan.batch_size,
+                units=[int(config.seed)],
+                unit_name="seed",
+                batch_size=plan.batch_size,
                 batches_per_epoch=plan.batches_per_epoch,
                 what="minibatch gradient of every step (mean softmax cross-entropy), before the optimizer"))
   return probe, writer
@@ -392,5 +412,7 @@ class _Console:
   def __call__(self, done, epoch, losses, accs):
     if time.time() - self.last > self.every or done == self.total:
       self.last = time.time()
-      print(f"{self.tag} step {done}/{self.total} epoch {epoch} loss {float(np.mean(losses)):.4f} "
-            f"acc {float(np.mean(accs)):.3f}", flush=True)
+      print(
+          f"{self.tag} step {done}/{self.total} epoch {epoch} loss {float(np.mean(losses)):.4f} "
+          f"acc {float(np.mean(accs)):.3f}",
+          flush=True)

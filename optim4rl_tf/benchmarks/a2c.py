@@ -25,15 +25,14 @@ from optim4rl_tf.optimizers import transforms
 OFFICIAL = {"small_dense_long": (1.0e5, 1.35e5), "big_dense_long": (4.6e3, 4.6e3)}
 
 
-def measure(task, num_seeds, num_envs, min_secs=3.0, conv_form="auto", jit_compile=False,
-            optimizer="rmsprop"):
+def measure(task, num_seeds, num_envs, min_secs=3.0, conv_form="auto", jit_compile=False, optimizer="rmsprop"):
   """Env steps/s (all seeds) of A2C iterations after warm-up; returns (rate, iterations timed)."""
   env = envs_lib.make(task, num_seeds * num_envs)
   net = networks.make_network(task, env.obs_shape, env.num_actions, conv_form=conv_form)
   opt = transforms.make_agent_optimizer(optimizer, 3e-3, grad_clip=1.0)
   trainer = a2c.make_trainer(net, env, opt, a2c.A2CHParams(), 20, num_seeds, jit_compile=jit_compile)
   state = trainer.init(0)
-  state, m = trainer.run(state, tf.constant(1))   # trace + warm-up
+  state, m = trainer.run(state, tf.constant(1))  # trace + warm-up
   m["loss"].numpy()
   t0 = time.time()
   state, m = trainer.run(state, tf.constant(1))
@@ -63,11 +62,17 @@ def run(argv_rest):
     forms = args.conv_forms.split(",") if "big" in task else ["-"]
     for seeds in [int(s) for s in args.seeds.split(",")]:
       for form in forms:
-        rate, k = measure(task, seeds, args.envs, args.min_secs,
-                          conv_form=form if form != "-" else "auto", jit_compile=args.jit,
+        rate, k = measure(task,
+                          seeds,
+                          args.envs,
+                          args.min_secs,
+                          conv_form=form if form != "-" else "auto",
+                          jit_compile=args.jit,
                           optimizer=args.optimizer)
         ref = OFFICIAL.get(task)
         vs = f"  ({rate / ref[1]:.1f}-{rate / ref[0]:.1f}x official 1-seed)" if ref else ""
         conv = f" conv={form}" if form != "-" else ""
-        print(f"  {task:18s} seeds={seeds:<3d} envs={seeds * args.envs:<6d}{conv:14s} "
-              f"{rate:12,.0f} env steps/s  ({k} iterations timed){vs}", flush=True)
+        print(
+            f"  {task:18s} seeds={seeds:<3d} envs={seeds * args.envs:<6d}{conv:14s} "
+            f"{rate:12,.0f} env steps/s  ({k} iterations timed){vs}",
+            flush=True)

@@ -36,9 +36,18 @@ def measure(task, units, chunk, iterations, mlp_dims):
   net = trainer.tasks[0].net
   used = config.chunk_size or meta_a2c.auto_chunk(units, net.num_params)
   from optim4rl_tf.utils import runtime
-  return {"task": task, "units": units, "chunk": used, "allocator": runtime.allocator_summary(), "sec_per_it": secs,
-          "it_per_sec": 1.0 / secs, "env_steps_per_sec": steps / secs, "peak_rss_gb": run.peak_rss_gb(),
-          "first_it_secs": compile_secs, "coords": units * trainer.tasks[0].net.num_params}
+  return {
+      "task": task,
+      "units": units,
+      "chunk": used,
+      "allocator": runtime.allocator_summary(),
+      "sec_per_it": secs,
+      "it_per_sec": 1.0 / secs,
+      "env_steps_per_sec": steps / secs,
+      "peak_rss_gb": run.peak_rss_gb(),
+      "first_it_secs": compile_secs,
+      "coords": units * trainer.tasks[0].net.num_params
+  }
 
 
 def run(argv):
@@ -48,7 +57,8 @@ def run(argv):
   p.add_argument("--chunk", type=int, default=0, help="units per meta-gradient chunk (0: auto)")
   p.add_argument("--iterations", type=int, default=2)
   p.add_argument("--mlp_dims", default="16,16")
-  p.add_argument("--allocators", default="default",
+  p.add_argument("--allocators",
+                 default="default",
                  help="comma list of default (as the launchers set up), glibc, bfc, tcmalloc")
   p.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -65,18 +75,22 @@ def run(argv):
   for task in args.tasks.split(","):
     for units in (int(u) for u in args.units.split(",")):
       for allocator in args.allocators.split(","):
-        cmd = [sys.executable, os.path.join(root, "launch", "benchmark.py"), "meta",
-               f"--child={task}:{units}", f"--chunk={args.chunk}", f"--iterations={args.iterations}",
-               f"--mlp_dims={args.mlp_dims}"]
+        cmd = [
+            sys.executable,
+            os.path.join(root, "launch", "benchmark.py"), "meta", f"--child={task}:{units}", f"--chunk={args.chunk}",
+            f"--iterations={args.iterations}", f"--mlp_dims={args.mlp_dims}"
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, env=allocator_env(allocator))
         lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if not lines:
           print(f"{task:18s} {units:5d} failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
           continue
         r = json.loads(lines[0][7:])
-        print(f"{task:18s} {units:5d} {r['chunk']:5d} {r['coords']:11,d} {r['allocator']:>16s} "
-              f"{r['sec_per_it']:7.2f} {r['it_per_sec']:7.3f} {r['env_steps_per_sec']:11,.0f} "
-              f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s", flush=True)
+        print(
+            f"{task:18s} {units:5d} {r['chunk']:5d} {r['coords']:11,d} {r['allocator']:>16s} "
+            f"{r['sec_per_it']:7.2f} {r['it_per_sec']:7.3f} {r['env_steps_per_sec']:11,.0f} "
+            f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s",
+            flush=True)
 
 
 def allocator_env(name):

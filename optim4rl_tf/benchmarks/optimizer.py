@@ -12,8 +12,12 @@ INPUT_DIM, STEPS, BATCH = 64, 50, 256
 
 
 def _model():
-  return keras.Sequential([keras.Input((INPUT_DIM,)), keras.layers.Dense(256, activation="relu"),
-                           keras.layers.Dense(256, activation="relu"), keras.layers.Dense(1)])
+  return keras.Sequential([
+      keras.Input((INPUT_DIM,)),
+      keras.layers.Dense(256, activation="relu"),
+      keras.layers.Dense(256, activation="relu"),
+      keras.layers.Dense(1)
+  ])
 
 
 def time_fit(make_optimizer, x, y, epochs=3):

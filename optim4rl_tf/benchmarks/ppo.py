@@ -45,7 +45,7 @@ def tf_config(args, bridge):
   c.network.policy_hidden = (32,) * 4
   c.network.value_hidden = (256,) * 5
   c.jit_compile = bool(args.jit)
-  c.train_steps = 10 ** 9
+  c.train_steps = 10**9
   return c
 
 
@@ -89,11 +89,23 @@ def measure_brax(args):
 
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    brax_ppo.train(environment=env, num_timesteps=num_timesteps, episode_length=1000, num_envs=args.envs,
-                   batch_size=args.batch, num_minibatches=args.minibatches, unroll_length=args.unroll,
-                   num_updates_per_batch=args.epochs, learning_rate=3e-4, entropy_cost=1e-2,
-                   discounting=0.97, reward_scaling=10.0, normalize_observations=True, num_evals=3,
-                   num_eval_envs=16, seed=0, progress_fn=progress)
+    brax_ppo.train(environment=env,
+                   num_timesteps=num_timesteps,
+                   episode_length=1000,
+                   num_envs=args.envs,
+                   batch_size=args.batch,
+                   num_minibatches=args.minibatches,
+                   unroll_length=args.unroll,
+                   num_updates_per_batch=args.epochs,
+                   learning_rate=3e-4,
+                   entropy_cost=1e-2,
+                   discounting=0.97,
+                   reward_scaling=10.0,
+                   normalize_observations=True,
+                   num_evals=3,
+                   num_eval_envs=16,
+                   seed=0,
+                   progress_fn=progress)
   sps = [m["training/sps"] for _, _, m in log if "training/sps" in m]
   return (sps[-1] if sps else float("nan")), steps_per_epoch, log
 
@@ -113,22 +125,28 @@ def run(argv_rest):
   p.add_argument("--brax_guess", type=float, default=1e4, help="expected Brax env steps/s (epoch sizing)")
   args = p.parse_args(argv_rest)
   per_step = args.batch * args.minibatches * args.unroll
-  print(f"PPO training env steps/s on {args.env} (spring): {args.envs} envs, minibatch {args.batch} "
-        f"trajectories x {args.minibatches} minibatches, unroll {args.unroll}, {args.epochs} epochs "
-        f"({per_step:,} env steps per training step); TF {tf.__version__}, "
-        f"intra-op threads {tf.config.threading.get_intra_op_parallelism_threads()}", flush=True)
+  print(
+      f"PPO training env steps/s on {args.env} (spring): {args.envs} envs, minibatch {args.batch} "
+      f"trajectories x {args.minibatches} minibatches, unroll {args.unroll}, {args.epochs} epochs "
+      f"({per_step:,} env steps per training step); TF {tf.__version__}, "
+      f"intra-op threads {tf.config.threading.get_intra_op_parallelism_threads()}",
+      flush=True)
   results = {}
   for bridge in [b for b in args.bridges.split(",") if b]:
     rate, k, dt, comp = measure_tf(args, bridge)
     results[f"tf-{bridge}"] = rate
-    print(f"  TF PPO, {bridge:5s} bridge{' (XLA SGD)' if args.jit else ''}: {rate:10,.0f} env steps/s  "
-          f"({k} training steps in {dt:.1f} s; compile + warm-up {comp:.0f} s)", flush=True)
+    print(
+        f"  TF PPO, {bridge:5s} bridge{' (XLA SGD)' if args.jit else ''}: {rate:10,.0f} env steps/s  "
+        f"({k} training steps in {dt:.1f} s; compile + warm-up {comp:.0f} s)",
+        flush=True)
   if not args.no_brax:
     t0 = time.time()
     rate, spe, log = measure_brax(args)
     results["brax"] = rate
-    print(f"  Brax ppo.train (JAX):      {rate:10,.0f} env steps/s  (2nd epoch of {spe} training steps; "
-          f"whole call {time.time() - t0:.0f} s incl. compile and 3 evals)", flush=True)
+    print(
+        f"  Brax ppo.train (JAX):      {rate:10,.0f} env steps/s  (2nd epoch of {spe} training steps; "
+        f"whole call {time.time() - t0:.0f} s incl. compile and 3 evals)",
+        flush=True)
     for name, r in results.items():
       if name != "brax" and rate == rate and rate > 0:
         print(f"  {name} / brax = {r / rate:.2f}")

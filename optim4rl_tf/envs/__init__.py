@@ -6,10 +6,10 @@ from optim4rl_tf.envs.registry import ENV_NAMES, make
 
 
 def gym_vector_env(name: str, num_envs: int, seed=None):
-    """A ``gymnasium.vector.VectorEnv`` running ``num_envs`` copies of ``name`` (numpy in and out)."""
-    from optim4rl_tf.envs.gym_vector import gym_vector_env as _make  # gymnasium imported lazily
+  """A ``gymnasium.vector.VectorEnv`` running ``num_envs`` copies of ``name`` (numpy in and out)."""
+  from optim4rl_tf.envs.gym_vector import gym_vector_env as _make  # gymnasium imported lazily
 
-    return _make(name, num_envs, seed)
+  return _make(name, num_envs, seed)
 
 
 __all__ = [

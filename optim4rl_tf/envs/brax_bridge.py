@@ -57,7 +57,7 @@ BRAX_TASKS = {
     "humanoid": (244, 17),
     "inverted_double_pendulum": (8, 1),
     "walker2d": (17, 6),
-    "inverted_pendulum": (4, 1),      # cheap task for tests and quick checks
+    "inverted_pendulum": (4, 1),  # cheap task for tests and quick checks
 }
 BRAX_ENV_NAMES = tuple(BRAX_TASKS)
 BACKENDS = ("spring", "generalized", "positional")
@@ -103,7 +103,7 @@ def _jax_modules():
     if _JAX is None:
       # jax logs its platform probing ("Unable to initialize backend 'tpu'", "Using JAX default device")
       # at INFO, which absl-launched programs print: keep jax's logger at WARNING.
-      for name in ("jax", "mujoco"):     # (mujoco.mjx logs "Using JAX default device" on every trace)
+      for name in ("jax", "mujoco"):  # (mujoco.mjx logs "Using JAX default device" on every trace)
         logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING))
       try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -128,6 +128,7 @@ def _strip_weak_type(tree):
   def f(leaf):
     leaf = jnp.asarray(leaf)
     return leaf.astype(leaf.dtype)
+
   return jax.tree_util.tree_map(f, tree)
 
 
@@ -146,11 +147,13 @@ class _Compiled:
     env = self.env
 
     def reset(seeds, salt, envs_per_unit):
+
       def unit_keys(s):
         key = jax.random.fold_in(jax.random.PRNGKey(s), salt)
         return jax.random.split(key, envs_per_unit)
+
       keys = jax.vmap(unit_keys)(seeds).reshape((-1, 2))
-      with warnings.catch_warnings():     # (runs at trace time only) mujoco's deprecation noise
+      with warnings.catch_warnings():  # (runs at trace time only) mujoco's deprecation noise
         warnings.simplefilter("ignore")
         return _strip_weak_type(env.reset(keys))
 
@@ -188,8 +191,9 @@ class _Compiled:
       jax = _jax_modules()[0]
       flat_reset = lambda seeds, salt: tuple(jax.tree_util.tree_leaves(fn(seeds, salt)))
       converted = tf.autograph.experimental.do_not_convert(jax2tf.convert(flat_reset, with_gradient=False))
-      tf_reset = tf.function(converted, autograph=False, input_signature=(
-          tf.TensorSpec([num_units], tf.int32), tf.TensorSpec([], tf.int32)))
+      tf_reset = tf.function(converted,
+                             autograph=False,
+                             input_signature=(tf.TensorSpec([num_units], tf.int32), tf.TensorSpec([], tf.int32)))
       tf_reset.get_concrete_function()
       self._graph[key] = tf_reset
       return tf_reset
@@ -206,13 +210,12 @@ class _Compiled:
       action_shape = jax.ShapeDtypeStruct((num_envs, self.action_size), jnp.float32)
       stepped = jax.eval_shape(self._raw_step, shape, action_shape)
       s_leaves, s_treedef = jax.tree_util.tree_flatten(stepped)
-      if s_treedef != treedef or any(a.shape != b.shape or a.dtype != b.dtype
-                                     for a, b in zip(leaves, s_leaves)):
+      if s_treedef != treedef or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(leaves, s_leaves)):
         raise RuntimeError("Brax state changes structure between reset and step; cannot bridge it in-graph")
       raw_step = self._raw_step
       n = len(leaves)
 
-      def flat_step(*args):            # (leaf_0, ..., leaf_{n-1}, action): jax2tf's gradient wants flat args
+      def flat_step(*args):  # (leaf_0, ..., leaf_{n-1}, action): jax2tf's gradient wants flat args
         s = raw_step(jax.tree_util.tree_unflatten(treedef, list(args[:n])), args[n])
         return (tuple(jax.tree_util.tree_leaves(s)), s.obs, s.reward, s.done, s.info["truncation"])
 
@@ -220,9 +223,11 @@ class _Compiled:
       # with_gradient=True: TF's gradient of the step is JAX's own VJP of it (converted on first use;
       # Brax is traced again then), so a tape sees through the simulator (MetaPPO, docs/fidelity.md §7.5).
       converted = tf.autograph.experimental.do_not_convert(jax2tf.convert(flat_step, with_gradient=True))
-      tf_step = tf.function(converted, autograph=False, reduce_retracing=True,
+      tf_step = tf.function(converted,
+                            autograph=False,
+                            reduce_retracing=True,
                             input_signature=specs + (tf.TensorSpec((num_envs, self.action_size), tf.float32),))
-      tf_step.get_concrete_function()      # lower once, outside any caller's AutoGraph context
+      tf_step.get_concrete_function()  # lower once, outside any caller's AutoGraph context
       out = (treedef, specs, tf_step)
       self._graph[num_envs] = out
       return out
@@ -250,8 +255,14 @@ class BraxEnv:
   ``reward_scale`` (multiplies the rewards handed to TF; PPO keeps 1 and scales in its loss).
   """
 
-  def __init__(self, name, num_envs, episode_length=1000, action_repeat=1, backend="spring",
-               bridge="numpy", reward_scale=1.0):
+  def __init__(self,
+               name,
+               num_envs,
+               episode_length=1000,
+               action_repeat=1,
+               backend="spring",
+               bridge="numpy",
+               reward_scale=1.0):
     self.name = canonical_name(name)
     if isinstance(num_envs, bool) or int(num_envs) != num_envs or int(num_envs) <= 0:
       raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -309,10 +320,12 @@ class BraxEnv:
     a = action.numpy() if isinstance(action, tf.Tensor) else self._check_action(action)
     jnp = _jax_modules()[1]
     state, obs, rdt = self._c.step_out(state, jnp.asarray(a))
-    rdt = np.asarray(rdt)                      # [3, N]: reward, done, truncation (one transfer)
+    rdt = np.asarray(rdt)  # [3, N]: reward, done, truncation (one transfer)
     reward = rdt[0] * np.float32(self.reward_scale) if self.reward_scale != 1.0 else rdt[0]
-    out = StepOutput(obs=tf.convert_to_tensor(np.asarray(obs)), reward=tf.convert_to_tensor(reward),
-                     done=tf.convert_to_tensor(rdt[1]), truncation=tf.convert_to_tensor(rdt[2]))
+    out = StepOutput(obs=tf.convert_to_tensor(np.asarray(obs)),
+                     reward=tf.convert_to_tensor(reward),
+                     done=tf.convert_to_tensor(rdt[1]),
+                     truncation=tf.convert_to_tensor(rdt[2]))
     return state, out
 
   # ----- graph bridge -----------------------------------------------------------------------------
@@ -346,7 +359,8 @@ class BraxEnv:
     if self.reward_scale != 1.0:
       reward = reward * self.reward_scale
     obs = tf.ensure_shape(obs, [self.num_envs, self.obs_size])
-    return tuple(new_flat), StepOutput(obs=obs, reward=tf.ensure_shape(reward, [self.num_envs]),
+    return tuple(new_flat), StepOutput(obs=obs,
+                                       reward=tf.ensure_shape(reward, [self.num_envs]),
                                        done=tf.ensure_shape(done, [self.num_envs]),
                                        truncation=tf.ensure_shape(trunc, [self.num_envs]))
 
@@ -388,8 +402,12 @@ class BraxEnv:
             f"action_repeat={self.action_repeat}, backend={self.backend!r}, bridge={self.bridge!r})")
 
 
-def make(name, num_envs, reward_scale=1.0, episode_length=1000, action_repeat=1, backend="spring",
-         bridge="numpy"):
+def make(name, num_envs, reward_scale=1.0, episode_length=1000, action_repeat=1, backend="spring", bridge="numpy"):
   """A :class:`BraxEnv` (``name`` with or without the 'brax:' prefix)."""
-  return BraxEnv(name, num_envs, episode_length=episode_length, action_repeat=action_repeat,
-                 backend=backend, bridge=bridge, reward_scale=reward_scale)
+  return BraxEnv(name,
+                 num_envs,
+                 episode_length=episode_length,
+                 action_repeat=action_repeat,
+                 backend=backend,
+                 bridge=bridge,
+                 reward_scale=reward_scale)

@@ -30,7 +30,7 @@ ALIASES = {
 
 
 def make(name: str, num_envs: int, reward_scale: float = 1.0, **brax_kwargs):
-    """A batched in-graph environment (``GridWorld`` or ``Catch``) with ``num_envs`` copies.
+  """A batched in-graph environment (``GridWorld`` or ``Catch``) with ``num_envs`` copies.
 
     For a Brax name (``BRAX_ENV_NAMES``, or ``"brax:<name>"``) returns a ``brax_bridge.BraxEnv`` instead;
     ``brax_kwargs`` (episode_length, action_repeat, backend, bridge) go to it.
@@ -39,18 +39,16 @@ def make(name: str, num_envs: int, reward_scale: float = 1.0, **brax_kwargs):
     ``env.step(state, action, seed) -> (state, obs, reward, done)`` (auto-reset; reward scaled by
     ``reward_scale``; done float32), plus ``name``, ``num_envs``, ``num_actions``, ``obs_shape``, ``horizon``.
     """
-    key = ALIASES.get(name, name) if isinstance(name, str) else name
-    if isinstance(key, str) and (key in BRAX_ENV_NAMES or key.startswith("brax:")):
-        from optim4rl_tf.envs import brax_bridge  # JAX imported lazily
+  key = ALIASES.get(name, name) if isinstance(name, str) else name
+  if isinstance(key, str) and (key in BRAX_ENV_NAMES or key.startswith("brax:")):
+    from optim4rl_tf.envs import brax_bridge  # JAX imported lazily
 
-        return brax_bridge.make(key, num_envs, reward_scale=reward_scale, **brax_kwargs)
-    if brax_kwargs:
-        raise ValueError(f"{sorted(brax_kwargs)} apply only to Brax environments, not {name!r}")
-    if key == "catch":
-        return Catch(num_envs, reward_scale)
-    if key in GRID_SPECS:
-        return GridWorld(GRID_SPECS[key], num_envs, reward_scale)
-    raise ValueError(
-        f"Unknown environment {name!r}. Valid names: {', '.join(ENV_NAMES)} "
-        f"(aliases: {', '.join(sorted(ALIASES))}); Brax: {', '.join(BRAX_ENV_NAMES)}."
-    )
+    return brax_bridge.make(key, num_envs, reward_scale=reward_scale, **brax_kwargs)
+  if brax_kwargs:
+    raise ValueError(f"{sorted(brax_kwargs)} apply only to Brax environments, not {name!r}")
+  if key == "catch":
+    return Catch(num_envs, reward_scale)
+  if key in GRID_SPECS:
+    return GridWorld(GRID_SPECS[key], num_envs, reward_scale)
+  raise ValueError(f"Unknown environment {name!r}. Valid names: {', '.join(ENV_NAMES)} "
+                   f"(aliases: {', '.join(sorted(ALIASES))}); Brax: {', '.join(BRAX_ENV_NAMES)}.")

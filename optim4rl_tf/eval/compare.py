@@ -60,12 +60,13 @@ def compare_runs(run_dirs, out_dir, title="", marks=(1e5, 2e5, 3e5), confidence=
   fig.savefig(png)
   plt.close(fig)
   head = " | ".join(f"return @{m:.0e}" for m in marks)
-  lines = [f"| optimizer | final return (mean of last 20, ±{int(confidence * 100)}% CI half-width) | "
-           f"90% CI | seeds | {head} |",
-           "|---|---|---|---|" + "---|" * len(marks)]
+  lines = [
+      f"| optimizer | final return (mean of last 20, ±{int(confidence * 100)}% CI half-width) | "
+      f"90% CI | seeds | {head} |", "|---|---|---|---|" + "---|" * len(marks)
+  ]
   for name, ci, n, at in rows:
-    lines.append(f"| {name} | {ci.mean:.3f} ± {ci.half_width:.3f} | [{ci.low:.3f}, {ci.high:.3f}] | {n} | "
-                 + " | ".join(at) + " |")
+    lines.append(f"| {name} | {ci.mean:.3f} ± {ci.half_width:.3f} | [{ci.low:.3f}, {ci.high:.3f}] | {n} | " +
+                 " | ".join(at) + " |")
   md = os.path.join(out_dir, "final_returns.md")
   with open(md, "w") as f:
     f.write((f"# {title}\n\n" if title else "") + "\n".join(lines) + "\n")

@@ -17,15 +17,23 @@ import numpy as np
 from optim4rl_tf.utils import stats
 
 # Tasks the grid6 optimizer was meta-trained on, the two gridworlds it never saw, and Catch.
-GRID6_TASKS = ("small_dense_long", "small_dense_short", "big_sparse_short", "big_dense_short",
-               "big_sparse_long", "big_dense_long")
+GRID6_TASKS = ("small_dense_long", "small_dense_short", "big_sparse_short", "big_dense_short", "big_sparse_long",
+               "big_dense_long")
 UNSEEN_GRIDS = ("small_sparse_short", "small_sparse_long")
 TASKS = GRID6_TASKS + UNSEEN_GRIDS + ("catch",)
 # Agent learning rates of the learned optimizers: grid6's per-task rates (configs/meta_a2c.py GRID6) on its
 # tasks, 3e-3 on the unseen small grids (as on the seen small_dense_short), 1e-3 on Catch (the main job).
-LEARNED_LR = {"small_dense_long": 1e-3, "small_dense_short": 3e-3, "big_sparse_short": 3e-3,
-              "big_dense_short": 3e-3, "big_sparse_long": 1e-3, "big_dense_long": 3e-3,
-              "small_sparse_short": 3e-3, "small_sparse_long": 3e-3, "catch": 1e-3}
+LEARNED_LR = {
+    "small_dense_long": 1e-3,
+    "small_dense_short": 3e-3,
+    "big_sparse_short": 3e-3,
+    "big_dense_short": 3e-3,
+    "big_sparse_long": 1e-3,
+    "big_dense_long": 3e-3,
+    "small_sparse_short": 3e-3,
+    "small_sparse_long": 3e-3,
+    "catch": 1e-3
+}
 OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch", "Adam", "RMSProp")
 
 
@@ -76,14 +84,24 @@ def _train_cell(config, workdir):
 
 def _commit():
   try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", "rev-parse", "HEAD"],
+                          cwd=os.path.dirname(os.path.abspath(__file__)),
+                          capture_output=True,
+                          text=True,
+                          check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
 
 
-def run(out_dir, small_steps, big_steps, catch_steps, num_seeds, tasks=TASKS, optimizers=OPTIMIZERS,
-        command="", progress=print):
+def run(out_dir,
+        small_steps,
+        big_steps,
+        catch_steps,
+        num_seeds,
+        tasks=TASKS,
+        optimizers=OPTIMIZERS,
+        command="",
+        progress=print):
   """Trains every cell and writes the table, numbers and figure. Returns the numbers dict."""
   os.makedirs(out_dir, exist_ok=True)
   finals = {}
@@ -94,18 +112,32 @@ def run(out_dir, small_steps, big_steps, catch_steps, num_seeds, tasks=TASKS, op
       finals.setdefault(task, {})[optimizer] = _train_cell(config, _cell_dir(out_dir, task, optimizer))
       ok = np.asarray(finals[task][optimizer])
       progress(f"{task:18s} {optimizer:15s} final {np.nanmean(ok):9.3f} ({np.isnan(ok).sum()} diverged)")
-  numbers = {"tasks": list(tasks), "optimizers": list(optimizers), "final_per_seed": finals,
-             "steps_per_seed": {"small grids": small_steps, "big grids": big_steps, "catch": catch_steps},
-             "num_seeds": num_seeds, "learned_lr": LEARNED_LR, "command": command, "commit": _commit(),
-             "ci": {}}
+  numbers = {
+      "tasks": list(tasks),
+      "optimizers": list(optimizers),
+      "final_per_seed": finals,
+      "steps_per_seed": {
+          "small grids": small_steps,
+          "big grids": big_steps,
+          "catch": catch_steps
+      },
+      "num_seeds": num_seeds,
+      "learned_lr": LEARNED_LR,
+      "command": command,
+      "commit": _commit(),
+      "ci": {}
+  }
   for task in tasks:
     for optimizer in optimizers:
       x = np.asarray(finals[task][optimizer], np.float64)
       x = x[np.isfinite(x)]
       ci = stats.bootstrap_ci(x) if x.size else None
-      numbers["ci"].setdefault(task, {})[optimizer] = (
-          None if ci is None else {"mean": ci.mean, "low": ci.low, "high": ci.high,
-                                   "diverged": int(len(finals[task][optimizer]) - x.size)})
+      numbers["ci"].setdefault(task, {})[optimizer] = (None if ci is None else {
+          "mean": ci.mean,
+          "low": ci.low,
+          "high": ci.high,
+          "diverged": int(len(finals[task][optimizer]) - x.size)
+      })
   with open(os.path.join(out_dir, "numbers.json"), "w") as f:
     json.dump(numbers, f, indent=1)
   with open(os.path.join(out_dir, "table.md"), "w") as f:
@@ -147,8 +179,7 @@ def plot(numbers, path):
       scale = max(abs(numbers["ci"][task][o]["mean"]) for o in opts if numbers["ci"][task][o]) or 1.0
       means.append(ci["mean"] / scale if ci else np.nan)
       errs.append([(ci["mean"] - ci["low"]) / scale if ci else 0, (ci["high"] - ci["mean"]) / scale if ci else 0])
-    ax.bar(np.arange(len(tasks)) + j * width, means, width, yerr=np.asarray(errs).T, label=optimizer,
-           capsize=2)
+    ax.bar(np.arange(len(tasks)) + j * width, means, width, yerr=np.asarray(errs).T, label=optimizer, capsize=2)
   ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
   ax.set_xticklabels([t.replace("_", "\n") for t in tasks], fontsize=7)
   ax.axhline(0, color="k", lw=0.5)

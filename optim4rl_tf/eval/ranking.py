@@ -29,16 +29,15 @@ from optim4rl_tf.utils import plots
 from optim4rl_tf.utils import stats
 
 # Fields that do not define a configuration (seeds, logging, machinery).
-IGNORED_FIELDS = ("seed", "num_seeds", "plot", "save_params", "console_every_secs", "log_every",
-                  "iterations_per_call", "chunk_secs", "jit_compile", "conv_form", "sweep", "collect",
-                  "checkpoint_every")
-BRAX_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "pendulum", "walker2d", "halfcheetah", "fetch",
-              "grasp", "hopper", "reacher")
+IGNORED_FIELDS = ("seed", "num_seeds", "plot", "save_params", "console_every_secs", "log_every", "iterations_per_call",
+                  "chunk_secs", "jit_compile", "conv_form", "sweep", "collect", "checkpoint_every")
+BRAX_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "pendulum", "walker2d", "halfcheetah", "fetch", "grasp",
+              "hopper", "reacher")
 FINAL_WINDOW = {"a2c": 20, "ppo": 2}
-
 
 # ----------------------------------------------------------------------------------------------------
 # Reading workdirs.
+
 
 class RunCurve(NamedTuple):
   workdir: str
@@ -46,8 +45,8 @@ class RunCurve(NamedTuple):
   steps: np.ndarray
   returns: np.ndarray
   config: dict
-  swept: dict        # values of sweep_run.json (may be empty)
-  env_steps: Any     # env steps of the run (summary.json), or None
+  swept: dict  # values of sweep_run.json (may be empty)
+  env_steps: Any  # env steps of the run (summary.json), or None
 
 
 def _natural_key(s):
@@ -66,7 +65,7 @@ def find_workdirs(path):
       dirnames.sort(key=_natural_key)
       if "returns.csv" in filenames:
         found.append(dirpath)
-        dirnames[:] = []   # a workdir's subdirectories (tb/ ...) hold no other runs
+        dirnames[:] = []  # a workdir's subdirectories (tb/ ...) hold no other runs
   return sorted(set(found), key=_natural_key)
 
 
@@ -95,9 +94,14 @@ def load_workdir(workdir):
   runs = []
   for s in sorted(seeds):
     steps, rets = curves.get(s, (np.zeros(0), np.zeros(0)))
-    runs.append(RunCurve(workdir=workdir, seed=int(s), steps=np.asarray(steps, np.float64),
-                         returns=np.asarray(rets, np.float64), config=config,
-                         swept=dict(sweep_run.get("values") or {}), env_steps=summary.get("env_steps")))
+    runs.append(
+        RunCurve(workdir=workdir,
+                 seed=int(s),
+                 steps=np.asarray(steps, np.float64),
+                 returns=np.asarray(rets, np.float64),
+                 config=config,
+                 swept=dict(sweep_run.get("values") or {}),
+                 env_steps=summary.get("env_steps")))
   return runs
 
 
@@ -122,24 +126,27 @@ def detect_agent(config):
 
 
 def config_key(config):
+
   def strip(node):
     if isinstance(node, dict):
       return {k: strip(v) for k, v in node.items() if k not in IGNORED_FIELDS}
     return node
+
   return json.dumps(strip(config), sort_keys=True, default=str)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Statistics and selection.
 
+
 class ConfigStats(NamedTuple):
   key: str
   label: str
-  runs: list           # RunCurve
-  finals: np.ndarray   # per-run final performance
-  mean: float          # mean over runs (NaN if any run is not finite)
-  se: float            # standard error (std ddof=0 / sqrt(n))
-  ci: Any              # stats.CI, or None if a run is not finite
+  runs: list  # RunCurve
+  finals: np.ndarray  # per-run final performance
+  mean: float  # mean over runs (NaN if any run is not finite)
+  se: float  # standard error (std ddof=0 / sqrt(n))
+  ci: Any  # stats.CI, or None if a run is not finite
   env_steps: Any
 
 
@@ -162,8 +169,11 @@ def _labels(groups):
       labels[key] = ", ".join(f"{k}={_fmt_value(v)}" for k, v in swept.items())
   if len(labels) == len(groups):
     return labels
-  flat = {key: _flatten({k: v for k, v in runs[0].config.items() if k not in IGNORED_FIELDS})
-          for key, runs in groups.items()}
+  flat = {
+      key: _flatten({
+          k: v for k, v in runs[0].config.items() if k not in IGNORED_FIELDS
+      }) for key, runs in groups.items()
+  }
   fields = sorted({f for d in flat.values() for f in d})
   varying = [f for f in fields if len({json.dumps(d.get(f), default=str) for d in flat.values()}) > 1]
   for key in groups:
@@ -196,25 +206,33 @@ def summarize(runs, agent="auto", confidence=0.9, num_resamples=10000, seed=0):
     se = float(np.std(finals) / math.sqrt(len(finals))) if ok else float("nan")
     ci = stats.bootstrap_ci(finals, confidence, num_resamples, seed) if ok else None
     steps = [r.env_steps for r in members if r.env_steps is not None]
-    out.append(ConfigStats(key=key, label=labels[key], runs=members, finals=finals, mean=mean, se=se, ci=ci,
-                           env_steps=max(steps) if steps else None))
+    out.append(
+        ConfigStats(key=key,
+                    label=labels[key],
+                    runs=members,
+                    finals=finals,
+                    mean=mean,
+                    se=se,
+                    ci=ci,
+                    env_steps=max(steps) if steps else None))
   return rank(out)
 
 
 def rank(config_stats):
   """Sort by mean descending, then standard error ascending; non-finite means last."""
+
   def sort_key(c):
     finite = math.isfinite(c.mean)
     return (0 if finite else 1, -c.mean if finite else 0.0, c.se if math.isfinite(c.se) else math.inf)
+
   return sorted(config_stats, key=sort_key)
 
 
 class Source(NamedTuple):
-  label: str          # legend / row label (optimizer name)
-  path: str           # workdir, sweep dir or glob
-  ranked: list        # [ConfigStats], best first
+  label: str  # legend / row label (optimizer name)
+  path: str  # workdir, sweep dir or glob
+  ranked: list  # [ConfigStats], best first
 
 
 def load_source(label, path, agent="auto", confidence=0.9, num_resamples=10000, seed=0):
-  return Source(label=label, path=path,
-                ranked=summarize(load_runs(path), agent, confidence, num_resamples, seed))
+  return Source(label=label, path=path, ranked=summarize(load_runs(path), agent, confidence, num_resamples, seed))

@@ -20,38 +20,88 @@ from optim4rl_tf.eval import ranking
 from optim4rl_tf.utils import plots
 from optim4rl_tf.utils import stats
 
-TASK_NAMES = {"sdl": "small_dense_long", "bdl": "big_dense_long", "sds": "small_dense_short",
-              "bds": "big_dense_short", "bss": "big_sparse_short", "bsl": "big_sparse_long"}
-TASK_TITLES = {"catch": "Catch", "big_dense_long": "big_dense_long", "small_dense_long": "small_dense_long",
-               "ant": "Ant", "humanoid": "Humanoid", "pendulum": "Inverted double pendulum",
-               "inverted_double_pendulum": "Inverted double pendulum", "walker2d": "Walker2d"}
+TASK_NAMES = {
+    "sdl": "small_dense_long",
+    "bdl": "big_dense_long",
+    "sds": "small_dense_short",
+    "bds": "big_dense_short",
+    "bss": "big_sparse_short",
+    "bsl": "big_sparse_long"
+}
+TASK_TITLES = {
+    "catch": "Catch",
+    "big_dense_long": "big_dense_long",
+    "small_dense_long": "small_dense_long",
+    "ant": "Ant",
+    "humanoid": "Humanoid",
+    "pendulum": "Inverted double pendulum",
+    "inverted_double_pendulum": "Inverted double pendulum",
+    "walker2d": "Walker2d"
+}
 
 # Table 1 of the paper: final return, 10 runs, ± 90% CI half-width (docs/fidelity.md §9.5).
 PAPER_TABLE1 = {
-    "with": {"small_dense_long": (32.22, 0.52), "big_dense_long": (23.10, 0.31), "ant": (6421, 355),
-             "humanoid": (8440, 364)},
-    "without": {"small_dense_long": (30.64, 0.69), "big_dense_long": (22.47, 0.51), "ant": (5038, 235),
-                "humanoid": (6557, 1055)},
+    "with": {
+        "small_dense_long": (32.22, 0.52),
+        "big_dense_long": (23.10, 0.31),
+        "ant": (6421, 355),
+        "humanoid": (8440, 364)
+    },
+    "without": {
+        "small_dense_long": (30.64, 0.69),
+        "big_dense_long": (22.47, 0.51),
+        "ant": (5038, 235),
+        "humanoid": (6557, 1055)
+    },
 }
 TABLE1_TASKS = ("small_dense_long", "big_dense_long", "ant", "humanoid")
 TABLE1_ROWS = (("with", "With pipeline training"), ("without", "W.o. pipeline training"))
 
 # The paper gives Figure 3/4 as curves only; its stated outcomes (docs/fidelity.md §9.5) go beside our numbers.
 PAPER_FIGURE3 = {
-    "catch": {"adam": "learns; slower than Optim4RL and STAR", "rmsprop": "learns; slower than Optim4RL and STAR",
-              "optim4rl": "learns; faster than Adam/RMSProp", "star": "learns; faster than Adam/RMSProp",
-              "linearoptim": "fails", "l2lgd2": "fails"},
-    "big_dense_long": {"adam": "learns", "rmsprop": "learns", "optim4rl": "learns (≈ Adam/RMSProp)",
-                       "star": "fails", "linearoptim": "fails", "l2lgd2": "fails"},
-    "ant": {"adam": "learns", "rmsprop": "learns", "optim4rl": "≈ Adam/RMSProp ≫ VeLO",
-            "star": "≈ Adam/RMSProp ≫ VeLO", "linearoptim": "fails", "l2lgd2": "fails"},
-    "humanoid": {"adam": "learns", "rmsprop": "learns", "optim4rl": "learns (≈ Adam/RMSProp)",
-                 "star": "unstable; crashes late in training", "linearoptim": "fails", "l2lgd2": "fails"},
+    "catch": {
+        "adam": "learns; slower than Optim4RL and STAR",
+        "rmsprop": "learns; slower than Optim4RL and STAR",
+        "optim4rl": "learns; faster than Adam/RMSProp",
+        "star": "learns; faster than Adam/RMSProp",
+        "linearoptim": "fails",
+        "l2lgd2": "fails"
+    },
+    "big_dense_long": {
+        "adam": "learns",
+        "rmsprop": "learns",
+        "optim4rl": "learns (≈ Adam/RMSProp)",
+        "star": "fails",
+        "linearoptim": "fails",
+        "l2lgd2": "fails"
+    },
+    "ant": {
+        "adam": "learns",
+        "rmsprop": "learns",
+        "optim4rl": "≈ Adam/RMSProp ≫ VeLO",
+        "star": "≈ Adam/RMSProp ≫ VeLO",
+        "linearoptim": "fails",
+        "l2lgd2": "fails"
+    },
+    "humanoid": {
+        "adam": "learns",
+        "rmsprop": "learns",
+        "optim4rl": "learns (≈ Adam/RMSProp)",
+        "star": "unstable; crashes late in training",
+        "linearoptim": "fails",
+        "l2lgd2": "fails"
+    },
 }
-PAPER_FIGURE4 = {task: {"adam": "learns", "rmsprop": "learns",
-                        "optim4rl": "competitive with Adam/RMSProp (trained on gridworlds only)"
-                        + ("; beats VeLO" if task == "ant" else "")}
-                 for task in ("ant", "humanoid", "pendulum", "inverted_double_pendulum", "walker2d")}
+PAPER_FIGURE4 = {
+    task: {
+        "adam":
+            "learns",
+        "rmsprop":
+            "learns",
+        "optim4rl":
+            "competitive with Adam/RMSProp (trained on gridworlds only)" + ("; beats VeLO" if task == "ant" else "")
+    } for task in ("ant", "humanoid", "pendulum", "inverted_double_pendulum", "walker2d")
+}
 PAPER_FIGURES = {"figure3": PAPER_FIGURE3, "figure4": PAPER_FIGURE4}
 # The official code on a 2-core CPU (docs/fidelity.md §12), A2C on Catch, final (3e5 steps, 3 seeds).
 OFFICIAL_CPU_NOTES = {
@@ -85,8 +135,7 @@ def _pm(ci, digits=None):
   return f"{ci.mean:.{digits}f} ± {ci.half_width:.{digits}f}"
 
 
-def plot_panel(sources, path, title, confidence=0.9, num_points=200, smooth=1, num_resamples=1000, seed=0,
-               ax=None):
+def plot_panel(sources, path, title, confidence=0.9, num_points=200, smooth=1, num_resamples=1000, seed=0, ax=None):
   """Learning curves (mean over the runs of each source's best configuration) with CI bands."""
   import matplotlib.pyplot as plt  # plots.py selected the Agg backend
   own = ax is None
@@ -123,9 +172,11 @@ def panel_markdown(figure, task, sources, image, top=5):
   paper = PAPER_FIGURES.get(figure, {}).get(canonical_task(task), {})
   fig_name = re.sub(r"^figure(\d+)$", r"Figure \1", figure)
   title = f"{fig_name} — {TASK_TITLES.get(canonical_task(task), task)}"
-  lines = [f"### {title}", "", f"![{title}]({os.path.basename(image)})", "",
-           "| optimizer | selected configuration | runs | env steps | final return (± 90% CI) | 90% CI | "
-           "paper |", "|---|---|---|---|---|---|---|"]
+  lines = [
+      f"### {title}", "", f"![{title}]({os.path.basename(image)})", "",
+      "| optimizer | selected configuration | runs | env steps | final return (± 90% CI) | 90% CI | "
+      "paper |", "|---|---|---|---|---|---|---|"
+  ]
   for src in sources:
     best = src.ranked[0]
     ci = best.ci
@@ -139,9 +190,11 @@ def panel_markdown(figure, task, sources, image, top=5):
     lines += ["", f"Reference: {note}"]
   ranked_rows = [(src, c) for src in sources if len(src.ranked) > 1 for c in src.ranked[:top]]
   if ranked_rows:
-    lines += ["", "<details><summary>Configuration ranking (top "
-              f"{top} per optimizer; mean final return, ties by standard error)</summary>", "",
-              "| optimizer | rank | configuration | runs | final return (± 90% CI) | SE |", "|---|---|---|---|---|---|"]
+    lines += [
+        "", "<details><summary>Configuration ranking (top "
+        f"{top} per optimizer; mean final return, ties by standard error)</summary>", "",
+        "| optimizer | rank | configuration | runs | final return (± 90% CI) | SE |", "|---|---|---|---|---|---|"
+    ]
     for src in sources:
       for i, c in enumerate(src.ranked[:top]):
         if len(src.ranked) > 1:
@@ -154,11 +207,12 @@ def panel_markdown(figure, task, sources, image, top=5):
 def table1_markdown(cells):
   """Table 1 (pipeline ablation): ``cells`` {(row 'with'|'without', task): ranking.ConfigStats or None}."""
   header = "| method | " + " | ".join(TASK_TITLES[t] for t in TABLE1_TASKS) + " |"
-  lines = ["### Table 1 — final return with and without pipeline training", "",
-           "Ours: best configuration of each sweep (mean of the last 20 logged returns for A2C, last 2 "
-           "evaluations for PPO; ± = 90% bootstrap CI half-width over runs; n = runs, env steps per run). "
-           "Paper: 10 runs, 3e7 (gridworlds) / 1e8 (Brax) env steps.", "",
-           header, "|---" * (len(TABLE1_TASKS) + 1) + "|"]
+  lines = [
+      "### Table 1 — final return with and without pipeline training", "",
+      "Ours: best configuration of each sweep (mean of the last 20 logged returns for A2C, last 2 "
+      "evaluations for PPO; ± = 90% bootstrap CI half-width over runs; n = runs, env steps per run). "
+      "Paper: 10 runs, 3e7 (gridworlds) / 1e8 (Brax) env steps.", "", header, "|---" * (len(TABLE1_TASKS) + 1) + "|"
+  ]
   for row, name in TABLE1_ROWS:
     ours = []
     for task in TABLE1_TASKS:
@@ -183,8 +237,12 @@ def _ci_json(c):
 
 
 def _stats_json(c):
-  return dict(configuration=c.label, runs=len(c.runs), mean=None if not math.isfinite(c.mean) else c.mean,
-              se=None if not math.isfinite(c.se) else c.se, ci=_ci_json(c.ci), env_steps=c.env_steps,
+  return dict(configuration=c.label,
+              runs=len(c.runs),
+              mean=None if not math.isfinite(c.mean) else c.mean,
+              se=None if not math.isfinite(c.se) else c.se,
+              ci=_ci_json(c.ci),
+              env_steps=c.env_steps,
               finals=[None if not math.isfinite(f) else float(f) for f in c.finals],
               workdirs=sorted({r.workdir for r in c.runs}))
 
@@ -222,8 +280,17 @@ def parse_table1(spec):
   return task, out
 
 
-def write_report(out_dir, panels=(), table1=(), agent="auto", confidence=0.9, num_resamples=10000,
-                 num_points=200, smooth=1, seed=0, top=5, title="Optim4RL-TF reproduction report"):
+def write_report(out_dir,
+                 panels=(),
+                 table1=(),
+                 agent="auto",
+                 confidence=0.9,
+                 num_resamples=10000,
+                 num_points=200,
+                 smooth=1,
+                 seed=0,
+                 top=5,
+                 title="Optim4RL-TF reproduction report"):
   """Writes the report into ``out_dir``: one PNG per panel, one PNG per figure (all its panels),
   ``report.md`` and ``report.json``. ``panels``: specs for :func:`parse_panel` or parsed tuples;
   ``table1``: specs for :func:`parse_table1`. Returns the path of report.md."""
@@ -242,14 +309,25 @@ def write_report(out_dir, panels=(), table1=(), agent="auto", confidence=0.9, nu
       title_ = f"{TASK_TITLES.get(canonical_task(task), task)}"
       plot_panel(sources, os.path.join(out_dir, name), title_, confidence, num_points, smooth, seed=seed)
       sections.append(panel_markdown(figure, task, sources, name, top))
-      data["panels"].append(dict(figure=figure, task=task, image=name, sources=[
-          dict(label=s.label, path=s.path, selected=_stats_json(s.ranked[0]),
-               num_configurations=len(s.ranked)) for s in sources]))
+      data["panels"].append(
+          dict(figure=figure,
+               task=task,
+               image=name,
+               sources=[
+                   dict(label=s.label, path=s.path, selected=_stats_json(s.ranked[0]), num_configurations=len(s.ranked))
+                   for s in sources
+               ]))
     if len(entries) > 1:
       fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 4), dpi=100, squeeze=False)
       for ax, (task, sources) in zip(axes[0], entries):
-        plot_panel(sources, None, TASK_TITLES.get(canonical_task(task), task), confidence, num_points, smooth,
-                   seed=seed, ax=ax)
+        plot_panel(sources,
+                   None,
+                   TASK_TITLES.get(canonical_task(task), task),
+                   confidence,
+                   num_points,
+                   smooth,
+                   seed=seed,
+                   ax=ax)
       fig.tight_layout()
       combined = f"{figure}.png"
       fig.savefig(os.path.join(out_dir, combined))

@@ -31,17 +31,18 @@ from typing import Any, NamedTuple
 
 
 class Run(NamedTuple):
-  index: int           # 1-based run index k
-  config_index: int    # 1-based configuration index c = ((k - 1) mod N) + 1
-  repeat: int          # 0-based repeat (k - 1) // N
-  seed: Any            # value of the seed field (None when the sweep sets no seed)
-  values: dict         # sweep key -> value (as written in the grid)
-  overrides: dict      # dotted config path -> value (compound keys expanded; the seed included)
+  index: int  # 1-based run index k
+  config_index: int  # 1-based configuration index c = ((k - 1) mod N) + 1
+  repeat: int  # 0-based repeat (k - 1) // N
+  seed: Any  # value of the seed field (None when the sweep sets no seed)
+  values: dict  # sweep key -> value (as written in the grid)
+  overrides: dict  # dotted config path -> value (compound keys expanded; the seed included)
   workdir: str
 
 
 # ----------------------------------------------------------------------------------------------------
 # Grid and config access.
+
 
 def _is_configdict(x):
   return hasattr(x, "_fields") and hasattr(x, "to_dict")
@@ -198,8 +199,14 @@ def expand(config, sweep_dir, grid=None, repeats=1, seed_field="seed", seed_stri
     if seed_field:
       seed = int(base_seed) + rep * int(seed_stride)
       overrides[seed_field] = seed
-    runs.append(Run(index=k, config_index=c, repeat=rep, seed=seed, values=values, overrides=overrides,
-                    workdir=os.path.join(sweep_dir, str(k))))
+    runs.append(
+        Run(index=k,
+            config_index=c,
+            repeat=rep,
+            seed=seed,
+            values=values,
+            overrides=overrides,
+            workdir=os.path.join(sweep_dir, str(k))))
   return runs
 
 

@@ -43,19 +43,34 @@ def prepare(runs, cmd_fn, sweep_dir, meta=None, all_runs=None):
   """Writes ``<sweep_dir>/sweep.json`` (all runs of the sweep); returns {run index: command}."""
   os.makedirs(sweep_dir, exist_ok=True)
   all_runs = runs if all_runs is None else all_runs
-  _write_json(os.path.join(sweep_dir, "sweep.json"), dict(
-      meta or {}, num_runs=len(all_runs),
-      runs=[dict(index=r.index, config_index=r.config_index, repeat=r.repeat, seed=r.seed, values=r.values,
-                 workdir=r.workdir) for r in all_runs]))
+  _write_json(
+      os.path.join(sweep_dir, "sweep.json"),
+      dict(meta or {},
+           num_runs=len(all_runs),
+           runs=[
+               dict(index=r.index,
+                    config_index=r.config_index,
+                    repeat=r.repeat,
+                    seed=r.seed,
+                    values=r.values,
+                    workdir=r.workdir) for r in all_runs
+           ]))
   return {run.index: cmd_fn(run) for run in runs}
 
 
 def _write_run_file(run, config, cmd):
   os.makedirs(run.workdir, exist_ok=True)
   resolved = sweep.apply_overrides(config, run.overrides)
-  _write_json(os.path.join(run.workdir, RUN_FILE), dict(
-      index=run.index, config_index=run.config_index, repeat=run.repeat, seed=run.seed, values=run.values,
-      overrides=run.overrides, command=cmd, config=_config_dict(resolved)))
+  _write_json(
+      os.path.join(run.workdir, RUN_FILE),
+      dict(index=run.index,
+           config_index=run.config_index,
+           repeat=run.repeat,
+           seed=run.seed,
+           values=run.values,
+           overrides=run.overrides,
+           command=cmd,
+           config=_config_dict(resolved)))
 
 
 def _execute(cmd, workdir, env=None, cwd=None, timeout=None):
@@ -65,8 +80,8 @@ def _execute(cmd, workdir, env=None, cwd=None, timeout=None):
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     try:
-      rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                          timeout=timeout, check=False).returncode
+      rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, timeout=timeout,
+                          check=False).returncode
     except subprocess.TimeoutExpired:
       rc = 124
       log.write(f"\n[sweep] killed after the timeout of {timeout} s\n")
@@ -90,14 +105,27 @@ def _tail(path, lines=5):
 
 
 class SweepResult(NamedTuple):
-  ok: list        # run indices that finished now
-  failed: list    # run indices that failed now
-  skipped: list   # run indices skipped (results existed)
+  ok: list  # run indices that finished now
+  failed: list  # run indices that failed now
+  skipped: list  # run indices skipped (results existed)
 
 
-def run_sweep(runs, config, cmd_fn, sweep_dir, workers=1, backend="local", skip_existing=True,
-              result_files=RESULT_FILES, env=None, cwd=None, timeout=None, stream=None, meta=None,
-              ray_address=None, cpus_per_run=1, all_runs=None):
+def run_sweep(runs,
+              config,
+              cmd_fn,
+              sweep_dir,
+              workers=1,
+              backend="local",
+              skip_existing=True,
+              result_files=RESULT_FILES,
+              env=None,
+              cwd=None,
+              timeout=None,
+              stream=None,
+              meta=None,
+              ray_address=None,
+              cpus_per_run=1,
+              all_runs=None):
   """Runs ``runs`` (a list of :class:`Run`) and prints one progress line per run.
 
   Args:
@@ -130,8 +158,8 @@ def run_sweep(runs, config, cmd_fn, sweep_dir, workers=1, backend="local", skip_
         f"{sweep.format_ranges(skipped)}")
   for run in todo:
     _write_run_file(run, config, cmds[run.index])
-  say(f"[sweep] running {len(todo)} runs with backend={backend}"
-      + (f", {workers} workers" if backend == "local" else ""))
+  say(f"[sweep] running {len(todo)} runs with backend={backend}" +
+      (f", {workers} workers" if backend == "local" else ""))
   ok, failed, counter = [], [], [0]
   t_start = time.time()
 

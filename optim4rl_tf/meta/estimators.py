@@ -50,8 +50,16 @@ def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
   return best
 
 
-def replayed_vjp(core, phi, hidden0, all_grads, cotangent, learning_rate, chunk_size=0, num_units=None,
-                 params_per_unit=None, name="problem"):
+def replayed_vjp(core,
+                 phi,
+                 hidden0,
+                 all_grads,
+                 cotangent,
+                 learning_rate,
+                 chunk_size=0,
+                 num_units=None,
+                 params_per_unit=None,
+                 name="problem"):
   """Sum over units of d(unit's meta-loss share)/d phi, replayed in chunks of units.
 
   hidden0: tuple of [H, U, P] (hidden states at the start of the iteration); all_grads: list of M [U, P]
@@ -80,10 +88,12 @@ def replayed_vjp(core, phi, hidden0, all_grads, cotangent, learning_rate, chunk_
   if num_chunks == 1:
     grads = chunk_grad(0)
   else:
+
     def body(c, acc):
       return c + 1, [a + g for a, g in zip(acc, chunk_grad(c))]
-    _, grads = tf.while_loop(lambda c, _: c < num_chunks, body,
-                             (tf.constant(0), [tf.zeros_like(p) for p in phi_list]),
+
+    _, grads = tf.while_loop(lambda c, _: c < num_chunks,
+                             body, (tf.constant(0), [tf.zeros_like(p) for p in phi_list]),
                              parallel_iterations=PARALLEL)
   return dict(zip(keys, grads))
 
@@ -143,6 +153,7 @@ def _replay_vjp(core):
   """
   key = ("replay", core.name, core.mlp_dims, core.hidden_size)
   if key not in _COMPILED:
+
     def replay(phi_list, h0, grads, cotangent, lr):
       keys = sorted(core.meta_param_shapes())
       with tf.GradientTape() as tape:
@@ -153,5 +164,6 @@ def _replay_vjp(core):
           delta, hidden = core.update_feature_major(local, hidden, g_k, lr)
           total += delta
       return tape.gradient(total, phi_list, output_gradients=cotangent)
+
     _COMPILED[key] = tf.function(replay, jit_compile=True)
   return _COMPILED[key]

@@ -54,26 +54,26 @@ optimizer_step = estimators.optimizer_step
 class Task(NamedTuple):
   """Static description of one meta-training task."""
   name: str
-  env: Any            # optim4rl_tf.envs environment with num_envs == num_units (one env per unit)
-  net: Any            # optim4rl_tf.agents.networks.ActorCriticNet
+  env: Any  # optim4rl_tf.envs environment with num_envs == num_units (one env per unit)
+  net: Any  # optim4rl_tf.agents.networks.ActorCriticNet
   num_units: int
-  learning_rate: float      # agent lr, a multiplier on the optimizer output (docs/fidelity.md §5.5)
-  grad_clip: float          # elementwise clip of the agent gradient (<= 0: off)
-  reset_indices: Any        # int32 [num_units] (pipeline.reset_indices)
-  reset_interval: int       # m (<= 0: no pipeline)
-  hparams: Any              # a2c.A2CHParams
+  learning_rate: float  # agent lr, a multiplier on the optimizer output (docs/fidelity.md §5.5)
+  grad_clip: float  # elementwise clip of the agent gradient (<= 0: off)
+  reset_indices: Any  # int32 [num_units] (pipeline.reset_indices)
+  reset_interval: int  # m (<= 0: no pipeline)
+  hparams: Any  # a2c.A2CHParams
   rollout_steps: int = 20
   inner_updates: int = 4
-  chunk_size: int = 0       # units per meta-gradient chunk (0: auto, about CHUNK_COORDS coordinates)
+  chunk_size: int = 0  # units per meta-gradient chunk (0: auto, about CHUNK_COORDS coordinates)
 
 
 class UnitState(NamedTuple):
   """Per-unit state carried across outer iterations (leading axis U everywhere)."""
-  params: Any       # list of [U, ...]
-  hidden: Any       # tuple (one per optimizer state) of [H, U, P] (feature-major, P = params per unit)
-  env_state: Any    # env state, leading axis U
-  obs: Any          # [U, 1, *obs_shape]
-  ep_return: Any    # [U, 1] running return of each unit's unfinished episode
+  params: Any  # list of [U, ...]
+  hidden: Any  # tuple (one per optimizer state) of [H, U, P] (feature-major, P = params per unit)
+  env_state: Any  # env state, leading axis U
+  obs: Any  # [U, 1, *obs_shape]
+  ep_return: Any  # [U, 1] running return of each unit's unfinished episode
 
 
 def validate_config(config):
@@ -127,20 +127,29 @@ def task_units(config, spec):
 
 def build_tasks(config):
   """Builds :class:`Task`s from the config's ``tasks`` list."""
-  hparams = a2c.A2CHParams(discount=config.discount, gae_lambda=config.gae_lambda,
-                           critic_weight=config.critic_weight, entropy_weight=config.entropy_weight)
+  hparams = a2c.A2CHParams(discount=config.discount,
+                           gae_lambda=config.gae_lambda,
+                           critic_weight=config.critic_weight,
+                           entropy_weight=config.entropy_weight)
   tasks = []
   for spec in config.tasks:
     n = task_units(config, spec)
     env = envs.make(spec.env_name, n, reward_scale=spec.reward_scale)
     net = networks.make_network(spec.env_name, env.obs_shape, env.num_actions)
     interval = config.reset_interval if config.pipeline else -1
-    tasks.append(Task(
-        name=spec.env_name, env=env, net=net, num_units=n,
-        learning_rate=float(spec.learning_rate), grad_clip=float(config.agent_grad_clip),
-        reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
-        reset_interval=int(interval), hparams=hparams, rollout_steps=config.rollout_steps,
-        inner_updates=config.inner_updates, chunk_size=config.chunk_size))
+    tasks.append(
+        Task(name=spec.env_name,
+             env=env,
+             net=net,
+             num_units=n,
+             learning_rate=float(spec.learning_rate),
+             grad_clip=float(config.agent_grad_clip),
+             reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
+             reset_interval=int(interval),
+             hparams=hparams,
+             rollout_steps=config.rollout_steps,
+             inner_updates=config.inner_updates,
+             chunk_size=config.chunk_size))
   return tasks
 
 
@@ -152,8 +161,7 @@ def fresh_units(task, core, key):
   hidden = core.init_state_feature_major([task.num_units, task.net.num_params])
   env_state = task.env.reset(keys[1])
   obs = tf.reshape(task.env.observe(env_state), [task.num_units, 1] + list(task.env.obs_shape))
-  return UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs,
-                   ep_return=tf.zeros([task.num_units, 1]))
+  return UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs, ep_return=tf.zeros([task.num_units, 1]))
 
 
 def reset_units(task, core, units, iteration, key):
@@ -175,7 +183,7 @@ def iteration_metrics(task, params, meta_loss, loss_metrics, ret_sum, ret_count,
   num_coords = float(sum(int(p.shape.num_elements()) for p in params))
   return {
       "meta_loss": meta_loss,
-      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),   # episodes ended in this iteration's rollouts
+      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),  # episodes ended in this iteration's rollouts
       "episodes": ret_count,
       "entropy": tf.reduce_mean(loss_metrics["entropy"]),
       "update_abs_mean": update_abs / (num_coords * task.inner_updates),
@@ -198,8 +206,7 @@ def inner_loop(task, core, phi, units, key):
     ok = tf.logical_and(ok, pipeline.all_sane(params))
     used = pipeline.or_zeros(ok, params)
     traj, env_state, obs = a2c.rollout(task.net.logits, used, task.env, env_state, obs,
-                                       tf.random.experimental.stateless_fold_in(key, k),
-                                       task.rollout_steps, n)
+                                       tf.random.experimental.stateless_fold_in(key, k), task.rollout_steps, n)
     ep_return, rs, rc = a2c.episode_returns(ep_return, traj.rewards, traj.dones)
     ret_sum += tf.reduce_sum(rs)
     ret_count += tf.reduce_sum(rc)
@@ -229,9 +236,16 @@ def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
   hidden0: tuple of [H, U, P] (hidden states at the start of the iteration); all_grads: list of M
   [U, P]; cotangent: [U, P]. Returns a dict like ``phi``.
   """
-  return estimators.replayed_vjp(core, phi, hidden0, all_grads, cotangent, task.learning_rate,
-                                 chunk_size=task.chunk_size, num_units=task.num_units,
-                                 params_per_unit=task.net.num_params, name=task.name)
+  return estimators.replayed_vjp(core,
+                                 phi,
+                                 hidden0,
+                                 all_grads,
+                                 cotangent,
+                                 task.learning_rate,
+                                 chunk_size=task.chunk_size,
+                                 num_units=task.num_units,
+                                 params_per_unit=task.net.num_params,
+                                 name=task.name)
 
 
 def outer_iteration(task, core, phi, units, iteration, key):

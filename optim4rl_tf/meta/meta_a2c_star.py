@@ -25,11 +25,11 @@ from optim4rl_tf.optimizers import star
 
 class StarUnitState(NamedTuple):
   """Per-unit state (leading axis U everywhere)."""
-  params: Any       # list of [U, ...]
-  states: Any       # list of star.StarState (unit_axis=True), one per parameter
+  params: Any  # list of [U, ...]
+  states: Any  # list of star.StarState (unit_axis=True), one per parameter
   env_state: Any
-  obs: Any          # [U, 1, *obs_shape]
-  ep_return: Any    # [U, 1]
+  obs: Any  # [U, 1, *obs_shape]
+  ep_return: Any  # [U, 1]
 
 
 def fresh_units(task, core, key):
@@ -38,15 +38,17 @@ def fresh_units(task, core, key):
   params = task.net.init(tf.random.experimental.stateless_split(keys[0], task.num_units))
   env_state = task.env.reset(keys[1])
   obs = tf.reshape(task.env.observe(env_state), [task.num_units, 1] + list(task.env.obs_shape))
-  return StarUnitState(params=params, states=core.init_states(params, unit_axis=True), env_state=env_state,
-                       obs=obs, ep_return=tf.zeros([task.num_units, 1]))
+  return StarUnitState(params=params,
+                       states=core.init_states(params, unit_axis=True),
+                       env_state=env_state,
+                       obs=obs,
+                       ep_return=tf.zeros([task.num_units, 1]))
 
 
 def reset_units(task, core, units, iteration, key):
   """Re-initialises the units scheduled at ``iteration`` (docs/fidelity.md §5.2); every state field is per unit."""
   mask = pipeline.reset_mask(iteration, task.reset_indices, task.reset_interval)
-  return tf.cond(tf.reduce_any(mask),
-                 lambda: pipeline.select_units(mask, fresh_units(task, core, key), units),
+  return tf.cond(tf.reduce_any(mask), lambda: pipeline.select_units(mask, fresh_units(task, core, key), units),
                  lambda: units)
 
 
@@ -55,12 +57,14 @@ def outer_iteration(task, core, phi, units, iteration, key):
   (``estimators.full_unroll``); returns (new_units, meta-gradient dict (mean over units), metrics)."""
   keys = tf.random.experimental.stateless_split(key, 2)
   units = reset_units(task, core, units, iteration, keys[0])
-  grads, (params, states, env_state, obs, ep_return, meta_loss, metrics, sums) = estimators.full_unroll(
-      phi, lambda local, outer: _unroll(task, core, local, units, keys[1], outer))
+  grads, (params, states, env_state, obs, ep_return, meta_loss, metrics,
+          sums) = estimators.full_unroll(phi, lambda local, outer: _unroll(task, core, local, units, keys[1], outer))
   metrics = meta_a2c.iteration_metrics(task, params, meta_loss, metrics, *sums)
   new_units = StarUnitState(params=[tf.stop_gradient(p) for p in params],
-                            states=tf.nest.map_structure(tf.stop_gradient, states), env_state=env_state,
-                            obs=obs, ep_return=ep_return)
+                            states=tf.nest.map_structure(tf.stop_gradient, states),
+                            env_state=env_state,
+                            obs=obs,
+                            ep_return=ep_return)
   return new_units, grads, metrics
 
 
@@ -75,8 +79,7 @@ def _unroll(task, core, local, units, key, outer):
     with outer.stop_recording():
       frozen = [tf.stop_gradient(p) for p in params]
       traj, env_state, obs = a2c.rollout(task.net.logits, frozen, task.env, env_state, obs,
-                                         tf.random.experimental.stateless_fold_in(key, k),
-                                         task.rollout_steps, n)
+                                         tf.random.experimental.stateless_fold_in(key, k), task.rollout_steps, n)
       ep_return, rs, rc = a2c.episode_returns(ep_return, traj.rewards, traj.dones)
       ret_sum += tf.reduce_sum(rs)
       ret_count += tf.reduce_sum(rc)
@@ -88,13 +91,18 @@ def _unroll(task, core, local, units, key, outer):
     def unit_loss_sum(p, traj=traj):
       return tf.reduce_sum(a2c.a2c_loss(task.net.apply, p, traj, task.hparams)[0])
 
-    new_params, states, _ = star.differentiable_step(core, local, states, params, unit_loss_sum,
-                                                     task.learning_rate, task.grad_clip, unit_axis=True)
+    new_params, states, _ = star.differentiable_step(core,
+                                                     local,
+                                                     states,
+                                                     params,
+                                                     unit_loss_sum,
+                                                     task.learning_rate,
+                                                     task.grad_clip,
+                                                     unit_axis=True)
     with outer.stop_recording():
       update_abs += tf.add_n([tf.reduce_sum(tf.abs(a - b)) for a, b in zip(new_params, params)])
     params = new_params
-  return meta_loss, (params, states, env_state, obs, ep_return, meta_loss, metrics,
-                     (ret_sum, ret_count, update_abs))
+  return meta_loss, (params, states, env_state, obs, ep_return, meta_loss, metrics, (ret_sum, ret_count, update_abs))
 
 
 class MetaA2Cstar(meta_a2c.MetaA2C):

@@ -43,11 +43,11 @@ from optim4rl_tf.optimizers import transforms
 
 
 class UnitState(NamedTuple):
-  params: Any       # list [U, ...]
-  hidden: Any       # tuple of [H, U, P]
-  norm: Any         # ppo.NormState [U, ...]
-  env_state: Any    # flat Brax state (leading axis U * E)
-  obs: Any          # [U, E, D]
+  params: Any  # list [U, ...]
+  hidden: Any  # tuple of [H, U, P]
+  norm: Any  # ppo.NormState [U, ...]
+  env_state: Any  # flat Brax state (leading axis U * E)
+  obs: Any  # [U, E, D]
 
 
 def estimator_name(task):
@@ -69,9 +69,8 @@ def reset_units(task, core, units, iteration, key):
 
   def reset():
     fresh = fresh_units(task, core, key)
-    kept = pipeline.select_units(mask, fresh._replace(hidden=(), env_state=()),
-                                 units._replace(hidden=(), env_state=()))
-    env_mask = tf.repeat(mask, task.env.num_envs // task.num_units)          # unit mask -> per env
+    kept = pipeline.select_units(mask, fresh._replace(hidden=(), env_state=()), units._replace(hidden=(), env_state=()))
+    env_mask = tf.repeat(mask, task.env.num_envs // task.num_units)  # unit mask -> per env
     env_state = pipeline.select_units(env_mask, fresh.env_state, units.env_state)
     hidden = tuple(tf.where(mask[None, :, None], tf.zeros([], h.dtype), h) for h in units.hidden)
     return kept._replace(hidden=hidden, env_state=env_state)
@@ -100,11 +99,13 @@ def inner_loop(task, core, phi, units, key):
   list of [U, P], cotangent [U, P], metrics dict of scalars)."""
   params, hidden, norm, flat, obs = units
   steps_per_update = task.update_epochs * task.num_minibatches
-  grads_ta = tf.TensorArray(tf.float32, size=task.inner_updates * steps_per_update,
+  grads_ta = tf.TensorArray(tf.float32,
+                            size=task.inner_updates * steps_per_update,
                             element_shape=[task.num_units, task.net.num_params])
   opt = _recording_optimizer(task, core, phi)
-  params, opt_state, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(
-      task, opt, params, (hidden, grads_ta, tf.constant(0)), norm, flat, obs, key)
+  params, opt_state, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(task, opt, params,
+                                                                                    (hidden, grads_ta, tf.constant(0)),
+                                                                                    norm, flat, obs, key)
   hidden, grads_ta, _ = opt_state
   all_grads = tf.unstack(grads_ta.stack(), num=task.inner_updates * steps_per_update)
   # Step 3: the meta-loss on the fresh unroll with theta_M; rollout data are constants here.
@@ -125,9 +126,16 @@ def outer_iteration(task, core, phi, units, iteration, key):
     state, grads, metrics = meta_ppo_grad.outer_gradient(task, core, phi, units, keys[1])
     return UnitState(*state), grads, metrics
   new_units, all_grads, cotangent, metrics = inner_loop(task, core, phi, units, keys[1])
-  grads = estimators.replayed_vjp(core, phi, units.hidden, all_grads, cotangent, task.learning_rate,
-                                  chunk_size=task.chunk_size, num_units=task.num_units,
-                                  params_per_unit=task.net.num_params, name=task.name)
+  grads = estimators.replayed_vjp(core,
+                                  phi,
+                                  units.hidden,
+                                  all_grads,
+                                  cotangent,
+                                  task.learning_rate,
+                                  chunk_size=task.chunk_size,
+                                  num_units=task.num_units,
+                                  params_per_unit=task.net.num_params,
+                                  name=task.name)
   return new_units, grads, metrics
 
 

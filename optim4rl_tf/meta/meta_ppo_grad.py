@@ -36,7 +36,7 @@ from optim4rl_tf.meta import estimators
 from optim4rl_tf.optimizers import transforms
 
 SUM_METRICS = ("loss", "entropy", "value_loss", "update_norm", "reward")
-META_KEY_SALT = 1 << 16        # the meta rollout's key: fold_in(key, META_KEY_SALT)
+META_KEY_SALT = 1 << 16  # the meta rollout's key: fold_in(key, META_KEY_SALT)
 
 
 def _stop(structure):
@@ -61,19 +61,27 @@ def unroll(task, opt, params, opt_state, norm, flat, obs, key, constant_grads=Fa
 
   def rollout(params, norm, flat, obs, rkey, unrolls):
     if rollout_scope is None:
-      return ppo_train.graph_rollout(task.env, task.net, params, norm, flat, obs, rkey, unrolls,
-                                     task.unroll_length, u)
+      return ppo_train.graph_rollout(task.env, task.net, params, norm, flat, obs, rkey, unrolls, task.unroll_length, u)
     with rollout_scope():
-      return ppo_train.graph_rollout(task.env, task.net, _stop(params), _stop(norm), _stop(flat), _stop(obs),
-                                     rkey, unrolls, task.unroll_length, u)
+      return ppo_train.graph_rollout(task.env, task.net, _stop(params), _stop(norm), _stop(flat), _stop(obs), rkey,
+                                     unrolls, task.unroll_length, u)
 
   sums = {k: 0.0 for k in SUM_METRICS}
   for k in range(task.inner_updates):
     ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, k), 2)
     batch, flat, obs = rollout(params, norm, flat, obs, ks[0], task.unrolls)
-    params, opt_state, norm, m = ppo.sgd_epochs(task.net, opt, task.hparams, params, opt_state, norm,
-                                                batch, ks[1], task.update_epochs, task.num_minibatches,
-                                                task.normalize_observations, constant_grads=constant_grads)
+    params, opt_state, norm, m = ppo.sgd_epochs(task.net,
+                                                opt,
+                                                task.hparams,
+                                                params,
+                                                opt_state,
+                                                norm,
+                                                batch,
+                                                ks[1],
+                                                task.update_epochs,
+                                                task.num_minibatches,
+                                                task.normalize_observations,
+                                                constant_grads=constant_grads)
     for name in ("loss", "entropy", "value_loss", "update_norm"):
       sums[name] += tf.reduce_mean(m[name]) / task.inner_updates
     sums["reward"] += tf.stop_gradient(tf.reduce_mean(batch.reward)) / task.inner_updates
@@ -92,12 +100,17 @@ def iteration_metrics(meta_loss, meta_loss_metrics, meta_batch, sums):
   """The logged scalars of one outer iteration (``sums``: inner-update means of loss, entropy,
   value_loss, update_norm and reward)."""
   stop = tf.stop_gradient
-  return {"meta_loss": stop(meta_loss), "meta_value_loss": stop(tf.reduce_mean(meta_loss_metrics["value_loss"])),
-          "meta_entropy": stop(tf.reduce_mean(meta_loss_metrics["entropy"])),
-          "agent_reward_per_step": stop(tf.reduce_mean(meta_batch.reward)),
-          "inner_loss": sums["loss"], "inner_value_loss": sums["value_loss"],
-          "inner_entropy": sums["entropy"], "inner_update_norm": sums["update_norm"],
-          "inner_reward_per_step": sums["reward"]}
+  return {
+      "meta_loss": stop(meta_loss),
+      "meta_value_loss": stop(tf.reduce_mean(meta_loss_metrics["value_loss"])),
+      "meta_entropy": stop(tf.reduce_mean(meta_loss_metrics["entropy"])),
+      "agent_reward_per_step": stop(tf.reduce_mean(meta_batch.reward)),
+      "inner_loss": sums["loss"],
+      "inner_value_loss": sums["value_loss"],
+      "inner_entropy": sums["entropy"],
+      "inner_update_norm": sums["update_norm"],
+      "inner_reward_per_step": sums["reward"]
+  }
 
 
 def differentiable_optimizer(task, core, phi):
@@ -127,8 +140,15 @@ def outer_gradient(task, core, phi, units, key):
   def unroll_fn(local, tape):
     del tape  # everything is recorded, the rollouts too
     opt = differentiable_optimizer(task, core, local)
-    params_m, hidden_m, norm_m, flat_m, obs_m, meta_batch, loss_key, sums = unroll(
-        task, opt, params, hidden, norm, flat, obs, key, constant_grads=True)
+    params_m, hidden_m, norm_m, flat_m, obs_m, meta_batch, loss_key, sums = unroll(task,
+                                                                                   opt,
+                                                                                   params,
+                                                                                   hidden,
+                                                                                   norm,
+                                                                                   flat,
+                                                                                   obs,
+                                                                                   key,
+                                                                                   constant_grads=True)
     meta_loss, mm = meta_loss_fn(task, params_m, norm_m, meta_batch, loss_key)
     state = (params_m, hidden_m, norm_m, flat_m, obs_m)
     return meta_loss, (state, iteration_metrics(meta_loss, mm, meta_batch, sums))

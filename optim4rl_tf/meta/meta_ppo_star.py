@@ -34,18 +34,21 @@ from optim4rl_tf.optimizers import transforms
 
 
 class StarPPOUnitState(NamedTuple):
-  params: Any       # list [U, ...]
-  states: Any       # list of star.StarState (unit axis), one per parameter tensor
-  norm: Any         # ppo.NormState [U, ...]
-  env_state: Any    # flat Brax state (leading axis U * E)
-  obs: Any          # [U, E, D]
+  params: Any  # list [U, ...]
+  states: Any  # list of star.StarState (unit axis), one per parameter tensor
+  norm: Any  # ppo.NormState [U, ...]
+  env_state: Any  # flat Brax state (leading axis U * E)
+  obs: Any  # [U, E, D]
 
 
 def fresh_units(task, core, key):
   """Brand-new units: agents, zero STAR accumulators, normalisers and freshly reset envs."""
   params, norm, flat, obs = meta_ppo_task.fresh_agents(task, key)
-  return StarPPOUnitState(params=params, states=core.init_states(params, unit_axis=True), norm=norm,
-                          env_state=flat, obs=obs)
+  return StarPPOUnitState(params=params,
+                          states=core.init_states(params, unit_axis=True),
+                          norm=norm,
+                          env_state=flat,
+                          obs=obs)
 
 
 def reset_units(task, core, units, iteration, key):
@@ -55,7 +58,7 @@ def reset_units(task, core, units, iteration, key):
   def reset():
     fresh = fresh_units(task, core, key)
     kept = pipeline.select_units(mask, fresh._replace(env_state=()), units._replace(env_state=()))
-    env_mask = tf.repeat(mask, task.env.num_envs // task.num_units)          # unit mask -> per env
+    env_mask = tf.repeat(mask, task.env.num_envs // task.num_units)  # unit mask -> per env
     return kept._replace(env_state=pipeline.select_units(env_mask, fresh.env_state, units.env_state))
 
   return tf.cond(tf.reduce_any(mask), reset, lambda: units)
@@ -89,7 +92,14 @@ def outer_iteration(task, core, phi, units, iteration, key, second_order=True):
   def unroll_fn(local, outer):
     opt = _differentiable_star(task, core, local, second_order)
     params, states, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(
-        task, opt, units.params, units.states, units.norm, units.env_state, units.obs, keys[1],
+        task,
+        opt,
+        units.params,
+        units.states,
+        units.norm,
+        units.env_state,
+        units.obs,
+        keys[1],
         constant_grads=not second_order,
         rollout_scope=None if task.meta_grad_through_env else outer.stop_recording)
     meta_loss, mm = meta_ppo_grad.meta_loss_fn(task, params, norm, mbatch, loss_key)

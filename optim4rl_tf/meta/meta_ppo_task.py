@@ -26,23 +26,23 @@ BRAX_ENV_NAMES = ppo_train.BRAX_ENV_NAMES
 class Task(NamedTuple):
   """Static description of the MetaPPO task (the fields ``estimators.replayed_vjp`` needs included)."""
   name: str
-  env: Any                 # brax_bridge.BraxEnv, num_envs = num_units * envs per unit
-  net: Any                 # ppo.PPONetworks
+  env: Any  # brax_bridge.BraxEnv, num_envs = num_units * envs per unit
+  net: Any  # ppo.PPONetworks
   num_units: int
-  learning_rate: float     # agent lr inside the optimizer network (docs/fidelity.md §7.5: 3e-4)
-  grad_clip: float         # elementwise clip of the agent gradient (1)
+  learning_rate: float  # agent lr inside the optimizer network (docs/fidelity.md §7.5: 3e-4)
+  grad_clip: float  # elementwise clip of the agent gradient (1)
   reset_indices: Any
-  reset_interval: int      # m (<= 0: never reset)
-  hparams: Any             # ppo.PPOHParams
+  reset_interval: int  # m (<= 0: never reset)
+  hparams: Any  # ppo.PPOHParams
   unroll_length: int
-  unrolls: int             # K = batch_size * num_minibatches / envs per unit
+  unrolls: int  # K = batch_size * num_minibatches / envs per unit
   update_epochs: int
   num_minibatches: int
   inner_updates: int = 4
-  meta_unrolls: int = 1    # max(batch_size // envs per unit, 1)
+  meta_unrolls: int = 1  # max(batch_size // envs per unit, 1)
   normalize_observations: bool = True
-  chunk_size: int = 0      # replayed_vjp only: units per replay chunk
-  meta_grad_through_env: bool = True   # False: the value/entropy-path approximation (``meta_ppo``)
+  chunk_size: int = 0  # replayed_vjp only: units per replay chunk
+  meta_grad_through_env: bool = True  # False: the value/entropy-path approximation (``meta_ppo``)
 
 
 def validate_config(config):
@@ -81,31 +81,43 @@ def num_iterations(config):
   """T = floor(train_steps / (batch_size * unroll * num_minibatches * M)) (docs/fidelity.md §7.5: 610 for Brax)."""
   if config.num_iterations > 0:
     return int(config.num_iterations)
-  return int(config.train_steps // (config.batch_size * config.unroll_length * config.num_minibatches
-                                    * config.inner_updates))
+  return int(config.train_steps //
+             (config.batch_size * config.unroll_length * config.num_minibatches * config.inner_updates))
 
 
 def build_task(config):
   """The :class:`Task` of a (validated) MetaPPO config; builds the Brax env (graph bridge)."""
   from optim4rl_tf.envs import brax_bridge  # pylint: disable=import-outside-toplevel
-  env = brax_bridge.make(config.env.name, int(config.env.num_envs),
+  env = brax_bridge.make(config.env.name,
+                         int(config.env.num_envs),
                          episode_length=int(config.env.episode_length),
-                         action_repeat=int(config.env.action_repeat), backend=config.env.backend,
+                         action_repeat=int(config.env.action_repeat),
+                         backend=config.env.backend,
                          bridge="graph")
   net = ppo.PPONetworks(env.obs_size, env.action_size, tuple(config.network.policy_hidden),
                         tuple(config.network.value_hidden))
   units = int(config.num_units)
   per_unit = int(config.env.num_envs) // units
   m = int(config.reset_interval) if config.pipeline else -1
-  hp = ppo.PPOHParams(reward_scaling=float(config.reward_scaling), discount=float(config.discount),
-                      gae_lambda=float(config.gae_lambda), clipping_epsilon=float(config.clipping_epsilon),
+  hp = ppo.PPOHParams(reward_scaling=float(config.reward_scaling),
+                      discount=float(config.discount),
+                      gae_lambda=float(config.gae_lambda),
+                      clipping_epsilon=float(config.clipping_epsilon),
                       entropy_cost=float(config.entropy_cost),
                       normalize_advantage=bool(config.normalize_advantage))
-  return Task(name=env.name, env=env, net=net, num_units=units, learning_rate=float(config.learning_rate),
-              grad_clip=float(config.grad_clip), reset_indices=pipeline.reset_indices(units, m),
-              reset_interval=m, hparams=hp, unroll_length=int(config.unroll_length),
+  return Task(name=env.name,
+              env=env,
+              net=net,
+              num_units=units,
+              learning_rate=float(config.learning_rate),
+              grad_clip=float(config.grad_clip),
+              reset_indices=pipeline.reset_indices(units, m),
+              reset_interval=m,
+              hparams=hp,
+              unroll_length=int(config.unroll_length),
               unrolls=int(config.batch_size) * int(config.num_minibatches) // per_unit,
-              update_epochs=int(config.update_epochs), num_minibatches=int(config.num_minibatches),
+              update_epochs=int(config.update_epochs),
+              num_minibatches=int(config.num_minibatches),
               inner_updates=int(config.inner_updates),
               meta_unrolls=max(int(config.batch_size) // per_unit, 1),
               normalize_observations=bool(config.normalize_observations),
@@ -123,7 +135,7 @@ def fresh_agents(task, key):
   keys = tf.random.experimental.stateless_split(key, 2)
   u = task.num_units
   params = task.net.init(tf.random.experimental.stateless_split(keys[0], u))
-  seeds = tf.random.stateless_uniform([u], keys[1], minval=0, maxval=2 ** 31 - 1, dtype=tf.int32)
+  seeds = tf.random.stateless_uniform([u], keys[1], minval=0, maxval=2**31 - 1, dtype=tf.int32)
   flat = task.env.graph_reset(seeds)
   obs = tf.reshape(task.env.flat_obs(flat), [u, -1, task.net.obs_size])
   return params, ppo.norm_init(u, task.net.obs_size), flat, obs

@@ -15,7 +15,6 @@ make it return an out-of-range action); the meta-trainer skips such an iteration
 import numpy as np
 import tensorflow as tf
 
-
 # |x| above this is treated like NaN for agent parameters and phi. float32 overflows to inf in the next
 # matmul or two from here on (1e15 * 1e15 = 1e30, squares in the GRU/losses reach 3.4e38), and no sane run
 # comes within many orders of magnitude of it (phi and agent weights are O(1)).
@@ -24,8 +23,8 @@ ABSURD = 1e15
 
 def all_sane(tensors):
   """Scalar bool tensor: every floating entry of the nested ``tensors`` is finite with |x| <= ABSURD."""
-  flags = [tf.reduce_all(tf.abs(x) <= ABSURD) for x in tf.nest.flatten(tensors)
-           if tf.as_dtype(x.dtype).is_floating]  # NaN <= ABSURD is False, like inf
+  flags = [tf.reduce_all(tf.abs(x) <= ABSURD) for x in tf.nest.flatten(tensors) if tf.as_dtype(x.dtype).is_floating
+          ]  # NaN <= ABSURD is False, like inf
   return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 
@@ -55,7 +54,9 @@ def reset_mask(iteration, indices, reset_interval):
 
 def select_units(mask, fresh, old):
   """Per-unit choice between two nested structures of tensors with leading unit axis [n, ...]."""
+
   def pick(a, b):
     m = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(a) - 1], tf.int32)], 0))
     return tf.where(m, a, b)
+
   return tf.nest.map_structure(pick, fresh, old)

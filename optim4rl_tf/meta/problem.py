@@ -19,7 +19,7 @@ them for a config. ``examples/custom_task.py`` is one written outside the packag
 
 from typing import Any, Dict, Protocol, Tuple, runtime_checkable
 
-Units = Any   # a nested structure (NamedTuple) of tensors, leading axis U; ``params``: the agents' parameters
+Units = Any  # a nested structure (NamedTuple) of tensors, leading axis U; ``params``: the agents' parameters
 Phi = Dict[str, Any]
 
 

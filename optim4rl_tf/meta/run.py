@@ -39,8 +39,8 @@ from optim4rl_tf.utils import workdir as workdir_lib
 
 # Config fields that may differ when a workdir is resumed: the budget, bookkeeping, memory layout
 # (chunking changes float rounding only) and labels; ``num_units`` is recorded per task (tasks[i].num_units).
-RESUMABLE_FIELDS = ("num_iterations", "train_steps", "checkpoint_every", "log_every", "max_nonfinite",
-                    "chunk_size", "sweep", "num_units")
+RESUMABLE_FIELDS = ("num_iterations", "train_steps", "checkpoint_every", "log_every", "max_nonfinite", "chunk_size",
+                    "sweep", "num_units")
 
 
 def peak_rss_gb():
@@ -206,30 +206,36 @@ def meta_train(config, workdir, console=True, progress_fn=None):
     prepare_workdir(workdir, resolved_config(config))
     if console and ppo:
       print(f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax compiles for minutes on "
-            "CPU)...", flush=True)
+            "CPU)...",
+            flush=True)
     trainer = trainer_lib.MetaTrainer(config, workdir)
     if ppo:
       from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
       steps_per_it = meta_ppo_task.env_steps_per_iteration(trainer.tasks[0])
       shown_keys, prefix = {"reward/step": "inner_reward_per_step"}, f"[meta_ppo {trainer.tasks[0].name}] "
     else:
-      steps_per_it = sum(meta_a2c.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1)
-                         for t in config.tasks)
+      steps_per_it = sum(
+          meta_a2c.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1) for t in config.tasks)
       shown_keys, prefix = {"return": "agent_return"}, "meta "
     names = [p.name for p in trainer.problems]
 
     def shown(metrics):
       out = {f"{name} {label}": metrics[f"{name}/{key}"] for name in names for label, key in shown_keys.items()}
-      out.update({"meta-loss": sum(metrics[f"{name}/meta_loss"] for name in names),
-                  "RSS GB": round(peak_rss_gb(), 2)})
+      out.update({"meta-loss": sum(metrics[f"{name}/meta_loss"] for name in names), "RSS GB": round(peak_rss_gb(), 2)})
       return out
 
-    return drive(trainer, workdir, total, steps_per_it, shown, prefix=prefix,
-                 log_every=max(int(config.get("log_every", 1)), 1), console=console, progress_fn=progress_fn)
+    return drive(trainer,
+                 workdir,
+                 total,
+                 steps_per_it,
+                 shown,
+                 prefix=prefix,
+                 log_every=max(int(config.get("log_every", 1)), 1),
+                 console=console,
+                 progress_fn=progress_fn)
 
 
-def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True,
-          progress_fn=None):
+def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True, progress_fn=None):
   """Runs a built ``MetaTrainer`` (MetaA2C or MetaPPO) to ``total`` iterations with logging: TensorBoard
   and ``meta_metrics.csv`` every ``log_every`` iterations (plus speed and peak RSS), console progress
   showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
@@ -241,8 +247,8 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   table.truncate(start_it)
   truncate_tensorboard(os.path.join(workdir, "tb"), start_it)
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
-  progress = logging_lib.Progress(total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it,
-                                  rate_label="env steps/s") if console else None
+  progress = logging_lib.Progress(
+      total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it, rate_label="env steps/s") if console else None
   if console and start_it:
     print(f"resuming {workdir} at outer iteration {start_it}/{total}", flush=True)
   t0 = time.time()
@@ -253,8 +259,11 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
     it_per_sec = (t - last["it"]) / max(now - last["t"], 1e-9)
     last.update(t=now, it=t)
     values = dict(metrics)
-    values.update({"speed/outer_it_per_sec": it_per_sec, "speed/env_steps_per_sec": it_per_sec * steps_per_it,
-                   "memory/peak_rss_gb": peak_rss_gb()})
+    values.update({
+        "speed/outer_it_per_sec": it_per_sec,
+        "speed/env_steps_per_sec": it_per_sec * steps_per_it,
+        "memory/peak_rss_gb": peak_rss_gb()
+    })
     if t % log_every == 0 or t == total:
       logger.scalars(t, values)
       table.write({"iteration": t, **values})
@@ -267,7 +276,7 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   try:
     with stop_on_signals() as stop_fn:
       trainer.train(on_iteration, stop_fn=stop_fn)
-  except trainer_lib.Diverged as e:   # nonfinite="stop": recorded in summary.json, then re-raised
+  except trainer_lib.Diverged as e:  # nonfinite="stop": recorded in summary.json, then re-raised
     diverged = e
   finally:
     logger.close()
@@ -290,9 +299,10 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   if diverged:
     raise diverged
   if console:
-    print(f"meta-training done: {result['iterations']} outer iterations ({result['skipped']} skipped), "
-          f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}",
-          flush=True)
+    print(
+        f"meta-training done: {result['iterations']} outer iterations ({result['skipped']} skipped), "
+        f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}",
+        flush=True)
   return result
 
 

@@ -43,7 +43,6 @@ from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
-
 NONFINITE_POLICIES = ("skip", "stop")
 
 
@@ -83,8 +82,9 @@ class VarTree:
 
   def __init__(self, structure, name):
     self._structure = structure
-    self.variables = [tf.Variable(x, trainable=False, name=f"{name}_{i}")
-                      for i, x in enumerate(tf.nest.flatten(structure))]
+    self.variables = [
+        tf.Variable(x, trainable=False, name=f"{name}_{i}") for i, x in enumerate(tf.nest.flatten(structure))
+    ]
 
   def read(self):
     return tf.nest.pack_sequence_as(self._structure, [v.read_value() for v in self.variables])
@@ -95,8 +95,7 @@ class VarTree:
 
 
 def _all_finite(structure):
-  flags = [tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(structure)
-           if x.dtype.is_floating]
+  flags = [tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(structure) if x.dtype.is_floating]
   return tf.reduce_all(tf.stack(flags))
 
 
@@ -139,10 +138,11 @@ def meta_agent(config):
 def build(config):
   """(inner problems, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
   is_star = config.optimizer.name == "star"
-  core, phi0 = meta_params_lib.resolve(
-      config.optimizer.name, config.optimizer.init_meta_params or None,
-      mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
-      hidden_size=None if is_star else config.optimizer.hidden_size, seed=config.seed)
+  core, phi0 = meta_params_lib.resolve(config.optimizer.name,
+                                       config.optimizer.init_meta_params or None,
+                                       mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+                                       hidden_size=None if is_star else config.optimizer.hidden_size,
+                                       seed=config.seed)
   # STAR needs second-order meta-gradients (estimators.full_unroll): its own inner problems.
   if meta_agent(config) == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
     from optim4rl_tf.meta import meta_ppo
@@ -158,9 +158,16 @@ def trainer_config(**fields):
   """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py), for inner
   problems passed to it directly; ``fields`` override them (num_iterations must be set)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
-  c = ml_collections.ConfigDict(dict(seed=0, num_iterations=0, meta_lr=1e-3, meta_grad_clip=-1.0,
-                                     meta_grad_norm=0.5, max_norm=-1.0, checkpoint_every=10,
-                                     max_nonfinite=5, nonfinite="skip"))
+  c = ml_collections.ConfigDict(
+      dict(seed=0,
+           num_iterations=0,
+           meta_lr=1e-3,
+           meta_grad_clip=-1.0,
+           meta_grad_norm=0.5,
+           max_norm=-1.0,
+           checkpoint_every=10,
+           max_nonfinite=5,
+           nonfinite="skip"))
   c.update(fields)
   return c
 
@@ -197,16 +204,21 @@ class MetaTrainer:
     self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
     base = tf.constant([config.seed, 0x5eed], tf.int32)
     self.base_key = base
-    self.units = [VarTree(p.fresh_units(self.core, tf.random.experimental.stateless_fold_in(
-        base, 1000 + i)), f"units{i}") for i, p in enumerate(self.problems)]
+    self.units = [
+        VarTree(p.fresh_units(self.core, tf.random.experimental.stateless_fold_in(base, 1000 + i)), f"units{i}")
+        for i, p in enumerate(self.problems)
+    ]
     self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
     self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
     self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, name="skipped_in_a_row")
     self.manager = None
     if workdir:
-      ckpt = tf.train.Checkpoint(phi=self.phi, adam=self.adam.variables,
-                                 units=[u.variables for u in self.units], iteration=self.iteration,
-                                 skipped_total=self.skipped_total, skipped_in_a_row=self.skipped_in_a_row)
+      ckpt = tf.train.Checkpoint(phi=self.phi,
+                                 adam=self.adam.variables,
+                                 units=[u.variables for u in self.units],
+                                 iteration=self.iteration,
+                                 skipped_total=self.skipped_total,
+                                 skipped_in_a_row=self.skipped_in_a_row)
       self.manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
       self._remove_partial_checkpoints()  # left by a process killed while saving
       latest = self.manager.latest_checkpoint
@@ -250,19 +262,21 @@ class MetaTrainer:
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
     task_grads, new_units, metrics = [], [], {}
     for i, (problem, units) in enumerate(zip(self.problems, self.units)):
-      units_new, grads, m = problem.outer_iteration(
-          self.core, phi, units.read(), t, tf.random.experimental.stateless_fold_in(key, i))
+      units_new, grads, m = problem.outer_iteration(self.core, phi, units.read(), t,
+                                                    tf.random.experimental.stateless_fold_in(key, i))
       task_grads.append(grads)
       new_units.append(units_new)
       metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
     grads, grad_norm = self._combine(task_grads)
-    adam_out = [classical.adam_update(s, g, self.config.meta_lr)
-                for s, g in zip(self.adam.read(), grads)]
+    adam_out = [classical.adam_update(s, g, self.config.meta_lr) for s, g in zip(self.adam.read(), grads)]
     new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
     # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
     # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
-    checks = [_all_finite(grads), pipeline.all_sane(new_phi),
-              pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])]
+    checks = [
+        _all_finite(grads),
+        pipeline.all_sane(new_phi),
+        pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])
+    ]
     checks += [metrics[f"{p.name}/params_ok"] > 0 for p in self.problems if f"{p.name}/params_ok" in metrics]
     finite = tf.reduce_all(tf.stack(checks))
 
@@ -282,8 +296,11 @@ class MetaTrainer:
 
     applied = tf.cond(finite, apply, skip)
     self.iteration.assign(t)
-    metrics.update({"meta/grad_norm": grad_norm, "meta/applied": tf.cast(applied, tf.float32),
-                    "meta/phi_norm": global_norm([v.read_value() for v in self.phi])})
+    metrics.update({
+        "meta/grad_norm": grad_norm,
+        "meta/applied": tf.cast(applied, tf.float32),
+        "meta/phi_norm": global_norm([v.read_value() for v in self.phi])
+    })
     return metrics
 
   # -------------------------------------------------------------------------------------------------
@@ -345,16 +362,17 @@ class MetaTrainer:
       t, saved = int(self.iteration.numpy()), self._saved_iteration
       kept = (f"; {self.workdir} keeps only checkpoints from before it (latest: iteration {saved})"
               if saved and self.workdir else "")
-      raise Diverged(t, f"meta-training diverged at outer iteration {t}: a non-finite or absurd (|x| > "
-                     f"{pipeline.ABSURD:g}) meta-gradient, phi or agent (nonfinite='stop', as the official "
-                     f"MetaPPO); nothing was saved from iteration {t} on{kept}; this run has no learned "
-                     "optimizer")
+      raise Diverged(
+          t, f"meta-training diverged at outer iteration {t}: a non-finite or absurd (|x| > "
+          f"{pipeline.ABSURD:g}) meta-gradient, phi or agent (nonfinite='stop', as the official "
+          f"MetaPPO); nothing was saved from iteration {t} on{kept}; this run has no learned "
+          "optimizer")
     if not metrics["meta/applied"]:
       in_a_row = int(self.skipped_in_a_row.numpy())
       if in_a_row >= self.config.max_nonfinite:
         last = self.applied_through
-        where = ("no iteration was applied" if last == 0 else
-                 f"phi.npz in {self.workdir} holds phi after iteration {last}, the last applied one"
+        where = ("no iteration was applied"
+                 if last == 0 else f"phi.npz in {self.workdir} holds phi after iteration {last}, the last applied one"
                  if self.workdir else f"the last applied iteration was {last}")
         raise NonFiniteError(
             f"{in_a_row} consecutive outer iterations produced a non-finite or absurd (|x| > "
@@ -378,7 +396,7 @@ class MetaTrainer:
       try:
         self._check_skips(metrics)
       except Diverged:
-        raise                         # "stop": nothing more is saved
+        raise  # "stop": nothing more is saved
       except NonFiniteError:
         if self.applied_through > self._saved_iteration:
           self.save()
@@ -391,9 +409,9 @@ class MetaTrainer:
         if t > self._saved_iteration:
           self.save()
         name = signal.Signals(signum).name if signum in set(signal.Signals) else f"signal {signum}"
-        raise Interrupted(signum, f"interrupted by {name} after outer iteration {t}/{self.total_iterations}"
-                          + (f"; saved it in {self.workdir}, run again with the same --workdir to resume"
-                             if self.workdir else ""))
+        raise Interrupted(
+            signum, f"interrupted by {name} after outer iteration {t}/{self.total_iterations}" +
+            (f"; saved it in {self.workdir}, run again with the same --workdir to resume" if self.workdir else ""))
     self.finish()
     return self.meta_params()
 
@@ -401,6 +419,6 @@ class MetaTrainer:
     """Saves the final state (checkpoint + phi.npz) unless it is on disk already."""
     if self.manager is None:
       return
-    if (int(self.iteration.numpy()) > self._saved_iteration
-        or not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
+    if (int(self.iteration.numpy()) > self._saved_iteration or
+        not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
       self.save()

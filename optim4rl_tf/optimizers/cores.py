@@ -49,6 +49,7 @@ def positive_ints(values, what):
 # ----------------------------------------------------------------------------------------------------
 # Shapes and initialisation (flax defaults, docs/fidelity.md §0.2 and §6.1).
 
+
 def gru_shapes(prefix, input_dim, hidden_size):
   """Shapes of a Keras GRUCell(reset_after=True) stored under ``prefix``."""
   return {
@@ -105,6 +106,7 @@ def init_from_shapes(shapes, seed):
 # (Feature-major keeps every gate slice contiguous and every matmul a wide [out, in] x [in, N] product;
 # measured 2-3x faster than [N, H] on CPU, and it fuses well under XLA.)
 
+
 def gru_step(phi, prefix, x, h):
   """One Keras GRUCell(reset_after=True) step on feature-major tensors: x [in, N], h [H, N] -> h' [H, N].
 
@@ -127,13 +129,14 @@ def gru_step(phi, prefix, x, h):
 def mlp(phi, prefix, x, num_hidden_layers):
   """ReLU MLP head on feature-major x [in, N]: ``num_hidden_layers`` Dense+ReLU, then linear ``out``."""
   for i in range(num_hidden_layers):
-    x = tf.nn.relu(tf.matmul(phi[f"{prefix}/dense_{i}/kernel"], x, transpose_a=True)
-                   + phi[f"{prefix}/dense_{i}/bias"][:, None])
+    x = tf.nn.relu(
+        tf.matmul(phi[f"{prefix}/dense_{i}/kernel"], x, transpose_a=True) + phi[f"{prefix}/dense_{i}/bias"][:, None])
   return tf.matmul(phi[f"{prefix}/out/kernel"], x, transpose_a=True) + phi[f"{prefix}/out/bias"][:, None]
 
 
 # ----------------------------------------------------------------------------------------------------
 # The cores.
+
 
 class Core:
   """The interface of a learned-optimizer core (the GRU cores below and ``star.StarCore``).
@@ -180,8 +183,9 @@ class Core:
   def update_list(self, phi, states, grads, learning_rate=1.0, *, params=None, unit_axis=False):
     """``update`` over lists of tensors. Returns ``(updates list, new states list)``."""
     params = [None] * len(grads) if params is None else params
-    out = [self.update(phi, s, g, learning_rate, param=p, unit_axis=unit_axis)
-           for s, g, p in zip(states, grads, params)]
+    out = [
+        self.update(phi, s, g, learning_rate, param=p, unit_axis=unit_axis) for s, g, p in zip(states, grads, params)
+    ]
     return [u for u, _ in out], [s for _, s in out]
 
 

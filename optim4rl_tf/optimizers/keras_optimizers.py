@@ -185,12 +185,16 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
       raise ValueError(f"{self.name}: the learning rate is {lr}; it must be finite")
     super().build(var_list)
     phi, self._initial_phi = self._initial_phi, None
-    self._phi = {key: self.add_variable(shape=shape, initializer=_constant(phi[key]), dtype="float32",
-                                        name="phi_" + key.replace("/", "_"))
-                 for key, shape in self.core.meta_param_shapes().items()}
+    self._phi = {
+        key:
+            self.add_variable(shape=shape,
+                              initializer=_constant(phi[key]),
+                              dtype="float32",
+                              name="phi_" + key.replace("/", "_"))
+        for key, shape in self.core.meta_param_shapes().items()
+    }
     self._state = [self._add_state(var) for var in var_list]
-    self.nonfinite_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64",
-                                             name="nonfinite_steps")
+    self.nonfinite_steps = self.add_variable(shape=(), initializer="zeros", dtype="int64", name="nonfinite_steps")
     if self._pending_state is not None:
       values, self._pending_state = self._pending_state, None
       with tf.init_scope():
@@ -228,8 +232,7 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     grads = list(grads)
     if trainable_variables is not None:
       trainable_variables = list(trainable_variables)
-    for grad, var in zip(grads, trainable_variables if trainable_variables is not None
-                         else self._trainable_variables):
+    for grad, var in zip(grads, trainable_variables if trainable_variables is not None else self._trainable_variables):
       if grad is None:
         continue
       shape = tf.TensorShape(grad.shape if hasattr(grad, "shape") else np.shape(grad))
@@ -251,9 +254,12 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     count = int(self.nonfinite_steps.numpy())
     if count:
       self._nonfinite_warned = True
-      warnings.warn(f"{self.name}: {count} variable update(s) had a non-finite gradient or update and were "
-                    "skipped (the variable and its optimizer state were left unchanged); reported once, the "
-                    "running count is in optimizer.nonfinite_steps", RuntimeWarning, stacklevel=3)
+      warnings.warn(
+          f"{self.name}: {count} variable update(s) had a non-finite gradient or update and were "
+          "skipped (the variable and its optimizer state were left unchanged); reported once, the "
+          "running count is in optimizer.nonfinite_steps",
+          RuntimeWarning,
+          stacklevel=3)
 
   def get_config(self):
     """Hyper-parameters only (phi lives in the optimizer variables); subclasses add their sizes."""
@@ -268,9 +274,11 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     config = dict(config)
     path = config.get("meta_params")
     if isinstance(path, str) and path and not os.path.exists(path):
-      warnings.warn(f"{cls.__name__}.from_config: meta-parameter file {path!r} not found; phi starts from "
-                    f"seed {config.get('seed', 0)} until restored from saved optimizer variables",
-                    UserWarning, stacklevel=2)
+      warnings.warn(
+          f"{cls.__name__}.from_config: meta-parameter file {path!r} not found; phi starts from "
+          f"seed {config.get('seed', 0)} until restored from saved optimizer variables",
+          UserWarning,
+          stacklevel=2)
       config["meta_params"] = None
     return super().from_config(config, custom_objects=custom_objects)
 
@@ -304,8 +312,15 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
 class _RecurrentOptimizer(_LearnedOptimizer):
   """The GRU optimizers (``cores.py``): sizes ``mlp_dims``, ``hidden_size``; state = hidden states."""
 
-  def __init__(self, learning_rate=1e-3, mlp_dims=None, hidden_size=None, meta_params=None, seed=0,
-               pretrained=None, name=None, **kwargs):
+  def __init__(self,
+               learning_rate=1e-3,
+               mlp_dims=None,
+               hidden_size=None,
+               meta_params=None,
+               seed=0,
+               pretrained=None,
+               name=None,
+               **kwargs):
     """Args:
       learning_rate: alpha, multiplying the network's output (docs/fidelity.md §5.5, §10).
       mlp_dims: hidden sizes of the MLP heads; None means (16, 16) as in the paper, or the sizes of the
@@ -317,19 +332,20 @@ class _RecurrentOptimizer(_LearnedOptimizer):
       pretrained: the name of a shipped trained file (as ``from_pretrained``); not with ``meta_params``.
       **kwargs: Keras optimizer arguments (``clipvalue``, ``global_clipnorm``, ``name`` ...).
     """
-    super().__init__(learning_rate, meta_params, pretrained, seed, name,
-                     dict(mlp_dims=mlp_dims, hidden_size=hidden_size), **kwargs)
+    super().__init__(learning_rate, meta_params, pretrained, seed, name, dict(mlp_dims=mlp_dims,
+                                                                              hidden_size=hidden_size), **kwargs)
     self.hidden_size = self.core.hidden_size
 
   def _resolve(self, meta_params, seed, mlp_dims, hidden_size):
-    return meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims, hidden_size=hidden_size,
-                                   seed=seed)
+    return meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims, hidden_size=hidden_size, seed=seed)
 
   def _add_state(self, var):
     """The float32 hidden states of one model variable, shape ``var.shape + (hidden_size,)``."""
-    return tuple(self.add_variable(shape=tuple(var.shape) + (self.hidden_size,), initializer="zeros",
-                                   dtype="float32", name=f"{var_tag(var)}_h{i + 1}")
-                 for i in range(self.core.num_states))
+    return tuple(
+        self.add_variable(shape=tuple(var.shape) + (self.hidden_size,),
+                          initializer="zeros",
+                          dtype="float32",
+                          name=f"{var_tag(var)}_h{i + 1}") for i in range(self.core.num_states))
 
   def _step(self, phi, gradient, value, learning_rate, states):
     del value  # the GRU cores read only the gradient
@@ -370,4 +386,3 @@ class L2LGD2(_RecurrentOptimizer):
   parameter."""
   _core_name = "l2lgd2"
   zero_gradient_is_noop = True
-

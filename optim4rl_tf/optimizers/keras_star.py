@@ -41,8 +41,15 @@ class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-acc
   _core_name = star_lib.NAME
   zero_gradient_is_noop = False
 
-  def __init__(self, learning_rate=1e-3, meta_params=None, seed=0, mlp_dims=None, star_options=None,
-               pretrained=None, name=None, **kwargs):
+  def __init__(self,
+               learning_rate=1e-3,
+               meta_params=None,
+               seed=0,
+               mlp_dims=None,
+               star_options=None,
+               pretrained=None,
+               name=None,
+               **kwargs):
     """Args:
       learning_rate: STAR's step_mult (the agent learning rate).
       meta_params: None (fresh phi from ``seed``), a path to an ``.npz`` STAR file, or a dict {key: array}.
@@ -70,10 +77,10 @@ class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-acc
     tag = keras_optimizers.var_tag(var)
     zeros = self.core.init_state(tf.zeros(tuple(var.shape), tf.float32))
     fac_names = ("v_row", "v_col") if len(zeros.fac) == 2 else ("v",)
-    shapes_names = [(zeros.m.shape, "m"), (zeros.rms.shape, "rms")] + list(
-        zip([f.shape for f in zeros.fac], fac_names))
-    return tuple(self.add_variable(shape=tuple(shape), initializer="zeros", dtype="float32",
-                                   name=f"{tag}_{name}") for shape, name in shapes_names)
+    shapes_names = [(zeros.m.shape, "m"), (zeros.rms.shape, "rms")] + list(zip([f.shape for f in zeros.fac], fac_names))
+    return tuple(
+        self.add_variable(shape=tuple(shape), initializer="zeros", dtype="float32", name=f"{tag}_{name}")
+        for shape, name in shapes_names)
 
   def _step(self, phi, gradient, value, learning_rate, states):
     m, rms, *fac = states
@@ -87,6 +94,8 @@ class STAR(keras_optimizers._LearnedOptimizer):  # pylint: disable=protected-acc
     config = super().get_config()
     config.update({
         "mlp_dims": list(self.mlp_dims),
-        "star_options": {k: v for k, v in self.core.options().items() if k != "mlp_dims"},
+        "star_options": {
+            k: v for k, v in self.core.options().items() if k != "mlp_dims"
+        },
     })
     return config

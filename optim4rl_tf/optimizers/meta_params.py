@@ -34,8 +34,12 @@ def save(path, core, phi, extra_meta=None):
   arrays = {k: np.asarray(v, np.float32) for k, v in phi.items()}
   validate(core, arrays, source="phi to save")
   meta = dict(extra_meta or {})
-  meta.update({"optimizer": core.name, "mlp_dims": list(core.mlp_dims), "hidden_size": core.hidden_size,
-               "version": _version.__version__})
+  meta.update({
+      "optimizer": core.name,
+      "mlp_dims": list(core.mlp_dims),
+      "hidden_size": core.hidden_size,
+      "version": _version.__version__
+  })
   if hasattr(core, "meta_info"):  # STAR: its constants (nominal step size, decays ...) travel with phi
     meta.update(core.meta_info())
   members = {META_KEY: np.array(json.dumps(meta, sort_keys=True)), **arrays}
@@ -133,8 +137,8 @@ def _core_from_meta(path, meta):
   name = meta.get("optimizer")
   default_dims = star_lib.DEFAULT_OPTIONS["mlp_dims"] if name == star_lib.NAME else ()
   dims, hidden = meta.get("mlp_dims", default_dims), meta.get("hidden_size", 8)
-  ok = (isinstance(dims, (list, tuple)) and all(type(d) is int and 0 < d <= MAX_LAYER_WIDTH for d in dims)
-        and (name == star_lib.NAME or type(hidden) is int and 0 < hidden <= MAX_LAYER_WIDTH))
+  ok = (isinstance(dims, (list, tuple)) and all(type(d) is int and 0 < d <= MAX_LAYER_WIDTH for d in dims) and
+        (name == star_lib.NAME or type(hidden) is int and 0 < hidden <= MAX_LAYER_WIDTH))
   if not ok:
     raise ValueError(f"{path!r}: the {META_KEY!r} entry has invalid sizes mlp_dims={dims!r}, "
                      f"hidden_size={hidden!r}")
@@ -187,8 +191,8 @@ def _load_checked(path, zf):
   arrays = {}
   for key in sorted(infos):
     with zf.open(infos[key]) as f:
-      arrays[key] = np.asarray(np.lib.format.read_array(f, allow_pickle=False,
-                                                         max_header_size=_MAX_NPY_HEADER), np.float32)
+      arrays[key] = np.asarray(np.lib.format.read_array(f, allow_pickle=False, max_header_size=_MAX_NPY_HEADER),
+                               np.float32)
   return meta, arrays
 
 
@@ -284,8 +288,7 @@ def resolve(name, meta_params=None, mlp_dims=None, hidden_size=None, seed=0):
     raise ValueError(f"Unknown learned optimizer {name!r}; valid names: "
                      f"{', '.join(cores.LEARNED_NAMES + (star_lib.NAME,))}")
   if meta_params is None or (isinstance(meta_params, str) and not meta_params):
-    core = cores.make_core(name, (16, 16) if mlp_dims is None else mlp_dims,
-                           8 if hidden_size is None else hidden_size)
+    core = cores.make_core(name, (16, 16) if mlp_dims is None else mlp_dims, 8 if hidden_size is None else hidden_size)
     return core, core.init_meta_params(seed)
   if isinstance(meta_params, (str, os.PathLike)):
     source = repr(os.fspath(meta_params))

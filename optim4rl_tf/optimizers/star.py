@@ -43,8 +43,8 @@ NUM_TIME_FEATURES = len(TIMESCALES)
 NUM_OUTPUTS = 4  # direction, magnitude, (nominal, regularisation controllers: unused)
 
 DEFAULT_OPTIONS = dict(
-    mlp_dims=(4, 4),                                   # hidden_size 4, hidden_layers 2
-    nominal_stepsize=1e-3,                             # the official wrapper's value (upstream: 0)
+    mlp_dims=(4, 4),  # hidden_size 4, hidden_layers 2
+    nominal_stepsize=1e-3,  # the official wrapper's value (upstream: 0)
     weight_decay=0.0,
     exp_mult=(1e-3, 1e-3, 1e-3),
     initial_momentum_decays=(0.9, 0.99, 0.999),
@@ -114,8 +114,13 @@ class StarCore(cores.Core):
   """MLPNomLOpt (adafac-nominal) with the paper's settings; see the module docstring."""
   name = NAME
 
-  def __init__(self, mlp_dims=(4, 4), nominal_stepsize=1e-3, weight_decay=0.0, exp_mult=(1e-3, 1e-3, 1e-3),
-               initial_momentum_decays=(0.9, 0.99, 0.999), initial_rms_decays=(0.999,),
+  def __init__(self,
+               mlp_dims=(4, 4),
+               nominal_stepsize=1e-3,
+               weight_decay=0.0,
+               exp_mult=(1e-3, 1e-3, 1e-3),
+               initial_momentum_decays=(0.9, 0.99, 0.999),
+               initial_rms_decays=(0.999,),
                initial_adafactor_decays=(0.9, 0.99, 0.999)):
     self.mlp_dims = cores.positive_ints(mlp_dims, "STAR mlp_dims")
     self.hidden_size = self.mlp_dims[0] if self.mlp_dims else 0  # MLPNomLOpt's hidden_size
@@ -141,8 +146,10 @@ class StarCore(cores.Core):
 
   def options(self):
     """The constants of this STAR (written into the ``.npz`` ``__meta__``)."""
-    return dict(mlp_dims=list(self.mlp_dims), nominal_stepsize=self.nominal_stepsize,
-                weight_decay=self.weight_decay, exp_mult=list(self.exp_mult),
+    return dict(mlp_dims=list(self.mlp_dims),
+                nominal_stepsize=self.nominal_stepsize,
+                weight_decay=self.weight_decay,
+                exp_mult=list(self.exp_mult),
                 initial_momentum_decays=list(self.initial_momentum_decays),
                 initial_rms_decays=list(self.initial_rms_decays),
                 initial_adafactor_decays=list(self.initial_adafactor_decays))
@@ -188,8 +195,7 @@ class StarCore(cores.Core):
     """Effective decays (momentum [3], rms [1], adafactor [3]): beta = 1 - (1 - beta0) exp(10 offset),
     computed like learned_optimization's ``param_to_decay(decay_to_param(beta0) + offset)``."""
     out = []
-    for key, init in (("decays/momentum", self.initial_momentum_decays),
-                      ("decays/rms", self.initial_rms_decays),
+    for key, init in (("decays/momentum", self.initial_momentum_decays), ("decays/rms", self.initial_rms_decays),
                       ("decays/adafactor", self.initial_adafactor_decays)):
       base = tf.constant(np.log(1.0 - np.asarray(init, np.float64)) / 10.0, dtype)
       out.append(1.0 - tf.exp(10.0 * (base + _as(phi[key], dtype))))
@@ -250,7 +256,7 @@ class StarCore(cores.Core):
     grad_sqr = tf.square(ge) + _as(1e-30, dtype)
     f_dims = factored_dims(inner)
     if f_dims is not None:
-      d1, d0 = f_dims[0] + lead, f_dims[1] + lead          # axes in the full tensor
+      d1, d0 = f_dims[0] + lead, f_dims[1] + lead  # axes in the full tensor
       v_row = fac_b * state.fac[0] + (1.0 - fac_b) * tf.reduce_mean(grad_sqr, axis=d0)
       v_col = fac_b * state.fac[1] + (1.0 - fac_b) * tf.reduce_mean(grad_sqr, axis=d1)
       reduced_d1 = d1 - 1 if d1 > d0 else d1
@@ -272,12 +278,15 @@ class StarCore(cores.Core):
     if f_dims is not None:
       row_feat = tf.broadcast_to(tf.expand_dims(v_row, d0), full)
       col_feat = tf.broadcast_to(tf.expand_dims(v_col, d1), full)
-      feats += [row_feat, col_feat, tf.math.rsqrt(row_feat + 1e-8), tf.math.rsqrt(col_feat + 1e-8),
-                m * row_factor * col_factor]
+      feats += [
+          row_feat, col_feat,
+          tf.math.rsqrt(row_feat + 1e-8),
+          tf.math.rsqrt(col_feat + 1e-8), m * row_factor * col_factor
+      ]
     else:
       rsqrt_v = tf.math.rsqrt(v + 1e-8)
       feats += [v, v, rsqrt_v, rsqrt_v, m * tf.math.rsqrt(v + 1e-6)]
-    x = tf.concat(feats, axis=-1)                                    # shape + [28]
+    x = tf.concat(feats, axis=-1)  # shape + [28]
 
     # 3. RMS normalisation of every channel over the tensor (per unit).
     norm_axes = list(range(lead, len(shape)))
@@ -285,7 +294,7 @@ class StarCore(cores.Core):
 
     # 4.-5. The MLP; the 11 un-normalised time features enter layer 0 as a per-tensor (per-unit) bias.
     t = tf.cast(state.t, dtype)
-    time_feat = tf.tanh(t[..., None] / tf.constant(TIMESCALES, dtype) - 1.0)   # [11] or [U, 11]
+    time_feat = tf.tanh(t[..., None] / tf.constant(TIMESCALES, dtype) - 1.0)  # [11] or [U, 11]
     w0 = _as(phi["mlp/w0"], dtype)
     n = self.num_normalised
     time_bias = tf.linalg.matvec(w0[n:], time_feat, transpose_a=True) + _as(phi["mlp/b0"], dtype)
@@ -296,11 +305,10 @@ class StarCore(cores.Core):
     for i in range(1, num_layers):
       h = tf.nn.relu(h)
       w = _as(phi[f"mlp/w{i}"], dtype)
-      h = tf.reshape(tf.matmul(tf.reshape(h, [-1, w.shape[0]]), w), shape + [-1]) + _as(
-          phi[f"mlp/b{i}"], dtype)
+      h = tf.reshape(tf.matmul(tf.reshape(h, [-1, w.shape[0]]), w), shape + [-1]) + _as(phi[f"mlp/b{i}"], dtype)
     direction, magnitude = h[..., 0], h[..., 1]
     step = direction * tf.exp(magnitude * self.exp_mult[0]) * _as(learning_rate, dtype)
-    g_est = tf.reduce_mean(adam_feats, axis=-1)                              # "AdamAggMo"
+    g_est = tf.reduce_mean(adam_feats, axis=-1)  # "AdamAggMo"
     nominal = self.nominal_stepsize * float(np.exp(1.0 * self.exp_mult[1])) * g_est
     reg = 1.0 - self.weight_decay * float(np.exp(0.0 * self.exp_mult[2]))
     update = -step - nominal  # official: new_param = reg * param - step - nominal

@@ -47,8 +47,7 @@ def _clip(grads, grad_clip):
   return [tf.clip_by_value(g, -grad_clip, grad_clip) for g in grads]
 
 
-def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, mlp_dims=None,
-                         seed=0, unit_axis=True):
+def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, mlp_dims=None, seed=0, unit_axis=True):
   """Builds an :class:`AgentOptimizer`.
 
   Args:
@@ -97,8 +96,7 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
     fn = core.update if phi is not None or needs_params else core.compiled_update()
     phi = fixed_phi if phi is None else phi
     params = [None] * len(state) if params is None else params
-    out = [fn(phi, s, g, lr, param=p, unit_axis=unit_axis)
-           for s, g, p in zip(state, _clip(grads, grad_clip), params)]
+    out = [fn(phi, s, g, lr, param=p, unit_axis=unit_axis) for s, g, p in zip(state, _clip(grads, grad_clip), params)]
     return [u for u, _ in out], [s for _, s in out]
 
   return AgentOptimizer(name, init, update, phi=phi, core=core)

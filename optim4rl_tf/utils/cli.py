@@ -61,7 +61,7 @@ _raised = []
 
 def _on_signal(signum, frame):
   del frame
-  if _raised:                      # second signal: stop now
+  if _raised:  # second signal: stop now
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     return
@@ -104,7 +104,7 @@ def flag_error_message(exc, argv):
   """One line for an exception raised while parsing ``argv``."""
   if isinstance(exc, flags.Error):
     text = str(exc)
-    if "Traceback (most recent call last)" in text:     # a config file's get_config raised
+    if "Traceback (most recent call last)" in text:  # a config file's get_config raised
       head = text.split("Error whilst parsing config file", 1)[0].rstrip(": \n")
       last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
       text = f"{head}: the config file raised {last}"
@@ -112,10 +112,11 @@ def flag_error_message(exc, argv):
     return text[len("flag "):] if text.startswith("flag --") else text
   text = _innermost(exc)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
-  if isinstance(exc, (KeyError, AttributeError)) and lines:   # override of a field the config lacks
+  if isinstance(exc, (KeyError, AttributeError)) and lines:  # override of a field the config lacks
     field = lines[0].strip("'\"")
-    arg = next((a.split("=", 1)[0] for a in argv[1:]
-                if a.startswith("--") and field in a.split("=", 1)[0].split(".")[1:]), None)
+    arg = next(
+        (a.split("=", 1)[0] for a in argv[1:] if a.startswith("--") and field in a.split("=", 1)[0].split(".")[1:]),
+        None)
     hint = " ".join(lines[1:])
     return (f"{arg or 'a --config override'}: the config has no field {field!r}" +
             (f"; {hint}" if hint else "; see the config file for the valid fields"))
@@ -126,8 +127,8 @@ def _config_load_errors(argv):
   """ml_collections defers a config file's load failure (e.g. file not found) until the config is used;
   returns a one-line message for the first such flag, or None."""
   try:
-    from ml_collections.config_flags import config_flags as cf   # pylint: disable=g-import-not-at-top
-    error_type = cf._ErrorConfig                                # pylint: disable=protected-access
+    from ml_collections.config_flags import config_flags as cf  # pylint: disable=g-import-not-at-top
+    error_type = cf._ErrorConfig  # pylint: disable=protected-access
   except (ImportError, AttributeError):
     return None
   for name in sorted(set(flags.FLAGS)):

@@ -12,8 +12,8 @@ def check_choice(name, value, choices):
 
 
 def check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) and not (
-      isinstance(value, float) and float(value).is_integer()):
+  if isinstance(value,
+                bool) or not isinstance(value, int) and not (isinstance(value, float) and float(value).is_integer()):
     raise ValueError(f"{name} must be a positive integer, got {value!r}")
   if int(value) <= 0:
     raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -21,8 +21,8 @@ def check_positive_int(name, value):
 
 
 def check_nonnegative_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) and not (
-      isinstance(value, float) and float(value).is_integer()):
+  if isinstance(value,
+                bool) or not isinstance(value, int) and not (isinstance(value, float) and float(value).is_integer()):
     raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
   if int(value) < 0:
     raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -102,8 +102,8 @@ def check_seed(seed, num_seeds, name="seed"):
   top = SEED_MAX - (num_seeds - 1)
   msg = (f"{name} must be an integer in [0, {top:,}] (seeds {name}..{name}+num_seeds-1 are int32 RNG keys; "
          f"num_seeds={num_seeds}), got {seed!r}")
-  if isinstance(seed, bool) or not isinstance(seed, int) and not (
-      isinstance(seed, float) and math.isfinite(seed) and float(seed).is_integer()):
+  if isinstance(seed, bool) or not isinstance(seed, int) and not (isinstance(seed, float) and math.isfinite(seed) and
+                                                                  float(seed).is_integer()):
     raise ValueError(msg)
   if not 0 <= int(seed) <= top:
     raise ValueError(msg)

@@ -101,8 +101,7 @@ class Progress:
   compilation time does not distort the ETA.
   """
 
-  def __init__(self, total_steps, every_secs=10.0, stream=None, prefix="", rate_scale=1.0,
-               rate_label="steps/s"):
+  def __init__(self, total_steps, every_secs=10.0, stream=None, prefix="", rate_scale=1.0, rate_label="steps/s"):
     """rate_scale multiplies the printed rate (e.g. the number of seeds, when ``step`` counts the env
     steps of one seed but the rate should count all env steps); the ETA uses the unscaled rate."""
     self.rate_scale = float(rate_scale)
@@ -130,8 +129,8 @@ class Progress:
     parts = [f"{self.prefix}step {step:,}/{self.total:,} ({100.0 * step / max(self.total, 1):.0f}%)"]
     for k, v in (values or {}).items():
       parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-    parts.append(f"{self.rate * self.rate_scale:,.0f} {self.rate_label}" if math.isfinite(self.rate)
-                 else f"- {self.rate_label}")
+    parts.append(
+        f"{self.rate * self.rate_scale:,.0f} {self.rate_label}" if math.isfinite(self.rate) else f"- {self.rate_label}")
     parts.append(f"elapsed {format_duration(now - self._t_start)}")
     parts.append(f"ETA {format_duration(eta)}")
     print(" | ".join(parts), file=self.stream, flush=True)

@@ -50,8 +50,15 @@ def curves_on_grid(runs, num_points=200, smooth=1):
   return grid, np.stack(cols, axis=1)
 
 
-def plot_returns(runs, path, title="", confidence=0.9, num_points=200, smooth=1, label="mean",
-                 num_resamples=1000, seed=0):
+def plot_returns(runs,
+                 path,
+                 title="",
+                 confidence=0.9,
+                 num_points=200,
+                 smooth=1,
+                 label="mean",
+                 num_resamples=1000,
+                 seed=0):
   """Writes a PNG of the mean return over runs with a percentile-bootstrap CI band vs env steps.
 
   runs: {seed: (steps, returns)} (e.g. from :func:`read_returns_csv`) or a path to returns.csv.

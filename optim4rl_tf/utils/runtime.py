@@ -24,8 +24,7 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _TCMALLOC_NAMES = ("tcmalloc_minimal", "tcmalloc")
-_TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-                  "/usr/local/lib")
+_TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 _REEXEC_MARK = "OPTIM4RL_TF_REEXECUTED"
 
 
@@ -59,8 +58,8 @@ def tune_glibc_malloc():
     return False
   try:
     libc = ctypes.CDLL("libc.so.6")
-    return (libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
-            and libc.mallopt(_M_TOP_PAD, 64 << 20) == 1)
+    return (libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1 and
+            libc.mallopt(_M_TOP_PAD, 64 << 20) == 1)
   except (OSError, AttributeError):
     return False
 
@@ -78,8 +77,8 @@ def _is_own_command_line():
   test, where re-executing would restart the host program)."""
   orig = list(getattr(sys, "orig_argv", []) or [])
   argv = list(sys.argv)
-  return len(orig) >= len(argv) >= 1 and orig[len(orig) - len(argv) + 1:] == argv[1:] and (
-      os.path.basename(argv[0]) in map(os.path.basename, orig) or orig[1:2] == ["-m"])
+  return len(orig) >= len(argv) >= 1 and orig[len(orig) - len(argv) + 1:] == argv[1:] and (os.path.basename(
+      argv[0]) in map(os.path.basename, orig) or orig[1:2] == ["-m"])
 
 
 def configure_process(tcmalloc=True):
@@ -93,8 +92,10 @@ def configure_process(tcmalloc=True):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
   if "tensorflow" in sys.modules:
-    print("warning: configure_process() called after TensorFlow was imported; the allocator settings "
-          "take effect only before it", file=sys.stderr)
+    print(
+        "warning: configure_process() called after TensorFlow was imported; the allocator settings "
+        "take effect only before it",
+        file=sys.stderr)
   want = tcmalloc and os.environ.get("OPTIM4RL_TF_TCMALLOC", "1") != "0"
   # The mark holds the pid, which execve keeps: it stops a second re-execution of this process but not
   # that of a child process.

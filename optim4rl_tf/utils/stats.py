@@ -36,8 +36,13 @@ _RNG_ARG = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters
 def _bootstrap(x, num_resamples, seed, confidence=0.9):
   """``scipy.stats.bootstrap`` of the mean along the last axis of ``x`` [..., n] (n >= 2), percentile
   method, resampled with ``np.random.default_rng(seed)``."""
-  return scipy.stats.bootstrap((x,), np.mean, n_resamples=int(num_resamples), vectorized=True, axis=-1,
-                               confidence_level=confidence, method="percentile",
+  return scipy.stats.bootstrap((x,),
+                               np.mean,
+                               n_resamples=int(num_resamples),
+                               vectorized=True,
+                               axis=-1,
+                               confidence_level=confidence,
+                               method="percentile",
                                **{_RNG_ARG: np.random.default_rng(seed)})
 
 
@@ -79,9 +84,9 @@ def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
     raise ValueError("bootstrap_ci needs at least one value")
   if not np.all(np.isfinite(x)):
     raise ValueError("bootstrap_ci got non-finite values")
-  runs = np.moveaxis(x, axis, -1)                              # [..., n]
+  runs = np.moveaxis(x, axis, -1)  # [..., n]
   mean = runs.mean(axis=-1)
-  point = np.ptp(runs, axis=-1) == 0                           # one run, or a constant sample
+  point = np.ptp(runs, axis=-1) == 0  # one run, or a constant sample
   if np.all(point):
     low = high = mean
   else:
@@ -100,8 +105,7 @@ def final_performance(returns, last=20):
   return float(r[-last:].mean())
 
 
-def summarize_final(returns_per_run: Sequence[Sequence[float]], last=20, confidence=0.9,
-                    num_resamples=10000, seed=0):
+def summarize_final(returns_per_run: Sequence[Sequence[float]], last=20, confidence=0.9, num_resamples=10000, seed=0):
   """(per-run final performances, CI of their mean over runs). Runs without any logged return are
   left out of the interval (a ValueError if none has one)."""
   finals = np.array([final_performance(r, last) for r in returns_per_run])

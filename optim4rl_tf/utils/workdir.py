@@ -88,8 +88,7 @@ def lock(workdir):
         other = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
       except OSError:
         other = "?"
-      raise WorkdirError(
-          f"workdir {workdir} is in use by another process (pid {other})") from None
+      raise WorkdirError(f"workdir {workdir} is in use by another process (pid {other})") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     try:

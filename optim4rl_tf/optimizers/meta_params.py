@@ -10,9 +10,9 @@ Every failure to read or match a file raises one ``ValueError`` (or ``FileNotFou
 and the problem. Writing is atomic (temporary file + rename), so a crash never leaves a half-written file.
 """
 
+import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
@@ -21,6 +21,7 @@ import numpy as np
 from optim4rl_tf import _version
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import star as star_lib
+from optim4rl_tf.utils import workdir
 
 META_KEY = "__meta__"
 
@@ -46,20 +47,14 @@ def save(path, core, phi, extra_meta=None):
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-      for key in sorted(members):
-        info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        with zf.open(info, "w", force_zip64=True) as member:
-          np.lib.format.write_array(member, np.asanyarray(members[key]), allow_pickle=False)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped or shared file must be readable
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  buffer = io.BytesIO()  # built in memory (phi is small), then written atomically (0644, no temp file left)
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+    for key in sorted(members):
+      info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      info.external_attr = 0o644 << 16
+      with zf.open(info, "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asanyarray(members[key]), allow_pickle=False)
+  workdir.atomic_write(path, buffer.getvalue())
   return path
 
 

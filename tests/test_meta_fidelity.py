@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from optim4rl_tf.configs import meta_a2c as meta_configs
+from optim4rl_tf.meta import meta_grads
 from optim4rl_tf.meta import trainer as trainer_lib
 
 
@@ -22,7 +23,7 @@ def _tiny(iterations=2):
 
 def test_mask_covers_exactly_the_recurrent_z_and_r_biases():
   shapes = {"rnn1/kernel": (1, 24), "rnn1/recurrent_kernel": (8, 24), "rnn1/bias": (2, 24), "mlp1/out/bias": (2,)}
-  masks = trainer_lib.redundant_gru_bias_masks(shapes)
+  masks = meta_grads.redundant_gru_bias_masks(shapes)
   assert sorted(masks) == ["rnn1/bias"]
   expected = np.ones((2, 24), np.float32)
   expected[1, :16] = 0.0

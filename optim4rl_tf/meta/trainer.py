@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import meta_a2c_star
+from optim4rl_tf.meta import meta_grads
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.optimizers import classical
@@ -102,24 +103,6 @@ def _all_finite(structure):
 def _first_line(e):
   text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
   return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
-
-
-def redundant_gru_bias_masks(shapes):
-  """{key: float32 mask} for every GRU bias ``<rnn>/bias`` of shape (2, 3H) in a meta-parameter set: 0 on
-  the recurrent z and r biases (``bias[1, :2H]``, redundant with ``bias[0, :2H]``), 1 elsewhere."""
-  masks = {}
-  for key, shape in shapes.items():
-    prefix = key[:-len("/bias")]
-    shape = tuple(shape)
-    if key.endswith("/bias") and f"{prefix}/recurrent_kernel" in shapes and len(shape) == 2 and shape[0] == 2:
-      mask = np.ones(shape, np.float32)
-      mask[1, :2 * (shape[1] // 3)] = 0.0
-      masks[key] = tf.constant(mask)
-  return masks
-
-
-def global_norm(tensors):
-  return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
 
 
 META_AGENTS = ("meta_a2c", "meta_ppo")
@@ -234,26 +217,15 @@ class MetaTrainer:
   # -------------------------------------------------------------------------------------------------
 
   def _combine(self, task_grads):
-    """Per-task max_norm normalisation, mean over tasks, then clipping (§5.4). Keras's GRU keeps recurrent
-    z/r biases that duplicate the input ones (flax has none): their meta-gradient is masked to zero here, so
-    they stay at their initial value (zero), meta-Adam moves the effective bias at the official rate and no
-    norm counts them twice (docs/fidelity.md §6.6)."""
+    """The meta-gradient Adam applies: ``meta_grads.combine`` with this run's clipping settings."""
     cfg = self.config
-    masks = redundant_gru_bias_masks({k: v.shape for k, v in zip(self.keys, self.phi)})
-    per_task = []
-    for grads in task_grads:
-      g = [grads[k] * masks[k] if k in masks else grads[k] for k in self.keys]
-      if cfg.max_norm > 0:
-        norm = global_norm(g)
-        g = [x * (cfg.max_norm / tf.maximum(norm, 1e-12)) for x in g]  # §5.4 item 2: guard a zero norm
-      per_task.append(g)
-    grads = [tf.add_n(list(xs)) / len(per_task) for xs in zip(*per_task)]
-    norm = global_norm(grads)
-    if cfg.meta_grad_clip > 0:
-      grads = [tf.clip_by_value(g, -cfg.meta_grad_clip, cfg.meta_grad_clip) for g in grads]
-    elif cfg.meta_grad_norm > 0:
-      grads, _ = tf.clip_by_global_norm(grads, cfg.meta_grad_norm, use_norm=norm)
-    return grads, norm
+    shapes = {k: v.shape for k, v in zip(self.keys, self.phi)}
+    return meta_grads.combine(self.keys,
+                              shapes,
+                              task_grads,
+                              max_norm=cfg.max_norm,
+                              meta_grad_clip=cfg.meta_grad_clip,
+                              meta_grad_norm=cfg.meta_grad_norm)
 
   @tf.function
   def _step(self):
@@ -299,7 +271,7 @@ class MetaTrainer:
     metrics.update({
         "meta/grad_norm": grad_norm,
         "meta/applied": tf.cast(applied, tf.float32),
-        "meta/phi_norm": global_norm([v.read_value() for v in self.phi])
+        "meta/phi_norm": meta_grads.global_norm([v.read_value() for v in self.phi])
     })
     return metrics
 

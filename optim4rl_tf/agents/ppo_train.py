@@ -32,14 +32,14 @@ import numpy as np
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_trainer
 from optim4rl_tf.agents import run_scaffold
+from optim4rl_tf.envs import registry
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import stats
 
-# Kept in step with brax_bridge (not imported here: that would import nothing heavy, but the check
-# messages should not need JAX).
-BRAX_ENV_NAMES = ("ant", "humanoid", "inverted_double_pendulum", "walker2d", "inverted_pendulum")
+# The Brax task list lives in envs/registry.py (no JAX import needed to check a name).
+BRAX_ENV_NAMES = registry.BRAX_ENV_NAMES
 BRIDGES = ("graph", "numpy")
 BACKENDS = ("spring", "generalized", "positional")
 # The in-graph rollout, where meta/meta_ppo_grad.py (the MetaPPO files) calls it as ppo_train.graph_rollout.

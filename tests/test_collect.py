@@ -13,6 +13,7 @@ from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import a2c_train
 from optim4rl_tf.agents import networks
 from optim4rl_tf.analysis import collect
+from optim4rl_tf.analysis import mnist_data
 from optim4rl_tf.analysis import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +200,7 @@ def test_mnist_idx_reader(tmp_path, gz):
   sfx = ".gz" if gz else ""
   _write_idx(str(tmp_path / f"train-images-idx3-ubyte{sfx}"), x, gz)
   _write_idx(str(tmp_path / f"train-labels-idx1-ubyte{sfx}"), y, gz)
-  xs, ys, desc = supervised.load_mnist(str(tmp_path))
+  xs, ys, desc = mnist_data.load_mnist(str(tmp_path))
   assert xs.shape == (30, 28, 28, 1) and xs.dtype == np.float32
   np.testing.assert_array_equal(xs[..., 0], x)
   np.testing.assert_array_equal(ys, y)
@@ -211,22 +212,22 @@ def test_mnist_npz_and_missing_files(tmp_path):
   x[:, 3, 4] = 255
   y = np.arange(20) % 10
   np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
-  xs, ys, _ = supervised.load_mnist(str(tmp_path / "mnist.npz"))
+  xs, ys, _ = mnist_data.load_mnist(str(tmp_path / "mnist.npz"))
   assert xs.shape == (20, 28, 28, 1) and xs[0, 3, 4, 0] == 255.0
   d = tmp_path / "official"
   d.mkdir()
   np.savez(d / "train.npz", x=x[..., None] / 255.0, y=y)  # official layout, already in [0, 1]
-  xs2, _, _ = supervised.load_mnist(str(d))
+  xs2, _, _ = mnist_data.load_mnist(str(d))
   np.testing.assert_allclose(xs2, xs)
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz.*put the files in that directory"):
-    supervised.load_mnist(str(empty))
+    mnist_data.load_mnist(str(empty))
   _write_idx(str(empty / "train-images-idx3-ubyte.gz"), x, True)
   with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte.gz is missing"):
-    supervised.load_mnist(str(empty))
+    mnist_data.load_mnist(str(empty))
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    supervised.load_mnist(str(tmp_path / "nope"))
+    mnist_data.load_mnist(str(tmp_path / "nope"))
 
 
 def test_batching_of_notes_section_8():
@@ -258,7 +259,7 @@ def test_mnist_network_and_rmsprop_semantics():
 
 
 def test_digits_stand_in():
-  x, y, label = supervised.load_digits_stand_in()
+  x, y, label = mnist_data.load_digits_stand_in()
   assert x.shape == (1797, 28, 28, 1) and "STAND-IN" in label
   assert x.max() <= 255.0 and x.max() > 200.0 and x[:, :4].max() == 0.0  # 20x20 box centred, 4 px border
   assert np.bincount(y).min() == 174

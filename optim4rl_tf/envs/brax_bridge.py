@@ -1,40 +1,28 @@
 """Brax environments for TensorFlow agents, through two bridges (docs/fidelity.md §7.1).
 
-A :class:`BraxEnv` holds ``num_envs`` copies of one Brax task (backend ``spring``, the official code's
-choice) wrapped exactly like the official code: ``EpisodeWrapper(episode_length, action_repeat)`` ->
-``VmapWrapper`` -> ``AutoResetWrapper`` (Brax's own wrappers, so done / truncation / auto-reset are Brax's:
-done at ``steps >= episode_length`` with ``truncation = 1`` iff the task itself did not end at that step;
+A :class:`BraxEnv` holds ``num_envs`` copies of one Brax task (backend ``spring``) wrapped like the official
+code: ``EpisodeWrapper`` -> ``VmapWrapper`` -> ``AutoResetWrapper`` (Brax's own done / truncation / auto-reset:
 a done env restarts from the state of its FIRST reset). Actions are in [-1, 1], shape [num_envs, act].
 
-Two bridges to TensorFlow; both call the same JAX functions and give the same trajectories for the same
-seeds and actions (up to the float rounding of two XLA builds: jaxlib's and TensorFlow's):
+Two bridges call the same JAX functions and give the same trajectories (up to two XLA builds' rounding):
 
-  * ``numpy`` -- ``state = env.reset(seeds)``; ``state, out = env.step(state, action)``. One jitted, batched
-    JAX step for all environments per call; the JAX state stays in JAX, and only the arrays of
-    :class:`StepOutput` (obs, reward, done, truncation) cross to TensorFlow, as whole arrays (no per-env
-    Python work). A Python loop drives the rollout.
+  * ``numpy`` -- ``state = env.reset(seeds)``; ``state, out = env.step(state, action)``: one jitted batched
+    JAX step per call, only :class:`StepOutput`'s arrays cross to TensorFlow; a Python loop drives rollouts.
   * ``graph`` -- ``flat = env.to_flat(state)``; inside any ``tf.function``:
-    ``flat, out = env.graph_step(flat, action)``. The batched step is converted once with
-    ``jax.experimental.jax2tf`` into a TF function of a flat tuple of tensors (the Brax state's leaves), so
-    a whole rollout runs inside one ``tf.function`` / ``tf.while_loop``; TensorFlow compiles the embedded
-    StableHLO module with its own XLA at the first call (and caches it across graphs). The step is
-    DIFFERENTIABLE: under a ``tf.GradientTape``, its gradient w.r.t. the flat state and the action is JAX's
-    own VJP of the Brax step (``jax2tf.convert(with_gradient=True)``; measured equal to ``jax.grad``), so
-    a tape can follow actions -> simulator -> observations across a rollout (MetaPPO's meta-gradient,
-    docs/fidelity.md §7.5). The VJP is converted, and Brax traced again, on the first gradient call only
-    (another compilation of about the forward step's time); forward-only use costs nothing extra. The reset
-    is not differentiable (its inputs are integer seeds).
+    ``flat, out = env.graph_step(flat, action)``: the batched step converted once with ``jax2tf`` into a TF
+    function of the Brax state's leaves, so a whole rollout runs inside one ``tf.function`` (TensorFlow's
+    XLA compiles it at the first call). The step is DIFFERENTIABLE (``with_gradient=True``: JAX's own VJP,
+    measured equal to ``jax.grad``), so a tape follows actions -> simulator -> observations (MetaPPO's
+    meta-gradient, docs/fidelity.md §7.5); the VJP compiles on the first gradient call only. Resets are not
+    differentiable (integer seeds).
 
-Resets: ``reset(seeds, salt=0)`` takes one integer seed per unit (``num_envs`` must be a multiple of
-``len(seeds)``); unit u's ``num_envs / U`` environments are reset from
-``split(fold_in(PRNGKey(seeds[u]), salt), num_envs / U)``, so a unit's environments depend only on its own
-seed. ``salt`` gives fresh episodes (e.g. one per evaluation) without recompiling.
+Resets: ``reset(seeds, salt=0)``, one integer seed per unit (U = ``len(seeds)`` divides ``num_envs``): unit u's
+envs are reset from ``split(fold_in(PRNGKey(seeds[u]), salt), num_envs / U)``, so they depend only on its own
+seed; ``salt`` gives fresh episodes (e.g. one per evaluation) without recompiling.
 
-Brax and jax2tf are imported on first use only (gridworld users never import Brax; note that TensorFlow
-2.21 itself imports jax when it is installed). Compiled JAX
-and converted TF functions are cached per (task, backend, episode_length, action_repeat[, num_envs]), so
-several env objects of the same kind compile once per process. Compile times on 2 CPU cores: ~20-40 s for
-inverted_pendulum (reset, step, and the TF step each), about a minute each for Ant.
+Brax and jax2tf are imported on first use only. Compiled functions are cached per (task, backend,
+episode_length, action_repeat[, num_envs]): once per process. Compiling on 2 CPU cores takes ~20-40 s per
+function for inverted_pendulum, about a minute for Ant.
 """
 
 from __future__ import annotations
@@ -50,8 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-# Task name -> (observation size, action size) with the spring backend (for reference; an env object
-# reports Brax's own sizes).
+# Task name -> (observation size, action size), spring backend (reference; an env reports Brax's own).
 BRAX_TASKS = {
     "ant": (27, 8),
     "humanoid": (244, 17),

@@ -26,6 +26,9 @@ sweep, or --config-style overrides below); each test run trains A2C with the fix
 in one graph. Re-running with the same --workdir skips finished runs. The report (report.md + PNG) is written
 by optim4rl_tf.eval.report, with the paper's numbers beside ours where the paper gives them.
 
+Table 1's reset-interval sweep: ``--reset_interval=144 --only=with`` in the same --workdir meta-trains and tests
+the pipeline row at m = 144 (workdirs ``*_m144``) and leaves the finished runs as they are.
+
 Divergence (--nonfinite, docs/fidelity.md §5.4): where the paper reports failure rates (App. E: STAR diverges
 in most Brax settings), meta-training runs as the official code does, config ``nonfinite="stop"``: the first
 non-finite or absurd meta-gradient/phi ends the run with no learned optimizer (summary.json ``diverged``);
@@ -71,6 +74,9 @@ flags.DEFINE_enum("experiment", "figure3_catch", ALL_EXPERIMENTS, "What to repro
 flags.DEFINE_string("workdir", None, "Output directory.")
 flags.DEFINE_integer("meta_iterations", 0, "Outer iterations per meta-training run (0: the paper's).")
 flags.DEFINE_integer("meta_units", 0, "Training units per meta-training run (0: the paper's).")
+flags.DEFINE_integer(
+    "reset_interval", 0, "Reset interval m of the pipeline-training runs (0: the config's; sdl/bdl sweep "
+    "72, 144, 288, 576). Their workdirs get the suffix _m<m>; runs without pipeline training are unchanged.")
 flags.DEFINE_float("meta_lr", 0.0, "Meta learning rate (0: the config's default).")
 flags.DEFINE_float("test_steps", 0.0, "Env steps per seed of each test run (0: the paper's).")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per test run.")
@@ -96,10 +102,17 @@ class Budget:
                only=(),
                seed=0,
                ppo_cpu=False,
-               nonfinite="auto"):
+               nonfinite="auto",
+               reset_interval=0):
+    if reset_interval < 0:
+      raise ValueError(f"reset_interval must be >= 0 (0: the config's), got {reset_interval}")
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
-    self.ppo_cpu, self.nonfinite = ppo_cpu, nonfinite
+    self.ppo_cpu, self.nonfinite, self.reset_interval = ppo_cpu, nonfinite, reset_interval
+
+  def run_suffix(self, pipeline):
+    """The workdir suffix of a meta-training run and its test: ``_m<m>`` for a pipeline run with a set m."""
+    return f"_m{self.reset_interval}" if pipeline and self.reset_interval else ""
 
 
 def nonfinite_policy(optimizer, brax, budget):
@@ -120,6 +133,8 @@ def _meta_budget(config, optimizer, budget, brax=False):
     config.num_units = budget.meta_units
   if budget.meta_lr > 0:
     config.meta_lr = budget.meta_lr
+  if budget.reset_interval and config.get("pipeline", True):
+    config.reset_interval = budget.reset_interval
   return config
 
 
@@ -223,7 +238,8 @@ def reproduce_ppo(experiment, root, budget):
   if experiment == "figure4_cpu":
     return reproduce_figure4_cpu(root, budget, wanted)
   if experiment == "figure4":
-    meta_runs = [("Optim4RL", os.path.join(root, "meta_optim4rl_grid6"))] if wanted("Optim4RL") else []
+    meta_runs = [("Optim4RL",
+                  os.path.join(root, "meta_optim4rl_grid6" + budget.run_suffix(True)))] if wanted("Optim4RL") else []
     phi = meta_train(  # Optim4RL meta-trained on the six gridworlds with MetaA2C (docs/fidelity.md §9.1)
         "grid6",
         "optim4rl",
@@ -234,7 +250,7 @@ def reproduce_ppo(experiment, root, budget):
     for task in FIGURE4_TASKS:
       sources = []
       if phi:
-        test_dir = os.path.join(root, f"test_optim4rl_grid6_{task}")
+        test_dir = os.path.join(root, f"test_optim4rl_grid6{budget.run_suffix(True)}_{task}")
         test_run_ppo(task, "optim4rl", phi, FIGURE4_LR[task], test_dir, budget)
         sources.append(("Optim4RL", test_dir))
       panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
@@ -245,7 +261,7 @@ def reproduce_ppo(experiment, root, budget):
     if not wanted(label):
       continue
     lr = ppo_configs.get_config(variant).learning_rate  # the agent lr of meta-training (docs/fidelity.md §10)
-    safe = f"{optimizer}_{variant}" + ("" if pipeline else "_nopipe")
+    safe = f"{optimizer}_{variant}" + ("" if pipeline else "_nopipe") + budget.run_suffix(pipeline)
     meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
     phi = meta_train_ppo(variant, optimizer, pipeline, meta_runs[-1][1], budget)
     if phi is None:  # diverged: no learned optimizer to test (counted in the report)
@@ -337,7 +353,7 @@ def reproduce(experiment, root, budget=None):
     if not wanted(label):
       continue
     lr = meta_a2c.get_config(variant).tasks[0].learning_rate  # the agent lr of meta-training (§10)
-    safe = f"{optimizer}_{variant}"
+    safe = f"{optimizer}_{variant}" + budget.run_suffix(not variant.endswith("_nopipe"))
     meta_runs.append((label, os.path.join(root, f"meta_{safe}")))
     phi = meta_train(variant, optimizer, meta_runs[-1][1], budget)
     if phi is None:  # diverged: no learned optimizer to test (counted in the report)
@@ -360,7 +376,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds, FLAGS.only,
-                  FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite)
+                  FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite, FLAGS.reset_interval)
   path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
   print(open(path).read())
   print(f"report: {path}")

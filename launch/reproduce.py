@@ -295,7 +295,11 @@ def reproduce_figure4_cpu(root, budget, wanted):
 def _write(report, out, experiment, task, kind, sources):
   if kind == "panel":
     return report.write_report(out, panels=[("figure3", task, sources)], title=f"Reproduction: {experiment}")
-  return report.write_report(out, table1=[(task, dict(sources))], title=f"Reproduction: {experiment}")
+  # Table 1 with the learning curves of its rows (table1_<task>.png).
+  return report.write_report(out,
+                             panels=[("table1", task, sources)],
+                             table1=[(task, dict(sources))],
+                             title=f"Reproduction: {experiment}")
 
 
 def add_divergence(md_path, meta_runs):

@@ -60,5 +60,7 @@ def test_brax_reproduction_path_meta_trains_with_metappo_and_writes_table1(tmp_p
   assert os.path.exists(os.path.join(str(tmp_path), "test_optim4rl_meta_inverted_pendulum", "summary.json"))
   assert not os.path.exists(os.path.join(str(tmp_path), "meta_optim4rl_meta_inverted_pendulum_nopipe"))
   assert "With pipeline training" in open(path).read()
+  assert "![Table 1 — " in open(path).read()  # the rows' learning curves, as a panel
+  assert os.path.exists(os.path.join(str(tmp_path), "report", "table1_inverted_pendulum.png"))
   with pytest.raises(KeyError):
     reproduce.reproduce("no_such_experiment", str(tmp_path), budget)

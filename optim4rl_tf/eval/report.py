@@ -170,7 +170,7 @@ def plot_panel(sources, path, title, confidence=0.9, num_points=200, smooth=1, n
 def panel_markdown(figure, task, sources, image, top=5):
   """Markdown section of one panel: image, the selected configurations and the paper's outcome."""
   paper = PAPER_FIGURES.get(figure, {}).get(canonical_task(task), {})
-  fig_name = re.sub(r"^figure(\d+)$", r"Figure \1", figure)
+  fig_name = re.sub(r"^(figure|table)(\d+)$", lambda m: f"{m.group(1).capitalize()} {m.group(2)}", figure)
   title = f"{fig_name} — {TASK_TITLES.get(canonical_task(task), task)}"
   lines = [
       f"### {title}", "", f"![{title}]({os.path.basename(image)})", "",

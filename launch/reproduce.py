@@ -133,7 +133,7 @@ def _meta_budget(config, optimizer, budget, brax=False):
     config.num_units = budget.meta_units
   if budget.meta_lr > 0:
     config.meta_lr = budget.meta_lr
-  if budget.reset_interval and config.get("pipeline", True):
+  if budget.reset_interval and config.pipeline:
     config.reset_interval = budget.reset_interval
   return config
 
@@ -202,8 +202,9 @@ def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
   run diverged)."""
   from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.meta import run
-  config = _meta_budget(ppo_configs.get_config(variant), optimizer, budget, brax=True)
-  config.pipeline = pipeline
+  config = ppo_configs.get_config(variant)
+  config.pipeline = pipeline  # before the budget: --reset_interval applies to pipeline runs only
+  config = _meta_budget(config, optimizer, budget, brax=True)
   if budget.ppo_cpu:
     config.env.num_envs, config.batch_size = 256 * config.num_units, 256
   return _meta_run(run.meta_train, config, workdir)

@@ -27,7 +27,7 @@ def get_config(variant="catch"):
   c.variant = variant
   c.seed = 0
   c.optimizer = ml_collections.ConfigDict(
-      dict(name="optim4rl", mlp_dims=(16, 16), hidden_size=8,
+      dict(name="optim4rl", mlp_dims=(), hidden_size=8,
            init_meta_params=""))  # optional .npz to start from instead of a fresh phi
   # A2C inner loop (§4.1, §5.7).
   c.rollout_steps = 20

@@ -173,7 +173,7 @@ def _meta_config(variant):
       dict(name=task, num_envs=2048, episode_length=1000, action_repeat=1, backend="spring",
            bridge="graph"))  # all units' envs together
   c.num_units = 1  # official: one unit per device, num_envs / n envs each
-  c.optimizer = ml_collections.ConfigDict(dict(name="optim4rl", mlp_dims=(16, 16), hidden_size=8, init_meta_params=""))
+  c.optimizer = ml_collections.ConfigDict(dict(name="optim4rl", mlp_dims=(), hidden_size=8, init_meta_params=""))
   c.learning_rate = 3e-4  # agent lr inside the optimizer network
   c.grad_clip = 1.0  # elementwise clip of the agent gradient
   c.batch_size = 1024

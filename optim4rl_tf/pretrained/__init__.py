@@ -15,7 +15,8 @@ import json
 import os
 
 # name -> (configs/meta_a2c.py variant, field overrides, one-line description). The overrides are the
-# documented reductions that make a recipe fit a 2-core CPU (README, "Trained optimizers").
+# documented reductions that make a recipe fit a 2-core CPU (README, "Trained optimizers"), and the network
+# of the files made before configs/meta_a2c.py defaulted to the official head-free one.
 RECIPES = {
     "catch": ("catch", {
         "optimizer.mlp_dims": (),
@@ -23,10 +24,12 @@ RECIPES = {
         "num_iterations": 78
     }, "Optim4RL (head-free, as the official code) meta-trained on Catch: the main job's recipe"),
     "small_dense_long": ("small_dense_long", {
+        "optimizer.mlp_dims": (16, 16),
         "num_units": 64,
         "num_iterations": 585
     }, "Optim4RL ([16,16] heads) meta-trained on small_dense_long, 64 units, 585 iterations"),
     "grid6": ("grid6", {
+        "optimizer.mlp_dims": (16, 16),
         "num_units": 8,
         "num_iterations": 585
     }, "Optim4RL ([16,16] heads) meta-trained on the six gridworlds of Table 3 (8 units per task, "

@@ -1,0 +1,56 @@
+"""Table 1 cells (optim4rl_tf.eval.table1_cells): specs, configs, best-of-N with equal N, the verdict."""
+
+import pytest
+
+from optim4rl_tf.eval import table1_cells as tc
+
+
+def test_parse_cell_fills_the_official_defaults_and_names_the_cell():
+  cell = tc.parse_cell("with:3e-4")
+  assert (cell.row, cell.meta_lr, cell.meta_clip, cell.reset_interval, cell.meta_seed, cell.mlp_dims) == \
+      ("with", 3e-4, "norm0.5", 72, 0, ())
+  assert cell.name == "with_m72_lr0.0003_norm0.5_seed0_headfree"
+  cell = tc.parse_cell("without:1e-3:clip1.0::1:16x16")
+  assert cell.name == "without_lr0.001_clip1.0_seed1_mlp16x16"
+
+
+@pytest.mark.parametrize("spec,match", [("sideways:1e-3", "row"), ("with:-1", "meta_lr"),
+                                        ("with:1e-3:clip2", "meta_clip"), ("with:1e-3:norm0.5:0", "reset_interval"),
+                                        ("with:abc", "abc")])
+def test_parse_cell_refuses_bad_specs_naming_the_field(spec, match):
+  with pytest.raises(ValueError, match=match):
+    tc.parse_cell(spec)
+
+
+def test_meta_config_sets_the_cell_on_the_paper_config():
+  c = tc.meta_config(tc.parse_cell("with:3e-3:clip1.0:288:2"))
+  assert c.pipeline and c.reset_interval == 288 and c.seed == 2 and c.meta_lr == 3e-3
+  assert (c.meta_grad_clip, c.meta_grad_norm) == (1.0, -1.0)
+  assert tuple(c.optimizer.mlp_dims) == () and c.num_units == 512 and c.num_iterations == 585
+  c = tc.meta_config(tc.parse_cell("without:1e-3"))
+  assert not c.pipeline and (c.meta_grad_clip, c.meta_grad_norm) == (-1.0, 0.5)
+
+
+def _rec(row, lr, mean, seed=0, hw=0.5):
+  cell = tc.Cell(row=row, meta_lr=lr, meta_seed=seed)
+  return dict(cell.record(), name=cell.name, test=dict(mean=mean, ci_half_width=hw, seeds=10, env_steps=3e7))
+
+
+def test_best_of_n_uses_equal_n_and_the_verdict_follows_the_cis():
+  recs = [_rec("with", 1e-3, 30.0), _rec("with", 3e-3, 33.0), _rec("without", 1e-3, 31.5)]
+  s = tc.summarize_cells(recs)
+  assert s["equal_n"] == 1  # the second 'with' cell has no 'without' partner yet
+  assert s["rows"]["with"]["best_of_n"]["mean"] == 30.0
+  assert s["verdict"].startswith("pipeline training hurts")
+  recs.append(_rec("without", 3e-3, 29.0))
+  s = tc.summarize_cells(recs)
+  assert s["equal_n"] == 2 and s["rows"]["with"]["best_of_n"]["mean"] == 33.0
+  assert s["verdict"].startswith("pipeline training helps")
+  assert s["rows"]["with"]["mean_over_cells"] == pytest.approx(31.5)
+  assert s["rows"]["without"]["best_of_n"]["mean"] == 31.5
+  recs.append(_rec("with", 3e-3, 32.0, seed=1))
+  s = tc.summarize_cells(recs)
+  assert s["rows"]["with"]["best_cell_meta_seeds"] == {"0": 33.0, "1": 32.0}
+  assert s["equal_n"] == 2  # a second meta seed is not a new cell
+  s = tc.summarize_cells([_rec("with", 1e-3, 30.0), _rec("without", 1e-3, 30.4)])
+  assert "does not separate" in s["verdict"]

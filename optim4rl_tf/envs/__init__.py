@@ -1,18 +1,19 @@
-"""Native TensorFlow gridworlds and Catch (batched, in-graph) and their gymnasium vector-env face."""
+"""Native TensorFlow gridworlds and Catch (batched, in-graph) and their gymnasium faces.
+
+Importing this package registers the gymnasium ids ``optim4rl_tf/<name>-v0`` (``gym_env.ENV_IDS``; idempotent),
+so ``gymnasium.make("optim4rl_tf/catch-v0")`` and ``gymnasium.make_vec(..., num_envs=n)`` work after it.
+"""
 
 from optim4rl_tf.envs.catch import Catch, CatchState
 from optim4rl_tf.envs.gridworld import GRID_SPECS, GridSpec, GridState, GridWorld
+from optim4rl_tf.envs.gym_env import ENV_IDS, TFEnv, register_envs
+from optim4rl_tf.envs.gym_vector import TFVectorEnv, gym_vector_env
 from optim4rl_tf.envs.registry import ENV_NAMES, make
 
-
-def gym_vector_env(name: str, num_envs: int, seed=None):
-  """A ``gymnasium.vector.VectorEnv`` running ``num_envs`` copies of ``name`` (numpy in and out)."""
-  from optim4rl_tf.envs.gym_vector import gym_vector_env as _make  # gymnasium imported lazily
-
-  return _make(name, num_envs, seed)
-
+register_envs()
 
 __all__ = [
+    "ENV_IDS",
     "ENV_NAMES",
     "Catch",
     "CatchState",
@@ -20,6 +21,9 @@ __all__ = [
     "GridSpec",
     "GridState",
     "GridWorld",
+    "TFEnv",
+    "TFVectorEnv",
     "gym_vector_env",
     "make",
+    "register_envs",
 ]

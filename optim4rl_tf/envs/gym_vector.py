@@ -10,7 +10,14 @@ Differences from the functional interface used by the agents (``optim4rl_tf.envs
   True, as with gymnasium's ``TimeLimit``;
 * autoreset follows gymnasium's default NEXT_STEP mode: the step that ends an episode returns that
   episode's final observation, and the next ``step`` call ignores the action of that sub-environment and
-  returns the observation of a fresh reset state with reward 0 and terminated = truncated = False.
+  returns the observation of a fresh reset state with reward 0 and terminated = truncated = False;
+* rewards are the raw rewards times ``reward_scale`` (float64);
+* ``render_mode="rgb_array"``: ``render()`` returns a tuple of ``num_envs`` HxWx3 uint8 images, one per
+  sub-environment (:mod:`optim4rl_tf.envs.render`).
+
+``gymnasium.make_vec("optim4rl_tf/<name>-v0", num_envs=...)`` builds this class (the ids' ``vector_entry_point``,
+registered by :mod:`optim4rl_tf.envs.gym_env`). gymnasium's ``check_env`` accepts only ``gymnasium.Env``
+instances, so it cannot check a ``VectorEnv``; tests/test_gym_vector.py runs its individual checks instead.
 
 The randomness of each call comes from ``self.np_random`` (seeded by ``reset(seed=...)`` or the
 constructor's ``seed``), which supplies the stateless TF seed of that call; the same seed therefore
@@ -24,11 +31,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from gymnasium import error, spaces
+from gymnasium import logger as gym_logger
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from optim4rl_tf.envs.gridworld import select_state
-from optim4rl_tf.envs.registry import make
+from optim4rl_tf.envs.registry import check_reward_scale, make, native_name
+from optim4rl_tf.envs.render import DEFAULT_CELL_SIZE, RENDER_FPS, check_cell_size, render_rgb
 
 _SEED_HIGH = 2**31 - 1
 
@@ -36,13 +45,23 @@ _SEED_HIGH = 2**31 - 1
 class TFVectorEnv(VectorEnv):
   """``num_envs`` copies of one of the project's environments as a gymnasium vector env."""
 
-  metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+  metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
 
-  def __init__(self, name: str, num_envs: int, seed: int | None = None, reward_scale: float = 1.0):
-    self.env = make(name, num_envs, reward_scale=reward_scale)
+  def __init__(self,
+               name: str,
+               num_envs: int,
+               seed: int | None = None,
+               reward_scale: float = 1.0,
+               render_mode: str | None = None,
+               cell_size: int = DEFAULT_CELL_SIZE):
+    if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+      raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+    self.env = make(native_name(name), num_envs, reward_scale=check_reward_scale(reward_scale))
     self.num_envs = self.env.num_envs
+    self.reward_scale = self.env.reward_scale
     self.autoreset_mode = AutoresetMode.NEXT_STEP
-    self.render_mode = None
+    self.render_mode = render_mode
+    self.cell_size = check_cell_size(cell_size)
     self.single_observation_space = spaces.Box(low=0.0, high=1.0, shape=self.env.obs_shape, dtype=np.float32)
     self.observation_space = batch_space(self.single_observation_space, self.num_envs)
     self.single_action_space = spaces.Discrete(self.env.num_actions)
@@ -67,7 +86,7 @@ class TFVectorEnv(VectorEnv):
     noise = self.env.sample_noise(seeds[0], self.num_envs)
     nxt, reward, terminated, truncated = self.env.transition(state, action, noise)
     nxt = select_state(autoreset, self.env._reset(seeds[1], self.num_envs), nxt)
-    reward = tf.where(autoreset, tf.zeros_like(reward), reward * self.env.reward_scale)
+    reward = tf.where(autoreset, tf.zeros_like(reward), reward)  # raw; scaled in float64 by step()
     keep = tf.logical_not(autoreset)
     terminated = tf.logical_and(terminated, keep)
     truncated = tf.logical_and(truncated, keep)
@@ -148,7 +167,16 @@ class TFVectorEnv(VectorEnv):
     terminated = terminated.numpy()
     truncated = truncated.numpy()
     self._autoreset = np.logical_or(terminated, truncated)
-    return obs.numpy(), reward.numpy().astype(np.float64), terminated, truncated, {}
+    return obs.numpy(), reward.numpy().astype(np.float64) * self.reward_scale, terminated, truncated, {}
+
+  def render(self) -> tuple[np.ndarray, ...] | None:
+    """One HxWx3 uint8 image per sub-environment (``render_mode="rgb_array"``); None without a render mode."""
+    if self.render_mode is None:
+      gym_logger.warn("render() called without a render_mode; make the vector env with render_mode='rgb_array'.")
+      return None
+    if self._state is None:
+      raise error.ResetNeeded("Call reset() before render().")
+    return tuple(render_rgb(self.env, self._state, i, self.cell_size) for i in range(self.num_envs))
 
   def close_extras(self, **kwargs):
     self._state = None
@@ -157,6 +185,11 @@ class TFVectorEnv(VectorEnv):
     return f"TFVectorEnv({self.env.name}, num_envs={self.num_envs})"
 
 
-def gym_vector_env(name: str, num_envs: int, seed: int | None = None, reward_scale: float = 1.0):
-  """``TFVectorEnv(name, num_envs, seed)``: a ``gymnasium.vector.VectorEnv``."""
-  return TFVectorEnv(name, num_envs, seed=seed, reward_scale=reward_scale)
+def gym_vector_env(name: str,
+                   num_envs: int,
+                   seed: int | None = None,
+                   reward_scale: float = 1.0,
+                   render_mode: str | None = None,
+                   cell_size: int = DEFAULT_CELL_SIZE):
+  """``TFVectorEnv(name, num_envs, ...)``: a ``gymnasium.vector.VectorEnv``."""
+  return TFVectorEnv(name, num_envs, seed=seed, reward_scale=reward_scale, render_mode=render_mode, cell_size=cell_size)

@@ -41,9 +41,11 @@ def make(name: str, num_envs: int, reward_scale: float = 1.0, **brax_kwargs):
     """
   key = ALIASES.get(name, name) if isinstance(name, str) else name
   if isinstance(key, str) and (key in BRAX_ENV_NAMES or key.startswith("brax:")):
-    from optim4rl_tf.envs import brax_bridge  # JAX imported lazily
+    # JAX imported lazily. (Imported from the module itself, not ``from optim4rl_tf.envs import ...``, so
+    # this module does not depend on the package ``__init__`` that imports it: no import cycle.)
+    from optim4rl_tf.envs.brax_bridge import make as brax_make
 
-    return brax_bridge.make(key, num_envs, reward_scale=reward_scale, **brax_kwargs)
+    return brax_make(key, num_envs, reward_scale=reward_scale, **brax_kwargs)
   if brax_kwargs:
     raise ValueError(f"{sorted(brax_kwargs)} apply only to Brax environments, not {name!r}")
   if key == "catch":
@@ -52,3 +54,30 @@ def make(name: str, num_envs: int, reward_scale: float = 1.0, **brax_kwargs):
     return GridWorld(GRID_SPECS[key], num_envs, reward_scale)
   raise ValueError(f"Unknown environment {name!r}. Valid names: {', '.join(ENV_NAMES)} "
                    f"(aliases: {', '.join(sorted(ALIASES))}); Brax: {', '.join(BRAX_ENV_NAMES)}.")
+
+
+def native_name(name: str) -> str:
+  """The canonical name (in ``ENV_NAMES``) of a native TF environment, aliases resolved; ValueError otherwise.
+
+    The gymnasium faces (``gym_env.TFEnv``, ``gym_vector.TFVectorEnv``) accept only these; Brax tasks have
+    their own bridge.
+    """
+  key = ALIASES.get(name, name) if isinstance(name, str) else name
+  if key in ENV_NAMES:
+    return key
+  if isinstance(key, str) and (key in BRAX_ENV_NAMES or key.startswith("brax:")):
+    raise ValueError(f"{name!r} is a Brax task: the gymnasium environments cover only the native TF ones "
+                     f"({', '.join(ENV_NAMES)}); use optim4rl_tf.envs.make({name!r}, num_envs) for Brax.")
+  raise ValueError(f"Unknown environment {name!r}. Valid names: {', '.join(ENV_NAMES)} "
+                   f"(aliases: {', '.join(sorted(ALIASES))}).")
+
+
+def check_reward_scale(reward_scale) -> float:
+  """``reward_scale`` as a finite float (the factor every reward is multiplied by), or a ValueError."""
+  try:
+    value = float(reward_scale)
+  except (TypeError, ValueError):
+    value = None
+  if isinstance(reward_scale, bool) or value is None or value != value or value in (float("inf"), float("-inf")):
+    raise ValueError(f"reward_scale must be a finite number, got {reward_scale!r}")
+  return value

@@ -58,6 +58,10 @@ def get_config(variant="catch"):
   c.chunk_secs = 2.0
   c.conv_form = "auto"  # big grids' 2x2 conv: auto | conv2d | im2col | shifted (exact)
   c.jit_compile = False  # XLA; slower on CPU in our measurements
+  # Checkpoints (workdir/checkpoint.npz, also at the end and on SIGINT/SIGTERM): a run started again on its
+  # workdir resumes from the latest one, bit-identical to an unbroken run. 0: off.
+  c.checkpoint_every = 0  # iterations
+  c.checkpoint_every_secs = 300.0
   c.sweep = ml_collections.ConfigDict(dict(learning_rate=[] if catch else list(GRID_LR_SWEEP)))
   # Gradient collection (docs/fidelity.md §8.1; optim4rl_tf.analysis.collect): every update's env-averaged gradient per
   # seed, flax order, every every_nth-th entry, streamed to workdir/<subdir>. See configs/collect.py.

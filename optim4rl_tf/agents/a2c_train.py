@@ -20,13 +20,34 @@ console and in summary.json (``diverged``: {seed: env step}); the other seeds tr
 early only when every seed has diverged. Its returns before divergence are kept; it is left out of the final
 performance.
 
-Interruption: a KeyboardInterrupt (SIGINT; SIGTERM too under :func:`optim4rl_tf.utils.cli.run`) or an error
-during training writes everything computed so far (returns.csv, tb/, returns.png, params.npz, summary.json
-with ``status`` "interrupted" or "failed") and is then re-raised.
+Interruption: SIGINT/SIGTERM (in the main thread) stop the run after the current call of iterations; the run
+then saves its checkpoint, writes everything computed so far (returns.csv, tb/, returns.png, params.npz,
+summary.json with ``status`` "interrupted") and raises :class:`optim4rl_tf.utils.cli.Interrupted` (exit status
+130/143 in the launchers). A KeyboardInterrupt or an error raised inside the loop does the same (status
+"interrupted" or "failed") and is re-raised. A second signal ends the process at once.
+
+Checkpoints and resuming: ``workdir/checkpoint.npz`` holds the whole training state (every seed's parameters,
+the optimizer state with a learned optimizer's hidden states, the env states, the iteration counter and key,
+the seeds' divergence flags) and the run's bookkeeping (the logged returns, the diverged seeds). It is written
+atomically (:func:`optim4rl_tf.utils.workdir.write_arrays`) every ``config.checkpoint_every`` iterations and
+every ``config.checkpoint_every_secs`` seconds (0: off), at the end and on an interruption or error. A run
+started on a workdir with a checkpoint and config.json resumes from it when the config matches (the fields of
+``RESUMABLE_FIELDS`` -- the budget ``train_steps`` and bookkeeping -- may differ) and finishes bit-identical
+to an unbroken run; returns.csv and tb/ lose the rows/steps after the restored iteration first. A differing
+config, a damaged checkpoint or a changed ``optimizer.meta_params`` file is one clear WorkdirError (nothing is
+changed or deleted); a finished run started again does nothing and says so. With gradient collection
+(``gradient_probe``) no checkpoint is written: such runs start again from their beginning.
 """
 
+import contextlib
+import csv
+import hashlib
+import io
+import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Protocol, Tuple
 
@@ -39,9 +60,18 @@ from optim4rl_tf.agents import networks
 from optim4rl_tf.agents import run_scaffold
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
+from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import stats
+from optim4rl_tf.utils import workdir as workdir_lib
+
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_FORMAT = 1
+# Config fields that may differ when a workdir is resumed: the budget and bookkeeping (no result depends on
+# them: chunking does not change a number).
+RESUMABLE_FIELDS = ("train_steps", "checkpoint_every", "checkpoint_every_secs", "console_every_secs", "chunk_secs",
+                    "iterations_per_call", "log_every", "plot", "save_params")
 
 
 class GradientProbe(Protocol):
@@ -86,6 +116,8 @@ def validate_config(config):
   cc.check_nonnegative("entropy_weight", config.entropy_weight)
   cc.check_positive_int("log_every", config.log_every)
   cc.check_nonnegative_int("iterations_per_call", config.iterations_per_call)
+  cc.check_nonnegative_int("checkpoint_every", config.get("checkpoint_every", 0))
+  cc.check_nonnegative("checkpoint_every_secs", config.get("checkpoint_every_secs", 0.0))
   cc.check_choice("conv_form", config.conv_form, networks.CONV_FORMS)
   if config.optimizer.meta_params:
     if config.optimizer.name in transforms.CLASSICAL:
@@ -160,12 +192,13 @@ def init_state(trainer, config):
 
 
 def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
-  """Trains ``config.num_seeds`` A2C agents and writes the run's files into ``workdir`` (divergence and
-  interruption: see the module docstring).
+  """Trains ``config.num_seeds`` A2C agents and writes the run's files into ``workdir``, resuming from its
+  checkpoint (divergence, interruption, checkpoints: see the module docstring).
 
   Args:
     config: ConfigDict of ``configs/a2c.py``.
-    workdir: output directory (created; must be writable).
+    workdir: output directory (created; must be writable). Locked while the run uses it (a lock this process
+      holds already, e.g. launch/train.py's, is reused).
     progress_fn: optional ``fn(step, info_dict)`` called after every chunk of iterations.
     console: print progress and the final summary line.
     gradient_probe: optional :class:`GradientProbe` recording the gradient of every update (required when
@@ -177,63 +210,262 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
     over the healthy seeds, or None), ``steps_per_sec`` (env steps/s over all seeds, excluding the first
     call's compilation), ``iterations``, ``env_steps`` (per seed), ``wall_secs``, ``summary`` (the one-line
     summary), ``params`` (final parameters, list of [S, ...] numpy arrays; diverged seeds keep their last
-    healthy ones), ``status`` ("finished", or "diverged" if any seed diverged) and ``diverged``.
+    healthy ones), ``status`` ("finished", or "diverged" if any seed diverged), ``diverged`` and ``resumed_from``
+    (the iteration the run resumed at, 0 for a fresh start).
   """
   iterations = validate_config(config)
   _check_probe(config, gradient_probe)
   run_scaffold.prepare_workdir(config, workdir, console)
+  with workdir_lib.lock_unless_held(workdir):
+    return _train(config, workdir, iterations, progress_fn, console, gradient_probe)
+
+
+def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
   t_start = time.time()
   trainer, _, net, _ = build(config, gradient_probe)
-  logger = run_scaffold.open_run(config, workdir)
   per_iter = int(config.env.num_envs) * int(config.rollout_steps)  # env steps per iteration and seed
   state, labels = init_state(trainer, config)
+  seeds = _Seeds(labels, per_iter, int(config.log_every), None)
+  checkpointing = gradient_probe is None  # (a resumed run could not continue the probe's stream)
+  done, prior_wall = 0, 0.0
+  restored = _load_checkpoint(config, workdir, state, console) if checkpointing else None
+  if restored is not None:
+    state, done, prior_wall, meta, arrays = restored
+    seeds.restore(meta, arrays)
+    if done >= iterations or len(seeds.diverged) == len(labels):
+      if done > iterations:
+        raise workdir_lib.WorkdirError(
+            f"workdir {workdir} holds a run at env step {done * per_iter:,}, beyond train_steps="
+            f"{int(config.train_steps):,} ({iterations * per_iter:,} env steps); raise train_steps or use a new "
+            "--workdir")
+      status = "diverged" if seeds.diverged else "finished"
+      result = _finish(config,
+                       workdir,
+                       net,
+                       state,
+                       seeds,
+                       status,
+                       None,
+                       iterations,
+                       done,
+                       run_scaffold.CallTimer(),
+                       t_start,
+                       prior_wall,
+                       write=False)
+      result["resumed_from"] = done
+      if console:
+        print(
+            f"workdir {workdir} already holds a finished run of this config (status {status}, "
+            f"{done * per_iter:,} env steps): nothing to do",
+            flush=True)
+        print(result["summary"], flush=True)
+      return result
+    if console:
+      print(f"resuming {workdir} at iteration {done:,}/{iterations:,} (env step {done * per_iter:,})", flush=True)
+  logger = _open_logger(config, workdir, seeds, done)
+  seeds.logger = logger
+  resumed_from = done
   progress = run_scaffold.make_progress(config, iterations * per_iter,
                                         f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
-  seeds = _Seeds(labels, per_iter, int(config.log_every), logger)
   sizer, timer = run_scaffold.CallSizer(config), run_scaffold.CallTimer()
-  done, status, error = 0, "finished", None
+  status, error = "finished", None
+  every = int(config.get("checkpoint_every", 0))
+  every_secs = float(config.get("checkpoint_every_secs", 0.0))
+  saver = _Saver(config, workdir, labels, per_iter, prior_wall, t_start)
+  committed = done  # the iterations whose returns are all logged: what a checkpoint may hold
   grad_writer = None if gradient_probe is None else gradient_probe.open_writer(net, workdir, labels)
-  try:
-    while done < iterations and len(seeds.diverged) < len(labels):
-      k = sizer.take(iterations - done)
-      t0 = time.time()
-      new_state, m = trainer.run(state, tf.constant(k, tf.int32))
-      m = {name: v.numpy() for name, v in m.items()}  # [k, S]
+  with _deferred_signals() as received:
+    try:
+      calls = 0
+      while done < iterations and len(seeds.diverged) < len(labels):
+        k = sizer.take(iterations - done)
+        if every:
+          k = min(k, every - done % every)  # calls end at the checkpoint iterations
+        t0 = time.time()
+        new_state, m = trainer.run(state, tf.constant(k, tf.int32))
+        m = {name: v.numpy() for name, v in m.items()}  # [k, S]
+        if grad_writer is not None:
+          grad_writer.append(m.pop("grad_probe"))  # [k, S, coords]
+        dt = time.time() - t0
+        timer.add(dt, k)
+        # Count the chunk before logging it: an interrupt during logging then never leaves rows in
+        # returns.csv beyond the env steps that summary.json and params.npz record.
+        state, done = new_state, done + k  # (together: params.npz matches env_steps)
+        newly = seeds.log_chunk(m, k, done - k)
+        if calls or done == iterations:  # the first call's time includes tracing (unless it is all)
+          logger.scalars(done * per_iter, {"perf/env_steps_per_sec": k * per_iter * len(labels) / max(dt, 1e-9)})
+        calls += 1
+        logger.flush()
+        committed = done
+        if checkpointing and ((every and done % every == 0) or (every_secs > 0 and saver.age() >= every_secs)):
+          saver.save(state, seeds, done, "running")
+        if newly and console:
+          print(seeds.divergence_warning(newly), flush=True)
+        info = {"return": seeds.mean_last_return(), "iteration": done}
+        if console:
+          progress.update(done * per_iter, {"return": info["return"]}, force=done == iterations)
+        if progress_fn is not None:
+          progress_fn(done * per_iter, dict(info, steps_per_sec=progress.rate * len(labels)))
+        sizer.record(dt, k)
+        if received:
+          raise cli.Interrupted(received[0])
+    except KeyboardInterrupt as e:  # SIGINT/SIGTERM (above), or raised by progress_fn
+      status, error = "interrupted", e
+    except Exception as e:  # e.g. out of memory: keep what exists
+      status, error = "failed", e
+    finally:
+      logger.close()
       if grad_writer is not None:
-        grad_writer.append(m.pop("grad_probe"))  # [k, S, coords]
-      dt = time.time() - t0
-      timer.add(dt, k)
-      # Count the chunk before logging it: an interrupt during logging then never leaves rows in
-      # returns.csv beyond the env steps that summary.json and params.npz record.
-      state, done = new_state, done + k  # (together: params.npz matches env_steps)
-      newly = seeds.log_chunk(m, k, done - k)
-      if done > k or done == iterations:  # the first call's time includes tracing (unless it is all)
-        logger.scalars(done * per_iter, {"perf/env_steps_per_sec": k * per_iter * len(labels) / max(dt, 1e-9)})
-      logger.flush()
-      if newly and console:
-        print(seeds.divergence_warning(newly), flush=True)
-      info = {"return": seeds.mean_last_return(), "iteration": done}
-      if console:
-        progress.update(done * per_iter, {"return": info["return"]}, force=done == iterations)
-      if progress_fn is not None:
-        progress_fn(done * per_iter, dict(info, steps_per_sec=progress.rate * len(labels)))
-      sizer.record(dt, k)
-  except KeyboardInterrupt as e:  # SIGINT, or SIGTERM under utils.cli
-    status, error = "interrupted", e
-  except Exception as e:  # e.g. out of memory: keep what exists
-    status, error = "failed", e
-  finally:
-    logger.close()
-    if grad_writer is not None:
-      grad_writer.close(complete=done == iterations)
-  if status == "finished" and seeds.diverged:
-    status = "diverged"
-  result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start)
+        grad_writer.close(complete=done == iterations)
+    if status == "finished" and seeds.diverged:
+      status = "diverged"
+    if checkpointing and committed == done and done > 0:
+      try:
+        saver.save(state, seeds, done, status)
+      except OSError as e:
+        if error is None:
+          status, error = "failed", e
+        else:
+          print(f"WARNING: {e}", flush=True)
+    result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start, prior_wall)
+  result["resumed_from"] = resumed_from
   if console and error is None:
     print(result["summary"], flush=True)
   if error is not None:
     raise error
   return result
+
+
+@contextlib.contextmanager
+def _deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+  """While active (main thread only), SIGINT/SIGTERM only record themselves in the yielded list, so the run
+  stops between calls with a consistent state to save; a second signal ends the process at once (the default
+  action), as under :func:`optim4rl_tf.utils.cli.run`."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    if received:
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+      return
+    received.append(signum)
+
+  previous = {s: signal.signal(s, handler) for s in signums}
+  try:
+    yield received
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _file_digest(path):
+  """sha256 of a file (hex), or None without one."""
+  if not path:
+    return None
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+class _Saver:
+  """Writes ``workdir/checkpoint.npz`` (:func:`optim4rl_tf.utils.workdir.write_arrays`, atomic)."""
+
+  def __init__(self, config, workdir, labels, per_iter, prior_wall, t_start):
+    self.path = os.path.join(workdir, CHECKPOINT_NAME)
+    self.config = logging_lib.config_to_dict(config)
+    self.digest = _file_digest(config.optimizer.meta_params)
+    self.labels, self.per_iter, self.prior_wall, self.t_start = labels, per_iter, prior_wall, t_start
+    self.saved_at = time.time()
+
+  def age(self):
+    return time.time() - self.saved_at
+
+  def save(self, state, seeds, done, status):
+    leaves = [np.asarray(x) for x in tf.nest.flatten(state)]
+    arrays = {f"state_{i:04d}": x for i, x in enumerate(leaves)}
+    arrays.update(seeds.arrays())
+    meta = dict(format=CHECKPOINT_FORMAT,
+                agent="a2c",
+                config=self.config,
+                meta_params_sha256=self.digest,
+                iterations=int(done),
+                env_steps=int(done) * self.per_iter,
+                status=status,
+                wall_secs=self.prior_wall + time.time() - self.t_start,
+                state=[[list(x.shape), x.dtype.name] for x in leaves],
+                **seeds.meta())
+    workdir_lib.write_arrays(self.path, arrays, meta)
+    self.saved_at = time.time()
+
+
+def _load_checkpoint(config, workdir, init, console):
+  """``(state, iterations done, wall secs so far, meta, arrays)`` of ``workdir/checkpoint.npz``, or None
+  when there is none or the workdir has no config.json (its outputs were cleared, e.g. by launch/train.py
+  --overwrite: the run starts again and its first save replaces the stale checkpoint). Raises WorkdirError
+  for a damaged checkpoint, another config or a changed ``optimizer.meta_params`` file."""
+  path = os.path.join(workdir, CHECKPOINT_NAME)
+  if not os.path.exists(path):
+    return None
+  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_NAME)):
+    if console:
+      print(f"note: {path} is left from a run whose outputs were cleared; starting again", flush=True)
+    return None
+  arrays, meta = workdir_lib.read_arrays(path)
+  if meta.get("format") != CHECKPOINT_FORMAT or meta.get("agent") != "a2c" or not isinstance(meta.get("config"), dict):
+    raise workdir_lib.WorkdirError(f"checkpoint {path} is not an A2C checkpoint of this version (format "
+                                   f"{meta.get('format')!r}); use a new --workdir")
+  new = logging_lib.config_to_dict(config)
+  workdir_lib.check_config(workdir, new, ignore=RESUMABLE_FIELDS)
+  workdir_lib.raise_if_different(workdir, meta["config"], new, ignore=RESUMABLE_FIELDS)
+  if meta.get("meta_params_sha256") != _file_digest(config.optimizer.meta_params):
+    raise workdir_lib.WorkdirError(f"optimizer.meta_params {config.optimizer.meta_params} changed since the "
+                                   f"checkpoint {path} was written; use a new --workdir")
+  leaves = tf.nest.flatten(init)
+  spec = [[list(x.shape), x.dtype.name] for x in leaves]
+  names = [f"state_{i:04d}" for i in range(len(leaves))]
+  got = [[list(arrays[n].shape), arrays[n].dtype.name] if n in arrays else None for n in names]
+  if meta.get("state") != spec or got != spec or f"state_{len(leaves):04d}" in arrays:
+    raise workdir_lib.WorkdirError(f"checkpoint {path} does not fit this config (its training state has other "
+                                   "shapes); use the config it was made with or a new --workdir")
+  state = tf.nest.pack_sequence_as(init, [tf.constant(arrays[n]) for n in names])
+  try:
+    done = int(meta["iterations"])
+    wall = float(meta.get("wall_secs", 0.0))
+  except (KeyError, TypeError, ValueError):
+    raise workdir_lib.WorkdirError(f"checkpoint {path} is damaged (no iteration count); move it away to start "
+                                   "again, or use a new --workdir") from None
+  return state, done, wall, meta, arrays
+
+
+class _AppendedReturnsCSV(logging_lib.ReturnsCSV):
+  """returns.csv of a resumed run: rows appended to the file (whose header and rows are there already)."""
+
+  def __init__(self, path):  # pylint: disable=super-init-not-called
+    self.path = path
+    self._f = open(path, "a", newline="", buffering=1)
+    self._w = csv.writer(self._f)
+
+
+def _open_logger(config, workdir, seeds, done):
+  """config.json and the run's logger. Resuming at iteration ``done`` > 0: returns.csv is rewritten with the
+  rows of the restored iterations (atomically) and appended to, tb/ loses the summaries from iteration
+  ``done`` on; a fresh start (0) clears tb/'s summaries of an earlier attempt."""
+  tb = os.path.join(workdir, "tb")
+  if os.path.isdir(tb):
+    workdir_lib.truncate_tensorboard(tb, done * seeds.steps_per_iter - 1)
+  if not done:
+    return run_scaffold.open_run(config, workdir)
+  logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
+  path = os.path.join(workdir, "returns.csv")
+  workdir_lib.atomic_write(path, seeds.csv_text())
+  logger = logging_lib.RunLogger(workdir, returns_csv=None)
+  logger.csv = _AppendedReturnsCSV(path)
+  return logger
 
 
 def _check_probe(config, gradient_probe):
@@ -294,6 +526,45 @@ class _Seeds:
         self.logger.scalars(step, scalars)
     return newly
 
+  def arrays(self):
+    """The logged returns as checkpoint arrays (``steps_i``, ``returns_i`` of the i-th seed, ``last_return``)."""
+    out = {"last_return": np.asarray(self.last_return, np.float64)}
+    for i, lab in enumerate(self.labels):
+      out[f"steps_{i}"] = np.asarray(self.runs[lab][0], np.int64)
+      out[f"returns_{i}"] = np.asarray(self.runs[lab][1], np.float64)
+    return out
+
+  def meta(self):
+    """The JSON part of a checkpoint's bookkeeping."""
+    return dict(labels=list(self.labels), diverged={str(lab): int(st) for lab, st in self.diverged.items()})
+
+  def restore(self, meta, arrays):
+    """Back to the bookkeeping of a checkpoint (:meth:`arrays`, :meth:`meta`)."""
+    if meta.get("labels") != list(self.labels):
+      raise workdir_lib.WorkdirError(f"the checkpoint holds seeds {meta.get('labels')}, this config "
+                                     f"{list(self.labels)}; use a new --workdir")
+    try:
+      for i, lab in enumerate(self.labels):
+        steps, rets = arrays[f"steps_{i}"], arrays[f"returns_{i}"]
+        self.runs[lab] = ([int(x) for x in steps], [float(x) for x in rets])
+      self.last_return = np.array(arrays["last_return"], np.float64)
+      self.diverged = {int(lab): int(st) for lab, st in meta["diverged"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+      raise workdir_lib.WorkdirError(f"checkpoint {CHECKPOINT_NAME} is damaged (its returns: {e})") from None
+    if self.last_return.shape != (len(self.labels),):
+      raise workdir_lib.WorkdirError(f"checkpoint {CHECKPOINT_NAME} is damaged (last_return has shape "
+                                     f"{self.last_return.shape})")
+
+  def csv_text(self):
+    """returns.csv as the run wrote it (rows per iteration in seed order, :class:`logging_lib.ReturnsCSV`)."""
+    rows = sorted((st, s, lab, r) for s, lab in enumerate(self.labels) for st, r in zip(*self.runs[lab]))
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(logging_lib.ReturnsCSV.HEADER)
+    for st, _, lab, r in rows:
+      w.writerow((int(st), int(lab), repr(float(r))))
+    return out.getvalue()
+
   def mean_last_return(self):
     """Mean of the healthy seeds' last returns (NaN if none has one)."""
     alive = [s for s, lab in enumerate(self.labels) if lab not in self.diverged]
@@ -308,9 +579,22 @@ class _Seeds:
             (f"; the other {rest} seed(s) continue" if rest else "; no seed left: stopping"))
 
 
-def _finish(config, workdir, net, state, seeds, status, error, iterations, done_iters, timer, t_start):
+def _finish(config,
+            workdir,
+            net,
+            state,
+            seeds,
+            status,
+            error,
+            iterations,
+            done_iters,
+            timer,
+            t_start,
+            prior_wall=0.0,
+            write=True):
   """Writes returns.png, params.npz and summary.json (also for a diverged, interrupted or failed run);
-  the dict :func:`train` returns."""
+  the dict :func:`train` returns. ``prior_wall``: seconds of the earlier sessions of a resumed run;
+  ``write`` False: the dict only (a finished run started again; its rate and time from summary.json)."""
   steps_per_iter, labels, diverged = seeds.steps_per_iter, seeds.labels, seeds.diverged
   total_steps, done_steps = iterations * steps_per_iter, done_iters * steps_per_iter
   returns = run_scaffold.returns_arrays(seeds.runs)
@@ -321,6 +605,21 @@ def _finish(config, workdir, net, state, seeds, status, error, iterations, done_
   summary = _summary_line(config, seeds, ci, done_steps)
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {done_steps:,} of {total_steps:,}: {summary}"
+  params = [p.numpy() for p in state.params]
+  if not write:
+    old = _read_json(os.path.join(workdir, "summary.json"))
+    return dict(returns=returns,
+                final=finals,
+                ci=ci,
+                steps_per_sec=old.get("env_steps_per_sec") or float("nan"),
+                iterations=iterations,
+                env_steps=done_steps,
+                wall_secs=old.get("wall_secs") or prior_wall,
+                summary=summary,
+                params=params,
+                labels=labels,
+                status=status,
+                diverged=dict(diverged))
   if config.plot and any(len(r[1]) for r in returns.values()):
     from optim4rl_tf.utils import plots
     try:
@@ -331,11 +630,10 @@ def _finish(config, workdir, net, state, seeds, status, error, iterations, done_
                          label=config.optimizer.name)
     except Exception as e:  # pylint: disable=broad-except   (never lose the summary to a plot)
       print(f"WARNING: no returns.png: {type(e).__name__}: {e}", flush=True)
-  params = [p.numpy() for p in state.params]
   if config.save_params:
     run_scaffold.save_params(workdir, labels, net.param_names, params)
   steps_per_sec = timer.rate(steps_per_iter * len(labels))
-  wall = time.time() - t_start
+  wall = prior_wall + time.time() - t_start
   clean = run_scaffold.finite_or_none
   logging_lib.write_json(
       os.path.join(workdir, "summary.json"),
@@ -366,6 +664,15 @@ def _finish(config, workdir, net, state, seeds, status, error, iterations, done_
               labels=labels,
               status=status,
               diverged=dict(diverged))
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      value = json.load(f)
+    return value if isinstance(value, dict) else {}
+  except (OSError, ValueError):
+    return {}
 
 
 def _summary_line(config, seeds, ci, done_steps):

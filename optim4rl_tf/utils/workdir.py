@@ -175,3 +175,91 @@ def atomic_write(path, data):
         os.remove(tmp)
       except OSError:
         pass
+
+
+@contextlib.contextmanager
+def lock_unless_held(workdir):
+  """:func:`lock`, except that a lock this process holds already (a launcher that locked ``workdir`` before
+  calling a run function) is reused instead of refused."""
+  workdir = os.fspath(workdir)
+  try:
+    with open(os.path.join(workdir, LOCK_NAME)) as f:
+      holder = f.read(64).strip()
+  except OSError:
+    holder = ""
+  try:
+    cm = lock(workdir)
+    cm.__enter__()
+  except WorkdirError:
+    if holder != str(os.getpid()):
+      raise
+    yield workdir  # (flock is per open file: this process's other descriptor holds it)
+    return
+  try:
+    yield workdir
+  finally:
+    cm.__exit__(None, None, None)
+
+
+def write_arrays(path, arrays, meta):
+  """A checkpoint file: the numpy ``arrays`` (dict name -> array) and ``meta`` (a JSON-ready dict) in one
+  ``.npz`` written with :func:`atomic_write`, so a kill mid-write keeps the previous file whole."""
+  import io  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if "__meta__" in arrays:
+    raise ValueError("'__meta__' is reserved for the checkpoint's metadata")
+  blob = np.frombuffer(json.dumps(meta, sort_keys=True, default=str).encode("utf-8"), np.uint8)
+  buf = io.BytesIO()
+  np.savez(buf, __meta__=blob, **arrays)
+  atomic_write(path, buf.getvalue())
+
+
+def read_arrays(path):
+  """``(arrays, meta)`` of a file :func:`write_arrays` wrote. A damaged or truncated file raises one
+  WorkdirError naming it (the file is left as it is)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  path = os.fspath(path)
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}  # reads every member: zip CRCs are checked
+    meta = json.loads(bytes(arrays.pop("__meta__")).decode("utf-8"))
+    if not isinstance(meta, dict):
+      raise ValueError("metadata is not a JSON object")
+  except Exception as e:  # pylint: disable=broad-except   (BadZipFile, EOFError, KeyError, ValueError, ...)
+    first = (str(e).strip().splitlines() or [""])[0]
+    raise WorkdirError(f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {first[:200]}); "
+                       "nothing was changed: move it away to start the run again from its beginning, or use a "
+                       "new --workdir") from None
+  return arrays, meta
+
+
+def truncate_tensorboard(tb_dir, last_step):
+  """Rewrites the event files in ``tb_dir`` without the summaries after ``last_step`` (and without a record
+  cut short by a kill), so steps redone after a resume appear once in TensorBoard."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.util import event_pb2  # pylint: disable=import-outside-toplevel
+  for path in sorted(glob.glob(os.path.join(os.fspath(tb_dir), "*tfevents*"))):
+    if not os.path.isfile(path):
+      continue
+    kept, changed = [], False
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        raw = record.numpy()
+        event = event_pb2.Event.FromString(raw)
+        if event.HasField("summary") and event.step > last_step:
+          changed = True
+        else:
+          kept.append(raw)
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+      changed = True  # a truncated last record: keep what was complete
+    if changed:
+      tmp = path + ".truncating"
+      try:
+        with tf.io.TFRecordWriter(tmp) as w:
+          for raw in kept:
+            w.write(raw)
+        os.replace(tmp, path)
+      finally:
+        if os.path.exists(tmp):
+          os.remove(tmp)

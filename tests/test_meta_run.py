@@ -69,3 +69,17 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_train_py_resumes_it(tmp_
   with open(os.path.join(workdir, "meta_metrics.csv")) as f:
     header, *rows = f.read().splitlines()
   assert "inverted_pendulum/meta_loss" in header.split(",") and len(rows) == 2
+
+
+def test_summary_speed_is_the_consoles_rate_not_diluted_by_compilation(tmp_path):
+  config = meta_a2c_configs.get_config("catch")
+  config.num_units, config.num_iterations, config.checkpoint_every = 4, 4, 100
+  s = run.meta_train(config, str(tmp_path / "run"), console=False)
+  with open(tmp_path / "run" / "summary.json") as f:
+    assert json.load(f)["env_steps_per_sec"] == pytest.approx(s["env_steps_per_sec"])
+  steps_per_it = 4 * config.rollout_steps * (config.inner_updates + 1)
+  assert s["env_steps_per_sec"] == pytest.approx(s["it_per_sec"] * steps_per_it)
+  # The rate covers iterations 2..4 only, timed from the end of the first (which includes compilation).
+  steady = s["wall_secs"] - s["first_iteration_secs"]
+  assert 0 < steady < s["wall_secs"]
+  assert (s["iterations"] - 1) / s["it_per_sec"] == pytest.approx(steady, rel=1e-6)

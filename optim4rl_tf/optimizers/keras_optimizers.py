@@ -6,15 +6,18 @@ Use them like any Keras optimizer::
   model.compile(optimizer=opt, loss="mse")
 
 The meta-parameters phi are initialised from ``meta_params`` (an ``.npz`` path or a dict {npz key: array}),
-from a shipped file (``from_pretrained(name)``) or from ``seed``. As in ``keras.optimizers.Adam``, ``build``
-creates the optimizer variables: one float32 variable per phi entry (``phi_<key>``, e.g. ``phi_rnn1_kernel``
-for ``rnn1/kernel``; fixed, not trained by ``fit``), then per model variable its hidden states, shape
-``var.shape + (hidden_size,)`` (two for Optim4RL), zero at start and never reset. ``update_step`` calls the
-pure core of ``cores.py`` with the phi variables' values, so the Keras optimizer and the meta-trainer share
-one implementation. Everything is an optimizer variable, so ``model.save`` / ``load_model`` and
-``save_weights`` / ``load_weights`` restore phi with the state; ``get_config`` holds only hyper-parameters
-(learning rate, sizes, seed, and the ``meta_params`` path or ``pretrained`` name if one was given). The
-optimizers need Keras's TensorFlow backend (a RuntimeError at construction otherwise).
+from a shipped file (``from_pretrained(name)``, by default with the agent learning rate and gradient clip the
+file was meta-trained with) or from ``seed``: a fresh, untrained phi, which is a one-line
+``UntrainedMetaParamsWarning`` at construction (its updates come from a random network). As in
+``keras.optimizers.Adam``, ``build`` creates the optimizer variables: one float32 variable per phi entry
+(``phi_<key>``, e.g. ``phi_rnn1_kernel`` for ``rnn1/kernel``; fixed, not trained by ``fit``), then per model
+variable its hidden states, shape ``var.shape + (hidden_size,)`` (two for Optim4RL), zero at start and never
+reset. ``update_step`` calls the pure core of ``cores.py`` with the phi variables' values, so the Keras
+optimizer and the meta-trainer share one implementation. Everything is an optimizer variable, so
+``model.save`` / ``load_model`` and ``save_weights`` / ``load_weights`` restore phi with the state;
+``get_config`` holds only hyper-parameters (learning rate, sizes, seed, and the ``meta_params`` path or
+``pretrained`` name if one was given). The optimizers need Keras's TensorFlow backend (a RuntimeError at
+construction otherwise).
 
 Variables: Keras variables and plain ``tf.Variable``s of any floating dtype (float16, bfloat16, float32,
 float64) are accepted. The learned optimizer always computes in float32 (its state variables are float32)
@@ -35,12 +38,25 @@ Keras's base-class arguments behave as for ``keras.optimizers.Adam``: ``clipvalu
 ``loss_scale_factor`` and ``gradient_accumulation_steps`` (the step runs every N-th call on the mean
 gradient; ``iterations`` counts real steps). ``keras.mixed_precision.LossScaleOptimizer`` wraps them.
 
+String identifiers: ``model.compile(optimizer="optim4rl")`` (likewise "linear_optim", "l2lgd2", "star") works
+once ``optim4rl_tf.register_keras_names()`` has run (at ``import optim4rl_tf`` when keras is already
+imported, and when these classes are first used). A name gives the recommended shipped file of that
+optimizer (``from_pretrained()``; today "optim4rl" only) or, where none ships, a fresh optimizer (with the
+warning).
+
 Restoring: a ``.keras`` file restores everything (should the ``meta_params`` file of its config be gone,
 ``from_config`` warns and phi comes from the saved variables). ``model.load_weights("m.weights.h5")`` into a
 compiled model whose optimizer is not built yet keeps the saved optimizer variables and assigns them when
-Keras builds the optimizer (the first training step), so training continues exactly where it stopped.
+Keras builds the optimizer (the first training step), so training continues exactly where it stopped. Saved
+optimizer variables that do not fit this optimizer are refused when they are loaded (``load_weights``,
+``load_model``, ``load_own_variables``), before any step, with one ValueError naming the mismatch: an entry
+missing from the file, meta-parameters of another optimizer or size (the first key whose shape differs), a
+NaN or Inf meta-parameter, hidden states of another ``hidden_size``, variables of ``use_ema`` /
+``gradient_accumulation_steps`` on one side only, or
+(once built) the first optimizer variable whose shape differs.
 """
 
+import contextvars
 import math
 import os
 import warnings
@@ -49,8 +65,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import optim4rl_tf
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
+
+
+class UntrainedMetaParamsWarning(UserWarning):
+  """A learned optimizer was built with fresh (randomly initialised, untrained) meta-parameters."""
+
+
+# True while ``from_config`` rebuilds a saved optimizer: its phi comes from the saved variables (load_model)
+# or is a copy of one that already warned, so the untrained warning is not repeated.
+_QUIET_UNTRAINED = contextvars.ContextVar("optim4rl_tf_quiet_untrained", default=False)
+
+# Keras base-class arguments that clip gradients (at most one may be given).
+_CLIP_ARGUMENTS = ("clipvalue", "clipnorm", "global_clipnorm")
 
 
 def require_tensorflow_backend():
@@ -113,6 +142,7 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     is_path = isinstance(meta_params, (str, os.PathLike)) and bool(meta_params)
     source = self._pretrained_path(pretrained) if pretrained is not None else meta_params
     self.core, phi = self._resolve(source, seed, **core_args)
+    self._n_base_variables = len(self.variables)  # iterations (and the learning rate): saved before phi
     self.mlp_dims = self.core.mlp_dims
     self.seed = seed
     self.pretrained = pretrained
@@ -121,6 +151,20 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     self._phi = None  # {npz key: optimizer variable} once built
     self._pending_state = None  # optimizer variables loaded before build (weights-only restore)
     self._nonfinite_warned = False
+    fresh = pretrained is None and (meta_params is None or (isinstance(meta_params, str) and not meta_params))
+    if fresh and not _QUIET_UNTRAINED.get():
+      self._warn_untrained()
+
+  def _warn_untrained(self):
+    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+    cls = type(self).__name__
+    fix = (f"pass meta_params=<phi.npz> or use {cls}.from_pretrained()" if pretrained.recommended(self._core_name) else
+           f"pass meta_params=<phi.npz> from a meta-training (no trained {cls} ships for from_pretrained yet)")
+    warnings.warn(
+        f"{cls}: untrained meta-parameters (fresh from seed={self.seed}), so its updates come from a random "
+        f"network; {fix}",
+        UntrainedMetaParamsWarning,
+        stacklevel=4)
 
   @classmethod
   def _pretrained_path(cls, name):
@@ -136,15 +180,49 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     raise NotImplementedError
 
   @classmethod
-  def from_pretrained(cls, name, **kwargs):
+  def from_pretrained(cls, name=None, **kwargs):
     """This optimizer with the meta-parameters of a trained file that ships with the package (offline).
 
     ``name``: one of ``optim4rl_tf.pretrained.available()`` (e.g. "catch", "small_dense_long", "grid6");
-    ``kwargs`` go to the constructor (``learning_rate=...``, Keras base-class arguments). The file's
+    None means the recommended file of this optimizer, ``optim4rl_tf.pretrained.recommended()``
+    (``pretrained.RECOMMENDED``, "catch", for Optim4RL). ``kwargs`` go to the constructor (Keras base-class
+    arguments ...). Unless given, ``learning_rate`` and the gradient clip are the ones the file was
+    meta-trained with (``optim4rl_tf.pretrained.agent_settings(name)``: the tasks' agent learning rate and
+    ``clipvalue=agent_grad_clip``, none where it was off); passing ``learning_rate=`` or any of
+    ``clipvalue``/``clipnorm``/``global_clipnorm`` (``clipvalue=None``: no clip) overrides them. The file's
     provenance is ``optim4rl_tf.pretrained.provenance(name)``. Raises ValueError naming the valid names for
-    an unknown one, or for a file made for another optimizer.
+    an unknown one, for a file made for another optimizer, or (no name) when none ships for this one.
     """
+    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+    if name is None:
+      name = pretrained.recommended(cls._core_name)
+      if name is None:
+        raise ValueError(f"no trained {cls.__name__} ships with this package (shipped: "
+                         f"{', '.join(pretrained.available()) or 'none'}, for Optim4RL); pass "
+                         f"meta_params=<phi.npz> from a meta-training instead")
+    cls._pretrained_path(name)  # a clear error for an unknown name or another optimizer's file, first
+    settings = pretrained.agent_settings(name)
+    if "learning_rate" in settings:
+      kwargs.setdefault("learning_rate", settings["learning_rate"])
+    if settings.get("clipvalue") is not None and not any(k in kwargs for k in _CLIP_ARGUMENTS):
+      kwargs["clipvalue"] = settings["clipvalue"]
     return cls(pretrained=name, **kwargs)
+
+  @classmethod
+  def from_keras_name(cls, config=None):
+    """The optimizer Keras builds for this class's string identifier (``keras.optimizers.get("optim4rl")``,
+    ``model.compile(optimizer="optim4rl")``; see ``optim4rl_tf.register_keras_names``). ``config``: the
+    arguments of Keras's identifier dict (empty for a plain string). A config naming its phi source
+    (``meta_params``, ``pretrained`` or ``seed``) is ``from_config``'s; otherwise the result is
+    ``from_pretrained(**config)`` where a trained file of this optimizer ships, else ``cls(**config)``
+    (fresh, with the untrained warning)."""
+    from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+    config = dict(config or {})
+    if any(k in config for k in ("meta_params", "pretrained", "seed")):
+      return cls.from_config(config)
+    if pretrained.recommended(cls._core_name) is not None:
+      return cls.from_pretrained(**config)
+    return cls(**config)
 
   # -- meta-parameters ------------------------------------------------------------------------------
 
@@ -270,7 +348,9 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
   @classmethod
   def from_config(cls, config, custom_objects=None):
     """The optimizer of ``config``. A ``meta_params`` file that no longer exists is a warning, and phi
-    starts from the seed until restored (``keras.models.load_model`` restores it from the saved variables)."""
+    starts from the seed until restored (``keras.models.load_model`` restores it from the saved variables).
+    No untrained-phi warning: a config's phi comes from the saved variables or copies an optimizer that
+    warned already."""
     config = dict(config)
     path = config.get("meta_params")
     if isinstance(path, str) and path and not os.path.exists(path):
@@ -280,21 +360,104 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
           UserWarning,
           stacklevel=2)
       config["meta_params"] = None
-    return super().from_config(config, custom_objects=custom_objects)
+    token = _QUIET_UNTRAINED.set(True)
+    try:
+      return super().from_config(config, custom_objects=custom_objects)
+    finally:
+      _QUIET_UNTRAINED.reset(token)
 
   def load_own_variables(self, store):
-    keys = sorted(store.keys())
+    """Loads the optimizer variables Keras saved (``store``: {"0": array, "1": ...}), after checking that
+    they fit this optimizer (``_check_saved``; one ValueError naming the mismatch). Before ``build`` they
+    are kept and assigned when Keras builds the optimizer."""
+    keys = list(store.keys())
     if any(not k.isdigit() for k in keys):
-      raise ValueError(f"Cannot load optimizer '{self.name}': the file's optimizer entries {keys[:4]}... are "
-                       "not this version's layout (saved by an older optim4rl_tf?)")
-    values = [np.asarray(store[str(i)]) for i in range(len(keys))]
+      raise ValueError(f"Cannot load optimizer '{self.name}': the file's optimizer entries {sorted(keys)[:4]}... "
+                       "are not this version's layout (saved by an older optim4rl_tf?)")
+    indices = sorted(int(k) for k in keys)
+    missing = sorted(set(range(len(indices))) - set(indices))
+    if missing:
+      raise ValueError(f"Cannot load optimizer '{self.name}': the file's optimizer variables are incomplete: "
+                       f"entries {missing[:8]} of 0..{indices[-1]} are missing (a damaged or edited file)")
+    values = [np.asarray(store[str(i)]) for i in range(len(indices))]
+    self._check_saved(values)
     if not self.built:
       # model.load_weights() before the optimizer is built: assign the variables when Keras builds it.
       self._pending_state = tuple(values)
       return
     self._assign_state(values)
 
+  def _state_shapes_ok(self, states):
+    """None if ``states`` (the file's per-variable state arrays, in order) can be this optimizer's state of
+    some model variables, else a sentence saying why not. The GRU optimizers check the hidden size."""
+    del states
+    return None
+
+  def _check_saved(self, values):
+    """Checks saved optimizer variables (arrays in ``self.variables`` order) against this optimizer's layout:
+    base variables (iterations, learning rate), ``use_ema`` averages and gradient accumulators (one per model
+    variable each), phi (the core's keys in order), the per-variable states, ``nonfinite_steps``. Raises one
+    ValueError naming the first mismatch; the model-variable shapes are compared once the optimizer is
+    built (``_assign_state``)."""
+    if self._saved_unbuilt(values):
+      return
+    where = f"Cannot load optimizer '{self.name}'"
+    desc = f"{self.core.name} (mlp_dims={list(self.core.mlp_dims)}, hidden_size={self.core.hidden_size})"
+    shapes = [tuple(s) for s in self.core.meta_param_shapes().values()]
+    keys = list(self.core.meta_param_shapes())
+    base, n_phi = self._n_base_variables, len(shapes)
+    per_var = int(bool(self.use_ema)) + int((self.gradient_accumulation_steps or 0) > 1)
+    got = [tuple(np.shape(v)) for v in values]
+    starts = [o for o in range(base, len(values) - n_phi) if got[o:o + n_phi] == shapes]
+    if not starts:
+      if per_var == 0 and len(values) > base:
+        for i, (key, want) in enumerate(zip(keys, shapes)):
+          if base + i >= len(values) - 1:
+            break
+          if got[base + i] != want:
+            raise ValueError(f"{where}: the file's meta-parameters do not match {desc}: {key!r} has shape "
+                             f"{got[base + i]} in the file, expected {want} (saved from another optimizer or "
+                             "other mlp_dims / hidden_size?)")
+      raise ValueError(f"{where}: the file holds no meta-parameters of {desc} ({n_phi} arrays starting with "
+                       f"{keys[0]!r} {shapes[0]}); saved from another optimizer or other mlp_dims / hidden_size?")
+    start = starts[0]
+    if per_var == 0 and start != base:
+      raise ValueError(f"{where}: the file has {start - base} optimizer variables before its meta-parameters "
+                       "where this optimizer has none (saved with use_ema or gradient_accumulation_steps, "
+                       "which this optimizer does not use?)")
+    for key, value in zip(keys, values[start:start + n_phi]):
+      if not np.all(np.isfinite(value)):
+        raise ValueError(f"{where}: the file's meta-parameter {key!r} contains NaN or Inf")
+    if got[-1] != ():
+      raise ValueError(f"{where}: the file's last optimizer variable has shape {got[-1]}; expected the scalar "
+                       "nonfinite_steps counter (saved from another optimizer?)")
+    states = values[start + n_phi:-1]
+    problem = self._state_shapes_ok(states)
+    if problem:
+      raise ValueError(f"{where}: {problem}")
+    n_vars = self._count_state_variables(states)
+    if n_vars is not None and start - base != per_var * n_vars:
+      raise ValueError(f"{where}: the file has {start - base} optimizer variables before its meta-parameters, "
+                       f"this optimizer expects {per_var * n_vars} for {n_vars} model variables (use_ema="
+                       f"{self.use_ema}, gradient_accumulation_steps={self.gradient_accumulation_steps}: "
+                       "saved with other settings?)")
+
+  def _count_state_variables(self, states):
+    """The number of model variables whose state ``states`` is, or None where it cannot be told."""
+    del states
+    return None
+
+  def _saved_unbuilt(self, values):
+    """Whether ``values`` are those of an optimizer saved before it was built (a model saved after
+    ``compile``, before any step): only the scalar base variables (iterations, learning rate)."""
+    return len(values) == self._n_base_variables and all(np.ndim(v) == 0 for v in values)
+
   def _assign_state(self, values):
+    self._check_saved(values)
+    if self._saved_unbuilt(values):  # as Keras's optimizers: phi and states stay as constructed
+      for value, variable in zip(values, self.variables):
+        variable.assign(value)
+      return
     variables = self.variables
     if len(values) != len(variables):
       raise ValueError(f"Cannot load optimizer '{self.name}': the file holds {len(values)} optimizer "
@@ -338,6 +501,19 @@ class _RecurrentOptimizer(_LearnedOptimizer):
 
   def _resolve(self, meta_params, seed, mlp_dims, hidden_size):
     return meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims, hidden_size=hidden_size, seed=seed)
+
+  def _state_shapes_ok(self, states):
+    sizes = sorted({int(np.shape(s)[-1]) if np.ndim(s) else 0 for s in states})
+    if sizes and sizes != [self.hidden_size]:
+      return (f"the file's hidden states have size {sizes if len(sizes) > 1 else sizes[0]}, this "
+              f"optimizer's hidden_size is {self.hidden_size}")
+    if len(states) % self.core.num_states:
+      return (f"the file has {len(states)} hidden states, not a multiple of {self.core.name}'s "
+              f"{self.core.num_states} per model variable (saved from another optimizer?)")
+    return None
+
+  def _count_state_variables(self, states):
+    return len(states) // self.core.num_states
 
   def _add_state(self, var):
     """The float32 hidden states of one model variable, shape ``var.shape + (hidden_size,)``."""
@@ -386,3 +562,6 @@ class L2LGD2(_RecurrentOptimizer):
   parameter."""
   _core_name = "l2lgd2"
   zero_gradient_is_noop = True
+
+
+optim4rl_tf.register_keras_names()

@@ -76,7 +76,8 @@ class _Unreadable(Exception):
 
 
 def load(path):
-  """Reads a meta-parameter file. Returns ``(meta: dict, arrays: dict of float32 arrays)``.
+  """Reads a meta-parameter file. Returns ``(meta: dict, arrays: dict of float32 arrays)``; a NaN or Inf
+  in an array is a ValueError naming its key.
 
   Nothing is decompressed before it is known to be what the file's optimizer expects: member names,
   ``.npy`` header shapes and dtypes, and the uncompressed sizes recorded in the zip directory
@@ -188,6 +189,8 @@ def _load_checked(path, zf):
     with zf.open(infos[key]) as f:
       arrays[key] = np.asarray(np.lib.format.read_array(f, allow_pickle=False, max_header_size=_MAX_NPY_HEADER),
                                np.float32)
+    if not np.all(np.isfinite(arrays[key])):
+      raise ValueError(f"{path!r}: meta-parameter {key!r} contains NaN or Inf; a usable file holds finite values")
   return meta, arrays
 
 

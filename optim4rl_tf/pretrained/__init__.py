@@ -10,9 +10,15 @@ arrays, same bytes).
   >>> opt = o.Optim4RL.from_pretrained("grid6", learning_rate=1e-3)
 """
 
+import collections
 import importlib.resources
 import json
 import os
+
+# The shipped file that ``Optim4RL.from_pretrained()`` (no name) and ``model.compile(optimizer="optim4rl")``
+# load: the one that generalises best (README, "How far they transfer": it beats Adam on 6 of the 8
+# gridworlds it never saw). Change it here when a better file ships.
+RECOMMENDED = "catch"
 
 # name -> (configs/meta_a2c.py variant, field overrides, one-line description). The overrides are the
 # documented reductions that make a recipe fit a 2-core CPU (README, "Trained optimizers"), and the network
@@ -76,3 +82,37 @@ def config(name):
 
 def describe(name):
   return RECIPES[name][2] if name in RECIPES else json.dumps(None)
+
+
+def recommended(optimizer="optim4rl"):
+  """The name of the shipped file to use for learned optimizer ``optimizer`` ("optim4rl", "linear_optim",
+  "l2lgd2", "star"): ``RECOMMENDED`` if it is a file of that optimizer, else the first shipped file of that
+  optimizer (alphabetically), else None (none ships)."""
+  shipped = available()
+  ordered = ([RECOMMENDED] if RECOMMENDED in shipped else []) + [n for n in shipped if n != RECOMMENDED]
+  for name in ordered:
+    if provenance(name).get("optimizer") == optimizer:
+      return name
+  return None
+
+
+def agent_settings(name):
+  """The agent settings a shipped file was meta-trained with, as Keras optimizer arguments:
+  ``{"learning_rate": float, "clipvalue": float or None}``, from its recorded meta-training config
+  (``provenance(name)["config"]``).
+
+  ``learning_rate`` is the tasks' agent learning rate (``config.tasks[i].learning_rate``); where the tasks
+  differ (grid6: 1e-3 on two gridworlds, 3e-3 on four) it is the one shared by the most tasks, a tie going
+  to the smaller. ``clipvalue`` is ``config.agent_grad_clip``, the elementwise clip of the agent gradient
+  during meta-training (Keras's ``clipvalue``), or None where it was off (<= 0). An entry the file does not
+  record is left out."""
+  config = provenance(name).get("config") or {}
+  settings = {}
+  rates = [float(t["learning_rate"]) for t in config.get("tasks") or () if isinstance(t, dict) and "learning_rate" in t]
+  if rates:
+    counts = collections.Counter(rates)
+    settings["learning_rate"] = min(counts, key=lambda lr: (-counts[lr], lr))
+  if "agent_grad_clip" in config:
+    clip = float(config["agent_grad_clip"])
+    settings["clipvalue"] = clip if clip > 0 else None
+  return settings

@@ -18,7 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" install --no-deps tf-keras==2.21.0
   # An older checkout's hand-made path file, if this .venv has one.
   rm -f "$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/optim4rl_tf_checkout.pth"
-  # The project itself; its dependencies are already satisfied by the lock above.
+  # The project itself; its dependencies (pyproject.toml's core and its extras cpu, train, plots, gym, brax,
+  # ray, analysis, test) are the lock above, so no extra is named and nothing else is resolved.
   "${pip[@]}" install --no-deps -e .
   echo "$want" > "$stamp"
 fi

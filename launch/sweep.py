@@ -11,6 +11,15 @@
       --config.optimizer.name=optim4rl --config.num_seeds=10 --use_config_sweep=false \
       --grid='optimizer.meta_params=glob:runs/meta_rl_catch/*/phi.npz' --sweep_dir=runs/lopt_rl_catch
 
+On Ray (``pip install 'optim4rl-tf[ray]'``; the lock requirements.txt has it), the same runs and files:
+
+  # a local Ray runtime started for the sweep, 2 runs at a time (num_cpus = workers x cpus_per_run):
+  python launch/sweep.py --backend=ray --workers=2 --launcher=launch/train.py --config=configs/a2c.py:big_dense_long \
+      --sweep_dir=runs/a2c_grid_lr
+  # on a cluster: `ray start --head` on one node, `ray start --address=<head>:6379` on the others, then from
+  # any node (the checkout, the venv and --sweep_dir at the same paths on every node, e.g. on NFS):
+  python launch/sweep.py --backend=ray --ray_address=auto --launcher=... --config=... --sweep_dir=/shared/runs/x
+
 Every ``--config.<field>=<value>`` given here is applied to all runs (and forwarded to the launcher). Runs k
 and k + N (N configurations) share a configuration and differ in the seed (``--repeats``). Each run's workdir
 is ``<sweep_dir>/<k>``; runs with results (``done`` or ``summary.json``) are skipped, so re-running the same
@@ -38,10 +47,16 @@ _LAUNCHER = flags.DEFINE_string(
     "launcher", None, "Launcher script run for each run, e.g. launch/train.py "
     "or launch/meta_train.py (called with --config=... --workdir=...).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory of the sweep (one workdir per run index).")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Runs at a time on the local pool.")
-_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where runs execute.")
-_RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster address (default: local Ray).")
+_WORKERS = flags.DEFINE_integer(
+    "workers", 1, "Runs at a time: the local pool's size, or with --backend=ray and "
+    "no --ray_address the CPUs (x --cpus_per_run) of the local Ray runtime started for the sweep.")
+_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"],
+                             "Where runs execute: a local process pool or Ray tasks (the same runs and files).")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "Address of a running Ray cluster ('auto' on one of its "
+    "nodes, or <head>:6379); default: a local Ray runtime for this sweep.")
 _CPUS_PER_RUN = flags.DEFINE_float("cpus_per_run", 1.0, "Ray: CPUs reserved per run.")
+_GPUS_PER_RUN = flags.DEFINE_float("gpus_per_run", 0.0, "Ray: GPUs reserved per run (Ray sets CUDA_VISIBLE_DEVICES).")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per configuration (seeds differ).")
 _GRID = flags.DEFINE_multi_string(
     "grid", [], "Extra grid axis key=v1,v2 or key=glob:PATTERN (files, "
@@ -109,7 +124,7 @@ def main(argv):
     for r in runs:
       print(" ".join(cmd_fn(r)))
     return
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+  env = dict(TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))  # on top of each run's environment
   if _THREADS.value > 0:
     env.update(TF_NUM_INTRAOP_THREADS=str(_THREADS.value),
                TF_NUM_INTEROP_THREADS=str(_THREADS.value),
@@ -127,6 +142,7 @@ def main(argv):
                                     timeout=_TIMEOUT.value or None,
                                     ray_address=_RAY_ADDRESS.value,
                                     cpus_per_run=_CPUS_PER_RUN.value,
+                                    gpus_per_run=_GPUS_PER_RUN.value,
                                     all_runs=all_runs,
                                     meta=dict(config=config_spec,
                                               launcher=launcher,

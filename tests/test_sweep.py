@@ -226,12 +226,8 @@ def test_local_pool_runs_skips_and_records(tmp_path, capsys):
   assert not sweep_runner.is_done(runs[2].workdir)
 
 
-def test_ray_backend_error_is_clear(tmp_path):
-  try:
-    import ray  # noqa: F401
-    pytest.skip("ray is installed")
-  except ImportError:
-    pass
+def test_ray_backend_error_is_clear(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` raises ImportError
   config = meta_config([32], [1e-3])
   runs = sweep.expand(config, str(tmp_path / "s"))
   cmd_fn = functools.partial(sweep.command, launcher=_dummy(tmp_path), config_spec="unused.py")

@@ -18,7 +18,13 @@ import time
 
 import tensorflow as tf
 
-from optim4rl_tf.utils import workdir as workdir_lib
+try:
+  import tensorboard  # noqa: F401  (tf.summary.scalar comes from it)
+except ImportError as e:
+  raise ImportError("the run logger (TensorBoard scalars) needs tensorboard, which the trainers use: "
+                    "pip install 'optim4rl-tf[train]'") from e
+
+from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
 
 
 def write_json(path, obj):

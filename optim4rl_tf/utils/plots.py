@@ -9,7 +9,11 @@ import os
 
 import numpy as np
 
-import matplotlib
+try:
+  import matplotlib
+except ImportError as e:
+  raise ImportError("optim4rl_tf.utils.plots (learning curves, returns.png, reports) needs matplotlib: "
+                    "pip install 'optim4rl-tf[plots]' (or [train], which has it)") from e
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

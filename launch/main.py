@@ -41,12 +41,15 @@ import json  # noqa: E402
 def meta_config():
   """The Catch meta-training config of the flags (validated)."""
   from optim4rl_tf.configs import meta_a2c
+  from optim4rl_tf.meta import memory_estimate
   from optim4rl_tf.meta import run
   config = meta_a2c.get_config("catch")
   config.seed = FLAGS.seed
   config.tasks[0].num_units = FLAGS.meta_units
   config.num_iterations = FLAGS.meta_iterations
   config.optimizer.mlp_dims = _mlp_dims()
+  # The size check first, naming this launcher's flags (run.validate_config's names the config fields).
+  memory_estimate.check(config, hint="lower --meta_units or --mlp_dims")
   run.validate_config(config)
   return config
 
@@ -71,7 +74,7 @@ def test_config(name, phi_path=None):
   config.optimizer.learning_rate = 1e-3
   config.optimizer.meta_params = ""
   config.num_seeds = FLAGS.num_seeds
-  config.seed = FLAGS.seed + 1000
+  config.seed = FLAGS.seed + TEST_SEED_OFFSET
   config.train_steps = FLAGS.test_steps
   config.save_params = False
   a2c_train.validate_config(config)
@@ -79,17 +82,28 @@ def test_config(name, phi_path=None):
   return config
 
 
+TEST_SEED_OFFSET = 1000  # the tests' seeds start at --seed + 1000 (meta-training uses --seed)
+
+
 def validate_flags():
   """Every flag checked before any work starts (ValueError, one line)."""
+  from optim4rl_tf.utils import config_checks as cc
   for flag, value, low in (("meta_units", FLAGS.meta_units, 1), ("meta_iterations", FLAGS.meta_iterations, 0),
                            ("num_seeds", FLAGS.num_seeds, 1), ("seed", FLAGS.seed, 0)):
     if value < low:
       raise ValueError(f"--{flag} must be an integer >= {low}, got {value}")
+  top = cc.SEED_MAX - TEST_SEED_OFFSET - (FLAGS.num_seeds - 1)
+  if FLAGS.seed > top:
+    raise ValueError(f"--seed must be an integer in [0, {top:,}] (the test seeds --seed+{TEST_SEED_OFFSET} .. "
+                     f"+{TEST_SEED_OFFSET}+num_seeds-1 are int32 RNG keys), got {FLAGS.seed}")
   if not FLAGS.test_steps > 0 or FLAGS.test_steps == float("inf"):
     raise ValueError(f"--test_steps must be a positive number, got {FLAGS.test_steps}")
+  if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):  # e.g. a file: one line, no traceback
+    raise ValueError(f"--workdir {FLAGS.workdir!r} exists and is not a directory")
   meta_config()
   for name in ("optim4rl", "adam", "rmsprop"):
     test_config(name)
+  cc.check_writable_dir(FLAGS.workdir, "--workdir")  # (creates it: last, once everything else is valid)
 
 
 def phi_fingerprint(phi_path):
@@ -150,16 +164,27 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  from optim4rl_tf.eval import compare
-  from optim4rl_tf.meta import run
   from optim4rl_tf.utils import cli
+  from optim4rl_tf.utils import workdir as workdir_lib
   start = time.time()
   root = FLAGS.workdir
   try:
     validate_flags()
   except ValueError as e:
     cli.fail(e)
-  os.makedirs(root, exist_ok=True)
+  # The whole job holds the workdir's lock: a second main.py on it is refused with one line naming the holder
+  # (it used to move the running tests aside as stale and write the same folders).
+  try:
+    with workdir_lib.lock(root):
+      _run(root, start)
+  except workdir_lib.WorkdirError as e:
+    cli.fail(e)
+
+
+def _run(root, start):
+  """The three stages (under the workdir lock)."""
+  from optim4rl_tf.eval import compare
+  from optim4rl_tf.meta import run
   print("== 1/3 meta-training Optim4RL on Catch (pipeline training) ==", flush=True)
   meta = run.cli_call(run.meta_train, meta_config(), os.path.join(root, "meta_optim4rl_catch"))
   print("== 2/3 testing the fixed optimizer vs Adam and RMSProp on Catch ==", flush=True)

@@ -23,8 +23,25 @@ variants of configs/ppo.py, MetaPPO with 256 envs and batch 256).
 
 Each meta-training run uses the paper's setting of configs/meta_a2c.py (one configuration: the first of its
 sweep, or --config-style overrides below); each test run trains A2C with the fixed phi for --num_seeds seeds
-in one graph. Re-running with the same --workdir skips finished runs. The report (report.md + PNG) is written
-by optim4rl_tf.eval.report, with the paper's numbers beside ours where the paper gives them.
+in one graph. The report (report.md + PNG) is written by optim4rl_tf.eval.report, with the paper's numbers
+beside ours where the paper gives them.
+
+Re-running with the same --workdir (locked while a reproduce.py runs in it: a second one is refused):
+
+* a run is reused only when it is FINISHED -- a meta-training's summary.json records the requested number of
+  outer iterations (or ``diverged``), a test's says ``status`` "finished"/"diverged" (PPO: all its env steps)
+  -- and its config.json equals the requested config;
+* an unfinished run of the same config is completed: a meta-training resumes from its checkpoint (also when
+  --meta_iterations grew), a test from its ``checkpoint.npz`` if it has one; a test without one is moved aside
+  to ``<dir>.stale-N``, kept, and run again -- as is a finished test of a phi that has changed since (the
+  digest in its ``tested_with.json``);
+* a run made with OTHER settings (--seed, --meta_units, --meta_lr, --num_seeds, --test_steps, a smaller
+  --meta_iterations, ...) is never reused nor overwritten: reproduce.py stops with one line naming the
+  workdir and the differing fields (exit 2). Use the same flags, or a new --workdir.
+
+Errors are one line on stderr: exit 2 for bad flags, configs or workdirs, 1 for a failed run, 130/143 for
+SIGINT/SIGTERM (a meta-training saves its last completed outer iteration, a test writes a summary with
+``status`` "interrupted").
 
 Table 1's reset-interval sweep: ``--reset_interval=144 --only=with`` in the same --workdir meta-trains and tests
 the pipeline row at m = 144 (workdirs ``*_m144``) and leaves the finished runs as they are.
@@ -36,11 +53,13 @@ it is not tested, and the report counts the diverged runs. ``auto`` (default) do
 meta-training of a Brax experiment; the other runs keep the guard's default ("skip": skip and count).
 """
 import json
+import math
 import os
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+from optim4rl_tf.utils import config_checks as cc  # noqa: E402
 from optim4rl_tf.utils import runtime  # noqa: E402
 
 LEARNED = (("Optim4RL", "optim4rl"), ("LinearOptim", "linear_optim"), ("L2LGD²", "l2lgd2"), ("STAR", "star"))
@@ -89,6 +108,8 @@ flags.DEFINE_enum(
     "(project default), auto (stop for STAR and Brax experiments, skip otherwise).")
 FLAGS = flags.FLAGS
 
+TEST_SEED_OFFSET = 1000  # the test runs' seeds start at --seed + 1000 (meta-training uses --seed)
+
 
 class Budget:
   """Budget overrides (0 = the paper's value)."""
@@ -106,6 +127,18 @@ class Budget:
                reset_interval=0):
     if reset_interval < 0:
       raise ValueError(f"reset_interval must be >= 0 (0: the config's), got {reset_interval}")
+    for name, value, low in (("meta_iterations", meta_iterations, 0), ("meta_units", meta_units, 0), ("num_seeds",
+                                                                                                      num_seeds, 1)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"--{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("meta_lr", meta_lr), ("test_steps", test_steps)):
+      if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"--{name} must be a finite number >= 0 (0: the paper's), got {value!r}")
+    # Meta-training uses seed, the tests seed + TEST_SEED_OFFSET + s (s < num_seeds): all int32 RNG keys.
+    top = cc.SEED_MAX - TEST_SEED_OFFSET - (num_seeds - 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= top:
+      raise ValueError(f"--seed must be an integer in [0, {top:,}] (the test seeds --seed+{TEST_SEED_OFFSET} .. "
+                       f"+{TEST_SEED_OFFSET}+num_seeds-1 are int32 RNG keys), got {seed!r}")
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
     self.ppo_cpu, self.nonfinite, self.reset_interval = ppo_cpu, nonfinite, reset_interval
@@ -145,29 +178,70 @@ def _test_budget(config, optimizer, phi_path, learning_rate, budget):
   if learning_rate:
     config.optimizer.learning_rate = learning_rate
   config.num_seeds = budget.num_seeds
-  config.seed = budget.seed + 1000
+  config.seed = budget.seed + TEST_SEED_OFFSET
   if budget.test_steps > 0:
     config.train_steps = budget.test_steps
   return config
 
 
-def _done(workdir):
-  return os.path.exists(os.path.join(workdir, "summary.json"))
+def _read_json(path):
+  try:
+    with open(path) as f:
+      value = json.load(f)
+    return value if isinstance(value, dict) else None
+  except (OSError, ValueError):
+    return None
 
 
 def _summary(workdir):
-  try:
-    with open(os.path.join(workdir, "summary.json")) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
+  return _read_json(os.path.join(workdir, "summary.json")) or {}
+
+
+def meta_status(config, workdir):
+  """What a meta-training workdir holds for ``config``: "new" (nothing yet), "finished" (summary.json with
+  the requested number of outer iterations and phi.npz), "diverged" (ended by ``nonfinite="stop"``: no phi)
+  or "unfinished" (interrupted or made with a smaller --meta_iterations: resumed from its checkpoint).
+
+  Raises ``WorkdirError`` (one line naming the workdir and the fields) when the workdir was made with another
+  config (--seed, --meta_units, --meta_lr, ...: the check ``meta.run.meta_train`` applies when it resumes)
+  or ran more outer iterations than requested."""
+  from optim4rl_tf.meta import run  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.utils import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  total = run.validate_config(config)
+  path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
+  if not os.path.exists(path):
+    return "new"
+  old = _read_json(path)
+  if old is None:
+    workdir_lib.check_config(workdir, {})  # raises the unreadable-config error
+  workdir_lib.raise_if_different(
+      workdir,
+      run._upgrade_old_config(old),
+      run.resolved_config(config),  # pylint: disable=protected-access
+      run.RESUMABLE_FIELDS)
+  summary = _summary(workdir)
+  if summary.get("diverged"):
+    return "diverged"
+  done = summary.get("iterations")
+  if not isinstance(done, int):
+    return "unfinished"
+  if done > total:
+    raise workdir_lib.WorkdirError(
+        f"workdir {workdir} holds a meta-training run of {done} outer iterations, but {total} were requested "
+        "(--meta_iterations); use the same budget or a new --workdir")
+  if done < total or not os.path.exists(os.path.join(workdir, "phi.npz")):
+    return "unfinished"
+  return "finished"
 
 
 def _meta_run(train_fn, config, workdir):
-  """Runs (or finds finished) one meta-training; returns the path of phi.npz, or None when it diverged
-  (``nonfinite="stop"``: no learned optimizer, recorded in its summary.json)."""
+  """Runs, resumes or finds finished one meta-training (:func:`meta_status`); returns the path of phi.npz,
+  or None when it diverged (``nonfinite="stop"``: no learned optimizer, recorded in its summary.json)."""
   from optim4rl_tf.meta import trainer as trainer_lib
-  if not _done(workdir):
+  state = meta_status(config, workdir)
+  if state == "unfinished":
+    print(f"[reproduce] {workdir}: unfinished meta-training of this config; resuming it", flush=True)
+  if state in ("new", "unfinished"):
     try:
       train_fn(config, workdir)
     except trainer_lib.Diverged as e:
@@ -175,6 +249,102 @@ def _meta_run(train_fn, config, workdir):
   if _summary(workdir).get("diverged"):
     return None
   return os.path.join(workdir, "phi.npz")
+
+
+# Test-run config fields that change only speed or console output, not the results.
+# optimizer.meta_params (a path) is compared by the digest of the phi it holds instead (TESTED_WITH).
+TEST_IGNORED_FIELDS = ("console_every_secs", "chunk_secs", "iterations_per_call", "jit_compile", "checkpoint_every",
+                       "checkpoint_every_secs", "optimizer.meta_params")
+TESTED_WITH = "tested_with.json"  # in each test workdir: the digest of the phi it tested
+CHECKPOINT_NAME = "checkpoint.npz"  # a test run's checkpoint (agents' run functions that resume from one)
+
+
+def phi_digest(phi_path):
+  """Digest of the meta-parameters in ``phi_path`` (their values, not the file's bytes); None without one."""
+  if not phi_path:
+    return None
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.optimizers import meta_params as meta_params_lib  # pylint: disable=import-outside-toplevel
+  meta, arrays = meta_params_lib.load(phi_path)
+  digest = hashlib.sha256(
+      json.dumps({
+          k: meta.get(k) for k in ("optimizer", "mlp_dims", "hidden_size")
+      }, sort_keys=True).encode())
+  for key in sorted(arrays):
+    digest.update(key.encode() + arrays[key].tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _test_finished(summary):
+  """A test run's summary.json says it ran its whole budget (A2C: ``status``; PPO: env steps, or aborted)."""
+  if not summary:
+    return False
+  if "status" in summary:
+    return summary["status"] in ("finished", "diverged")
+  if summary.get("aborted"):
+    return True
+  steps, planned = summary.get("env_steps"), summary.get("planned_env_steps")
+  return isinstance(steps, (int, float)) and isinstance(planned, (int, float)) and steps >= planned
+
+
+def test_status(config, workdir, phi_path=None):
+  """What a test workdir holds for ``config``: "new", "finished" (summary says finished, same config and,
+  for a learned optimizer, the same phi), "unfinished" (interrupted, failed) or "other_phi" (a finished test
+  of a phi that has changed since). Raises ``WorkdirError`` naming the workdir and the differing fields
+  when its config.json differs from ``config`` (--seed, --num_seeds, --test_steps, lr ...)."""
+  from optim4rl_tf.utils import logging as logging_lib  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.utils import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(workdir) or not os.listdir(workdir):
+    return "new"
+  path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
+  if os.path.exists(path):
+    old = _read_json(path)
+    if old is None:
+      workdir_lib.check_config(workdir, {})  # raises the unreadable-config error
+    # Fields the recorded config lacks were added to configs/ later, at values that keep the old behaviour.
+    diffs = [(k, a, b)
+             for k, a, b in workdir_lib.config_differences(old, logging_lib.config_to_dict(config), TEST_IGNORED_FIELDS)
+             if k in _flat_keys(old)]
+    if diffs:
+      text = ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in diffs)
+      raise workdir_lib.WorkdirError(f"workdir {workdir} was made with a different config: {text}; reproduce.py "
+                                     "reuses a run only with the same flags: use them, or a new --workdir")
+  summary = _read_json(os.path.join(workdir, "summary.json"))
+  if not os.path.exists(path) or not _test_finished(summary):
+    return "unfinished"
+  recorded = (_read_json(os.path.join(workdir, TESTED_WITH)) or {}).get("phi", "unknown")
+  if phi_path and recorded != "unknown" and recorded != phi_digest(phi_path):
+    return "other_phi"  # the meta-training it tested went on (a larger --meta_iterations): a new phi
+  return "finished"
+
+
+def _flat_keys(config_dict):
+  from optim4rl_tf.utils import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  return set(workdir_lib._flatten(config_dict))  # pylint: disable=protected-access
+
+
+def _move_aside(workdir, why):
+  n = 1
+  while os.path.exists(f"{workdir}.stale-{n}"):
+    n += 1
+  os.replace(workdir, f"{workdir}.stale-{n}")
+  print(f"[reproduce] {workdir} holds {why}; moved it to {workdir}.stale-{n} (kept) and testing again", flush=True)
+
+
+def _run_test(train_fn, config, workdir, phi_path):
+  """Runs one test unless ``workdir`` holds it finished (:func:`test_status`); records the phi's digest."""
+  from optim4rl_tf.utils import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  state = test_status(config, workdir, phi_path)
+  if state == "finished":
+    return
+  if state == "unfinished" and os.path.exists(os.path.join(workdir, CHECKPOINT_NAME)):
+    print(f"[reproduce] {workdir}: unfinished test of this config; resuming it from its checkpoint", flush=True)
+  elif state == "unfinished":
+    _move_aside(workdir, "an unfinished test of this config (interrupted or failed; no checkpoint to resume)")
+  elif state == "other_phi":
+    _move_aside(workdir, "a test of an earlier phi of its meta-training")
+  train_fn(config, workdir)
+  workdir_lib.atomic_write(os.path.join(workdir, TESTED_WITH), json.dumps({"phi": phi_digest(phi_path)}))
 
 
 def meta_train(variant, optimizer, workdir, budget, brax=False):
@@ -190,11 +360,9 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
   """An A2C test run (docs/fidelity.md §10) of ``optimizer`` on ``task``."""
   from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.agents import a2c_train
-  if _done(workdir):
-    return
   config = _test_budget(a2c_configs.get_config(task), optimizer, phi_path, learning_rate, budget)
   config.save_params = False
-  a2c_train.train(config, workdir)
+  _run_test(a2c_train.train, config, workdir, phi_path)
 
 
 def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
@@ -214,10 +382,8 @@ def test_run_ppo(task, optimizer, phi_path, learning_rate, workdir, budget):
   """A PPO test run (docs/fidelity.md §10) of ``optimizer`` on ``task`` (the ``*_cpu`` variant with ``ppo_cpu``)."""
   from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.agents import ppo_train
-  if _done(workdir):
-    return
   config = ppo_configs.get_config(f"{task}_cpu" if budget.ppo_cpu else task)
-  ppo_train.train(_test_budget(config, optimizer, phi_path, learning_rate, budget), workdir)
+  _run_test(ppo_train.train, _test_budget(config, optimizer, phi_path, learning_rate, budget), workdir, phi_path)
 
 
 def _ppo_baselines(task, root, budget, wanted):
@@ -344,11 +510,41 @@ def add_divergence(md_path, meta_runs):
   return md_path
 
 
+def experiment_labels(experiment):
+  """The labels (rows/curves) of ``experiment`` that --only may name."""
+  if experiment == "figure4":
+    return ["Optim4RL", "Adam", "RMSProp"]
+  if experiment == "figure4_cpu":
+    return [label for label, _ in FIGURE4_CPU_LEARNED] + ["Adam", "RMSProp"]
+  table = EXPERIMENTS if experiment in EXPERIMENTS else PPO_EXPERIMENTS
+  _, learned, baselines, _ = table[experiment]
+  return [row[0] for row in learned] + (["Adam", "RMSProp"] if baselines else [])
+
+
+def check_only(experiment, only):
+  """--only must name labels of ``experiment`` (else it silently ran nothing)."""
+  valid = experiment_labels(experiment)
+  unknown = [label for label in only if label not in valid]
+  if unknown:
+    raise ValueError(f"--only={','.join(only)}: {', '.join(map(repr, unknown))} is not a label of {experiment}; "
+                     f"valid: {', '.join(valid)}")
+
+
 def reproduce(experiment, root, budget=None):
-  """Runs one experiment into ``root`` with a :class:`Budget`; returns the path of its report.md."""
+  """Runs one experiment into ``root`` with a :class:`Budget`; returns the path of its report.md. ``root`` is
+  locked while it runs (a second process on it is refused: ``WorkdirError``)."""
+  from optim4rl_tf.utils import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   budget = budget or Budget()
-  if experiment not in EXPERIMENTS:
-    return reproduce_ppo(experiment, root, budget)
+  if experiment not in ALL_EXPERIMENTS and experiment not in EXPERIMENTS and experiment not in PPO_EXPERIMENTS:
+    raise KeyError(experiment)
+  with workdir_lib.lock(root):
+    if experiment not in EXPERIMENTS:
+      return reproduce_ppo(experiment, root, budget)
+    return _reproduce_a2c(experiment, root, budget)
+
+
+def _reproduce_a2c(experiment, root, budget):
+  """The MetaA2C experiments (Figure 3 Catch / big_dense_long panels, Table 1 gridworld rows)."""
   from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.eval import report
   task, learned, baselines, kind = EXPERIMENTS[experiment]
@@ -377,16 +573,26 @@ def reproduce(experiment, root, budget=None):
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds, FLAGS.only,
-                  FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite, FLAGS.reset_interval)
-  path = reproduce(FLAGS.experiment, FLAGS.workdir, budget)
+  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
+  try:  # (before TensorFlow loads)
+    budget = Budget(FLAGS.meta_iterations, FLAGS.meta_units, FLAGS.meta_lr, FLAGS.test_steps, FLAGS.num_seeds,
+                    FLAGS.only, FLAGS.seed, FLAGS.ppo_cpu, FLAGS.nonfinite, FLAGS.reset_interval)
+    check_only(FLAGS.experiment, budget.only)
+    cc.check_writable_dir(FLAGS.workdir, "--workdir")
+  except ValueError as e:
+    cli.fail(e)
+  from optim4rl_tf.meta import run  # pylint: disable=import-outside-toplevel
+  # One line and an exit status for a bad config or workdir (2), a failed run (1), SIGINT/SIGTERM (130/143).
+  path = run.cli_call(reproduce, FLAGS.experiment, FLAGS.workdir, budget)
   print(open(path).read())
   print(f"report: {path}")
 
 
 if __name__ == "__main__":
   runtime.configure_process()  # allocators and log level, before TensorFlow loads
-  app.run(main)
+  from optim4rl_tf.utils import cli  # noqa: E402  one-line flag errors (exit 2), SIGINT/SIGTERM handling
+  cli.run(main)

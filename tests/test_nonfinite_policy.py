@@ -87,6 +87,10 @@ def test_reproduce_stops_star_and_brax_runs_and_counts_diverged_ones(tmp_path):
   # counted in the report.
   meta_dir = tmp_path / "meta_star_catch"
   meta_dir.mkdir()
+  # (reproduce.py reuses a run only with the config it requests: the recorded config.json as run.meta_train
+  # writes it.)
+  requested = reproduce._meta_budget(meta_configs.get_config("catch"), "star", budget)
+  (meta_dir / "config.json").write_text(json.dumps(run.resolved_config(requested)))
   (meta_dir / "summary.json").write_text(
       json.dumps(dict(phi_path=None, iterations=3, skipped=1, nonfinite="stop", diverged=True, diverged_at=3)))
   md = reproduce.reproduce("figure3_catch", str(tmp_path), budget)

@@ -81,6 +81,9 @@ def validate_config(config):
   every meta-training config shares first). One clear ValueError per bad field, two tasks of one name
   included (a task's metrics and units are keyed by its env_name); returns the number of outer iterations."""
   cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
+  if config.optimizer.name != "star":  # STAR has its own fixed sizes
+    cores.positive_int(config.optimizer.hidden_size, "optimizer.hidden_size")
+    cores.positive_ints(config.optimizer.mlp_dims, "optimizer.mlp_dims")
   if config.optimizer.name == "star" and len(config.tasks) > 1:
     raise ValueError("STAR meta-training is single-task (as in the official MetaA2Cstar)")
   if not config.tasks:

@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 
+from optim4rl_tf.meta import memory_estimate
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.utils import config_checks as cc
@@ -48,9 +49,27 @@ def peak_rss_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+# Fields where a value <= 0 switches something off (clipping, normalisation) and any finite value is valid; NaN
+# would switch it off silently (``x > 0`` is False), so NaN and +-inf are refused.
+_FINITE_FIELDS = ("meta_grad_clip", "meta_grad_norm", "max_norm", "agent_grad_clip", "grad_clip")
+# Loss weights: a NaN weight made every meta-loss NaN, so every iteration was skipped and the run exited 0.
+_WEIGHT_FIELDS = ("critic_weight", "entropy_weight", "entropy_cost")
+
+
 def check_meta_fields(config):
-  """Checks shared by every meta-training config (MetaA2C and MetaPPO): meta-optimizer, returns,
-  checkpoints, NaN guard, pipeline and the optional starting phi."""
+  """Checks shared by every meta-training config (MetaA2C and MetaPPO): seed, budget, meta-optimizer and
+  its clipping, loss weights, returns, checkpoints, NaN guard, pipeline and the optional starting phi.
+  Each bad value is one ValueError naming the field and the value."""
+  cc.check_seed(config.seed, 1)  # phi and every unit's RNG keys are int32: [0, 2**31 - 1]
+  cc.check_nonnegative_int("num_iterations", config.num_iterations)  # 0: from train_steps
+  if int(config.num_iterations) == 0:
+    cc.check_positive("train_steps", config.train_steps)
+  for name in _FINITE_FIELDS:
+    if name in config:
+      cc.check_finite(name, config[name])
+  for name in _WEIGHT_FIELDS:
+    if name in config:
+      cc.check_nonnegative(name, config[name])
   cc.check_positive("meta_lr", config.meta_lr)
   cc.check_unit_interval("discount", config.discount)
   cc.check_unit_interval("gae_lambda", config.gae_lambda)
@@ -65,13 +84,16 @@ def check_meta_fields(config):
 
 def validate_config(config):
   """Any meta-training config (MetaA2C or MetaPPO, ``trainer.meta_agent``): one clear ValueError per bad
-  field, before anything is built; returns the number of outer iterations."""
+  field, before anything is built, and for a MetaA2C config one for a size this machine's memory cannot hold
+  (``memory_estimate.check``); returns the number of outer iterations."""
   agent = trainer_lib.meta_agent(config)
   check_meta_fields(config)
   if agent == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
     from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
     return meta_ppo_task.validate_config(config)
-  return meta_a2c.validate_config(config)
+  iterations = meta_a2c.validate_config(config)
+  memory_estimate.check(config)  # before anything is built: a config too big for this machine is one line
+  return iterations
 
 
 def plain(obj):

@@ -143,8 +143,13 @@ def train(config, workdir, progress_fn=None, console=True):
   Returns a dict with ``returns`` ({seed label: (steps, eval returns)}), ``final`` (per seed: mean of the
   last ``final_last`` eval returns), ``ci`` (stats.CI over seeds), ``steps_per_sec`` (env steps/s of all
   seeds in training, excluding the first call's compilation and the evaluations), ``env_steps`` (per
-  seed), ``schedule``, ``wall_secs``, ``summary``, ``aborted`` (True if an evaluation return was NaN)
-  and ``params`` (list of [S, ...] numpy arrays).
+  seed), ``schedule``, ``wall_secs``, ``summary``, ``aborted`` (True if an evaluation return was NaN),
+  ``status`` ("finished", or "diverged" when a NaN evaluation return stopped the run) and ``params`` (list of
+  [S, ...] numpy arrays).
+
+  A KeyboardInterrupt (SIGINT; SIGTERM too under :func:`optim4rl_tf.utils.cli.run`) or an error during
+  training writes everything computed so far (returns.csv, tb/, returns.png, params.npz and summary.json with
+  ``status`` "interrupted" or "failed") and is then re-raised.
   """
   schedule = validate_config(config)
   run_scaffold.prepare_workdir(config, workdir, console)
@@ -164,6 +169,7 @@ def train(config, workdir, progress_fn=None, console=True):
   sizer = run_scaffold.CallSizer(config, adaptive=trainer.bridge == "graph")
   timer = run_scaffold.CallTimer()
   state = trainer.init()
+  status, error = "finished", None
   try:
     ret = evals.run(state, 0, 0)
     if console:  # (the progress rate starts after the first training call, i.e. after compilation)
@@ -192,9 +198,19 @@ def train(config, workdir, progress_fn=None, console=True):
         progress.update(done * per_step, {"return": info["return"]}, force=True)
       if progress_fn is not None:
         progress_fn(done * per_step, dict(info, steps_per_sec=timer.rate(per_step * len(labels))))
+  except KeyboardInterrupt as e:  # SIGINT, or SIGTERM under utils.cli: keep what exists
+    status, error = "interrupted", e
+  except Exception as e:  # e.g. out of memory: keep what exists
+    status, error = "failed", e
   finally:
     logger.close()
-  return _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console)
+  if status == "finished" and evals.aborted:
+    status = "diverged"
+  result = _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console and error is None, status,
+                   error)
+  if error is not None:
+    raise error
+  return result
 
 
 class _Evaluations:
@@ -239,8 +255,10 @@ def _log_training(logger, metrics, done_steps, step, env_steps_per_sec):
     print(f"WARNING: non-finite loss or gradient around training step {done_steps}", flush=True)
 
 
-def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console):
-  """Writes returns.png, params.npz and summary.json; prints the summary; the dict :func:`train` returns."""
+def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console, status="finished", error=None):
+  """Writes returns.png, params.npz and summary.json (``status``: "finished", "diverged" -- a NaN evaluation
+  return stopped the run --, "interrupted" or "failed", with ``error``, also for the last two); prints the
+  summary; the dict :func:`train` returns."""
   labels = trainer.labels
   returns = run_scaffold.returns_arrays(evals.runs)
   last = int(config.final_last)
@@ -251,6 +269,8 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
     pass
   env_steps = int(state.iteration.numpy()) * schedule.env_steps_per_train_step
   summary = _summary_line(config, trainer, ci, last, env_steps, evals.aborted)
+  if status in ("interrupted", "failed"):
+    summary = f"{status.upper()} at step {env_steps:,} of {schedule.total_env_steps:,}: {summary}"
   if config.plot and ci is not None:
     from optim4rl_tf.utils import plots
     try:
@@ -271,6 +291,8 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
   logging_lib.write_json(
       os.path.join(workdir, "summary.json"),
       dict(summary=summary,
+           status=status,
+           error=None if error is None else _describe(error),
            env_steps=env_steps,
            planned_env_steps=schedule.total_env_steps,
            seeds=labels,
@@ -296,7 +318,15 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
               aborted=evals.aborted,
               params=params,
               labels=labels,
+              status=status,
               eval_secs=evals.secs)
+
+
+def _describe(error):
+  if isinstance(error, KeyboardInterrupt):
+    return getattr(error, "reason", None) or "interrupted (SIGINT)"
+  first = (str(error).strip().splitlines() or [""])[0]
+  return f"{type(error).__name__}: {first}"[:500]
 
 
 def _summary_line(config, trainer, ci, last, env_steps, aborted):

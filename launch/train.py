@@ -8,6 +8,10 @@ The config's ``agent`` field picks the trainer: 'a2c' (the default when absent; 
 optim4rl_tf.agents.a2c_train), 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train) or
 'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*), which runs exactly as
 ``launch/meta_train.py`` does (optim4rl_tf.meta.run: resumable workdirs, its own exit statuses).
+
+A2C runs resume: the same command on the same ``--workdir`` continues from ``checkpoint.npz`` (written every
+``checkpoint_every_secs`` seconds, at the end and on SIGINT/SIGTERM), bit-identically to an unbroken run; a
+finished run does nothing. PPO runs cannot resume yet.
 """
 import functools
 import os
@@ -23,8 +27,9 @@ AGENTS = ("a2c", "ppo", "meta_ppo")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for TensorBoard logs, returns.csv and plots.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete the outputs of an earlier run of the SAME config in --workdir (finished or "
-    "not) and start again. Without it such a workdir is refused (a2c/ppo runs cannot resume); a workdir "
-    "holding a run of another config is always refused.")
+    "not) and start again. Without it an A2C workdir with a checkpoint of the same config resumes (or says it "
+    "is finished), other such workdirs are refused (PPO runs cannot resume yet); a workdir holding a run of "
+    "another config is always refused.")
 
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -40,7 +45,7 @@ from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
 # Config fields that may differ between the runs of one workdir (they change no result and no output).
 RERUN_IGNORE = ("console_every_secs", "chunk_secs", "iterations_per_call")
 # What a2c/ppo runs write (plus config.collect.subdir when gradient collection is on).
-OUTPUTS = ("config.json", "returns.csv", "returns.png", "summary.json", "params.npz", "tb")
+OUTPUTS = ("config.json", "returns.csv", "returns.png", "summary.json", "params.npz", "tb", "checkpoint.npz")
 FINISHED = ("finished", "diverged")
 
 
@@ -67,10 +72,17 @@ def _clear_outputs(workdir, old_config):
 
 
 def prepare_workdir(workdir, config, overwrite):
-  """Under the workdir lock: refuses a workdir holding another run, or clears it (``overwrite``)."""
+  """Under the workdir lock: refuses a workdir holding another run, or clears it (``overwrite``). An A2C
+  workdir with a checkpoint of this config (budget fields may differ) is left to the run, which resumes it
+  (or says it is finished)."""
   old_config = _read_json(os.path.join(workdir, "config.json"))
   present = [n for n in OUTPUTS if os.path.lexists(os.path.join(workdir, n))]
   if not present:
+    return
+  if (not overwrite and config.get("agent", "a2c") == "a2c" and "config.json" in present and
+      "checkpoint.npz" in present):
+    from optim4rl_tf.agents import a2c_train
+    workdir_lib.check_config(workdir, config, ignore=a2c_train.RESUMABLE_FIELDS)
     return
   if "config.json" in present:
     workdir_lib.check_config(workdir, config, ignore=RERUN_IGNORE)  # another config: always refused
@@ -84,7 +96,7 @@ def prepare_workdir(workdir, config, overwrite):
     else:
       done = summary.get("env_steps")
       what = (f"an unfinished run of this config (status {status or 'incomplete'}" +
-              (f", env step {done:,})" if isinstance(done, int) else ")") + "; runs cannot resume")
+              (f", env step {done:,})" if isinstance(done, int) else ")") + " and no checkpoint to resume from")
     raise workdir_lib.WorkdirError(f"workdir {workdir} already holds {what}; pass --overwrite to delete it "
                                    "and start again, or use a new --workdir")
   _clear_outputs(workdir, old_config)

@@ -286,3 +286,13 @@ def test_a2c_test_config_of_reproduce_is_valid():
       a2c_configs.get_config("catch"), "adam", None, None, reproduce.Budget(test_steps=1e4, num_seeds=2))
   assert a2c_train.validate_config(config) > 0
   assert np.isfinite(config.train_steps)
+
+
+@pytest.mark.parametrize("field", ["chunk_secs", "console_every_secs"])
+def test_a2c_config_refuses_a_nan_time_field_naming_it(field):
+  from optim4rl_tf.agents import a2c_train
+  from optim4rl_tf.configs import a2c as a2c_configs
+  config = a2c_configs.get_config("catch")
+  config[field] = float("nan")
+  with pytest.raises(ValueError, match=field):
+    a2c_train.validate_config(config)

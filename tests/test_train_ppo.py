@@ -261,7 +261,7 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   c = ppo_configs.get_config("meta_inverted_pendulum")
   assert (c.agent, c.env.num_envs, c.env.episode_length, c.num_units) == ("meta_ppo", 32, 200, 2)
   set_fields(c, num_iterations=3, checkpoint_every=3)
-  phi0 = meta_params.resolve("optim4rl", None, mlp_dims=(16, 16), seed=0)[1]
+  phi0 = meta_params.resolve("optim4rl", None, mlp_dims=tuple(c.optimizer.mlp_dims), seed=0)[1]
   seen = []
   res = run.meta_train(c, str(tmp_path / "meta"), console=False, progress_fn=lambda t, m: seen.append(m))
   assert res["iterations"] == 3 and res["skipped"] == 0

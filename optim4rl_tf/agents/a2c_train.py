@@ -116,6 +116,8 @@ def validate_config(config):
   cc.check_nonnegative("entropy_weight", config.entropy_weight)
   cc.check_positive_int("log_every", config.log_every)
   cc.check_nonnegative_int("iterations_per_call", config.iterations_per_call)
+  cc.check_positive("chunk_secs", config.chunk_secs)
+  cc.check_positive("console_every_secs", config.console_every_secs)
   cc.check_nonnegative_int("checkpoint_every", config.get("checkpoint_every", 0))
   cc.check_nonnegative("checkpoint_every_secs", config.get("checkpoint_every_secs", 0.0))
   cc.check_choice("conv_form", config.conv_form, networks.CONV_FORMS)

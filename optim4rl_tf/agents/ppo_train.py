@@ -77,6 +77,9 @@ def validate_config(config):
   cc.check_positive_int("env.episode_length", config.env.episode_length)
   action_repeat = cc.check_positive_int("env.action_repeat", config.env.action_repeat)
   cc.check_positive_int("num_seeds", config.num_seeds)
+  for field in ("console_every_secs", "chunk_secs"):
+    if field in config:
+      cc.check_positive(field, config[field])
   train_steps = cc.check_positive_int("train_steps", config.train_steps)
   batch = cc.check_positive_int("batch_size", config.batch_size)
   mbs = cc.check_positive_int("num_minibatches", config.num_minibatches)

@@ -296,3 +296,39 @@ def test_a2c_config_refuses_a_nan_time_field_naming_it(field):
   config[field] = float("nan")
   with pytest.raises(ValueError, match=field):
     a2c_train.validate_config(config)
+
+
+def test_a_meta_params_link_to_a_device_is_refused_without_reading_it(tmp_path):
+  from optim4rl_tf.optimizers import meta_params
+  from optim4rl_tf.utils import config_checks
+  link = tmp_path / "phi.npz"
+  os.symlink("/dev/zero", link)
+  with pytest.raises(ValueError, match="not a regular file"):
+    meta_params.load(str(link))
+  with pytest.raises(ValueError, match="not a regular file"):
+    config_checks.npz_array_shapes("optimizer.meta_params", str(link))
+
+
+def test_a_killed_writers_temp_files_are_removed_when_the_workdir_is_taken(tmp_path):
+  from optim4rl_tf.utils import workdir as workdir_lib
+  (tmp_path / "phi.npz.k3j2x9.tmp").write_bytes(b"half")
+  (tmp_path / "phi.npz").write_bytes(b"whole")
+  (tmp_path / "notes.tmp").write_bytes(b"a user's")  # not an atomic_write temp name: kept
+  assert workdir_lib.remove_stale_temps(str(tmp_path)) == ["phi.npz.k3j2x9.tmp"]
+  assert sorted(os.listdir(tmp_path)) == ["notes.tmp", "phi.npz"]
+
+
+def test_a_second_signal_during_meta_training_quits_at_once():
+  from optim4rl_tf.meta import run
+  code = ("import os, signal, time\n"
+          "from optim4rl_tf.meta import run\n"
+          "with run.stop_on_signals() as stop:\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  assert stop() == signal.SIGTERM\n"
+          "  print('first recorded', flush=True)\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  time.sleep(30)\n"
+          "  print('not reached', flush=True)\n")
+  del run
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout

@@ -5,7 +5,9 @@ All ``config.num_seeds`` agents train as ONE vectorised graph: the seed axis is 
 only calls a ``tf.function`` that runs K iterations per call (K adapted so a call takes ~``chunk_secs``); its
 set-up, call sizing and timing are :mod:`optim4rl_tf.agents.run_scaffold`, shared with the PPO run.
 
-Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard scalars), ``returns.csv``
+Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard: the seed means, speed and
+memory in ``tb/``, each seed's curves in its run ``tb/seed_<k>/`` under the same tags, with its HParams row and final
+metrics; tags: :mod:`optim4rl_tf.utils.logging`), ``returns.csv``
 (``step,seed,return``; docs/fidelity.md §4.3: one row per iteration and seed in which at least one episode ended,
 step = iteration * num_envs * rollout_steps, the mean return of those episodes), ``returns.png``,
 ``summary.json`` and ``params.npz`` (final agent parameters, leading seed axis). With a
@@ -219,6 +221,7 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   _check_probe(config, gradient_probe)
   run_scaffold.prepare_workdir(config, workdir, console)
   with workdir_lib.lock_unless_held(workdir):
+    workdir_lib.remove_stale_temps(workdir)  # left by a process killed mid-write
     return _train(config, workdir, iterations, progress_fn, console, gradient_probe)
 
 
@@ -266,6 +269,7 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
       print(f"resuming {workdir} at iteration {done:,}/{iterations:,} (env step {done * per_iter:,})", flush=True)
   logger = _open_logger(config, workdir, seeds, done)
   seeds.logger = logger
+  _log_hparams(config, logger, labels)
   resumed_from = done
   progress = run_scaffold.make_progress(config, iterations * per_iter,
                                         f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
@@ -295,7 +299,12 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
         state, done = new_state, done + k  # (together: params.npz matches env_steps)
         newly = seeds.log_chunk(m, k, done - k)
         if calls or done == iterations:  # the first call's time includes tracing (unless it is all)
-          logger.scalars(done * per_iter, {"perf/env_steps_per_sec": k * per_iter * len(labels) / max(dt, 1e-9)})
+          logger.scalars(
+              done * per_iter, {
+                  logging_lib.SPEED_ENV_STEPS: k * per_iter * len(labels) / max(dt, 1e-9),
+                  logging_lib.SPEED_ITERATIONS: k / max(dt, 1e-9),
+                  logging_lib.MEMORY_PEAK_RSS: logging_lib.peak_rss_gb()
+              })
         calls += 1
         logger.flush()
         committed = done
@@ -316,20 +325,24 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
     except Exception as e:  # e.g. out of memory: keep what exists
       status, error = "failed", e
     finally:
-      logger.close()
+      logger.flush()  # (closed after the final metrics, below)
       if grad_writer is not None:
         grad_writer.close(complete=done == iterations)
     if status == "finished" and seeds.diverged:
       status = "diverged"
-    if checkpointing and committed == done and done > 0:
-      try:
-        saver.save(state, seeds, done, status)
-      except OSError as e:
-        if error is None:
-          status, error = "failed", e
-        else:
-          print(f"WARNING: {e}", flush=True)
-    result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start, prior_wall)
+    try:
+      if checkpointing and committed == done and done > 0:
+        try:
+          saver.save(state, seeds, done, status)
+        except OSError as e:
+          if error is None:
+            status, error = "failed", e
+          else:
+            print(f"WARNING: {e}", flush=True)
+      result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start, prior_wall)
+      _log_final(logger, labels, result, done * per_iter)
+    finally:
+      logger.close()
   result["resumed_from"] = resumed_from
   if console and error is None:
     print(result["summary"], flush=True)
@@ -458,8 +471,8 @@ def _open_logger(config, workdir, seeds, done):
   rows of the restored iterations (atomically) and appended to, tb/ loses the summaries from iteration
   ``done`` on; a fresh start (0) clears tb/'s summaries of an earlier attempt."""
   tb = os.path.join(workdir, "tb")
-  if os.path.isdir(tb):
-    workdir_lib.truncate_tensorboard(tb, done * seeds.steps_per_iter - 1)
+  if os.path.isdir(tb):  # (with the seeds' runs tb/seed_<k>; the HParams summaries are written again)
+    workdir_lib.truncate_tensorboard(tb, done * seeds.steps_per_iter - 1, drop_hparams=True)
   if not done:
     return run_scaffold.open_run(config, workdir)
   logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
@@ -477,9 +490,36 @@ def _check_probe(config, gradient_probe):
                      "(launch/train.py and launch/collect_gradients.py do)")
 
 
-_LOGGED = (("loss", "loss/total"), ("actor_loss", "loss/actor"), ("critic_loss", "loss/critic"),
-           ("entropy_loss", "loss/entropy"), ("entropy", "policy/entropy"), ("grad_norm", "norm/grad"), ("update_norm",
-                                                                                                         "norm/update"))
+_LOGGED = (("loss", logging_lib.LOSS_TOTAL), ("actor_loss", logging_lib.LOSS_ACTOR),
+           ("critic_loss", logging_lib.LOSS_CRITIC), ("entropy_loss", logging_lib.LOSS_ENTROPY),
+           ("entropy", logging_lib.POLICY_ENTROPY), ("grad_norm", logging_lib.NORM_GRAD), ("update_norm",
+                                                                                           logging_lib.NORM_UPDATE))
+# Bookkeeping fields left out of the HParams dashboard (no result depends on them).
+_NOT_HPARAMS = tuple(f for f in RESUMABLE_FIELDS if f != "train_steps") + ("collect",)
+
+
+def _log_hparams(config, logger, labels):
+  """Each seed's row of TensorBoard's HParams dashboard (run tb/seed_<k>: the config, ``seed`` its label)."""
+  cfg = {k: v for k, v in logging_lib.config_to_dict(config).items() if k not in _NOT_HPARAMS}
+  base = logging_lib.flat_hparams(cfg, {"agent": "a2c"})
+  for lab in labels:
+    logger.hparams(dict(base, seed=int(lab)), run=logging_lib.seed_run(lab))
+
+
+def _log_final(logger, labels, result, step):
+  """The final metrics (the HParams dashboard's metric columns): each seed's final return and the run's env
+  steps/s in its run, their mean over the healthy seeds in tb/."""
+  rate = result["steps_per_sec"]
+  finals = result["final"]
+  for s, lab in enumerate(labels):
+    values = {logging_lib.FINAL_ENV_STEPS: rate}
+    if finals is not None and math.isfinite(finals[s]):
+      values[logging_lib.FINAL_RETURN] = finals[s]
+    logger.scalars(step, values, run=logging_lib.seed_run(lab))
+  top = {logging_lib.FINAL_ENV_STEPS: rate}
+  if result["ci"] is not None:
+    top[logging_lib.FINAL_RETURN] = result["ci"].mean
+  logger.scalars(step, top)
 
 
 class _Seeds:
@@ -505,7 +545,7 @@ class _Seeds:
       it = done_iters + j
       step = it * self.steps_per_iter
       cnt, tot, healthy = m["return_count"][j], m["return_sum"][j], m["healthy"][j] > 0.5
-      scalars = {}
+      scalars, per_seed = {}, {logging_lib.seed_run(lab): {} for lab in self.labels}
       for s, lab in enumerate(self.labels):
         if not healthy[s] and lab not in self.diverged:
           self.diverged[lab] = step + self.steps_per_iter  # detected within this iteration
@@ -516,16 +556,18 @@ class _Seeds:
           self.runs[lab][1].append(r)
           self.last_return[s] = r
           self.logger.returns(step, lab, r)
-          scalars[f"return/seed_{lab}"] = r
+          per_seed[logging_lib.seed_run(lab)][logging_lib.EPISODE_RETURN] = r
       if np.any(cnt > 0):
-        scalars["return/mean"] = float(np.mean(tot[cnt > 0] / cnt[cnt > 0]))
+        scalars[logging_lib.EPISODE_RETURN] = float(np.mean(tot[cnt > 0] / cnt[cnt > 0]))
       if it % self.log_every == 0:
         if np.any(healthy):  # means over the healthy seeds (a diverged one is NaN)
           for name, tag in _LOGGED:
             scalars[tag] = float(np.mean(m[name][j][healthy]))
-        scalars["health/diverged_seeds"] = float(len(self.diverged))
-      if scalars:
-        self.logger.scalars(step, scalars)
+            for s in np.flatnonzero(healthy):
+              per_seed[logging_lib.seed_run(self.labels[s])][tag] = m[name][j][s]
+        scalars[logging_lib.HEALTH_DIVERGED_SEEDS] = float(len(self.diverged))
+      self.logger.scalars(step, scalars)
+      self.logger.run_scalars(step, per_seed)
     return newly
 
   def arrays(self):

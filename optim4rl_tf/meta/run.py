@@ -161,7 +161,9 @@ def _upgrade_old_config(old):
 
 def prepare_workdir(workdir, config_dict, ignore=RESUMABLE_FIELDS):
   """Refuses a workdir made with another config (WorkdirError), then records ``config_dict`` in
-  config.json (atomically). Call it while holding ``workdir_lib.lock(workdir)``."""
+  config.json (atomically), after removing temp files a killed run left (``workdir_lib.remove_stale_temps``).
+  Call it while holding ``workdir_lib.lock(workdir)``."""
+  workdir_lib.remove_stale_temps(workdir)
   path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
   if os.path.exists(path):
     try:
@@ -261,8 +263,9 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   """Runs a built ``MetaTrainer`` (MetaA2C or MetaPPO) to ``total`` iterations with logging: TensorBoard
   and ``meta_metrics.csv`` every ``log_every`` iterations (plus speed and peak RSS), console progress
   showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
-  (phi_path, iterations, skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs, nonfinite,
-  diverged). With ``nonfinite="stop"`` a divergence writes summary.json (``diverged: true``,
+  (phi_path, iterations, skipped, it_per_sec and env_steps_per_sec measured as the console's rate, from the
+  first completed iteration on, first_iteration_secs (graph building and compilation included), peak_rss_gb,
+  wall_secs, nonfinite, diverged). With ``nonfinite="stop"`` a divergence writes summary.json (``diverged: true``,
   ``diverged_at``: the iteration, ``phi_path``: null) and re-raises :class:`trainer.Diverged`."""
   start_it = int(trainer.iteration.numpy())
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
@@ -275,9 +278,12 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
     print(f"resuming {workdir} at outer iteration {start_it}/{total}", flush=True)
   t0 = time.time()
   last = {"t": time.time(), "it": start_it}
+  first = {}  # the time and iteration of the first completed iteration (after graph compilation)
 
   def on_iteration(t, metrics):
     now = time.time()
+    if not first:
+      first.update(t=now, it=t)
     it_per_sec = (t - last["it"]) / max(now - last["t"], 1e-9)
     last.update(t=now, it=t)
     values = dict(metrics)
@@ -302,14 +308,21 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
     diverged = e
   finally:
     logger.close()
-  wall = time.time() - t0
+  end = time.time()
+  wall = end - t0
   done = int(trainer.iteration.numpy()) - start_it
+  # Speed as the console shows it: from the first completed iteration on (compilation excluded);
+  # one iteration in all (nothing to time after it) falls back to the wall time.
+  steady_its = int(trainer.iteration.numpy()) - first.get("it", 0) if first else 0
+  steady = end - first["t"] if first else 0.0
+  rate = steady_its / steady if steady_its > 0 and steady > 0 else (done / wall if wall > 0 else float("nan"))
   result = {
       "phi_path": None if diverged else os.path.join(workdir, "phi.npz"),
       "iterations": int(trainer.iteration.numpy()),
       "skipped": int(trainer.skipped_total.numpy()),
-      "it_per_sec": done / wall if wall > 0 else float("nan"),
-      "env_steps_per_sec": done * steps_per_it / wall if wall > 0 else float("nan"),
+      "it_per_sec": rate,
+      "env_steps_per_sec": rate * steps_per_it,
+      "first_iteration_secs": first["t"] - t0 if first else None,
       "peak_rss_gb": peak_rss_gb(),
       "wall_secs": wall,
       "nonfinite": trainer_lib.nonfinite_policy(trainer.config),
@@ -348,14 +361,20 @@ def cli_call(fn, *args, **kwargs):
 
 @contextlib.contextmanager
 def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
-  """While active, SIGINT/SIGTERM only record themselves; yields ``stop_fn()`` -> the first signal number
-  received (or None). Off the main thread (where Python cannot set handlers) it never reports one."""
+  """While active, the first SIGINT/SIGTERM only records itself (the run stops after the current outer
+  iteration, saved); a second one quits at once with the signal's default action (the last checkpoint is
+  kept). Yields ``stop_fn()`` -> the first signal number received (or None). Off the main thread (where Python
+  cannot set handlers) it never reports one."""
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
     return
 
   def handler(signum, frame):  # pylint: disable=unused-argument
+    if received:  # a second signal: force-quit
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+      return
     received.append(signum)
 
   previous = {s: signal.signal(s, handler) for s in signums}

@@ -13,6 +13,7 @@ and the problem. Writing is atomic (temporary file + rename), so a crash never l
 import io
 import json
 import os
+import stat
 import zipfile
 import zlib
 
@@ -87,6 +88,8 @@ def load(path):
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"Meta-parameter file {path!r} does not exist")
+  if not stat.S_ISREG(os.stat(path).st_mode):  # a device (a link to /dev/zero) would be read without end
+    raise ValueError(f"{path!r} is not a regular file (a device, pipe or folder?); give a .npz meta-parameter file")
   try:
     with zipfile.ZipFile(path) as zf:
       return _load_checked(path, zf)

@@ -157,8 +157,11 @@ def check_memory(what, needed_bytes, hint, limit_bytes=None):
 def npz_array_shapes(name, path):
   """{key: (shape, itemsize)} of the arrays in an ``.npz`` file, read from the headers only (no data is
   loaded, so a file declaring huge arrays costs nothing)."""
+  import stat
   import zipfile
   import numpy as np
+  if not stat.S_ISREG(os.stat(path).st_mode):  # a device (a link to /dev/zero) would be read without end
+    raise ValueError(f"{name}: {path!r} is not a regular file (a device, pipe or folder?)")
   shapes = {}
   try:
     with zipfile.ZipFile(path) as zf:

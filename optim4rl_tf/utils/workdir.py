@@ -147,6 +147,26 @@ def raise_if_different(workdir, old, config, ignore=()):
                        "use a new --workdir")
 
 
+def remove_stale_temps(folder):
+  """Removes the temp files of :func:`atomic_write` (``<name>.<random>.tmp``) in ``folder``: a process killed
+  mid-write (SIGKILL) leaves one. Call it only while holding the folder's lock (no writer is running then).
+  Returns the removed names."""
+  removed = []
+  try:
+    names = os.listdir(folder)
+  except OSError:
+    return removed
+  for name in names:
+    parts = name.split(".")
+    if len(parts) >= 3 and name.endswith(".tmp") and os.path.isfile(os.path.join(folder, name)):
+      try:
+        os.remove(os.path.join(folder, name))
+        removed.append(name)
+      except OSError:
+        pass
+  return removed
+
+
 def atomic_write(path, data):
   """Writes ``data`` (bytes or str, str as UTF-8) to ``path`` via a same-folder temp file + ``os.replace``.
 

@@ -6,6 +6,20 @@
   python launch/benchmark.py meta        # MetaA2C outer it/s, env steps/s, peak RSS
   python launch/benchmark.py ppo         # TF PPO on Brax (both bridges) vs Brax's own trainer
 
+Side by side with the reference implementation (alternating pairs, each run in its own process, with the
+machine's load beside every figure; optim4rl_tf/benchmarks/against.py):
+
+  python launch/benchmark.py meta --against=official --official_dir=DIR --official_python=PY \
+      --official_bench=bench_optim4rl.py [--env=small_dense_long] [--units=64] [--pairs=2] [--duration=45]
+  python launch/benchmark.py a2c --against=official ...   (same flags; --envs=512)
+  python launch/benchmark.py ppo --against=brax --brax_python=PY --brax_bench=bench_brax_ppo.py
+
+  (or OPTIM4RL_OFFICIAL_DIR / _PYTHON / _BENCH, OPTIM4RL_BRAX_PYTHON / _BENCH in the environment)
+
+Where an outer iteration of MetaA2C spends its time (optim4rl_tf/benchmarks/meta_profile.py):
+
+  python launch/benchmark.py meta --profile [--env=small_dense_long] [--units=64]
+
 Each name dispatches to ``optim4rl_tf.benchmarks.<name>.run(argv)``.
 """
 import importlib
@@ -25,8 +39,8 @@ def main(argv):
   except ModuleNotFoundError as e:
     print(f"benchmark {argv[1]!r} is not available in this checkout: {e}", file=sys.stderr)
     return 2
-  module.run(argv[2:])
-  return 0
+  rc = module.run(argv[2:])
+  return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,16 @@
 M = 4), one fresh process per setting so peak RSS is per setting. ``--allocators`` repeats each row under
 other memory allocators (see optim4rl_tf.utils.runtime): ``glibc`` (mallopt tuning only), ``bfc``
 (TensorFlow's BFC pool for CPU tensors), ``tcmalloc`` (BFC + tcmalloc preloaded; the launchers' default when
-the library is installed). Figures only; nothing is asserted."""
+the library is installed). Figures only; nothing is asserted.
+
+``launch/benchmark.py meta --against=official --official_dir=DIR --official_python=PY --official_bench=SCRIPT
+[--env=small_dense_long] [--units=64] [--pairs=2] [--duration=45]``: ours and the official JAX MetaA2C
+(its timing script, 2 warm-up iterations then ``--duration`` seconds) alternately, each in its own process,
+with the machine's load beside every figure (optim4rl_tf.benchmarks.against). ``--mlp_dims`` defaults to
+the config's (head-free, as the official network) there and with ``--profile``.
+
+``launch/benchmark.py meta --profile [--env=small_dense_long] [--units=64]``: seconds per outer iteration
+split into its phases (optim4rl_tf.benchmarks.meta_profile)."""
 
 import argparse
 import json
@@ -12,42 +21,53 @@ import subprocess
 import sys
 import time
 
+from optim4rl_tf.benchmarks import against
 
-def measure(task, units, chunk, iterations, mlp_dims):
-  """Runs in a child process: builds a trainer, warms up (compile), times ``iterations`` iterations."""
-  from optim4rl_tf.configs import meta_a2c
+
+def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1):
+  """Runs in a child process: builds a trainer, runs ``warmup`` iterations (the first compiles), then times
+  ``iterations`` iterations, or as many as fill ``duration`` seconds when that is > 0."""
+  from optim4rl_tf.benchmarks import meta_profile
+  from optim4rl_tf.meta import estimators
   from optim4rl_tf.meta import run
-  from optim4rl_tf.meta import trainer as trainer_lib
-  config = meta_a2c.get_config(task)
-  config.num_units = units
-  config.chunk_size = chunk
-  config.optimizer.mlp_dims = mlp_dims
-  config.num_iterations = iterations + 1
-  t0 = time.time()
-  trainer = trainer_lib.MetaTrainer(config)
-  trainer.run_iteration()
-  compile_secs = time.time() - t0
-  start = time.time()
-  for _ in range(iterations):
-    trainer.run_iteration()
-  secs = (time.time() - start) / iterations
-  steps = units * config.rollout_steps * (config.inner_updates + 1)
-  from optim4rl_tf.meta import meta_a2c
-  net = trainer.tasks[0].net
-  used = config.chunk_size or meta_a2c.auto_chunk(units, net.num_params)
   from optim4rl_tf.utils import runtime
+  config, trainer = meta_profile.make_trainer(task, units, chunk, mlp_dims,
+                                              10**9 if duration > 0 else iterations + warmup)
+  t0 = time.time()
+  times = []
+  for _ in range(max(1, warmup)):
+    t1 = time.time()
+    trainer.run_iteration()
+    times.append(time.time() - t1)
+  compile_secs = time.time() - t0
+  n, start = 0, time.time()
+  while (n < iterations) if duration <= 0 else (n == 0 or time.time() - start < duration):
+    trainer.run_iteration()
+    n += 1
+  secs = (time.time() - start) / n
+  steps = units * config.rollout_steps * (config.inner_updates + 1)
+  net = trainer.tasks[0].net
+  used = config.chunk_size or estimators.auto_chunk(units, net.num_params)
   return {
       "task": task,
       "units": units,
       "chunk": used,
+      "mlp_dims": list(config.optimizer.mlp_dims),
       "allocator": runtime.allocator_summary(),
       "sec_per_it": secs,
       "it_per_sec": 1.0 / secs,
+      "timed_iterations": n,
       "env_steps_per_sec": steps / secs,
       "peak_rss_gb": run.peak_rss_gb(),
-      "first_it_secs": compile_secs,
-      "coords": units * trainer.tasks[0].net.num_params
+      "first_it_secs": times[0],
+      "warmup_secs": compile_secs,
+      "coords": units * net.num_params,
+      "loadavg": os.getloadavg()
   }
+
+
+def _dims(text):
+  return None if text is None else tuple(int(d) for d in text.split(",") if d)
 
 
 def run(argv):
@@ -56,18 +76,36 @@ def run(argv):
   p.add_argument("--units", default="64,512")
   p.add_argument("--chunk", type=int, default=0, help="units per meta-gradient chunk (0: auto)")
   p.add_argument("--iterations", type=int, default=2)
-  p.add_argument("--mlp_dims", default="16,16")
+  p.add_argument("--mlp_dims",
+                 default=None,
+                 help="learned optimizer heads (default 16,16; with --against "
+                 "or --profile: the config's, head-free)")
   p.add_argument("--allocators",
                  default="default",
                  help="comma list of default (as the launchers set up), glibc, bfc, tcmalloc")
+  p.add_argument("--env", default="", help="with --against/--profile: the task (default: the first of --tasks)")
+  p.add_argument("--profile", action="store_true", help="time each phase of an outer iteration (meta_profile)")
+  p.add_argument("--repeats", type=int, default=5, help="--profile: timed calls per phase (median)")
+  p.add_argument("--json_out", default="", help="--against: also write the measurements as json here")
+  p.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
+  p.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
   p.add_argument("--child", default="", help=argparse.SUPPRESS)
+  against.add_flags(p, ("official",))
   args = p.parse_args(argv)
-  dims = tuple(int(d) for d in args.mlp_dims.split(",") if d)
   if args.child:
     task, units = args.child.split(":")
-    print("RESULT " + json.dumps(measure(task, int(units), args.chunk, args.iterations, dims)), flush=True)
-    return
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = measure(task, int(units), args.chunk, args.iterations, _dims(args.mlp_dims), args.seconds, args.warmup)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+  task = args.env or args.tasks.split(",")[0]
+  units = int(args.units.split(",")[0])
+  if args.profile:
+    from optim4rl_tf.benchmarks import meta_profile
+    meta_profile.run_profile(task, units, args.chunk, _dims(args.mlp_dims), repeats=args.repeats)
+    return 0
+  if args.against:
+    return against.main_guard(lambda: compare_official(args, task, units))
+  dims = _dims("16,16" if args.mlp_dims is None else args.mlp_dims)
   print(f"MetaA2C, Optim4RL heads {list(dims)}, M = 4, rollout 20; {args.iterations} timed iterations "
         "after one warm-up (compile) iteration; one process per row")
   print(f"{'task':18s} {'units':>5s} {'chunk':>5s} {'coords':>11s} {'allocator':>16s} {'s/it':>7s} "
@@ -75,22 +113,55 @@ def run(argv):
   for task in args.tasks.split(","):
     for units in (int(u) for u in args.units.split(",")):
       for allocator in args.allocators.split(","):
-        cmd = [
-            sys.executable,
-            os.path.join(root, "launch", "benchmark.py"), "meta", f"--child={task}:{units}", f"--chunk={args.chunk}",
-            f"--iterations={args.iterations}", f"--mlp_dims={args.mlp_dims}"
-        ]
+        cmd = against.our_cmd("meta", [
+            f"--child={task}:{units}", f"--chunk={args.chunk}", f"--iterations={args.iterations}",
+            f"--mlp_dims={','.join(map(str, dims))}"
+        ])
         out = subprocess.run(cmd, capture_output=True, text=True, env=allocator_env(allocator))
-        lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-        if not lines:
+        r = against.parse_result(out.stdout)
+        if r is None:
           print(f"{task:18s} {units:5d} failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
           continue
-        r = json.loads(lines[0][7:])
         print(
             f"{task:18s} {units:5d} {r['chunk']:5d} {r['coords']:11,d} {r['allocator']:>16s} "
             f"{r['sec_per_it']:7.2f} {r['it_per_sec']:7.3f} {r['env_steps_per_sec']:11,.0f} "
             f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s",
             flush=True)
+  return 0
+
+
+def sides(args, task, units, environ=None):
+  """(ours, official) :class:`against.Side`s of MetaA2C on ``task`` with ``units`` units: both warm up two
+  outer iterations, then time ``--duration`` seconds; the figure is seconds per outer iteration."""
+  from optim4rl_tf.configs import meta_a2c
+  config = meta_a2c.get_config(task)
+  official = against.official_side(args,
+                                   "MetaA2C",
+                                   task,
+                                   units,
+                                   lambda r: 1.0 / r["outer_iters_per_s"],
+                                   True,
+                                   extra=["--reset_interval", str(config.reset_interval)],
+                                   environ=environ)
+  flags = [f"--child={task}:{units}", f"--chunk={args.chunk}", f"--seconds={args.duration:g}", "--warmup=2"]
+  if args.mlp_dims is not None:
+    flags.append(f"--mlp_dims={args.mlp_dims}")
+  ours = against.Side("ours", against.our_cmd("meta", flags), allocator_env("default"), lambda r: r["sec_per_it"], True)
+  return ours, official
+
+
+def compare_official(args, task, units):
+  ours, official = sides(args, task, units)
+  heads = args.mlp_dims if args.mlp_dims is not None else "config's (head-free)"
+  against.compare(
+      f"MetaA2C {task}, {units} units, M = 4, rollout 20, Optim4RL heads {heads}: s/it after 2 "
+      f"warm-up iterations, {args.duration:g} s timed per measurement",
+      ours,
+      official,
+      args.pairs,
+      "s/it",
+      timeout=args.child_timeout,
+      json_out=args.json_out)
 
 
 def allocator_env(name):

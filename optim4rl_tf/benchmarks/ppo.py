@@ -15,19 +15,25 @@ and evaluation:
 Compilation of Ant takes minutes on 2 CPU cores (JAX step, TF step, Brax trainer each), so a full run
 takes about 5-10 minutes. Reference (issue 7): Brax's own trainer ran Ant (spring, 256 envs, batch 256,
 8 minibatches, unroll 5) at about 1.6e4 env steps/s on this kind of machine.
+
+``--against=brax --brax_python=PY --brax_bench=SCRIPT [--pairs=2] [--duration=45] [--brax_timesteps=3e5]
+[--brax_evals=6]``: instead of the in-process Brax trainer above, ours (the first of ``--bridges``, timed
+for ``--duration`` seconds) and Brax's own ``ppo.train`` (the timing script ``bench_brax_ppo.py`` in its
+own venv: steady-state env steps/s from Brax's per-epoch wall time, the first 2 epochs excluded)
+alternately, each in its own process, with the machine's load beside every figure
+(optim4rl_tf.benchmarks.against). Same sizes on both sides (--envs, --batch, --minibatches, --unroll,
+--epochs).
 """
 
 import argparse
 import contextlib
 import io
+import json
+import os
 import time
 import warnings
 
-import tensorflow as tf
-
-tf.get_logger().setLevel("ERROR")
-
-from optim4rl_tf.agents import ppo_train
+from optim4rl_tf.benchmarks import against
 
 
 def tf_config(args, bridge):
@@ -51,6 +57,9 @@ def tf_config(args, bridge):
 
 def measure_tf(args, bridge):
   """(env steps/s, training steps timed, secs) of TF PPO with one bridge."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.get_logger().setLevel("ERROR")
+  from optim4rl_tf.agents import ppo_train  # pylint: disable=import-outside-toplevel
   c = tf_config(args, bridge)
   schedule = ppo_train.validate_config(c)
   trainer = ppo_train.build(c, schedule)
@@ -123,7 +132,27 @@ def run(argv_rest):
   p.add_argument("--no_brax", action="store_true")
   p.add_argument("--jit", action="store_true", help="XLA for TF's SGD epochs")
   p.add_argument("--brax_guess", type=float, default=1e4, help="expected Brax env steps/s (epoch sizing)")
+  p.add_argument("--brax_timesteps", type=float, default=3e5, help="--against=brax: Brax's num_timesteps")
+  p.add_argument("--brax_evals", type=int, default=6, help="--against=brax: Brax's num_evals (epochs)")
+  p.add_argument("--json_out", default="", help="--against: also write the measurements as json here")
+  p.add_argument("--child", default="", help=argparse.SUPPRESS)
+  against.add_flags(p, ("brax",))
   args = p.parse_args(argv_rest)
+  if args.child:
+    rate, k, dt, comp = measure_tf(args, args.child)
+    print("RESULT " + json.dumps({
+        "bridge": args.child,
+        "env_steps_per_sec": rate,
+        "training_steps": k,
+        "timed_s": dt,
+        "compile_s": comp,
+        "loadavg": os.getloadavg()
+    }),
+          flush=True)
+    return 0
+  if args.against:
+    return against.main_guard(lambda: compare_brax(args))
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   per_step = args.batch * args.minibatches * args.unroll
   print(
       f"PPO training env steps/s on {args.env} (spring): {args.envs} envs, minibatch {args.batch} "
@@ -151,3 +180,40 @@ def run(argv_rest):
       if name != "brax" and rate == rate and rate > 0:
         print(f"  {name} / brax = {r / rate:.2f}")
   return results
+
+
+def sides(args, environ=None):
+  """(ours, brax) :class:`against.Side`s: TF PPO (first of --bridges) and Brax's own ppo.train, env steps/s."""
+  py, bench = against.resolve_brax(args, environ)
+  cmd = [
+      py, bench, "--env", args.env, "--num_envs",
+      str(args.envs), "--batch_size",
+      str(args.batch), "--num_minibatches",
+      str(args.minibatches), "--unroll_length",
+      str(args.unroll), "--num_updates_per_batch",
+      str(args.epochs), "--num_timesteps", f"{args.brax_timesteps:g}", "--num_evals",
+      str(args.brax_evals)
+  ]
+  brax = against.Side("brax", cmd, against.child_env(environ), lambda r: r["steady_sps"], False)
+  bridge = [b for b in args.bridges.split(",") if b][0]
+  flags = [
+      f"--child={bridge}", f"--env={args.env}", f"--envs={args.envs}", f"--batch={args.batch}",
+      f"--minibatches={args.minibatches}", f"--unroll={args.unroll}", f"--epochs={args.epochs}",
+      f"--min_secs={args.duration:g}"
+  ] + (["--jit"] if args.jit else [])
+  ours = against.Side("ours", against.our_cmd("ppo", flags), against.child_env(environ),
+                      lambda r: r["env_steps_per_sec"], False)
+  return ours, brax
+
+
+def compare_brax(args):
+  ours, brax = sides(args)
+  against.compare(
+      f"PPO {args.env} (spring): {args.envs} envs, minibatch {args.batch} x {args.minibatches}, unroll "
+      f"{args.unroll}, {args.epochs} epochs: training env steps/s after warm-up",
+      ours,
+      brax,
+      args.pairs,
+      "env steps/s",
+      timeout=args.child_timeout,
+      json_out=args.json_out)

@@ -83,8 +83,9 @@ def test_stop_and_resume_is_bit_identical(tmp_path, unbroken, how, capsys):
   res = a2c_train.train(tiny_config(iterations_per_call=0), str(wd))  # other chunking: same numbers
   assert "resuming" in capsys.readouterr().out and res["resumed_from"] == 3
   assert_same_run(wd, res, ref_wd, ref_res)
-  steps = _tensorboard_steps(wd / "tb", "return/mean")
-  assert steps == sorted(set(steps)) == [i * PER_ITER for i in range(8)]  # each once
+  for run in ("tb", "tb/seed_0", "tb/seed_1"):  # the seed mean and every seed's run
+    steps = _tensorboard_steps(wd / run, "episode/return")
+    assert steps == sorted(set(steps)) == [i * PER_ITER for i in range(8)], run  # each once
 
 
 def _tensorboard_steps(tb_dir, tag):

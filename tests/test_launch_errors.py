@@ -274,7 +274,9 @@ def test_workdir_rerun_policy(tmp_path):
   assert {n: open(wd / n, "rb").read() for n in before} == before  # refusals touched nothing
   again = train_here(args + ["--overwrite"])
   assert again.returncode == 0, again.stderr[-3000:]
-  assert len(os.listdir(wd / "tb")) == 1  # old TensorBoard events cleared
+  names = sorted(os.listdir(wd / "tb"))  # old TensorBoard events cleared: one file in tb/ and in the seed's run
+  assert len(names) == 2 and names[0].startswith("events") and names[1] == "seed_0", names
+  assert len(os.listdir(wd / "tb" / "seed_0")) == 1
 
 
 @pytest.mark.slow(10)

@@ -83,9 +83,13 @@ def test_tensorboard_scalars(tmp_path):
   acc = event_accumulator.EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
   acc.Reload()
   tags = set(acc.Tags()["tensors"])
-  for tag in ("return/mean", "return/seed_0", "return/seed_1", "loss/total", "loss/actor", "loss/critic",
-              "loss/entropy", "policy/entropy", "norm/grad", "norm/update", "perf/env_steps_per_sec"):
+  for tag in ("episode/return", "loss/total", "loss/actor", "loss/critic", "loss/entropy", "policy/entropy",
+              "norm/grad", "norm/update", "speed/env_steps_per_sec", "speed/iterations_per_sec", "memory/peak_rss_gb"):
     assert tag in tags, tag
+  for seed in (0, 1):  # each seed is a run of its own, under the same tag (tests/test_tensorboard_layout.py)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tb" / f"seed_{seed}"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert "episode/return" in acc.Tags()["tensors"]
 
 
 def test_seed_labels_and_reproducibility(tmp_path):

@@ -119,7 +119,7 @@ def validate_config(config):
   cc.check_positive_int("log_every", config.log_every)
   cc.check_nonnegative_int("iterations_per_call", config.iterations_per_call)
   cc.check_positive("chunk_secs", config.chunk_secs)
-  cc.check_positive("console_every_secs", config.console_every_secs)
+  cc.check_nonnegative("console_every_secs", config.console_every_secs)  # 0: a line after every call
   cc.check_nonnegative_int("checkpoint_every", config.get("checkpoint_every", 0))
   cc.check_nonnegative("checkpoint_every_secs", config.get("checkpoint_every_secs", 0.0))
   cc.check_choice("conv_form", config.conv_form, networks.CONV_FORMS)
@@ -340,7 +340,11 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
           else:
             print(f"WARNING: {e}", flush=True)
       result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start, prior_wall)
-      _log_final(logger, labels, result, done * per_iter)
+      finals = [None] * len(labels) if result["final"] is None else result["final"]
+      logging_lib.log_final(logger, done * per_iter, result["steps_per_sec"],
+                            None if result["ci"] is None else result["ci"].mean, {
+                                logging_lib.seed_run(lab): f for lab, f in zip(labels, finals)
+                            })
     finally:
       logger.close()
   result["resumed_from"] = resumed_from
@@ -500,26 +504,9 @@ _NOT_HPARAMS = tuple(f for f in RESUMABLE_FIELDS if f != "train_steps") + ("coll
 
 def _log_hparams(config, logger, labels):
   """Each seed's row of TensorBoard's HParams dashboard (run tb/seed_<k>: the config, ``seed`` its label)."""
-  cfg = {k: v for k, v in logging_lib.config_to_dict(config).items() if k not in _NOT_HPARAMS}
-  base = logging_lib.flat_hparams(cfg, {"agent": "a2c"})
+  base = logging_lib.flat_hparams(config, {"agent": "a2c"}, exclude=_NOT_HPARAMS)
   for lab in labels:
     logger.hparams(dict(base, seed=int(lab)), run=logging_lib.seed_run(lab))
-
-
-def _log_final(logger, labels, result, step):
-  """The final metrics (the HParams dashboard's metric columns): each seed's final return and the run's env
-  steps/s in its run, their mean over the healthy seeds in tb/."""
-  rate = result["steps_per_sec"]
-  finals = result["final"]
-  for s, lab in enumerate(labels):
-    values = {logging_lib.FINAL_ENV_STEPS: rate}
-    if finals is not None and math.isfinite(finals[s]):
-      values[logging_lib.FINAL_RETURN] = finals[s]
-    logger.scalars(step, values, run=logging_lib.seed_run(lab))
-  top = {logging_lib.FINAL_ENV_STEPS: rate}
-  if result["ci"] is not None:
-    top[logging_lib.FINAL_RETURN] = result["ci"].mean
-  logger.scalars(step, top)
 
 
 class _Seeds:

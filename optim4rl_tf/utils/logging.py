@@ -1,18 +1,27 @@
-"""Run logging shared by the trainers: TensorBoard scalars, returns.csv, config.json, console progress.
+"""Run logging shared by the trainers: TensorBoard scalars and HParams, returns.csv, config.json, console progress.
 
   logger = RunLogger(workdir)                      # creates workdir/tb, workdir/returns.csv
-  logger.scalars(step, {"loss/total": 0.3, ...})   # TensorBoard scalars (floats)
+  logger.scalars(step, {LOSS_TOTAL: 0.3, ...})     # TensorBoard scalars of the aggregate run (tb/)
+  logger.scalars(step, {EPISODE_RETURN: 0.5}, run=seed_run(3))   # ... of seed 3's run (tb/seed_3/)
+  logger.hparams(flat_hparams(config), run=seed_run(3))          # the HParams dashboard's row of seed 3
   logger.returns(step, seed, value)                # one returns.csv row (step,seed,return)
   logger.close()
 
   progress = Progress(total_steps, every_secs=10)
   progress.update(step, {"return": 0.5})           # prints at most every every_secs (and at the end)
+
+TensorBoard layout (``workdir/tb``): every seed of a multi-seed run is its own run ``tb/seed_<k>/`` (each task of a
+meta-training ``tb/task_<name>/``) under the SAME tag names, so TensorBoard's run selector overlays them; the
+aggregates over seeds (means over the healthy seeds) and the run-wide quantities (speed, memory, meta-gradient) are
+the run ``tb/`` itself. The tag names are the constants below, used by A2C, PPO and meta-training alike (``TAGS``:
+tag -> meaning).
 """
 
 import csv
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -25,6 +34,142 @@ except ImportError as e:
                     "pip install 'optim4rl-tf[train]'") from e
 
 from optim4rl_tf.utils import workdir as workdir_lib  # noqa: E402
+
+# TensorBoard tag names, one per quantity, shared by every trainer.
+EPISODE_RETURN = "episode/return"  # A2C: mean return of the episodes ended in an iteration; PPO: evaluation return
+EPISODE_LENGTH = "episode/length"  # PPO: mean evaluation episode length
+LOSS_TOTAL = "loss/total"
+LOSS_ACTOR = "loss/actor"
+LOSS_CRITIC = "loss/critic"
+LOSS_ENTROPY = "loss/entropy"
+POLICY_ENTROPY = "policy/entropy"
+NORM_GRAD = "norm/grad"
+NORM_UPDATE = "norm/update"
+HEALTH_DIVERGED_SEEDS = "health/diverged_seeds"
+SPEED_ENV_STEPS = "speed/env_steps_per_sec"
+SPEED_ITERATIONS = "speed/iterations_per_sec"
+MEMORY_PEAK_RSS = "memory/peak_rss_gb"
+OPTIMIZER_UPDATE_ABS_MEAN = "optimizer/update_abs_mean"
+META_LOSS = "meta/loss"
+META_GRAD_NORM = "meta/grad_norm"
+META_APPLIED = "meta/applied"
+META_PHI_NORM = "meta/phi_norm"
+FINAL_RETURN = "final/return"
+FINAL_ENV_STEPS = "final/env_steps_per_sec"
+
+TAGS = {
+    EPISODE_RETURN: "episode return (A2C: episodes ended in the iteration; PPO: evaluation; meta: the task's agents)",
+    EPISODE_LENGTH: "evaluation episode length (PPO)",
+    LOSS_TOTAL: "agent loss",
+    LOSS_ACTOR: "policy-gradient (A2C) / clipped surrogate (PPO) loss",
+    LOSS_CRITIC: "value loss",
+    LOSS_ENTROPY: "entropy loss term",
+    POLICY_ENTROPY: "policy entropy",
+    NORM_GRAD: "global norm of the agent gradient",
+    NORM_UPDATE: "global norm of the optimizer's update",
+    HEALTH_DIVERGED_SEEDS: "number of diverged (frozen) seeds",
+    SPEED_ENV_STEPS: "env steps per second, all seeds (or tasks) together",
+    SPEED_ITERATIONS: "iterations per second (A2C iterations, PPO training steps, meta outer iterations)",
+    MEMORY_PEAK_RSS: "peak resident memory of the process, GB",
+    OPTIMIZER_UPDATE_ABS_MEAN: "mean |update| of the learned optimizer (meta-training)",
+    META_LOSS: "meta-loss (tb/: sum over tasks)",
+    META_GRAD_NORM: "global norm of the meta-gradient",
+    META_APPLIED: "1 if the meta-update was applied (0: skipped as non-finite)",
+    META_PHI_NORM: "global norm of the meta-parameters phi",
+    FINAL_RETURN: "final performance (A2C: mean of the last 20 logged returns; PPO: of the last evaluations)",
+    FINAL_ENV_STEPS: "env steps per second of the whole run (written once, at the end)",
+}
+
+# Per-task metric names of the meta-trainers -> tags of the task's run (tb/task_<name>/); others keep their name
+# under "task/".
+META_TASK_TAGS = {
+    "agent_return": EPISODE_RETURN,
+    "agent_reward_per_step": "episode/reward_per_step",
+    "meta_loss": META_LOSS,
+    "meta_value_loss": "meta/value_loss",
+    "meta_entropy": "meta/entropy",
+    "update_abs_mean": OPTIMIZER_UPDATE_ABS_MEAN,
+    "entropy": POLICY_ENTROPY,
+    "episodes": "episode/count",
+    "inner_loss": LOSS_TOTAL,
+    "inner_value_loss": LOSS_CRITIC,
+    "inner_entropy": POLICY_ENTROPY,
+    "inner_update_norm": NORM_UPDATE,
+    "inner_reward_per_step": "episode/inner_reward_per_step",
+    "params_ok": "health/params_ok",
+}
+# meta_metrics.csv / progress_fn names of the run-wide meta-training values (kept as before for the readers
+# of meta_metrics.csv) -> tag.
+META_RUN_TAGS = {
+    "speed/outer_it_per_sec": SPEED_ITERATIONS,
+    SPEED_ENV_STEPS: SPEED_ENV_STEPS,
+    MEMORY_PEAK_RSS: MEMORY_PEAK_RSS,
+}
+
+
+def seed_run(label):
+  """The TensorBoard run (sub-directory of tb/) of seed ``label``."""
+  return f"seed_{int(label)}"
+
+
+def task_run(name):
+  """The TensorBoard run (sub-directory of tb/) of a meta-training task."""
+  return f"task_{name}"
+
+
+def peak_rss_gb():
+  """Peak resident set size of this process in GB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def meta_scalars(values, task_names):
+  """A meta-training iteration's values ({"<task>/<metric>": v, "meta/...": v, "speed/...": v, ...}) ->
+  (scalars of tb/, {task run: scalars}): per-task metrics under the tags of ``META_TASK_TAGS`` in their task's
+  run; tb/ gets the run-wide values and ``META_LOSS`` summed over the tasks."""
+  top, runs = {}, {}
+  tasks = set(task_names)
+  for key, v in values.items():
+    head, _, metric = key.partition("/")
+    if head in tasks and metric:
+      runs.setdefault(task_run(head), {})[META_TASK_TAGS.get(metric, f"task/{metric}")] = v
+    else:
+      top[META_RUN_TAGS.get(key, key)] = v
+  losses = [r[META_LOSS] for r in runs.values() if META_LOSS in r]
+  if losses:
+    top[META_LOSS] = float(sum(float(x) for x in losses))
+  return top, runs
+
+
+def flat_hparams(config, extra=None, exclude=()):
+  """A config (ConfigDict or dict, nested) -> flat {dotted name: bool | int | float | str} for the TensorBoard
+  HParams plugin: sequences of scalars become one string (``optimizer.mlp_dims: "(16, 16)"``), lists of dicts
+  are numbered (``tasks.0.env_name``), None is "None"; top-level fields in ``exclude`` (bookkeeping) are left
+  out, ``extra`` (e.g. the seed) is added last."""
+  out = {}
+
+  def visit(prefix, v):
+    if hasattr(v, "to_dict"):
+      v = v.to_dict()
+    if isinstance(v, dict):
+      for k in sorted(v, key=str):
+        visit(f"{prefix}.{k}" if prefix else str(k), v[k])
+    elif isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) or hasattr(x, "to_dict") for x in v):
+      for i, x in enumerate(v):
+        visit(f"{prefix}.{i}", x)
+    elif isinstance(v, (list, tuple)):
+      out[prefix] = str(tuple(v))
+    elif isinstance(v, (bool, int, float, str)):
+      out[prefix] = v
+    elif hasattr(v, "item"):  # numpy scalars
+      out[prefix] = v.item()
+    else:
+      out[prefix] = str(v)
+
+  if hasattr(config, "to_dict"):
+    config = config.to_dict()
+  visit("", {k: v for k, v in config.items() if k not in exclude})
+  out.update(extra or {})
+  return out
 
 
 def write_json(path, obj):
@@ -64,31 +209,74 @@ class ReturnsCSV:
 
 
 class RunLogger:
-  """TensorBoard writer (``workdir/tb``) + returns.csv (``workdir/returns.csv``)."""
+  """TensorBoard writers (``workdir/tb`` and its runs ``workdir/tb/<run>``) + returns.csv
+  (``workdir/returns.csv``). A run's writer is created at its first use and kept until :meth:`close`."""
 
   def __init__(self, workdir, tb_subdir="tb", returns_csv="returns.csv"):
     self.workdir = workdir
-    self.writer = tf.summary.create_file_writer(os.path.join(workdir, tb_subdir))
+    self.tb_dir = os.path.join(workdir, tb_subdir)
+    self.writer = tf.summary.create_file_writer(self.tb_dir)
+    self._writers = {None: self.writer}
     self.csv = ReturnsCSV(os.path.join(workdir, returns_csv)) if returns_csv else None
 
-  def scalars(self, step, values):
-    """Writes a dict {tag: float} at ``step`` (non-finite values are written too: they flag a problem)."""
-    with self.writer.as_default(step=int(step)):
+  def run_writer(self, run=None):
+    """The writer of run ``run`` (``tb/<run>``; None: ``tb/`` itself)."""
+    w = self._writers.get(run)
+    if w is None:
+      w = self._writers[run] = tf.summary.create_file_writer(os.path.join(self.tb_dir, run))
+    return w
+
+  def scalars(self, step, values, run=None):
+    """Writes a dict {tag: float} at ``step`` into run ``run`` (None: tb/ itself; non-finite values are written
+    too: they flag a problem)."""
+    if not values:
+      return
+    with self.run_writer(run).as_default(step=int(step)):
       for k, v in values.items():
         tf.summary.scalar(k, float(v))
+
+  def run_scalars(self, step, per_run):
+    """{run: {tag: float}} at ``step``: e.g. every seed's scalars of one logging step."""
+    for run, values in per_run.items():
+      self.scalars(step, values, run=run)
+
+  def hparams(self, hparams, run=None):
+    """Writes the TensorBoard HParams plugin's summary (``hp.hparams``) of run ``run``: one row of the HParams
+    dashboard, whose metric columns are the run's scalar tags (e.g. ``FINAL_RETURN``)."""
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+    with self.run_writer(run).as_default():
+      hp.hparams(hparams)
 
   def returns(self, step, seed, value):
     self.csv.write(step, seed, value)
 
   def flush(self):
-    self.writer.flush()
+    for w in self._writers.values():
+      w.flush()
     if self.csv:
       self.csv.flush()
 
   def close(self):
-    self.writer.close()
+    for w in self._writers.values():
+      w.close()
     if self.csv:
       self.csv.close()
+
+
+def log_final(logger, step, env_steps_per_sec, mean_return=None, run_returns=None):
+  """Writes a run's final metrics at ``step`` (the HParams dashboard's metric columns): ``FINAL_ENV_STEPS`` and
+  ``FINAL_RETURN`` (``mean_return``) in tb/, and in every run of ``run_returns`` ({run: final return}) its
+  return and the run's env steps/s. Non-finite or None returns are left out."""
+  ok = lambda x: x is not None and math.isfinite(float(x))
+  for run, ret in (run_returns or {}).items():
+    values = {FINAL_ENV_STEPS: env_steps_per_sec}
+    if ok(ret):
+      values[FINAL_RETURN] = ret
+    logger.scalars(step, values, run=run)
+  top = {FINAL_ENV_STEPS: env_steps_per_sec}
+  if ok(mean_return):
+    top[FINAL_RETURN] = mean_return
+  logger.scalars(step, top)
 
 
 def format_duration(secs):

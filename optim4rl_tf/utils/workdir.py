@@ -253,13 +253,17 @@ def read_arrays(path):
   return arrays, meta
 
 
-def truncate_tensorboard(tb_dir, last_step):
-  """Rewrites the event files in ``tb_dir`` without the summaries after ``last_step`` (and without a record
-  cut short by a kill), so steps redone after a resume appear once in TensorBoard."""
-  import glob  # pylint: disable=import-outside-toplevel
+def truncate_tensorboard(tb_dir, last_step, drop_hparams=False):
+  """Rewrites the event files in ``tb_dir`` and its runs (sub-directories, e.g. ``tb/seed_3``) without the
+  summaries after ``last_step`` (and without a record cut short by a kill), so steps redone after a resume appear
+  once in TensorBoard. ``drop_hparams``: also without the HParams plugin's summaries (``_hparams_/...``, written at
+  step 0), which the resumed run writes again."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from tensorflow.core.util import event_pb2  # pylint: disable=import-outside-toplevel
-  for path in sorted(glob.glob(os.path.join(os.fspath(tb_dir), "*tfevents*"))):
+  paths = []
+  for folder, _, names in os.walk(os.fspath(tb_dir)):
+    paths += [os.path.join(folder, n) for n in names if "tfevents" in n and not n.endswith(".truncating")]
+  for path in sorted(paths):
     if not os.path.isfile(path):
       continue
     kept, changed = [], False
@@ -267,7 +271,9 @@ def truncate_tensorboard(tb_dir, last_step):
       for record in tf.data.TFRecordDataset(path):
         raw = record.numpy()
         event = event_pb2.Event.FromString(raw)
-        if event.HasField("summary") and event.step > last_step:
+        if event.HasField("summary") and (event.step > last_step or
+                                          (drop_hparams and
+                                           any(v.tag.startswith("_hparams_/") for v in event.summary.value))):
           changed = True
         else:
           kept.append(raw)

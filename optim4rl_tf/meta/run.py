@@ -270,8 +270,13 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   start_it = int(trainer.iteration.numpy())
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
   table.truncate(start_it)
-  truncate_tensorboard(os.path.join(workdir, "tb"), start_it)
+  # tb/ and the tasks' runs tb/task_<name>; the HParams summary is written again (tags: utils/logging.py).
+  workdir_lib.truncate_tensorboard(os.path.join(workdir, "tb"), start_it, drop_hparams=True)
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
+  logger.hparams(
+      logging_lib.flat_hparams(resolved_config(trainer.config), {"agent": trainer_lib.meta_agent(trainer.config)},
+                               exclude=("sweep", "checkpoint_every", "log_every", "chunk_size")))
+  task_names, last_runs = [p.name for p in trainer.problems], {}
   progress = logging_lib.Progress(
       total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it, rate_label="env steps/s") if console else None
   if console and start_it:
@@ -293,7 +298,10 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
         "memory/peak_rss_gb": peak_rss_gb()
     })
     if t % log_every == 0 or t == total:
-      logger.scalars(t, values)
+      top, runs = logging_lib.meta_scalars(values, task_names)
+      logger.scalars(t, top)
+      logger.run_scalars(t, runs)
+      last_runs.update(t=t, runs=runs)
       table.write({"iteration": t, **values})
     if progress is not None:
       progress.update(t, shown(metrics))
@@ -306,8 +314,9 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
       trainer.train(on_iteration, stop_fn=stop_fn)
   except trainer_lib.Diverged as e:  # nonfinite="stop": recorded in summary.json, then re-raised
     diverged = e
-  finally:
+  except BaseException:
     logger.close()
+    raise
   end = time.time()
   wall = end - t0
   done = int(trainer.iteration.numpy()) - start_it
@@ -330,6 +339,11 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   }
   if diverged:
     result["diverged_at"] = diverged.iteration
+  finals = {r: v.get(logging_lib.EPISODE_RETURN) for r, v in last_runs.get("runs", {}).items()}
+  returns = [float(v) for v in finals.values() if v is not None]
+  with contextlib.closing(logger):  # the final metrics: the HParams dashboard's metric columns
+    logging_lib.log_final(logger, last_runs.get("t", result["iterations"]), result["env_steps_per_sec"],
+                          sum(returns) / len(returns) if returns else None, finals)
   logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
   if diverged:
     raise diverged

@@ -16,10 +16,11 @@ are :class:`optim4rl_tf.agents.ppo_trainer.Trainer`; this module checks the conf
 and runs the training loop (set-up, call sizing and timing, params.npz: :mod:`optim4rl_tf.agents.run_scaffold`,
 shared with the A2C run).
 
-Writes into ``workdir``: ``config.json``, ``tb/`` (TensorBoard), ``returns.csv`` (``step,seed,return``: one
-row per evaluation and seed; step = env steps per seed so far), ``returns.png``, ``summary.json`` (final
-performance = mean of the last ``final_last`` (2) evaluation returns, 90% bootstrap CI over seeds) and
-``params.npz`` (final parameters and normaliser, leading seed axis).
+Writes into ``workdir``: ``config.json``, ``tb/`` (TensorBoard: means over seeds, speed in ``tb/``; each seed's
+evaluation returns, HParams row and final metrics in its run ``tb/seed_<k>/``; tags: :mod:`optim4rl_tf.utils.logging`),
+``returns.csv`` (``step,seed,return``: one row per evaluation and seed; step = env steps per seed so far),
+``returns.png``, ``summary.json`` (final performance = mean of the last ``final_last`` (2) evaluation returns,
+90% bootstrap CI over seeds) and ``params.npz`` (final parameters and normaliser, leading seed axis).
 """
 
 import math
@@ -77,9 +78,10 @@ def validate_config(config):
   cc.check_positive_int("env.episode_length", config.env.episode_length)
   action_repeat = cc.check_positive_int("env.action_repeat", config.env.action_repeat)
   cc.check_positive_int("num_seeds", config.num_seeds)
-  for field in ("console_every_secs", "chunk_secs"):
-    if field in config:
-      cc.check_positive(field, config[field])
+  if "chunk_secs" in config:
+    cc.check_positive("chunk_secs", config.chunk_secs)
+  if "console_every_secs" in config:  # 0: a line after every call
+    cc.check_nonnegative("console_every_secs", config.console_every_secs)
   train_steps = cc.check_positive_int("train_steps", config.train_steps)
   batch = cc.check_positive_int("batch_size", config.batch_size)
   mbs = cc.check_positive_int("num_minibatches", config.num_minibatches)
@@ -168,6 +170,7 @@ def train(config, workdir, progress_fn=None, console=True):
         f"{per_step:,} env steps = {schedule.total_env_steps:,} env steps per seed; {len(labels)} seed(s); "
         "compiling (Brax on CPU: up to a few minutes)...",
         flush=True)
+  _log_hparams(config, logger, labels)
   evals = _Evaluations(trainer, logger)
   sizer = run_scaffold.CallSizer(config, adaptive=trainer.bridge == "graph")
   timer = run_scaffold.CallTimer()
@@ -189,7 +192,7 @@ def train(config, workdir, progress_fn=None, console=True):
         dt = time.time() - t0
         timer.add(dt, k)
         left, done = left - k, done + k
-        _log_training(logger, m, done, done * per_step, k * per_step * len(labels) / max(dt, 1e-9))
+        _log_training(logger, m, done, done * per_step, k * per_step * len(labels) / max(dt, 1e-9), k / max(dt, 1e-9))
         if console:
           progress.update(done * per_step, {"return": float(np.mean(ret)), "loss": float(np.mean(m["loss"]))})
         sizer.record(dt, k)
@@ -206,11 +209,19 @@ def train(config, workdir, progress_fn=None, console=True):
   except Exception as e:  # e.g. out of memory: keep what exists
     status, error = "failed", e
   finally:
-    logger.close()
+    logger.flush()  # (closed after the final metrics, below)
   if status == "finished" and evals.aborted:
     status = "diverged"
-  result = _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console and error is None, status,
-                   error)
+  try:
+    result = _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console and error is None,
+                     status, error)
+    finals = [None] * len(labels) if result["final"] is None else result["final"]
+    logging_lib.log_final(logger, result["env_steps"], result["steps_per_sec"],
+                          None if result["ci"] is None else result["ci"].mean, {
+                              logging_lib.seed_run(lab): f for lab, f in zip(labels, finals)
+                          })
+  finally:
+    logger.close()
   if error is not None:
     raise error
   return result
@@ -232,27 +243,58 @@ class _Evaluations:
     ret, length = self.trainer.evaluate(state, index)
     self.secs += time.time() - t0
     scalars = {
-        "return/mean": float(np.mean(ret)),
-        "eval/episode_length": float(np.mean(length)),
+        logging_lib.EPISODE_RETURN: float(np.mean(ret)),
+        logging_lib.EPISODE_LENGTH: float(np.mean(length)),
         "eval/secs": time.time() - t0
     }
+    length = np.broadcast_to(np.asarray(length, np.float64), np.shape(ret))
+    per_seed = {}
     for s, lab in enumerate(self.trainer.labels):
       self.runs[lab][0].append(step)
       self.runs[lab][1].append(float(ret[s]))
       self.logger.returns(step, lab, float(ret[s]))
-      scalars[f"return/seed_{lab}"] = float(ret[s])
+      per_seed[logging_lib.seed_run(lab)] = {
+          logging_lib.EPISODE_RETURN: float(ret[s]),
+          logging_lib.EPISODE_LENGTH: float(length[s])
+      }
     self.logger.scalars(step, scalars)
+    self.logger.run_scalars(step, per_seed)
     self.logger.flush()
     if not np.all(np.isfinite(ret)):
       self.aborted = True
     return ret
 
 
-def _log_training(logger, metrics, done_steps, step, env_steps_per_sec):
+# PPO's training metrics (ppo.SGD_METRICS) -> TensorBoard tags (others: "train/<name>").
+_TAGS = {
+    "loss": logging_lib.LOSS_TOTAL,
+    "policy_loss": logging_lib.LOSS_ACTOR,
+    "value_loss": logging_lib.LOSS_CRITIC,
+    "entropy_loss": logging_lib.LOSS_ENTROPY,
+    "entropy": logging_lib.POLICY_ENTROPY,
+    "approx_kl": "policy/approx_kl",
+    "clip_fraction": "policy/clip_fraction",
+    "grad_norm": logging_lib.NORM_GRAD,
+    "update_norm": logging_lib.NORM_UPDATE,
+}
+# Bookkeeping fields left out of the HParams dashboard (no result depends on them).
+_NOT_HPARAMS = ("console_every_secs", "chunk_secs", "iterations_per_call", "plot", "save_params")
+
+
+def _log_hparams(config, logger, labels):
+  """Each seed's row of TensorBoard's HParams dashboard (run tb/seed_<k>: the config, ``seed`` its label)."""
+  base = logging_lib.flat_hparams(config, {"agent": "ppo"}, exclude=_NOT_HPARAMS)
+  for lab in labels:
+    logger.hparams(dict(base, seed=int(lab)), run=logging_lib.seed_run(lab))
+
+
+def _log_training(logger, metrics, done_steps, step, env_steps_per_sec, iterations_per_sec):
   """TensorBoard scalars of one call ({metric: [k, S]}; means over steps and seeds) at env step ``step``;
   a warning for a non-finite loss or gradient."""
-  scalars = {f"loss/{n}" if "loss" in n else f"train/{n}": float(np.mean(metrics[n])) for n in metrics}
-  scalars["perf/env_steps_per_sec"] = env_steps_per_sec
+  scalars = {_TAGS.get(n, f"train/{n}"): float(np.mean(metrics[n])) for n in metrics}
+  scalars[logging_lib.SPEED_ENV_STEPS] = env_steps_per_sec
+  scalars[logging_lib.SPEED_ITERATIONS] = iterations_per_sec
+  scalars[logging_lib.MEMORY_PEAK_RSS] = logging_lib.peak_rss_gb()
   logger.scalars(step, scalars)
   if not all(np.all(np.isfinite(metrics[n])) for n in ("loss", "grad_norm")):
     print(f"WARNING: non-finite loss or gradient around training step {done_steps}", flush=True)

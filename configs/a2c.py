@@ -4,7 +4,7 @@
   python launch/train.py --config=configs/a2c.py:big_dense_long --config.optimizer.name=adam \
       --config.optimizer.learning_rate=1e-3 --config.num_seeds=10 --workdir=runs/bdl_adam
   python launch/train.py --config=configs/a2c.py:catch --config.optimizer.name=optim4rl \
-      --config.optimizer.meta_params=runs/meta_catch/meta_params.npz --workdir=runs/lopt_catch
+      --config.optimizer.meta_params=runs/meta_catch/phi.npz --workdir=runs/lopt_catch
 
 Variants are the task names: catch and the eight gridworlds (small_sparse_short, small_sparse_long,
 small_dense_short, small_dense_long, big_sparse_short, big_sparse_long, big_dense_short, big_dense_long).

@@ -4,7 +4,7 @@
   python launch/meta_train.py --config=configs/ppo.py:meta_ant --workdir=runs/meta_ant   # MetaPPO
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=rmsprop --workdir=runs/ppo_ant
   python launch/train.py --config=configs/ppo.py:ant --config.optimizer.name=optim4rl \
-      --config.optimizer.meta_params=runs/meta/meta_params.npz --workdir=runs/lopt_rl_ant     # docs/fidelity.md §10
+      --config.optimizer.meta_params=runs/meta/phi.npz --workdir=runs/lopt_rl_ant     # docs/fidelity.md §10
 
 Variants:
   * ant, humanoid, inverted_double_pendulum, walker2d -- every number of docs/fidelity.md §7.2 (the official

@@ -1,10 +1,10 @@
 """Robustness of a fixed learned optimizer to A2C hyper-parameters (paper Tables 5-7; docs/fidelity.md §9.4).
 
   python launch/robustness.py --config=configs/robustness.py \
-      --config.meta_params=runs/meta_bdl/meta_params.npz --workdir=runs/robustness
+      --config.meta_params=runs/meta_bdl/phi.npz --workdir=runs/robustness
   # reduced budget (3 seeds, 1e6 steps per run, only Table 5 on small_dense_short):
   python launch/robustness.py --config=configs/robustness.py:small_dense_short \
-      --config.meta_params=runs/meta_bdl/meta_params.npz --config.num_seeds=3 --config.train_steps=1e6 \
+      --config.meta_params=runs/meta_bdl/phi.npz --config.num_seeds=3 --config.train_steps=1e6 \
       --config.tables=5 --workdir=runs/robustness_small
 
 One A2C run per (task, hyper-parameter value), ``num_seeds`` seeds as the unit axis of one vectorised graph

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import optim4rl_tf  # noqa: E402
+from optim4rl_tf import pretrained  # noqa: E402
 
 OBS_DIM, NUM_ACTIONS = 4, 2  # CartPole-v1
 
@@ -68,7 +69,7 @@ def make_optimizer(spec, lr, clipvalue):
     return keras.optimizers.Adam(learning_rate=lr, clipvalue=clipvalue)
   kind, _, name = spec.partition(":")
   if kind != "optim4rl" or not name:
-    raise ValueError(f"--optimizer must be adam or optim4rl:NAME, NAME in {optim4rl_tf.pretrained.names()}; "
+    raise ValueError(f"--optimizer must be adam or optim4rl:NAME, NAME in {pretrained.names()}; "
                      f"got {spec!r}")
   return optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=clipvalue)
 

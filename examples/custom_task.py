@@ -6,17 +6,18 @@
 The task: every training unit is an ordinary ``keras.Model`` (a small MLP) fitting its own sine wave
 y = a sin(x + b) by regression. The units' weights are batched on a leading unit axis and the one model is
 applied to each unit's weights with ``model.stateless_call`` under ``tf.vectorized_map``.
-:class:`SineRegression` implements ``optim4rl_tf.meta.problem.InnerProblem``:
+:class:`SineRegression` is an ``optim4rl_tf.meta.InnerProblem``, read top to bottom:
 
-* ``fresh_units`` / ``reset_units``: new networks and sine waves, zero optimizer hidden states; a unit is
-  reset every ``reset_interval`` outer iterations, staggered across units (pipeline training, the
-  schedule of ``optim4rl_tf.meta.pipeline``);
-* ``outer_iteration``: M inner updates with the learned optimizer (``estimators.optimizer_step``) on fresh
-  batches, the meta-loss (the regression loss after them, on a fresh batch) and its meta-gradient
-  (``estimators.replayed_vjp``: exact for Optim4RL, whose gradient input is under stop-gradient).
+* its unit state (``Units``): every field with the unit axis first, ``params`` and ``opt_state`` among them;
+* ``init_units``: new networks and sine waves, the optimizer's fresh state (``optimizer.init``);
+* ``inner_step``: one update of every unit with the optimizer it is given, on a fresh batch;
+* ``meta_loss``: the regression loss after the M updates, on a fresh batch (and its gradient w.r.t. the
+  parameters, which ``meta.ReplayedVJP`` asks for).
 
-``MetaTrainer`` runs it (Adam on phi, clipping, NaN guard, checkpoints, ``phi.npz`` in ``--workdir``;
-started again with the same ``--workdir`` it resumes). Then a fresh Keras model is compiled with
+``meta.ReplayedVJP`` (exact for Optim4RL, whose gradient input is under stop-gradient) drives the problem,
+and ``meta.MetaTrainer`` runs it: pipeline resets (a unit lives ``reset_interval`` outer iterations,
+staggered across units), Adam on phi, clipping, NaN guard, checkpoints, ``phi.npz`` in ``--workdir``
+(started again with the same ``--workdir`` it resumes). Then a fresh Keras model is compiled with
 ``optim4rl_tf.Optim4RL(meta_params=<workdir>/phi.npz)`` and fitted on one sine wave with ``model.fit``.
 """
 
@@ -35,9 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import optim4rl_tf  # noqa: E402
-from optim4rl_tf.meta import estimators  # noqa: E402
-from optim4rl_tf.meta import pipeline  # noqa: E402
-from optim4rl_tf.meta import trainer as trainer_lib  # noqa: E402
+from optim4rl_tf import meta  # noqa: E402
 from optim4rl_tf.optimizers import meta_params as meta_params_lib  # noqa: E402
 
 X_RANGE = 5.0  # inputs x ~ U[-5, 5]
@@ -56,34 +55,26 @@ def make_model(hidden):
 
 class Units(NamedTuple):
   params: Any  # the model's trainable weights, one copy per unit: list of [U, ...]
-  hidden: Any  # learned-optimizer hidden states: tuple of [H, U, P] (P = weights per unit)
+  opt_state: Any  # the learned optimizer's state (Optim4RL: hidden states [H, U, P], P = weights per unit)
   amplitude: Any  # [U] each unit's sine wave
   phase: Any  # [U]
 
 
 class SineRegression:
-  """An ``optim4rl_tf.meta.problem.InnerProblem``: U Keras MLPs, each regressing its own sine wave."""
+  """A ``meta.InnerProblem``: U Keras MLPs, each regressing its own sine wave."""
 
-  def __init__(self,
-               model,
-               num_units,
-               inner_updates=4,
-               batch_size=32,
-               learning_rate=3e-3,
-               reset_interval=8,
-               name="sine"):
+  unit_axes = {}  # every field has the unit axis first (opt_state: the optimizer's own layout)
+
+  def __init__(self, model, num_units, inner_steps=4, batch_size=32, learning_rate=3e-3, name="sine"):
     self.name = name
     self.model = model
     self.num_units = num_units
-    self.inner_updates = inner_updates
+    self.inner_steps = inner_steps
     self.batch_size = batch_size
     self.learning_rate = learning_rate
-    self.reset_interval = reset_interval
-    self.reset_indices = tf.constant(pipeline.reset_indices(num_units, reset_interval))
     self.shapes = [tuple(w.shape) for w in model.trainable_weights]
-    self.num_params = sum(int(np.prod(s)) for s in self.shapes)
 
-  def fresh_units(self, core, key):
+  def init_units(self, optimizer, key):
     """Per-unit Glorot-uniform kernels and zero biases (Keras's Dense defaults), new sine waves."""
     keys = tf.random.experimental.stateless_split(key, len(self.shapes) + 2)
     u = self.num_units
@@ -95,20 +86,9 @@ class SineRegression:
       else:
         params.append(tf.zeros([u, *shape]))
     return Units(params=params,
-                 hidden=core.init_state_feature_major([u, self.num_params]),
+                 opt_state=optimizer.init(params),
                  amplitude=tf.random.stateless_uniform([u], keys[-2], *AMPLITUDE),
                  phase=tf.random.stateless_uniform([u], keys[-1], *PHASE))
-
-  def reset_units(self, core, units, iteration, key):
-    mask = pipeline.reset_mask(iteration, self.reset_indices, self.reset_interval)
-
-    def reset():
-      fresh = self.fresh_units(core, key)
-      kept = pipeline.select_units(mask, fresh._replace(hidden=()), units._replace(hidden=()))
-      hidden = tuple(tf.where(mask[None, :, None], tf.zeros([], h.dtype), h) for h in units.hidden)
-      return kept._replace(hidden=hidden)
-
-    return tf.cond(tf.reduce_any(mask), reset, lambda: units)
 
   def losses_and_grads(self, params, units, key):
     """Each unit's mean squared error on a fresh batch ([U]) and its gradient (list like ``params``)."""
@@ -121,31 +101,18 @@ class SineRegression:
       total = tf.reduce_sum(losses)  # units are independent: d total / d params = per-unit gradients
     return losses, tape.gradient(total, params)
 
-  def outer_iteration(self, core, phi, units, iteration, key):
-    keys = tf.random.experimental.stateless_split(key, 2)
-    units = self.reset_units(core, units, iteration, keys[0])
-    params, hidden, all_grads = units.params, units.hidden, []
-    for k in range(self.inner_updates + 1):
-      losses, grads = self.losses_and_grads(params, units, tf.random.experimental.stateless_fold_in(keys[1], k))
-      flat = estimators.flatten_units(grads)  # [U, P]
-      if k == 0:
-        first_loss = tf.reduce_mean(losses)
-      if k == self.inner_updates:  # the meta-loss: after M updates
-        break
-      all_grads.append(flat)
-      delta, hidden = estimators.optimizer_step(core, phi, hidden, flat, self.learning_rate)
-      params = [p + d for p, d in zip(params, estimators.unflatten_units(delta, params))]
-    meta_loss = tf.reduce_mean(losses)
-    # d meta-loss / d theta_M per unit is its own gradient / U; replay the M updates and take the VJP.
-    meta_grads = estimators.replayed_vjp(core,
-                                         phi,
-                                         units.hidden,
-                                         all_grads,
-                                         flat / self.num_units,
-                                         self.learning_rate,
-                                         name=self.name)
-    metrics = {"meta_loss": meta_loss, "loss_before_updates": first_loss}
-    return units._replace(params=params, hidden=hidden), meta_grads, metrics
+  def inner_step(self, optimizer, units, key):
+    losses, grads = self.losses_and_grads(units.params, units, key)
+    updates, opt_state = optimizer.update(grads, units.opt_state, units.params, self.learning_rate)
+    params = [p + d for p, d in zip(units.params, updates)]
+    return meta.InnerStep(units._replace(params=params, opt_state=opt_state), {"loss": tf.reduce_mean(losses)})
+
+  def meta_loss(self, units, key, sums, with_grads=False):
+    losses, grads = self.losses_and_grads(units.params, units, tf.random.experimental.stateless_fold_in(key, -1))
+    metrics = {"meta_loss": tf.reduce_mean(losses), "inner_loss": sums["loss"] / self.inner_steps}
+    # The meta-loss is the mean over units: d meta-loss / d theta_M per unit is its own gradient / U.
+    grads = [g / self.num_units for g in grads] if with_grads else None
+    return meta.MetaLoss(tf.reduce_mean(losses), units, metrics, grads)
 
 
 def sine_data(n, seed):
@@ -180,16 +147,17 @@ def main(argv=None):
   core, phi0 = meta_params_lib.resolve("optim4rl", None, mlp_dims=mlp_dims, hidden_size=8, seed=args.seed)
   problem = SineRegression(make_model(args.hidden),
                            args.units,
-                           inner_updates=args.inner_updates,
+                           inner_steps=args.inner_updates,
                            batch_size=args.batch_size,
-                           learning_rate=args.lr,
-                           reset_interval=args.reset_interval)
-  config = trainer_lib.trainer_config(num_iterations=args.iterations,
-                                      meta_lr=args.meta_lr,
-                                      seed=args.seed,
-                                      checkpoint_every=max(args.iterations // 3, 1))
+                           learning_rate=args.lr)
+  config = meta.trainer_config(num_iterations=args.iterations,
+                               meta_lr=args.meta_lr,
+                               seed=args.seed,
+                               checkpoint_every=max(args.iterations // 3, 1),
+                               pipeline=True,
+                               reset_interval=args.reset_interval)
   os.makedirs(args.workdir, exist_ok=True)
-  trainer = trainer_lib.MetaTrainer(config, args.workdir, problems=[problem], core=core, phi=phi0)
+  trainer = meta.MetaTrainer(config, args.workdir, estimators=[meta.ReplayedVJP(problem)], core=core, phi=phi0)
   meta_losses = []
 
   def progress(t, metrics):
@@ -197,7 +165,7 @@ def main(argv=None):
     if t == 1 or t % 10 == 0 or t == args.iterations:
       print(
           f"outer iteration {t}/{args.iterations}: meta-loss {metrics['sine/meta_loss']:.3f} "
-          f"(loss before the {args.inner_updates} updates {metrics['sine/loss_before_updates']:.3f})",
+          f"(mean loss during the {args.inner_updates} updates {metrics['sine/inner_loss']:.3f})",
           flush=True)
 
   phi = trainer.train(progress)

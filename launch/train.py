@@ -5,9 +5,9 @@
   python launch/train.py --config=configs/ppo.py:ant_cpu --workdir=/tmp/ppo_ant
 
 The config's ``agent`` field picks the trainer: 'a2c' (the default when absent; configs/a2c.py, outputs in
-optim4rl_tf.agents.a2c_train), 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train) or
-'meta_ppo' (MetaPPO meta-training on Brax; configs/ppo.py:meta_*), which runs exactly as
-``launch/meta_train.py`` does (optim4rl_tf.meta.run: resumable workdirs, its own exit statuses).
+optim4rl_tf.agents.a2c_train) or 'ppo' (PPO on Brax; configs/ppo.py, optim4rl_tf.agents.ppo_train).
+Meta-training configs (configs/meta_a2c.py, configs/ppo.py:meta_*) are refused: launch/meta_train.py is the
+one meta-training launcher.
 
 A2C runs resume: the same command on the same ``--workdir`` continues from ``checkpoint.npz`` (written every
 ``checkpoint_every_secs`` seconds, at the end and on SIGINT/SIGTERM), bit-identically to an unbroken run; a
@@ -131,14 +131,12 @@ def main(argv):
   agent = config.get("agent", "a2c")
   if not isinstance(agent, str) or agent not in AGENTS:
     cli.fail(f"unknown config.agent {agent!r}; valid: {', '.join(AGENTS)}")
-  if agent in ("ppo", "meta_ppo"):
+  if agent == "meta_ppo":
+    cli.fail("config.agent 'meta_ppo' is a meta-training config: run it with launch/meta_train.py")
+  if agent == "ppo":
     # JAX / MuJoCo / TF checkpointing log at INFO through the root logger, which absl prints: keep the
     # console to the run's own progress lines.
     absl_logging.set_verbosity(absl_logging.WARNING)
-  if agent == "meta_ppo":  # launch/meta_train.py's code: resumes, its workdir rules and errors
-    from optim4rl_tf.meta import run as meta_run
-    meta_run.cli_call(meta_run.meta_train, config, wd)
-    return
   try:
     if agent == "ppo":
       from optim4rl_tf.agents import ppo_train

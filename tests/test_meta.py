@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from optim4rl_tf.configs import meta_a2c as meta_configs
 from optim4rl_tf.agents import a2c
+from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import trainer as trainer_lib
@@ -25,6 +26,41 @@ def tiny_config(num_units=4, iterations=3, **overrides):
   for k, v in overrides.items():
     setattr(c, k, v)
   return c
+
+
+def inner_loop(trainer, phi, units, key, index=0):
+  """The M inner updates and the meta-loss of ``trainer``'s problem ``index`` as ``ReplayedVJP`` runs them:
+  (new units, the M recorded [U, P] gradients, the cotangent [U, P], metrics, the validation trajectory)."""
+  est = trainer.estimators[index]
+  problem, task = est.problem, est.problem.task
+  opt = estimators.FeatureMajorOptimizer(trainer.core, phi, record=True)
+  record = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+  state = units._replace(opt_state=estimators.Recording(units.opt_state, record, tf.constant(0)))
+  sums = {}
+  for k in range(problem.inner_steps):
+    step = problem.inner_step(opt, state, tf.random.experimental.stateless_fold_in(key, k))
+    state, sums = step.units, {n: sums.get(n, 0.0) + v for n, v in step.metrics.items()}
+  out = problem.meta_loss(state, key, sums, with_grads=True)
+  hidden, record, _ = out.units.opt_state
+  used = pipeline.or_zeros(pipeline.all_sane(state.params), state.params)  # the problem's guard
+  val_traj, _, _ = a2c.rollout(task.net.logits, used, task.env, state.env_state, state.obs,
+                               tf.random.experimental.stateless_fold_in(key, task.inner_updates), task.rollout_steps,
+                               task.num_units)
+  grads = [record.read(i) for i in range(problem.inner_steps)]
+  return (out.units._replace(opt_state=hidden), grads, estimators.flatten_units(out.grads), out.metrics, val_traj)
+
+
+def meta_gradient(task, core, phi, hidden0, grads, cotangent, chunk_size=0):
+  return estimators.replayed_vjp(core,
+                                 phi,
+                                 hidden0,
+                                 grads,
+                                 cotangent,
+                                 task.learning_rate,
+                                 chunk_size=chunk_size,
+                                 num_units=task.num_units,
+                                 params_per_unit=task.net.num_params,
+                                 name=task.name)
 
 
 # --- the reset schedule (docs/fidelity.md §5.2) ---------------------------------------------------------------
@@ -59,20 +95,22 @@ def test_outer_iteration_resets_exactly_the_scheduled_units():
   config = tiny_config(num_units=5)
   config.reset_interval = 3
   trainer = trainer_lib.MetaTrainer(config)
-  task, core = trainer.tasks[0], trainer.core
+  est, core = trainer.estimators[0], trainer.core
   units = trainer.units[0].read()
   # Give every unit a non-zero hidden state so a reset is visible.
-  units = units._replace(hidden=tuple(h + 1.0 for h in units.hidden))
+  units = units._replace(opt_state=tuple(h + 1.0 for h in units.opt_state))
   key = tf.constant([3, 4])
+  indices = pipeline.reset_indices(5, 3)
   for t in (1, 2, 3, 4):
-    out = meta_a2c.reset_units(task, core, units, t, key)
-    expected = pipeline.reset_indices(5, 3) == (t - 1) % 3
-    fresh = meta_a2c.fresh_units(task, core, key)
+    out = pipeline.reset(units, lambda: est.init_units(core, key), pipeline.reset_mask(t, indices, 3), 5,
+                         est.unit_axes(core))
+    expected = indices == (t - 1) % 3
+    fresh = est.init_units(core, key)
     for j in range(5):
       same_as_fresh = all(np.array_equal(o[j], f[j]) for o, f in zip(out.params, fresh.params))
       same_as_old = all(np.array_equal(o[j], u[j]) for o, u in zip(out.params, units.params))
       assert (same_as_fresh, same_as_old) == ((True, False) if expected[j] else (False, True))
-      assert np.all(out.hidden[0].numpy()[:, j] == (0.0 if expected[j] else 1.0))
+      assert np.all(out.opt_state[0].numpy()[:, j] == (0.0 if expected[j] else 1.0))
 
 
 # --- the meta-gradient ------------------------------------------------------------------------------
@@ -85,7 +123,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   task, core = trainer.tasks[0], trainer.core
   phi32 = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
   units = trainer.units[0].read()
-  _, grads32, _, _, val_traj = meta_a2c.inner_loop(task, core, phi32, units, tf.constant([7, 8]))
+  _, grads32, _, _, val_traj = inner_loop(trainer, phi32, units, tf.constant([7, 8]))
 
   f64 = lambda x: tf.cast(x, tf.float64)
   # Non-zero biases keep every ReLU of the heads away from its kink (zero biases and zero hidden states
@@ -96,8 +134,8 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
       for k, v in phi32.items()
   }
   grads = [f64(g) for g in grads32]
-  hidden0 = tuple(f64(h) for h in units.hidden)
-  theta0 = meta_a2c.flatten_units([f64(p) for p in units.params])
+  hidden0 = tuple(f64(h) for h in units.opt_state)
+  theta0 = estimators.flatten_units([f64(p) for p in units.params])
   traj = val_traj._replace(obs=f64(val_traj.obs), rewards=f64(val_traj.rewards), dones=f64(val_traj.dones))
   apply64 = lambda p, o: task.net.apply(p, tf.cast(o, tf.float64))
   like = [f64(p) for p in units.params]
@@ -114,7 +152,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
 
   def forward(phi):  # logits [U, T, A], values [U, T+1] of the validation data (one env per unit)
     obs = tf.reshape(traj.obs, [u, t1] + list(traj.obs.shape[3:]))
-    logits, values = apply64(meta_a2c.unflatten_units(theta_m(phi), like), obs)
+    logits, values = apply64(estimators.unflatten_units(theta_m(phi), like), obs)
     return logits[:, :-1], values
 
   # The A2C loss's stop-gradient terms (TD target and the actor's TD weight) are frozen at phi0, so the
@@ -133,10 +171,10 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
     entropy = -tf.reduce_mean(tf.reduce_sum(tf.exp(log_pi) * log_pi, -1), axis=1)
     return tf.reduce_mean(actor + critic - hp.entropy_weight * entropy)
 
-  params_m = meta_a2c.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
+  params_m = estimators.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
   _, _, g_m = a2c.loss_and_grads(apply64, params_m, traj, task.hparams)
-  cotangent = meta_a2c.flatten_units(g_m) / task.num_units
-  analytic = meta_a2c.meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0, grads, cotangent)
+  cotangent = estimators.flatten_units(g_m) / task.num_units
+  analytic = meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0, grads, cotangent)
   rng = np.random.RandomState(0)
   checked = 0
   for key in [
@@ -163,14 +201,14 @@ def test_chunked_and_unchunked_meta_gradients_agree():
   task, core = trainer.tasks[0], trainer.core
   phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
   units = trainer.units[0].read()
-  _, grads, cotangent, _, _ = meta_a2c.inner_loop(task, core, phi, units, tf.constant([1, 2]))
-  whole = meta_a2c.meta_gradient(task, core, phi, units.hidden, grads, cotangent)
-  chunked = meta_a2c.meta_gradient(task._replace(chunk_size=2), core, phi, units.hidden, grads, cotangent)
+  _, grads, cotangent, _, _ = inner_loop(trainer, phi, units, tf.constant([1, 2]))
+  whole = meta_gradient(task, core, phi, units.opt_state, grads, cotangent)
+  chunked = meta_gradient(task, core, phi, units.opt_state, grads, cotangent, chunk_size=2)
   for k in whole:
     np.testing.assert_allclose(chunked[k].numpy(), whole[k].numpy(), rtol=2e-4, atol=1e-9)
   assert any(np.abs(whole[k].numpy()).max() > 0 for k in whole)
   with pytest.raises(ValueError, match="must divide"):
-    meta_a2c.meta_gradient(task._replace(chunk_size=3), core, phi, units.hidden, grads, cotangent)
+    meta_gradient(task, core, phi, units.opt_state, grads, cotangent, chunk_size=3)
 
 
 def test_optimizer_step_in_parallel_parts_equals_one_call():
@@ -179,9 +217,9 @@ def test_optimizer_step_in_parallel_parts_equals_one_call():
   rng = np.random.RandomState(0)
   grads = tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2)
   hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32)) for _ in range(core.num_states))
-  whole = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=1)
+  whole = estimators.optimizer_step(core, phi, hidden, grads, 0.1, parts=1)
   for parts in (2, 3, 5):
-    split = meta_a2c.optimizer_step(core, phi, hidden, grads, 0.1, parts=parts)
+    split = estimators.optimizer_step(core, phi, hidden, grads, 0.1, parts=parts)
     for a, b in zip(tf.nest.flatten(split), tf.nest.flatten(whole)):
       np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-8)
   assert np.abs(whole[0].numpy()).max() > 0
@@ -189,11 +227,11 @@ def test_optimizer_step_in_parallel_parts_equals_one_call():
 
 def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():
   for units, per_unit in ((64, 4970), (64, 39482), (512, 39482), (6, 10), (7, 1_000_000)):
-    chunk = meta_a2c.auto_chunk(units, per_unit)
+    chunk = estimators.auto_chunk(units, per_unit)
     assert units % chunk == 0 and chunk >= 1
-    assert chunk == 1 or chunk * per_unit * meta_a2c.PARALLEL <= meta_a2c.CHUNK_COORDS
+    assert chunk == 1 or chunk * per_unit * estimators.PARALLEL <= estimators.CHUNK_COORDS
     bigger = [c for c in range(chunk + 1, units + 1) if units % c == 0]
-    assert not bigger or bigger[0] * per_unit * meta_a2c.PARALLEL > meta_a2c.CHUNK_COORDS
+    assert not bigger or bigger[0] * per_unit * estimators.PARALLEL > estimators.CHUNK_COORDS
 
 
 # --- long runs: NaN guard, checkpoints, resume ---------------------------------------------------
@@ -313,7 +351,7 @@ def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_pat
   assert set(before) == set(trainer.core.meta_param_shapes())
   after = trainer.train()
   assert any(not np.array_equal(before[k], after[k]) for k in before)
-  counts = trainer.units[0].read().states[0].t.numpy()
+  counts = trainer.units[0].read().opt_state[0].t.numpy()
   # reset_interval 2, 4 units: indices int(linspace(0, 1, 4)) = [0, 0, 0, 1]; t=1 resets units 0-2, t=2
   # resets unit 3, and each unit makes M = 2 STAR updates per iteration.
   np.testing.assert_array_equal(counts, [4, 4, 4, 2])

@@ -2,7 +2,7 @@
 
 A tiny MetaPPO problem (inverted_pendulum, 2 units x 2 envs, episodes of 5 steps so auto-resets and
 truncations happen, 2 inner PPO training steps of 2 epochs x 2 minibatches, unrolls of 3 steps, Optim4RL
-without MLP heads) runs through the project's ``meta_ppo.outer_iteration``. The reference is ``jax.grad``
+without MLP heads) runs through the project's ``trainer.outer_iteration``. The reference is ``jax.grad``
 of a JAX transcription (below) of the same iteration -- PPO loss, normaliser, Optim4RL update, rollout
 assembly -- over the SAME Brax step (``BraxEnv.jax_step``), the same initial state, the same sampled noise
 (drawn here with the project's keys) and the same minibatch permutations, with no stop-gradient on rollout
@@ -21,7 +21,7 @@ import tensorflow_probability as tfp
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.configs import ppo as ppo_configs
 from optim4rl_tf.meta import meta_ppo
-from optim4rl_tf.meta import meta_ppo_grad
+from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import meta_ppo_task
 from optim4rl_tf.meta import trainer as trainer_lib
 from conftest import set_fields  # noqa: E402
@@ -66,20 +66,25 @@ def problem():
   flat = task.env.to_flat(state)
   obs = tf.reshape(task.env.flat_obs(flat), [u, -1, net.obs_size])
   hidden = core.init_state_feature_major([u, net.num_params])
-  units = meta_ppo.UnitState(params=params, hidden=hidden, norm=ppo.norm_init(u, net.obs_size), env_state=flat, obs=obs)
+  units = meta_ppo.UnitState(params=params,
+                             opt_state=hidden,
+                             norm=ppo.norm_init(u, net.obs_size),
+                             env_state=flat,
+                             obs=obs)
   return task, core, phi, units, state
 
 
 def project_meta_gradient(task, core, phi, units, through_env):
   t = task._replace(meta_grad_through_env=through_env)
-  fn = tf.function(
-      lambda: meta_ppo.outer_iteration(t, core, phi, units, tf.constant(1, tf.int64), tf.constant(KEY, tf.int32)))
+  est = trainer_lib.estimator_for(meta_ppo.MetaPPO(t), core, through_data=through_env)
+  fn = tf.function(lambda: trainer_lib.outer_iteration(est, core, phi, units, tf.constant(1, tf.int64),
+                                                       tf.constant(KEY, tf.int32), pipeline.reset_indices(2, -1), -1))
   _, grads, metrics = fn()
   return {k: v.numpy() for k, v in grads.items()}, float(metrics["meta_loss"])
 
 
 # ------------------------------------------------------------------------------------------------
-# Noise and permutations, drawn with the project's keys (the schedule of meta_ppo_grad.unroll).
+# Noise and permutations, drawn with the project's keys (the schedule of meta_ppo.MetaPPO's inner_step and meta_loss).
 
 
 def _normal(shape, seed):
@@ -106,7 +111,7 @@ def draw_randomness(task):
     steps = task.update_epochs * task.num_minibatches
     ent = np.stack([_normal([u, mb, t, a], fold(keys[1], i)) for i in range(steps)])
     inner.append((act, perms, ent))
-  mks = split(fold(key, meta_ppo_grad.META_KEY_SALT), 2)
+  mks = split(fold(key, meta_ppo.META_KEY_SALT), 2)
   meta_act = np.stack([_normal([u, e, a], fold(mks[0], j)) for j in range(task.meta_unrolls * t)])
   meta_ent = _normal([u, task.meta_unrolls * e, t, a], mks[1])
   return inner, meta_act, meta_ent
@@ -324,24 +329,22 @@ def fd_star_config():
 
 @pytest.mark.slow
 def test_meta_ppo_star_second_order_path_matches_finite_differences():
-  from optim4rl_tf.meta import meta_ppo_star
+  from optim4rl_tf.meta import estimators
   from optim4rl_tf.optimizers import meta_params
   task = meta_ppo_task.build_task(fd_star_config())
   assert (task.unrolls, task.meta_unrolls, task.meta_grad_through_env) == (3, 1, True)
   core, phi = meta_params.resolve("star", None, mlp_dims=(), seed=0)
   names = sorted(phi)
   phi0 = [tf.constant(phi[k]) for k in names]
-  units = meta_ppo_star.fresh_units(task, core, tf.constant([1, 2], tf.int32))
+  problem = meta_ppo.MetaPPO(task)
+  units = estimators.FullUnroll(problem).init_units(core, tf.constant([1, 2], tf.int32))
 
   @tf.function
   def run(phi_list, second_order):
-    _, grads, metrics = meta_ppo_star.outer_iteration(task,
-                                                      core,
-                                                      dict(zip(names, phi_list)),
-                                                      units,
-                                                      tf.constant(1, tf.int64),
-                                                      tf.constant(KEY, tf.int32),
-                                                      second_order=second_order)
+    est = estimators.FullUnroll(problem, second_order=second_order)
+    _, grads, metrics = trainer_lib.outer_iteration(est, core, dict(zip(names, phi_list)), units,
+                                                    tf.constant(1, tf.int64), tf.constant(KEY, tf.int32),
+                                                    pipeline.reset_indices(task.num_units, -1), -1)
     return [grads[k] for k in names], metrics["meta_loss"]
 
   flat = lambda xs: np.concatenate([np.ravel(x) for x in xs]).astype(np.float64)

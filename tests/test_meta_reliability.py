@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from optim4rl_tf.configs import meta_a2c as meta_configs
-from optim4rl_tf.meta import meta_a2c
+import test_meta  # noqa: E402
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import run
 from optim4rl_tf.meta import trainer as trainer_lib
@@ -106,12 +106,12 @@ def test_diverged_agent_parameters_never_reach_the_sampler():
   task, core = trainer.tasks[0], trainer.core
   units = trainer.units[0].read()
   phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
-  _, _, _, metrics, _ = meta_a2c.inner_loop(task, core, phi, units, tf.constant([1, 2]))
+  _, _, _, metrics, _ = test_meta.inner_loop(trainer, phi, units, tf.constant([1, 2]))
   assert float(metrics["params_ok"]) == 1.0
   # A unit whose weights are NaN/absurd (as after a blown-up inner update): the rollouts must not sample
   # from NaN logits (an out-of-range action made the next gather fail); the iteration is flagged instead.
   bad = units._replace(params=[p * np.float32(1e30) + (np.nan if i == 0 else 0.0) for i, p in enumerate(units.params)])
-  _, _, _, metrics, traj = meta_a2c.inner_loop(task, core, phi, bad, tf.constant([1, 2]))
+  _, _, _, metrics, traj = test_meta.inner_loop(trainer, phi, bad, tf.constant([1, 2]))
   assert float(metrics["params_ok"]) == 0.0
   assert np.all((traj.actions.numpy() >= 0) & (traj.actions.numpy() < task.env.num_actions))
   assert bool(pipeline.all_sane([tf.constant([1e14, -3.0])]))

@@ -1,6 +1,7 @@
 """One entry for every meta-training config (optim4rl_tf/meta/run.py, launch/meta_train.py): MetaA2C
 (configs/meta_a2c.py) and MetaPPO (configs/ppo.py:meta_*) configs are validated in one place, bad ones are
-refused in one line before anything is built, and launch/train.py runs MetaPPO configs with the same code."""
+refused in one line before anything is built, and launch/train.py refuses MetaPPO configs (launch/meta_train.py is
+the one meta launcher)."""
 
 import json
 import os
@@ -50,9 +51,9 @@ def test_meta_train_launcher_checks_a_meta_ppo_config_in_one_line(tmp_path):
 
 
 @pytest.mark.slow(75)
-def test_meta_train_launcher_runs_a_meta_ppo_config_and_train_py_resumes_it(tmp_path):
-  """A real MetaPPO run from launch/meta_train.py (1 outer iteration); launch/train.py with the same config
-  and workdir is the same code: it resumes the run to 2 iterations."""
+def test_meta_train_launcher_runs_a_meta_ppo_config_and_resumes_it(tmp_path):
+  """A real MetaPPO run from launch/meta_train.py (1 outer iteration), resumed to 2 iterations by the same
+  launcher; launch/train.py refuses the config in one line pointing to launch/meta_train.py."""
   workdir = str(tmp_path / "meta")
   config = [
       f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1", f"--workdir={workdir}"
@@ -62,6 +63,11 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_train_py_resumes_it(tmp_
   assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1
   assert os.path.exists(os.path.join(workdir, "phi.npz"))
   proc = launcher("train").run(*config[:1], "--config.num_iterations=2", config[2])
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode == 2 and errors == [
+      "error: config.agent 'meta_ppo' is a meta-training config: run it with launch/meta_train.py"
+  ], proc.stderr
+  proc = launcher("meta_train").run(*config[:1], "--config.num_iterations=2", config[2])
   assert proc.returncode == 0, proc.stderr
   assert "resuming" in proc.stdout and "at outer iteration 1/2" in proc.stdout
   summary = json.load(open(os.path.join(workdir, "summary.json")))

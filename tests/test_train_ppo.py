@@ -282,19 +282,22 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   """MetaPPOstar (docs/fidelity.md §6.5, §7.6): STAR meta-trains through PPO inner updates with nested tapes, so its
   meta-gradient includes the path through the agent gradients (checked against finite differences in
   test_meta_ppo_gradient.py); its phi then drives a PPO agent (PPOstar)."""
-  from optim4rl_tf.meta import meta_ppo_star
+  from optim4rl_tf.meta import estimators
+  from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import trainer as trainer_lib
   from optim4rl_tf.optimizers import meta_params
   c = set_fields(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
   trainer = trainer_lib.MetaTrainer(c)
-  assert isinstance(trainer.problems[0], meta_ppo_star.MetaPPOstar)
+  est = trainer.estimators[0]
+  assert isinstance(est, estimators.FullUnroll) and isinstance(est.problem, meta_ppo.MetaPPO)
   task, core = trainer.tasks[0], trainer.core
   phi0 = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
   units = trainer.units[0].read()
 
   @tf.function
   def meta_grad():
-    return meta_ppo_star.outer_iteration(task, core, phi0, units, tf.constant(5, tf.int64), tf.constant([3, 4]))[1]
+    return trainer_lib.outer_iteration(est, core, phi0, units, tf.constant(5, tf.int64), tf.constant([3, 4]),
+                                       *trainer.schedule[0])[1]
 
   second = meta_grad()
   norm = float(np.sqrt(sum(np.sum(np.square(v.numpy())) for v in second.values())))

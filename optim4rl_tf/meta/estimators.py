@@ -1,36 +1,37 @@
-"""Meta-gradient estimators: d meta-loss / d phi of an outer iteration (docs/fidelity.md §5.3, §5.9).
+"""Meta-gradient estimators: classes that drive an inner problem and return d meta-loss / d phi.
 
-Two estimators, one per kind of learned optimizer; an inner problem (``problem.InnerProblem``) calls the
-one that fits its optimizer from its ``outer_iteration``:
+An estimator HOLDS an ``problem.InnerProblem`` and knows nothing else about it than the protocol: it hands
+the problem a ``problem.UnitOptimizer`` (the learned optimizer with phi), runs the problem's
+``inner_steps`` inner updates (``inner_step``, step k keyed ``fold_in(key, k)``) and its ``meta_loss``,
+and returns ``(units after the iteration, meta-gradient dict like phi, metrics)`` (``estimate``). The
+learner (``trainer.MetaTrainer``) resets units (``pipeline.reset``) before and applies the gradient after.
 
-* ``replayed_vjp`` -- optimizers whose inputs are under stop-gradient (Optim4RL, LinearOptim, L2LGD²) and
-  rollouts that are data: theta_M = theta_0 + sum_k delta_k(phi) depends on phi only through the
-  optimizer's deltas and hidden-state chain, so the exact meta-gradient is the vector-Jacobian product of
-  sum_k delta_k(phi) with the cotangent d meta-loss / d theta_M, recomputed ("replayed") from the stored
-  (h_0, g_0..g_{M-1}) under a GradientTape, in chunks of units whose gradients are summed. The inner
-  updates run first without a tape (``optimizer_step``). Chunking changes only memory, never the rollouts.
-* ``full_unroll`` -- optimizers whose inputs are NOT under stop-gradient (STAR): the M inner updates run
-  under one outer tape watching phi, so second-order terms (d g_k / d theta_k) are part of the gradient.
+* :class:`ReplayedVJP` (docs/fidelity.md §5.3) -- optimizers whose inputs are under stop-gradient
+  (Optim4RL, LinearOptim, L2LGD²) on data that do not depend on phi: theta_M = theta_0 + sum_k delta_k(phi)
+  depends on phi only through the optimizer's deltas and hidden-state chain, so the exact meta-gradient is
+  the vector-Jacobian product of sum_k delta_k(phi) with the cotangent d meta-loss / d theta_M, recomputed
+  ("replayed") from the recorded (h_0, g_0..g_{N-1}) under a GradientTape, in chunks of units whose
+  gradients are summed (``replayed_vjp``). The inner updates run first without a tape, XLA-compiled
+  (``optimizer_step``). Chunking changes only memory, never the rollouts.
+* :class:`FullUnroll` (docs/fidelity.md §5.9) -- STAR, whose inputs are NOT under stop-gradient, and
+  problems whose data depend on phi (MetaPPO through the environment): the inner updates and the meta-loss
+  run under one outer tape watching phi (``full_unroll``), second-order terms (d g_k / d theta_k) included.
   Memory grows with every inner step's activations; no chunking.
 
-Layout of the replay: the learned optimizer sees all agent parameters of all units as one coordinate
-matrix [U, P] (``flatten_units``; each unit's parameters flattened and concatenated); hidden states are
-feature-major, [H, U, P], so an update is one [H, U*P] computation, compiled with XLA.
+Layout: a learned optimizer with hidden states (``update_feature_major``) sees all agent parameters of all
+units as one coordinate matrix [U, P] (``flatten_units``); its hidden states are feature-major, [H, U, P]
+(unit axis 1), so an update is one [H, U*P] computation. STAR keeps per-tensor states with the unit axis
+first (unit axis 0).
 """
+
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from optim4rl_tf.meta import problem as problem_lib
 
-def flatten_units(tensors):
-  """List of [U, ...] -> [U, P] (each unit's tensors flattened and concatenated)."""
-  return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
-
-
-def unflatten_units(flat, like):
-  """[U, P] -> list shaped like ``like`` (inverse of ``flatten_units``)."""
-  sizes = [int(t.shape[1:].num_elements()) for t in like]
-  return [tf.reshape(x, tf.shape(t)) for x, t in zip(tf.split(flat, sizes, axis=1), like)]
-
+flatten_units = problem_lib.flatten_units
+unflatten_units = problem_lib.unflatten_units
 
 CHUNK_COORDS = 400_000
 # XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
@@ -167,3 +168,172 @@ def _replay_vjp(core):
 
     _COMPILED[key] = tf.function(replay, jit_compile=True)
   return _COMPILED[key]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The optimizers an estimator hands to a problem (problem.UnitOptimizer).
+
+
+def is_feature_major(core):
+  """Whether ``core`` keeps feature-major hidden states (Optim4RL, LinearOptim, L2LGD²; not STAR)."""
+  return hasattr(core, "update_feature_major")
+
+
+def params_per_unit(params):
+  """P: the number of parameters of one unit (params: list of [U, ...])."""
+  return sum(int(p.shape[1:].num_elements()) for p in params)
+
+
+class Recording(NamedTuple):
+  """The optimizer state during a :class:`ReplayedVJP` iteration: hidden states, the gradients seen so far
+  (a TensorArray of [U, P]) and their count."""
+  hidden: Any
+  grads: Any
+  count: Any
+
+
+class FeatureMajorOptimizer:
+  """A learned optimizer with feature-major hidden states ([H, U, P], unit axis 1) for all units.
+
+  ``record=True`` (:class:`ReplayedVJP`): XLA-compiled forward steps (``optimizer_step``) on a
+  :class:`Recording` state that keeps every gradient; else one uncompiled, differentiable
+  ``core.update_feature_major`` step (:class:`FullUnroll`; the gradient enters under stop-gradient)."""
+
+  second_order = False
+  unit_axis = 1
+
+  def __init__(self, core, phi=None, record=False):
+    self.core, self.phi, self.record = core, phi, record
+    self.learning_rate = None
+
+  def init(self, params):
+    return self.core.init_state_feature_major([int(params[0].shape[0]), params_per_unit(params)])
+
+  def update(self, grads, opt_state, params, learning_rate):
+    del params
+    flat = flatten_units(grads)
+    if not self.record:
+      delta, hidden = self.core.update_feature_major(self.phi, opt_state, flat, learning_rate)
+      return unflatten_units(delta, grads), hidden
+    if self.learning_rate is not None and self.learning_rate != learning_rate:
+      raise ValueError(f"ReplayedVJP replays one learning rate, got {self.learning_rate} and {learning_rate}")
+    self.learning_rate = learning_rate
+    delta, hidden = optimizer_step(self.core, self.phi, opt_state.hidden, flat, learning_rate)
+    state = Recording(hidden, opt_state.grads.write(opt_state.count, flat), opt_state.count + 1)
+    return unflatten_units(delta, grads), state
+
+
+class StarOptimizer:
+  """STAR for all units (``core.update_list`` with the unit axis first; unit axis 0). ``second_order``:
+  the agent gradients are differentiated through (False: they are constants, a first-order ablation)."""
+
+  unit_axis = 0
+
+  def __init__(self, core, phi=None, second_order=True):
+    self.core, self.phi, self.second_order = core, phi, second_order
+
+  def init(self, params):
+    return self.core.init_states(params, unit_axis=True)
+
+  def update(self, grads, opt_state, params, learning_rate):
+    if not self.second_order:
+      grads = [tf.stop_gradient(g) for g in grads]
+    return self.core.update_list(self.phi, opt_state, grads, learning_rate, params=params, unit_axis=True)
+
+
+def _sum_metrics(sums, metrics):
+  return {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+
+
+def _run(problem, optimizer, units, key):
+  """The problem's inner steps with ``optimizer``: (units, summed step metrics, optimizer updates made)."""
+  sums, updates = {}, 0
+  for k in range(problem.inner_steps):
+    step = problem.inner_step(optimizer, units, tf.random.experimental.stateless_fold_in(key, k))
+    units, updates = step.units, updates + int(step.updates)
+    sums = _sum_metrics(sums, step.metrics)
+  return units, sums, updates
+
+
+class Estimator:
+  """What the learner needs of an estimator: the problem it drives, brand-new units, the unit-state layout
+  (the problem's ``unit_axes`` with the optimizer's for ``opt_state``) and ``estimate``."""
+
+  def __init__(self, problem):
+    self.problem = problem_lib.check_problem(problem)
+    self.name = problem.name
+
+  def optimizer(self, core, phi=None):
+    raise NotImplementedError
+
+  def init_units(self, core, key):
+    return self.problem.init_units(self.optimizer(core), key)
+
+  def unit_axes(self, core):
+    return dict(self.problem.unit_axes, opt_state=self.optimizer(core).unit_axis)
+
+  def estimate(self, core, phi, units, key):
+    """(units after the iteration, meta-gradient dict like phi (of the mean over units), metrics)."""
+    raise NotImplementedError
+
+
+class ReplayedVJP(Estimator):
+  """The replayed vector-Jacobian product (module doc); ``chunk_size``: units per replay chunk (<= 0:
+  ``auto_chunk``). For cores with feature-major hidden states only."""
+
+  def __init__(self, problem, chunk_size=0):
+    Estimator.__init__(self, problem)
+    self.chunk_size = int(chunk_size)
+
+  def optimizer(self, core, phi=None):
+    if not is_feature_major(core):
+      raise ValueError(f"ReplayedVJP needs an optimizer whose gradient input is under stop-gradient (Optim4RL, "
+                       f"LinearOptim, L2LGD²), not {core.name!r}: use FullUnroll")
+    return FeatureMajorOptimizer(core, phi, record=True)
+
+  def estimate(self, core, phi, units, key):
+    p = self.problem
+    opt = self.optimizer(core, phi)
+    hidden0, per_unit = units.opt_state, params_per_unit(units.params)
+    record = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[p.num_units, per_unit])
+    units, sums, n = _run(p, opt, units._replace(opt_state=Recording(hidden0, record, tf.constant(0))), key)
+    out = p.meta_loss(units, key, sums, with_grads=True)
+    hidden, record, _ = out.units.opt_state
+    recorded = [record.read(i) for i in range(n)]  # the N gradients the optimizer saw, [U, P] each
+    grads = replayed_vjp(core,
+                         phi,
+                         hidden0,
+                         recorded,
+                         flatten_units(out.grads),
+                         opt.learning_rate,
+                         chunk_size=self.chunk_size,
+                         num_units=p.num_units,
+                         params_per_unit=per_unit,
+                         name=p.name)
+    return out.units._replace(opt_state=hidden), grads, out.metrics
+
+
+class FullUnroll(Estimator):
+  """The whole iteration differentiated end to end (module doc). ``second_order=False`` (STAR only) treats
+  the agent gradients as constants (a first-order ablation, not the official method)."""
+
+  def __init__(self, problem, second_order=True):
+    Estimator.__init__(self, problem)
+    self.second_order = bool(second_order)
+
+  def optimizer(self, core, phi=None):
+    if is_feature_major(core):
+      return FeatureMajorOptimizer(core, phi)
+    return StarOptimizer(core, phi, self.second_order)
+
+  def estimate(self, core, phi, units, key):
+
+    def unroll_fn(local, tape):
+      del tape
+      state, sums, _ = _run(self.problem, self.optimizer(core, local), units, key)
+      out = self.problem.meta_loss(state, key, sums)
+      return out.loss, (out.units, out.metrics)
+
+    grads, (new_units, metrics) = full_unroll(phi, unroll_fn)
+    stop = lambda s: tf.nest.map_structure(tf.stop_gradient, s)
+    return stop(new_units), grads, stop(metrics)

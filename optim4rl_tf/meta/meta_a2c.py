@@ -1,32 +1,24 @@
-"""MetaA2C: one outer iteration of meta-training a learned optimizer on one task (docs/fidelity.md §5.1-§5.5).
+"""MetaA2C: meta-training a learned optimizer through A2C inner updates on gridworlds (docs/fidelity.md §5.1-§5.5, §5.9).
 
-``MetaA2C(task)`` is the inner problem the meta-trainer runs (``problem.InnerProblem``); its methods are the
-functions of this module with the task bound.
+``MetaA2C(task)`` is the inner problem (``problem.InnerProblem``) of one task of a configs/meta_a2c.py config,
+for every optimizer core: an estimator drives it (``estimators.ReplayedVJP`` for Optim4RL, LinearOptim and
+L2LGD², ``estimators.FullUnroll`` for STAR, the official MetaA2Cstar) and the learner resets its units on the
+pipeline schedule.
 
-Every training unit is ONE environment with its own agent, its own optimizer hidden state and its own
-environment state; agent parameters and hidden states carry the unit axis U (shapes [U, ...]).
+Every training unit is ONE environment with its own agent, its own optimizer state and its own environment
+state; agent parameters carry the unit axis U (list of [U, ...]).
 
-One outer iteration, top to bottom (``outer_iteration``):
+  * ``inner_step``: roll out ``rollout_steps`` steps with theta_k (data: stop-gradient parameters),
+    g_k = grad of the unit's own single-env A2C loss, clipped elementwise, one optimizer step,
+    theta_{k+1} = theta_k + update. With a second-order optimizer (STAR under FullUnroll) g_k is taken
+    from the live parameters, so an outer tape sees d g_k / d theta_k;
+  * ``meta_loss``: a validation rollout with theta_M; meta-loss = mean over units of the same A2C loss
+    (its gradient w.r.t. theta_M on request: the replayed VJP's cotangent, each unit's own gradient / U).
 
-  1. reset the units whose turn it is (pipeline schedule, ``pipeline.py``);
-  2. for k = 0..M-1: roll out 20 steps with theta_k, g_k = grad of the unit's own single-env A2C loss,
-     clip g_k elementwise, delta_k, h_{k+1} = core.update(phi, h_k, g_k, lr), theta_{k+1} = theta_k + delta_k;
-  3. validation rollout with theta_M; meta-loss = mean over units of the same A2C loss;
-     cotangent = d meta-loss / d theta_M (per unit: its own gradient / U);
-  4. meta-gradient (``meta_gradient``, i.e. ``estimators.replayed_vjp``): g_k enters the optimizer under
-     stop-gradient and the rollouts are constants, so theta_M = theta_0 + sum_k delta_k(phi) depends on
-     phi only through the optimizer's deltas and hidden-state chain. The meta-gradient is therefore the
-     vector-Jacobian product of sum_k delta_k(phi) with that cotangent, recomputed ("replayed") from the
-     stored (h_0, g_0..g_{M-1}) under a GradientTape, in chunks of units whose gradients are summed.
-     Chunking changes only memory, never the rollouts, so chunked and unchunked meta-gradients agree to
-     float rounding.
+Metrics are computed from stop-gradient values (an outer tape records nothing it does not differentiate).
 
-Layout: the learned optimizer sees all agent parameters of all units as one coordinate matrix
-[U, P] (each unit's parameters flattened and concatenated); hidden states are kept feature-major,
-[H, U, P], so an update is one [H, U*P] computation, compiled with XLA.
-
-Memory: steps 1-3 keep g_k for all units (M floats per coordinate); the tape of step 4 holds the
-optimizer's activations for one chunk only.
+Divergence guard: parameters that went non-finite or absurd (``pipeline.all_sane``) never reach the
+sampler (zeros stand in) and ``params_ok`` = 0 makes the learner skip the iteration.
 """
 
 from typing import Any, NamedTuple
@@ -36,19 +28,11 @@ import tensorflow as tf
 from optim4rl_tf import envs
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
-from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import problem as problem_lib
+from optim4rl_tf.meta import registry
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.utils import config_checks as cc
-
-# The flat [U, P] layout and the learned-optimizer step live with the estimator that replays them; these
-# names stay importable from here (the tests and benchmarks use them).
-CHUNK_COORDS = estimators.CHUNK_COORDS
-PARALLEL = estimators.PARALLEL
-auto_chunk = estimators.auto_chunk
-flatten_units = estimators.flatten_units
-unflatten_units = estimators.unflatten_units
-optimizer_step = estimators.optimizer_step
 
 
 class Task(NamedTuple):
@@ -59,18 +43,15 @@ class Task(NamedTuple):
   num_units: int
   learning_rate: float  # agent lr, a multiplier on the optimizer output (docs/fidelity.md §5.5)
   grad_clip: float  # elementwise clip of the agent gradient (<= 0: off)
-  reset_indices: Any  # int32 [num_units] (pipeline.reset_indices)
-  reset_interval: int  # m (<= 0: no pipeline)
   hparams: Any  # a2c.A2CHParams
   rollout_steps: int = 20
   inner_updates: int = 4
-  chunk_size: int = 0  # units per meta-gradient chunk (0: auto, about CHUNK_COORDS coordinates)
 
 
 class UnitState(NamedTuple):
-  """Per-unit state carried across outer iterations (leading axis U everywhere)."""
+  """Per-unit state carried across outer iterations (leading axis U; ``opt_state``: the optimizer's)."""
   params: Any  # list of [U, ...]
-  hidden: Any  # tuple (one per optimizer state) of [H, U, P] (feature-major, P = params per unit)
+  opt_state: Any  # Optim4RL & co: tuple of [H, U, P] (feature-major); STAR: list of star.StarState
   env_state: Any  # env state, leading axis U
   obs: Any  # [U, 1, *obs_shape]
   ep_return: Any  # [U, 1] running return of each unit's unfinished episode
@@ -139,7 +120,6 @@ def build_tasks(config):
     n = task_units(config, spec)
     env = envs.make(spec.env_name, n, reward_scale=spec.reward_scale)
     net = networks.make_network(spec.env_name, env.obs_shape, env.num_actions)
-    interval = config.reset_interval if config.pipeline else -1
     tasks.append(
         Task(name=spec.env_name,
              env=env,
@@ -147,131 +127,128 @@ def build_tasks(config):
              num_units=n,
              learning_rate=float(spec.learning_rate),
              grad_clip=float(config.agent_grad_clip),
-             reset_indices=tf.constant(pipeline.reset_indices(n, interval)),
-             reset_interval=int(interval),
              hparams=hparams,
              rollout_steps=config.rollout_steps,
-             inner_updates=config.inner_updates,
-             chunk_size=config.chunk_size))
+             inner_updates=config.inner_updates))
   return tasks
 
 
-def fresh_units(task, core, key):
-  """Brand-new units: fresh agents (independent per unit), zero hidden states, fresh envs."""
-  keys = tf.random.experimental.stateless_split(key, 3)
-  unit_keys = tf.random.experimental.stateless_split(keys[0], task.num_units)
-  params = task.net.init(unit_keys)
-  hidden = core.init_state_feature_major([task.num_units, task.net.num_params])
-  env_state = task.env.reset(keys[1])
-  obs = tf.reshape(task.env.observe(env_state), [task.num_units, 1] + list(task.env.obs_shape))
-  return UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs, ep_return=tf.zeros([task.num_units, 1]))
+def build(config):
+  """The config's inner problems: a :class:`MetaA2C` per task."""
+  return [MetaA2C(t) for t in build_tasks(config)]
 
 
-def reset_units(task, core, units, iteration, key):
-  """Re-initialises the units whose reset index matches ``iteration`` (§5.2); others unchanged."""
-  mask = pipeline.reset_mask(iteration, task.reset_indices, task.reset_interval)
-
-  def reset():
-    fresh = fresh_units(task, core, key)
-    kept = pipeline.select_units(mask, fresh._replace(hidden=()), units._replace(hidden=()))
-    # Zero the reset units' hidden states in place (no [H, U, P] tensor of zeros is materialised).
-    hidden = tuple(tf.where(mask[None, :, None], tf.zeros([], h.dtype), h) for h in units.hidden)
-    return kept._replace(hidden=hidden)
-
-  return tf.cond(tf.reduce_any(mask), reset, lambda: units)
+def env_steps_per_iteration(config):
+  """Env steps of one outer iteration, all tasks: units x rollout_steps x (M + 1)."""
+  return sum(task_units(config, t) * config.rollout_steps * (config.inner_updates + 1) for t in config.tasks)
 
 
-def iteration_metrics(task, params, meta_loss, loss_metrics, ret_sum, ret_count, update_abs):
-  """Scalars logged per task and outer iteration (shared by MetaA2C and MetaA2Cstar)."""
-  num_coords = float(sum(int(p.shape.num_elements()) for p in params))
-  return {
-      "meta_loss": meta_loss,
-      "agent_return": ret_sum / tf.maximum(ret_count, 1.0),  # episodes ended in this iteration's rollouts
-      "episodes": ret_count,
-      "entropy": tf.reduce_mean(loss_metrics["entropy"]),
-      "update_abs_mean": update_abs / (num_coords * task.inner_updates),
-  }
+def _rollout(task, params, units, key):
+  """A rollout of every unit with (stop-gradient, guarded) ``params``: (ok, used params, traj, env_state,
+  obs, ep_return, returns sum, returns count)."""
+  params = [tf.stop_gradient(p) for p in params]
+  ok = pipeline.all_sane(params)
+  used = pipeline.or_zeros(ok, params)
+  traj, env_state, obs = a2c.rollout(task.net.logits, used, task.env, units.env_state, units.obs, key,
+                                     task.rollout_steps, task.num_units)
+  ep_return, rs, rc = a2c.episode_returns(units.ep_return, traj.rewards, traj.dones)
+  return ok, used, traj, env_state, obs, ep_return, tf.reduce_sum(rs), tf.reduce_sum(rc)
 
 
-def inner_loop(task, core, phi, units, key):
-  """Steps 2-3 for all units, without a tape.
-
-  Returns (new_units, grads: list of M [U, P] clipped per-unit gradients, cotangent [U, P],
-  metrics dict of scalars, validation trajectory).
-  """
-  params, hidden, env_state, obs, ep_return = units
-  n = task.num_units
-  all_grads, ret_sum, ret_count, update_abs = [], 0.0, 0.0, 0.0
-  ok = tf.constant(True)
-  for k in range(task.inner_updates + 1):
-    # Divergence guard: parameters that went non-finite or absurd (pipeline.all_sane) never reach the
-    # sampler; zeros stand in and ``params_ok`` = 0 makes the meta-trainer skip the iteration.
-    ok = tf.logical_and(ok, pipeline.all_sane(params))
-    used = pipeline.or_zeros(ok, params)
-    traj, env_state, obs = a2c.rollout(task.net.logits, used, task.env, env_state, obs,
-                                       tf.random.experimental.stateless_fold_in(key, k), task.rollout_steps, n)
-    ep_return, rs, rc = a2c.episode_returns(ep_return, traj.rewards, traj.dones)
-    ret_sum += tf.reduce_sum(rs)
-    ret_count += tf.reduce_sum(rc)
-    loss, metrics, grads = a2c.loss_and_grads(task.net.apply, used, traj, task.hparams)
-    if k == task.inner_updates:  # validation rollout: the meta-loss, no agent update
-      val_traj = traj
-      cotangent = flatten_units(grads) / n
-      meta_loss = tf.reduce_mean(loss)
-      break
-    flat = flatten_units(grads)
-    if task.grad_clip > 0:
-      flat = tf.clip_by_value(flat, -task.grad_clip, task.grad_clip)
-    all_grads.append(flat)
-    delta, hidden = optimizer_step(core, phi, hidden, flat, task.learning_rate)
-    params = [p + d for p, d in zip(params, unflatten_units(delta, params))]
-    update_abs += tf.reduce_sum(tf.abs(delta))
-  metrics = iteration_metrics(task, params, meta_loss, metrics, ret_sum, ret_count, update_abs)
-  metrics["params_ok"] = tf.cast(tf.logical_and(ok, pipeline.all_sane(params)), tf.float32)
-  new_units = UnitState(params=params, hidden=hidden, env_state=env_state, obs=obs, ep_return=ep_return)
-  return new_units, all_grads, cotangent, metrics, val_traj
-
-
-def meta_gradient(task, core, phi, hidden0, all_grads, cotangent):
-  """Sum over units of d(unit's meta-loss share)/d phi, replayed in chunks (step 4;
-  ``estimators.replayed_vjp`` with the task's lr, units and chunk size).
-
-  hidden0: tuple of [H, U, P] (hidden states at the start of the iteration); all_grads: list of M
-  [U, P]; cotangent: [U, P]. Returns a dict like ``phi``.
-  """
-  return estimators.replayed_vjp(core,
-                                 phi,
-                                 hidden0,
-                                 all_grads,
-                                 cotangent,
-                                 task.learning_rate,
-                                 chunk_size=task.chunk_size,
-                                 num_units=task.num_units,
-                                 params_per_unit=task.net.num_params,
-                                 name=task.name)
-
-
-def outer_iteration(task, core, phi, units, iteration, key):
-  """Steps 1-4 for one task. Returns (new_units, meta_grad dict (mean over units), metrics)."""
-  keys = tf.random.experimental.stateless_split(key, 2)
-  units = reset_units(task, core, units, iteration, keys[0])
-  new_units, all_grads, cotangent, metrics, _ = inner_loop(task, core, phi, units, keys[1])
-  grads = meta_gradient(task, core, phi, units.hidden, all_grads, cotangent)
-  return new_units, grads, metrics
+def _update_abs(optimizer, old, new, updates):
+  """sum |update| over all coordinates: of the optimizer's output, or, for a second-order optimizer, of
+  new - old parameters (the sums these runs have always logged)."""
+  if optimizer.second_order:
+    return tf.add_n([tf.reduce_sum(tf.abs(tf.stop_gradient(a) - tf.stop_gradient(b))) for a, b in zip(new, old)])
+  return tf.reduce_sum(tf.abs(problem_lib.flatten_units(updates)))
 
 
 class MetaA2C:
-  """MetaA2C on one task as a ``problem.InnerProblem`` (Optim4RL, LinearOptim, L2LGD²: the replayed VJP)."""
+  """MetaA2C on one task (module doc) as a ``problem.InnerProblem``."""
+
+  unit_axes = {}  # every field has the unit axis first (opt_state: the optimizer's)
 
   def __init__(self, task):
     self.task = task
     self.name = task.name
+    self.num_units = task.num_units
+    self.inner_steps = task.inner_updates
 
-  def fresh_units(self, core, key):
-    return fresh_units(self.task, core, key)
+  def init_units(self, optimizer, key):
+    """Fresh agents (independent per unit), a fresh optimizer state, fresh environments."""
+    task, n = self.task, self.num_units
+    keys = tf.random.experimental.stateless_split(key, 3)
+    params = task.net.init(tf.random.experimental.stateless_split(keys[0], n))
+    env_state = task.env.reset(keys[1])
+    obs = tf.reshape(task.env.observe(env_state), [n, 1] + list(task.env.obs_shape))
+    return UnitState(params=params,
+                     opt_state=optimizer.init(params),
+                     env_state=env_state,
+                     obs=obs,
+                     ep_return=tf.zeros([n, 1]))
 
-  def reset_units(self, core, units, iteration, key):
-    return reset_units(self.task, core, units, iteration, key)
+  def inner_step(self, optimizer, units, key):
+    task = self.task
+    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(task, units.params, units, key)
+    # A second-order optimizer differentiates through g: take it from the live parameters.
+    live = units.params if optimizer.second_order else used
+    _, _, grads = a2c.loss_and_grads(task.net.apply, live, traj, task.hparams)
+    if task.grad_clip > 0:
+      grads = [tf.clip_by_value(g, -task.grad_clip, task.grad_clip) for g in grads]
+    updates, opt_state = optimizer.update(grads, units.opt_state, units.params, task.learning_rate)
+    params = [p + u for p, u in zip(units.params, updates)]
+    metrics = {
+        "return_sum": ret_sum,
+        "return_count": ret_count,
+        "update_abs": _update_abs(optimizer, units.params, params, updates),
+        "params_ok": tf.cast(ok, tf.float32)
+    }
+    units = UnitState(params=params, opt_state=opt_state, env_state=env_state, obs=obs, ep_return=ep_return)
+    return problem_lib.InnerStep(units, metrics)
 
-  def outer_iteration(self, core, phi, units, iteration, key):
-    return outer_iteration(self.task, core, phi, units, iteration, key)
+  def meta_loss(self, units, key, sums, with_grads=False):
+    task, n = self.task, self.num_units
+    key = tf.random.experimental.stateless_fold_in(key, task.inner_updates)  # the validation rollout
+    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(task, units.params, units, key)
+    grads = None
+    if with_grads:  # d meta-loss / d theta_M per unit: its own gradient / U
+      loss, loss_metrics, grads = a2c.loss_and_grads(task.net.apply, used, traj, task.hparams)
+      grads = [g / n for g in grads]
+    else:
+      loss, loss_metrics = a2c.a2c_loss(task.net.apply, units.params, traj, task.hparams)
+    meta_loss = tf.reduce_mean(loss)
+    ret_sum, ret_count = sums["return_sum"] + ret_sum, sums["return_count"] + ret_count
+    num_coords = float(sum(int(p.shape.num_elements()) for p in units.params))
+    params_ok = tf.logical_and(tf.equal(sums["params_ok"], float(task.inner_updates)), ok)
+    metrics = {
+        "meta_loss": meta_loss,
+        "agent_return": ret_sum / tf.maximum(ret_count, 1.0),  # episodes ended in this iteration's rollouts
+        "episodes": ret_count,
+        "entropy": tf.reduce_mean(tf.stop_gradient(loss_metrics["entropy"])),
+        "update_abs_mean": sums["update_abs"] / (num_coords * task.inner_updates),
+        "params_ok": tf.cast(params_ok, tf.float32),
+    }
+    new_units = units._replace(env_state=env_state, obs=obs, ep_return=ep_return)
+    return problem_lib.MetaLoss(meta_loss, new_units, metrics, grads)
+
+
+def resolve_config(config, recorded):
+  """config.json records each task's num_units as the number actually used."""
+  for spec, task in zip(config.tasks, recorded["tasks"]):
+    task["num_units"] = task_units(config, spec)
+  return recorded
+
+
+def _validate_and_check_memory(config):
+  iterations = validate_config(config)
+  from optim4rl_tf.meta import memory_estimate  # pylint: disable=import-outside-toplevel
+  memory_estimate.check(config)  # before anything is built: a config too big for this machine is one line
+  return iterations
+
+
+REGISTRATION = registry.Registration(validate=_validate_and_check_memory,
+                                     num_iterations=num_iterations,
+                                     build=build,
+                                     env_steps_per_iteration=lambda config, problems: env_steps_per_iteration(config),
+                                     console={"return": "agent_return"},
+                                     resolve_config=resolve_config)

@@ -1,158 +1,163 @@
-"""MetaPPO (docs/fidelity.md §7.5): meta-training a learned optimizer through PPO inner updates on a Brax task.
+"""MetaPPO (docs/fidelity.md §7.5, §7.6): meta-training a learned optimizer through PPO inner updates on a Brax task.
 
-``MetaPPO(task)`` is the inner problem (``problem.InnerProblem``) the meta-trainer (``trainer.MetaTrainer``:
-Adam on phi, clipping, NaN guard, checkpoints) runs for Optim4RL, LinearOptim and L2LGD²; STAR has its own
-(``meta_ppo_star.MetaPPOstar``). The task, its config checks and brand-new agents are in ``meta_ppo_task``;
-configs: configs/ppo.py ``meta_*``, launched with ``launch/meta_train.py`` (``meta.run``).
+``MetaPPO(task)`` is the inner problem (``problem.InnerProblem``) of a configs/ppo.py ``meta_*`` config, for
+every optimizer core (STAR: the official MetaPPOstar); the task, its config checks and brand-new agents are
+in ``meta_ppo_task``; launched with ``launch/meta_train.py``.
 
 Training units: U units (``num_units``; the official code has one per accelerator device, so 1 on one
-device), each with ``env.num_envs / U`` Brax envs, its own agent (policy (32,)x4, value (64,)x5), its own
-observation normaliser and optimizer hidden state. Unit d is reset at outer iteration t iff
-(t - 1) mod m == r_d (new agent, normaliser, zero hidden state, its envs reset; ``pipeline.py``).
+device), each with ``env.num_envs / U`` Brax envs (the flat env state is unit-major, U * E entries), its own
+agent (policy and value MLPs), its own observation normaliser and optimizer state.
 
-One outer iteration per unit (all units batched on the unit axis):
-  1. reset due units;
-  2. M inner updates, each one FULL PPO training step (§7.4 items 1-3 via ``ppo_train.graph_rollout`` and
-     ``ppo.sgd_epochs``): update_epochs x num_minibatches steps of the learned optimizer, phi passed
-     explicitly; every clipped per-unit gradient g is recorded (M x epochs x minibatches of them);
-  3. meta-loss: one unroll with theta_M and the unit's normaliser, the PPO loss of the whole batch with
-     behaviour log-probs = target log-probs under theta_M (``on_policy=True``: rho == 1 as a function of
-     theta, so, as in the official code, the clipped surrogate gives no meta-gradient);
-  4. meta-gradient, the estimator (``estimator_name``) chosen by ``Task.meta_grad_through_env`` (config
-     ``meta_grad_through_env``):
-     * True (default, the official estimator): ``estimators.full_unroll`` -- steps 2-3 run under one outer
-       tape and the meta-gradient flows through the reparameterised actions, the differentiable Brax step,
-       the env state carried between rollouts, the running normaliser and the meta rollout's observations,
-       as the official ``jax.grad`` does (``meta_ppo_grad.outer_gradient``; the agent gradients stay
-       stop-gradient inside the learned optimizer);
-     * False (a cheaper APPROXIMATION): ``estimators.replayed_vjp`` -- rollout data are constants, so only
-       theta_M's direct use in the meta-loss remains (value loss and entropy term): the VJP of theta_M(phi)
-       with d meta-loss / d theta_M, replayed from (h_0, g_0..g_K) in chunks of units.
-Steps 2-3 are ``meta_ppo_grad.unroll`` for both (same keys: the same forward numbers).
+  * ``inner_step``: one FULL PPO training step (§7.4 items 1-3 via ``ppo_train.graph_rollout`` and
+    ``ppo.sgd_epochs``): a rollout of ``unrolls`` unrolls, then update_epochs x num_minibatches optimizer
+    steps (``updates`` in the returned record), each on the clipped per-unit gradient;
+  * ``meta_loss``: one meta rollout with theta_M and the unit's normaliser (key ``fold_in(key,
+    META_KEY_SALT)``), the on-policy PPO loss of the whole batch (behaviour log-probs = target log-probs
+    under theta_M: rho == 1 as a function of theta, so, as in the official code, the clipped surrogate gives
+    no meta-gradient).
+
+``Task.meta_grad_through_env`` (config ``meta_grad_through_env``, default True, the official estimator): the
+rollouts use the live parameters, normaliser and env state, so under ``estimators.FullUnroll`` the
+meta-gradient also runs through the reparameterised actions, the differentiable Brax step (the graph
+bridge: the jax2tf-converted step with JAX's own VJP), the env state carried between rollouts, the running
+normaliser and the meta rollout's observations, as the official ``jax.grad`` does. False (a cheaper
+APPROXIMATION): rollout data are constants (stop-gradient inputs), so only theta_M's direct use in the
+meta-loss remains (value loss and entropy term) and ``estimators.ReplayedVJP`` applies (Optim4RL & co).
+The agent gradients are computed from stop-gradient inputs unless the optimizer is second-order (STAR under
+``FullUnroll``: d g / d theta is part of the meta-gradient).
+
+Memory under FullUnroll: the tape keeps every rollout step's Brax state and activations and every
+optimizer step's activations of ALL units at once (no unit chunking); see docs/fidelity.md §7.5.
 """
 
 from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from optim4rl_tf.meta import estimators
-from optim4rl_tf.meta import meta_ppo_grad
+from optim4rl_tf.agents import ppo
+from optim4rl_tf.agents import ppo_train
 from optim4rl_tf.meta import meta_ppo_task
-from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import problem as problem_lib
+from optim4rl_tf.meta import registry
 from optim4rl_tf.optimizers import transforms
+
+SUM_METRICS = ("loss", "entropy", "value_loss", "update_norm")
+META_KEY_SALT = 1 << 16  # the meta rollout's key: fold_in(key, META_KEY_SALT)
 
 
 class UnitState(NamedTuple):
   params: Any  # list [U, ...]
-  hidden: Any  # tuple of [H, U, P]
+  opt_state: Any  # Optim4RL & co: tuple of [H, U, P] (feature-major); STAR: list of star.StarState
   norm: Any  # ppo.NormState [U, ...]
-  env_state: Any  # flat Brax state (leading axis U * E)
+  env_state: Any  # flat Brax state (leading axis U * E, unit-major)
   obs: Any  # [U, E, D]
 
 
-def estimator_name(task):
-  """The meta-gradient estimator of ``task`` (a name in ``estimators``): "full_unroll" through the
-  environment (``meta_grad_through_env``, the official one) or "replayed_vjp" (the approximation)."""
-  return "full_unroll" if task.meta_grad_through_env else "replayed_vjp"
+def _stop(structure):
+  return tf.nest.map_structure(tf.stop_gradient, structure)
 
 
-def fresh_units(task, core, key):
-  """Brand-new units: agents, normalisers, zero hidden states and freshly reset envs."""
-  params, norm, flat, obs = meta_ppo_task.fresh_agents(task, key)
-  hidden = core.init_state_feature_major([task.num_units, task.net.num_params])
-  return UnitState(params=params, hidden=hidden, norm=norm, env_state=flat, obs=obs)
-
-
-def reset_units(task, core, units, iteration, key):
-  """Re-initialises the units whose reset index matches ``iteration`` (pipeline schedule)."""
-  mask = pipeline.reset_mask(iteration, task.reset_indices, task.reset_interval)
-
-  def reset():
-    fresh = fresh_units(task, core, key)
-    kept = pipeline.select_units(mask, fresh._replace(hidden=(), env_state=()), units._replace(hidden=(), env_state=()))
-    env_mask = tf.repeat(mask, task.env.num_envs // task.num_units)  # unit mask -> per env
-    env_state = pipeline.select_units(env_mask, fresh.env_state, units.env_state)
-    hidden = tuple(tf.where(mask[None, :, None], tf.zeros([], h.dtype), h) for h in units.hidden)
-    return kept._replace(hidden=hidden, env_state=env_state)
-
-  return tf.cond(tf.reduce_any(mask), reset, lambda: units)
-
-
-def _recording_optimizer(task, core, phi):
-  """An AgentOptimizer for ``ppo.sgd_epochs`` whose state is (hidden, TensorArray of gradients, count):
-  it clips the per-unit gradient, applies the learned optimizer with the explicit phi and records g."""
-
-  def update(grads, state, phi_=None, params=None):
-    del phi_, params
-    hidden, tape, count = state
-    flat = estimators.flatten_units(grads)
-    if task.grad_clip > 0:
-      flat = tf.clip_by_value(flat, -task.grad_clip, task.grad_clip)
-    delta, hidden = estimators.optimizer_step(core, phi, hidden, flat, task.learning_rate)
-    return estimators.unflatten_units(delta, grads), (hidden, tape.write(count, flat), count + 1)
-
-  return transforms.AgentOptimizer("meta_ppo_recorder", None, update)
-
-
-def inner_loop(task, core, phi, units, key):
-  """Steps 2-3 of the APPROXIMATION (``replayed_vjp``), without a tape on phi. Returns (new_units, grads:
-  list of [U, P], cotangent [U, P], metrics dict of scalars)."""
-  params, hidden, norm, flat, obs = units
-  steps_per_update = task.update_epochs * task.num_minibatches
-  grads_ta = tf.TensorArray(tf.float32,
-                            size=task.inner_updates * steps_per_update,
-                            element_shape=[task.num_units, task.net.num_params])
-  opt = _recording_optimizer(task, core, phi)
-  params, opt_state, norm, flat, obs, mbatch, loss_key, sums = meta_ppo_grad.unroll(task, opt, params,
-                                                                                    (hidden, grads_ta, tf.constant(0)),
-                                                                                    norm, flat, obs, key)
-  hidden, grads_ta, _ = opt_state
-  all_grads = tf.unstack(grads_ta.stack(), num=task.inner_updates * steps_per_update)
-  # Step 3: the meta-loss on the fresh unroll with theta_M; rollout data are constants here.
-  with tf.GradientTape() as tape:
-    tape.watch(params)
-    meta_loss, mm = meta_ppo_grad.meta_loss_fn(task, params, norm, mbatch, loss_key)
-  cotangent = estimators.flatten_units(tape.gradient(meta_loss, params))
-  metrics = meta_ppo_grad.iteration_metrics(meta_loss, mm, mbatch, sums)
-  new_units = UnitState(params=params, hidden=hidden, norm=norm, env_state=flat, obs=obs)
-  return new_units, all_grads, cotangent, metrics
-
-
-def outer_iteration(task, core, phi, units, iteration, key):
-  """Steps 1-4 for one task. Returns (new_units, meta_grad dict (mean over units), metrics)."""
-  keys = tf.random.experimental.stateless_split(key, 2)
-  units = reset_units(task, core, units, iteration, keys[0])
-  if estimator_name(task) == "full_unroll":
-    state, grads, metrics = meta_ppo_grad.outer_gradient(task, core, phi, units, keys[1])
-    return UnitState(*state), grads, metrics
-  new_units, all_grads, cotangent, metrics = inner_loop(task, core, phi, units, keys[1])
-  grads = estimators.replayed_vjp(core,
-                                  phi,
-                                  units.hidden,
-                                  all_grads,
-                                  cotangent,
-                                  task.learning_rate,
-                                  chunk_size=task.chunk_size,
-                                  num_units=task.num_units,
-                                  params_per_unit=task.net.num_params,
-                                  name=task.name)
-  return new_units, grads, metrics
+def meta_loss_fn(task, params, norm, meta_batch, loss_key):
+  """(mean over units of the on-policy PPO loss of the meta batch with theta_M, its metrics)."""
+  loss, metrics = ppo.ppo_loss(task.net, params, norm, meta_batch, loss_key, task.hparams, on_policy=True)
+  return tf.reduce_mean(loss), metrics
 
 
 class MetaPPO:
-  """MetaPPO on one Brax task (``meta_ppo_task.Task``) as a ``problem.InnerProblem`` (Optim4RL,
-  LinearOptim, L2LGD²); ``estimator``: see :func:`estimator_name`."""
+  """MetaPPO on one Brax task (``meta_ppo_task.Task``, module doc) as a ``problem.InnerProblem``."""
+
+  unit_axes = {}  # the unit axis first everywhere (env_state: U * E, reset in blocks of E)
 
   def __init__(self, task):
     self.task = task
     self.name = task.name
-    self.estimator = estimator_name(task)
+    self.num_units = task.num_units
+    self.inner_steps = task.inner_updates
 
-  def fresh_units(self, core, key):
-    return fresh_units(self.task, core, key)
+  def init_units(self, optimizer, key):
+    """Brand-new units: agents, normalisers, a fresh optimizer state and freshly reset envs."""
+    params, norm, flat, obs = meta_ppo_task.fresh_agents(self.task, key)
+    return UnitState(params=params, opt_state=optimizer.init(params), norm=norm, env_state=flat, obs=obs)
 
-  def reset_units(self, core, units, iteration, key):
-    return reset_units(self.task, core, units, iteration, key)
+  def _rollout(self, params, norm, flat, obs, key, unrolls):
+    t = self.task
+    if not t.meta_grad_through_env:  # rollout data are constants
+      params, norm, flat, obs = _stop((params, norm, flat, obs))
+    return ppo_train.graph_rollout(t.env, t.net, params, norm, flat, obs, key, unrolls, t.unroll_length, t.num_units)
 
-  def outer_iteration(self, core, phi, units, iteration, key):
-    return outer_iteration(self.task, core, phi, units, iteration, key)
+  def inner_step(self, optimizer, units, key):
+    t = self.task
+    ks = tf.random.experimental.stateless_split(key, 2)
+    batch, flat, obs = self._rollout(units.params, units.norm, units.env_state, units.obs, ks[0], t.unrolls)
+
+    def update(grads, opt_state, phi_=None, params=None):
+      del phi_
+      if t.grad_clip > 0:
+        grads = [tf.clip_by_value(g, -t.grad_clip, t.grad_clip) for g in grads]
+      return optimizer.update(grads, opt_state, params, t.learning_rate)
+
+    params, opt_state, norm, m = ppo.sgd_epochs(t.net,
+                                                transforms.AgentOptimizer("meta_ppo", None, update),
+                                                t.hparams,
+                                                units.params,
+                                                units.opt_state,
+                                                units.norm,
+                                                batch,
+                                                ks[1],
+                                                t.update_epochs,
+                                                t.num_minibatches,
+                                                t.normalize_observations,
+                                                constant_grads=False)
+    metrics = {name: tf.reduce_mean(m[name]) / t.inner_updates for name in SUM_METRICS}
+    metrics["reward"] = tf.stop_gradient(tf.reduce_mean(batch.reward)) / t.inner_updates
+    return problem_lib.InnerStep(UnitState(params=params, opt_state=opt_state, norm=norm, env_state=flat, obs=obs),
+                                 metrics,
+                                 updates=t.update_epochs * t.num_minibatches)
+
+  def meta_loss(self, units, key, sums, with_grads=False):
+    t = self.task
+    mks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(key, META_KEY_SALT), 2)
+    meta_batch, flat, obs = self._rollout(units.params, units.norm, units.env_state, units.obs, mks[0], t.meta_unrolls)
+    grads = None
+    if with_grads:
+      with tf.GradientTape() as tape:
+        tape.watch(units.params)
+        loss, mm = meta_loss_fn(t, units.params, units.norm, meta_batch, mks[1])
+      grads = tape.gradient(loss, units.params)
+    else:
+      loss, mm = meta_loss_fn(t, units.params, units.norm, meta_batch, mks[1])
+    stop = tf.stop_gradient
+    metrics = {
+        "meta_loss": stop(loss),
+        "meta_value_loss": stop(tf.reduce_mean(mm["value_loss"])),
+        "meta_entropy": stop(tf.reduce_mean(mm["entropy"])),
+        "agent_reward_per_step": stop(tf.reduce_mean(meta_batch.reward)),
+        "inner_loss": sums["loss"],
+        "inner_value_loss": sums["value_loss"],
+        "inner_entropy": sums["entropy"],
+        "inner_update_norm": sums["update_norm"],
+        "inner_reward_per_step": sums["reward"]
+    }
+    return problem_lib.MetaLoss(loss, units._replace(env_state=flat, obs=obs), metrics, grads)
+
+
+def build(config):
+  """The config's inner problem: one :class:`MetaPPO` (builds the Brax env)."""
+  return [MetaPPO(meta_ppo_task.build_task(config))]
+
+
+def env_steps_per_iteration(config, problems):
+  del config
+  return meta_ppo_task.env_steps_per_iteration(problems[0].task)
+
+
+REGISTRATION = registry.Registration(validate=meta_ppo_task.validate_config,
+                                     num_iterations=meta_ppo_task.num_iterations,
+                                     build=build,
+                                     env_steps_per_iteration=env_steps_per_iteration,
+                                     console={"reward/step": "inner_reward_per_step"},
+                                     prefix=lambda config, problems: f"[meta_ppo {problems[0].name}] ",
+                                     building_message=lambda config:
+                                     (f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax "
+                                      "compiles for minutes on CPU)..."),
+                                     through_data=lambda config: bool(config.get("meta_grad_through_env", True)))

@@ -1,8 +1,6 @@
 """MetaPPO's task (docs/fidelity.md §7.5): config checks, the Brax task and brand-new agents.
 
-Shared by the two MetaPPO inner problems, ``meta_ppo.MetaPPO`` (Optim4RL, LinearOptim, L2LGD²) and
-``meta_ppo_star.MetaPPOstar`` (STAR), which differ only in their unit states and meta-gradients. A
-configs/ppo.py ``meta_*`` config (``agent = "meta_ppo"``) describes one task: U training units
+The inner problem is ``meta_ppo.MetaPPO`` (every optimizer core, STAR included). A configs/ppo.py ``meta_*`` config (``agent = "meta_ppo"``) describes one task: U training units
 (``num_units``), each with ``env.num_envs / U`` Brax envs, its own agent (policy and value MLPs) and its own
 observation normaliser.
 
@@ -16,7 +14,6 @@ import tensorflow as tf
 
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_train
-from optim4rl_tf.meta import pipeline
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.utils import config_checks as cc
 
@@ -24,15 +21,13 @@ BRAX_ENV_NAMES = ppo_train.BRAX_ENV_NAMES
 
 
 class Task(NamedTuple):
-  """Static description of the MetaPPO task (the fields ``estimators.replayed_vjp`` needs included)."""
+  """Static description of the MetaPPO task."""
   name: str
   env: Any  # brax_bridge.BraxEnv, num_envs = num_units * envs per unit
   net: Any  # ppo.PPONetworks
   num_units: int
   learning_rate: float  # agent lr inside the optimizer network (docs/fidelity.md §7.5: 3e-4)
   grad_clip: float  # elementwise clip of the agent gradient (1)
-  reset_indices: Any
-  reset_interval: int  # m (<= 0: never reset)
   hparams: Any  # ppo.PPOHParams
   unroll_length: int
   unrolls: int  # K = batch_size * num_minibatches / envs per unit
@@ -41,8 +36,7 @@ class Task(NamedTuple):
   inner_updates: int = 4
   meta_unrolls: int = 1  # max(batch_size // envs per unit, 1)
   normalize_observations: bool = True
-  chunk_size: int = 0  # replayed_vjp only: units per replay chunk
-  meta_grad_through_env: bool = True  # False: the value/entropy-path approximation (``meta_ppo``)
+  meta_grad_through_env: bool = True  # False: rollout data are constants (the approximation, ``meta_ppo``)
 
 
 def validate_config(config):
@@ -98,7 +92,6 @@ def build_task(config):
                         tuple(config.network.value_hidden))
   units = int(config.num_units)
   per_unit = int(config.env.num_envs) // units
-  m = int(config.reset_interval) if config.pipeline else -1
   hp = ppo.PPOHParams(reward_scaling=float(config.reward_scaling),
                       discount=float(config.discount),
                       gae_lambda=float(config.gae_lambda),
@@ -111,8 +104,6 @@ def build_task(config):
               num_units=units,
               learning_rate=float(config.learning_rate),
               grad_clip=float(config.grad_clip),
-              reset_indices=pipeline.reset_indices(units, m),
-              reset_interval=m,
               hparams=hp,
               unroll_length=int(config.unroll_length),
               unrolls=int(config.batch_size) * int(config.num_minibatches) // per_unit,
@@ -121,7 +112,6 @@ def build_task(config):
               inner_updates=int(config.inner_updates),
               meta_unrolls=max(int(config.batch_size) // per_unit, 1),
               normalize_observations=bool(config.normalize_observations),
-              chunk_size=int(config.chunk_size),
               meta_grad_through_env=bool(config.get("meta_grad_through_env", True)))
 
 

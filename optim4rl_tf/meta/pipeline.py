@@ -7,6 +7,11 @@ initialised together before t = 1 (ages spread out only after the first m iterat
 
 Without pipeline training (``m <= 0``), units are never reset.
 
+The learner owns the schedule and applies ONE reset to any problem (``reset``): fresh units from the
+problem's ``init_units`` replace the due ones, field by field on each field's declared unit axis
+(``InnerProblem.unit_axes``; the optimizer's for ``opt_state``: 1 for feature-major [H, U, P] hidden
+states), in blocks of k for fields with k * U entries on that axis (E environments per unit, unit-major).
+
 Divergence guard (``all_sane``, ``or_zeros``): agent parameters and phi with a non-finite entry or one
 with ``|x| > ABSURD`` count as diverged. A diverged unit must never reach the action sampler (NaN logits
 make it return an out-of-range action); the meta-trainer skips such an iteration instead.
@@ -52,11 +57,31 @@ def reset_mask(iteration, indices, reset_interval):
   return tf.equal(tf.cast(indices, tf.int32), phase)
 
 
-def select_units(mask, fresh, old):
-  """Per-unit choice between two nested structures of tensors with leading unit axis [n, ...]."""
+def _unit_select(mask, num_units, axis, fresh, old):
+  """``fresh`` where ``mask`` (bool [U]) on ``axis`` of ``old`` ([..., k * U, ...]; k entries per unit)."""
+  size = old.shape[axis]
+  if size is None or size % num_units:
+    raise ValueError(f"a unit-state tensor of shape {old.shape} has no {num_units} units (or multiples) on axis "
+                     f"{axis}: declare its field's unit axis in the problem's unit_axes")
+  m = mask if size == num_units else tf.repeat(mask, size // num_units)
+  shape = [1] * old.shape.rank
+  shape[axis] = size
+  return tf.where(tf.reshape(m, shape), fresh, old)
 
-  def pick(a, b):
-    m = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([tf.rank(a) - 1], tf.int32)], 0))
-    return tf.where(m, a, b)
 
-  return tf.nest.map_structure(pick, fresh, old)
+def reset(units, fresh_fn, mask, num_units, unit_axes=None):
+  """``units`` with the units of ``mask`` (bool [U]) replaced by those of ``fresh_fn()`` (built only when
+  some unit is due). ``unit_axes``: {field: unit axis} of a NamedTuple unit state (others: 0)."""
+  axes = dict(unit_axes or {})
+
+  def select():
+    fresh = fresh_fn()
+    if not hasattr(units, "_fields"):
+      return tf.nest.map_structure(lambda f, o: _unit_select(mask, num_units, 0, f, o), fresh, units)
+    return type(units)(*[
+        tf.nest.map_structure(lambda f, o, a=axes.get(name, 0): _unit_select(mask, num_units, a, f, o),
+                              getattr(fresh, name),
+                              getattr(units, name)) for name in units._fields
+    ])
+
+  return tf.cond(tf.reduce_any(mask), select, lambda: units)

@@ -1,67 +1,125 @@
-"""The inner problem: what ``trainer.MetaTrainer`` meta-trains a learned optimizer on.
+"""The inner problem: what a learned optimizer is meta-trained on (the protocol every problem implements).
 
-In the spirit of learned_optimization's TruncatedStep / GradientEstimator / GradientLearner split:
+Three layers, in the spirit of learned_optimization's TruncatedStep / GradientEstimator / GradientLearner:
 
-* an :class:`InnerProblem` (the truncated step) owns the training units -- U agents, each with its own
-  learned-optimizer hidden state and data/environment state, every tensor with a leading unit axis -- and
-  runs one outer iteration: reset the units whose turn it is (pipeline schedule, ``pipeline.py``), M inner
-  updates with the learned optimizer (``core``, ``phi``), the meta-loss and its meta-gradient;
-* a meta-gradient estimator (``estimators.py``) computes that gradient: ``replayed_vjp`` for optimizers
-  whose inputs are under stop-gradient (Optim4RL, LinearOptim, L2LGD²) and data that do not depend on phi,
-  ``full_unroll`` for STAR and for MetaPPO's meta-gradient through the environment;
-* the learner is ``trainer.MetaTrainer``: one phi shared by all problems, per-problem gradients combined,
-  clipped and applied with Adam, the NaN guard, checkpoints (units included) and ``phi.npz``.
+* an :class:`InnerProblem` (this module) owns nothing but its task: it makes brand-new training units
+  (``init_units``), makes ONE inner update of all units with the optimizer it is given (``inner_step``)
+  and evaluates the meta-loss after the inner updates (``meta_loss``). Its per-unit state is declared once:
+  a NamedTuple with leading unit axis U in every tensor, ``params`` (the agents' parameters) and
+  ``opt_state`` (the optimizer's state, made by ``optimizer.init``) among its fields, and ``unit_axes``
+  for fields whose unit axis is not 0;
+* an estimator (``estimators.ReplayedVJP``, ``estimators.FullUnroll``) HOLDS a problem and drives it: it
+  hands the problem a :class:`UnitOptimizer` (the learned optimizer with phi), runs ``inner_steps`` inner
+  updates and the meta-loss, and returns d meta-loss / d phi. Estimators know only this protocol;
+* the learner (``trainer.MetaTrainer``) takes estimators: pipeline resets (``pipeline.reset``, generic over
+  any problem's declared unit state), one phi shared by all, gradients combined, clipped and applied with
+  Adam, the NaN guard, checkpoints. Which problem a config means is the registry's business (``registry``).
 
-Implementations here: ``meta_a2c.MetaA2C``, ``meta_a2c_star.MetaA2Cstar`` (one per task of a MetaA2C
-config), ``meta_ppo.MetaPPO`` and ``meta_ppo_star.MetaPPOstar`` (MetaPPO's Brax task); ``trainer.build`` picks
-them for a config. ``examples/custom_task.py`` is one written outside the package.
+Problems of this package: ``meta_a2c.MetaA2C`` (gridworlds; one per task of a configs/meta_a2c.py config)
+and ``meta_ppo.MetaPPO`` (Brax); each works with every optimizer core (STAR included: the estimator
+decides how the meta-gradient is taken). ``examples/custom_task.py`` is one written outside the package.
 """
 
-from typing import Any, Dict, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, NamedTuple, Optional, Protocol, runtime_checkable
 
-Units = Any  # a nested structure (NamedTuple) of tensors, leading axis U; ``params``: the agents' parameters
+import tensorflow as tf
+
+Units = Any  # a NamedTuple of tensors, leading unit axis U (see unit_axes), with fields params and opt_state
 Phi = Dict[str, Any]
+
+
+class InnerStep(NamedTuple):
+  """What ``InnerProblem.inner_step`` returns.
+
+  units: the units after the update. metrics: dict of float scalars of this step; the estimator sums them
+  over the ``inner_steps`` steps (in order, from 0.0) and hands the sums to ``meta_loss``. updates: how
+  many ``optimizer.update`` calls the step made (a Python int; ``ReplayedVJP`` replays that many)."""
+  units: Any
+  metrics: Dict[str, Any]
+  updates: int = 1
+
+
+class MetaLoss(NamedTuple):
+  """What ``InnerProblem.meta_loss`` returns.
+
+  loss: float scalar, the mean over units of each unit's meta-loss, a differentiable function of
+  ``units.params`` (and of whatever else an estimator's tape watches). units: the units after the meta-loss
+  evaluation (e.g. environments advanced by a validation rollout). metrics: dict of float scalars, at least
+  ``"meta_loss"``; a ``"params_ok"`` entry of 0 makes the learner skip the iteration. grads: with
+  ``with_grads=True``, d loss / d units.params (a list like params), else None."""
+  loss: Any
+  units: Any
+  metrics: Dict[str, Any]
+  grads: Optional[Any] = None
+
+
+@runtime_checkable
+class UnitOptimizer(Protocol):
+  """The optimizer an estimator hands to a problem: the learned optimizer (core and phi) of all units.
+
+  ``init(params)`` -> the optimizer state of brand-new units (params: list of [U, ...]);
+  ``update(grads, opt_state, params, learning_rate)`` -> ``(updates like grads, new opt_state)``, one step
+  of every unit (the problem clips the gradients first, if it does). ``second_order``: True when the
+  optimizer differentiates through ``grads`` (STAR under ``FullUnroll``): compute them from live, not
+  stop-gradient, parameters then. ``unit_axis``: the unit axis of every tensor of the optimizer state
+  (1 for the feature-major [H, U, P] hidden states of Optim4RL, LinearOptim and L2LGD², 0 for STAR)."""
+
+  second_order: bool
+  unit_axis: int
+
+  def init(self, params: Any) -> Any:
+    ...
+
+  def update(self, grads: Any, opt_state: Any, params: Any, learning_rate: float) -> Any:
+    ...
 
 
 @runtime_checkable
 class InnerProblem(Protocol):
-  """One inner problem of a meta-training run (all methods run inside the trainer's ``tf.function``).
+  """One inner problem (all methods run inside the learner's ``tf.function``).
 
-  ``name``: prefix of the problem's metrics (``"<name>/meta_loss"``), distinct within a run.
-  ``key``: a stateless-RNG key (int32 [2]), derived from (seed, iteration, problem); ``iteration``: the
-  outer iteration t = 1, 2, ... (an int32/int64 scalar tensor). The units are held in ``tf.Variable``s
-  between iterations (and checkpointed), so every call must return the same structure, shapes and dtypes.
+  ``name``: prefix of the problem's metrics (``"<name>/meta_loss"``), distinct within a run;
+  ``num_units``: U; ``inner_steps``: M, the inner updates per outer iteration; ``unit_axes``: dict {field of
+  the unit state: its unit axis} for fields whose axis is not 0 (``opt_state`` takes the optimizer's
+  ``unit_axis``); a field whose tensors have k * U entries on that axis (e.g. E environments per unit,
+  unit-major) is reset in blocks of k. ``key``: a stateless-RNG key (int32 [2]). The units live in
+  ``tf.Variable``s between iterations (and in checkpoints), so every call must return the same structure,
+  shapes and dtypes.
   """
 
   name: str
+  num_units: int
+  inner_steps: int
+  unit_axes: Dict[str, int]
 
-  def fresh_units(self, core: Any, key: Any) -> Units:
-    """Brand-new units: fresh agents, zero optimizer hidden states (``core.init_state_feature_major`` or
-    ``core.init_states``), fresh data/environments. If the units have a ``params`` field (the agents'
-    parameters), the trainer's divergence guard checks it; otherwise it checks every float tensor."""
+  def init_units(self, optimizer: UnitOptimizer, key: Any) -> Units:
+    """Brand-new units: fresh agents, ``optimizer.init(params)``, fresh data/environments."""
 
-  def reset_units(self, core: Any, units: Units, iteration: Any, key: Any) -> Units:
-    """``units`` with the ones scheduled at ``iteration`` (``pipeline.reset_mask``) replaced by fresh ones."""
+  def inner_step(self, optimizer: UnitOptimizer, units: Units, key: Any) -> InnerStep:
+    """One inner update of every unit with ``optimizer`` (``key``: this step's own key)."""
 
-  def outer_iteration(self, core: Any, phi: Phi, units: Units, iteration: Any,
-                      key: Any) -> Tuple[Units, Phi, Dict[str, Any]]:
-    """Reset due units, run the M inner updates with ``core`` and ``phi``, compute the meta-loss and its
-    meta-gradient. Returns ``(new_units, meta_grads, metrics)``: ``meta_grads`` a dict like ``phi`` (the
-    gradient of the mean over units of the meta-loss), ``metrics`` a dict of float scalars holding at least
-    ``"meta_loss"``; a ``"params_ok"`` entry of 0 makes the trainer skip the iteration."""
+  def meta_loss(self, units: Units, key: Any, sums: Dict[str, Any], with_grads: bool = False) -> MetaLoss:
+    """The meta-loss after the inner updates (``key``: the iteration's key; ``sums``: the inner steps'
+    summed metrics)."""
 
 
-def as_problems(problems):
-  """The inner problems of a run as a list, checked: TypeError for anything that is not an InnerProblem,
-  ValueError for none at all and for two problems of one name (their metrics would collide)."""
+PROTOCOL = ("name", "num_units", "inner_steps", "unit_axes", "init_units", "inner_step", "meta_loss")
+
+
+def check_problem(problem):
+  """``problem`` if it implements :class:`InnerProblem`, else TypeError naming what it lacks."""
+  if not isinstance(problem, InnerProblem):
+    missing = [m for m in PROTOCOL if not hasattr(problem, m)]
+    raise TypeError(f"{type(problem).__name__} is not an InnerProblem (optim4rl_tf.meta.problem): it lacks "
+                    f"{', '.join(missing)}")
+  return problem
+
+
+def check_names(problems):
+  """ValueError for no problem at all and for two problems of one name (their metrics would collide)."""
   problems = list(problems)
   if not problems:
     raise ValueError("meta-training needs at least one inner problem")
-  for p in problems:
-    if not isinstance(p, InnerProblem):
-      missing = [m for m in ("name", "fresh_units", "reset_units", "outer_iteration") if not hasattr(p, m)]
-      raise TypeError(f"{type(p).__name__} is not an InnerProblem (optim4rl_tf.meta.problem): it lacks "
-                      f"{', '.join(missing)}")
   names = [p.name for p in problems]
   repeated = sorted({n for n in names if names.count(n) > 1})
   if repeated:
@@ -70,6 +128,22 @@ def as_problems(problems):
   return problems
 
 
+def as_problems(problems):
+  """The inner problems of a run as a checked list (:func:`check_problem`, :func:`check_names`)."""
+  return check_names([check_problem(p) for p in problems])
+
+
 def agent_params(units):
   """What the divergence guard checks of a problem's units: ``units.params`` if there is one, else all."""
   return getattr(units, "params", units)
+
+
+def flatten_units(tensors):
+  """List of [U, ...] -> [U, P] (each unit's tensors flattened and concatenated)."""
+  return tf.concat([tf.reshape(t, [tf.shape(t)[0], -1]) for t in tensors], axis=1)
+
+
+def unflatten_units(flat, like):
+  """[U, P] -> list shaped like ``like`` (inverse of ``flatten_units``)."""
+  sizes = [int(t.shape[1:].num_elements()) for t in like]
+  return [tf.reshape(x, tf.shape(t)) for x, t in zip(tf.split(flat, sizes, axis=1), like)]

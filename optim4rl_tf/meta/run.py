@@ -32,7 +32,7 @@ import threading
 import time
 
 from optim4rl_tf.meta import memory_estimate
-from optim4rl_tf.meta import meta_a2c
+from optim4rl_tf.meta import registry
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
@@ -86,14 +86,10 @@ def validate_config(config):
   """Any meta-training config (MetaA2C or MetaPPO, ``trainer.meta_agent``): one clear ValueError per bad
   field, before anything is built, and for a MetaA2C config one for a size this machine's memory cannot hold
   (``memory_estimate.check``); returns the number of outer iterations."""
-  agent = trainer_lib.meta_agent(config)
+  entry = registry.lookup(config)  # ValueError for a config of another trainer
   check_meta_fields(config)
-  if agent == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
-    from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
-    return meta_ppo_task.validate_config(config)
-  iterations = meta_a2c.validate_config(config)
-  memory_estimate.check(config)  # before anything is built: a config too big for this machine is one line
-  return iterations
+  # The config's own checks (``registry.Registration.validate``); MetaA2C's end with ``memory_estimate.check``.
+  return entry.validate(config)
 
 
 def plain(obj):
@@ -119,10 +115,7 @@ def resolved_config(config):
   for key, value in LEGACY_DEFAULTS.items():
     if out.get(key, value) == value:
       out.pop(key, None)
-  if trainer_lib.meta_agent(config) == "meta_a2c":
-    for spec, task in zip(config.tasks, out["tasks"]):
-      task["num_units"] = meta_a2c.task_units(config, spec)
-  return out
+  return registry.lookup(config).resolve_config(config, out)
 
 
 def _yaml_scalars(text):
@@ -225,22 +218,15 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs (``drive``)."""
   total = validate_config(config)
   cc.check_writable_dir(workdir)
-  ppo = trainer_lib.meta_agent(config) == "meta_ppo"
+  entry = registry.lookup(config)
   with workdir_lib.lock(workdir):
     prepare_workdir(workdir, resolved_config(config))
-    if console and ppo:
-      print(f"[meta_ppo {config.env.name} {config.optimizer.name}] building (Brax compiles for minutes on "
-            "CPU)...",
-            flush=True)
+    message = entry.building_message(config)
+    if console and message:
+      print(message, flush=True)
     trainer = trainer_lib.MetaTrainer(config, workdir)
-    if ppo:
-      from optim4rl_tf.meta import meta_ppo_task  # pylint: disable=import-outside-toplevel
-      steps_per_it = meta_ppo_task.env_steps_per_iteration(trainer.tasks[0])
-      shown_keys, prefix = {"reward/step": "inner_reward_per_step"}, f"[meta_ppo {trainer.tasks[0].name}] "
-    else:
-      steps_per_it = sum(
-          meta_a2c.task_units(config, t) * config.rollout_steps * (config.inner_updates + 1) for t in config.tasks)
-      shown_keys, prefix = {"return": "agent_return"}, "meta "
+    steps_per_it = entry.env_steps_per_iteration(config, trainer.problems)
+    shown_keys, prefix = entry.console, entry.prefix(config, trainer.problems)
     names = [p.name for p in trainer.problems]
 
     def shown(metrics):

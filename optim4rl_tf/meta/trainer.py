@@ -1,31 +1,35 @@
-"""The meta-training loop: tasks, meta-optimizer, checkpoints, NaN guard (docs/fidelity.md §5.4, §5.7, §5.8).
+"""The learner: meta-trains one phi with estimators of inner problems (docs/fidelity.md §5.2, §5.4, §5.7, §5.8).
 
-  trainer = MetaTrainer(config, workdir)     # builds the config's problems, restores the latest checkpoint
+  trainer = MetaTrainer(config, workdir)     # the config's problems (registry), restores the latest checkpoint
   phi = trainer.train(progress_fn)           # runs to the last outer iteration; returns phi (dict of arrays)
-  # inner problems of your own (problem.InnerProblem), config with the fields of ``trainer_config``:
-  trainer = MetaTrainer(trainer_config(num_iterations=10), workdir, problems=[...], core=core, phi=phi0)
+  # problems of your own (problem.InnerProblem), each held by an estimator; config: ``trainer_config`` fields
+  trainer = MetaTrainer(trainer_config(num_iterations=10), workdir,
+                        estimators=[estimators.ReplayedVJP(problem)], core=core, phi=phi0)
 
-Configs (``build``; ``meta.run`` validates them): configs/meta_a2c.py (a ``meta_a2c.MetaA2C`` per task,
-``meta_a2c_star.MetaA2Cstar`` for STAR), configs/ppo.py ``meta_*`` (``meta_ppo.MetaPPO``, ``MetaPPOstar``).
-
-Per outer iteration: every task (inner problem) runs its ``outer_iteration`` with the same phi; the per-task
-meta-gradients (means over units) are optionally normalised to ``max_norm`` (per task, §5.4 item 2), averaged
-over tasks, clipped (elementwise ``meta_grad_clip`` or global-norm ``meta_grad_norm``) and applied with
-Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite or absurd (|x| > ``pipeline.ABSURD``)
-phi or agent parameters (checked in-graph, also inside the inner loop before any rollout uses them) are never
-applied. ``config.nonfinite`` says what happens then: ``"skip"`` (default) skips and counts the iteration;
-after ``max_nonfinite`` consecutive skips the run stops with :class:`NonFiniteError`, after saving the applied
-iterations not yet checkpointed. ``"stop"`` (the official MetaPPO/MetaPPOstar, docs/fidelity.md §5.4) ends the
-run at the first such iteration with :class:`Diverged` and saves nothing from that iteration on.
+The learner names no problem: :func:`build` asks the registry (``registry.lookup``) for a config's problems
+and composes each with its estimator (:func:`estimator_for`). Per outer iteration t, for every estimator i
+(:func:`outer_iteration`): the units due at t on the pipeline schedule (``config.pipeline``,
+``config.reset_interval``; ``pipeline.py``) are replaced by fresh ones (``pipeline.reset``, one
+implementation for every problem), then the estimator runs the problem's inner updates and meta-loss and
+returns the meta-gradient. The per-problem meta-gradients (means over units) are optionally normalised to
+``max_norm`` (per problem, §5.4 item 2), averaged, clipped (elementwise ``meta_grad_clip`` or global-norm
+``meta_grad_norm``) and applied with Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite
+or absurd (|x| > ``pipeline.ABSURD``) phi or agent parameters (also checked by the problems inside the inner
+loop, ``params_ok``) are never applied. ``config.nonfinite`` says what happens then: ``"skip"`` (default)
+skips and counts the iteration; after ``max_nonfinite`` consecutive skips the run stops with
+:class:`NonFiniteError`, after saving the applied iterations not yet checkpointed. ``"stop"`` (the official
+MetaPPO, docs/fidelity.md §5.4) ends the run at the first such iteration with :class:`Diverged` and saves
+nothing from that iteration on.
 
 The final state is always saved (checkpoint + ``phi.npz``), also when the last iterations were skipped;
 ``train(stop_fn=...)`` stops cleanly between iterations (signals) with :class:`Interrupted` after saving; a
 failed write (disk full) raises :class:`CheckpointWriteError` and leaves no ``ckpt-N_temp`` behind.
 
 Everything that determines the future lives in ``tf.Variable``s saved by ``tf.train.CheckpointManager``
-every ``checkpoint_every`` iterations: phi, Adam state, all unit states, the iteration counter and the skip
-counters. Randomness is stateless, keyed by (seed, iteration, task), so a run killed at any moment and
-restarted with the same workdir finishes with exactly the phi of an uninterrupted run.
+every ``checkpoint_every`` iterations: phi, Adam state, all unit states (flattened in field order), the
+iteration counter and the skip counters. Randomness is stateless, keyed by (seed, iteration, problem), so a
+run killed at any moment and restarted with the same workdir finishes with exactly the phi of an
+uninterrupted run.
 """
 
 import glob
@@ -36,11 +40,11 @@ import signal
 import numpy as np
 import tensorflow as tf
 
-from optim4rl_tf.meta import meta_a2c
-from optim4rl_tf.meta import meta_a2c_star
+from optim4rl_tf.meta import estimators as estimators_lib
 from optim4rl_tf.meta import meta_grads
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import problem as problem_lib
+from optim4rl_tf.meta import registry
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
@@ -105,41 +109,52 @@ def _first_line(e):
   return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
 
 
-META_AGENTS = ("meta_a2c", "meta_ppo")
+META_AGENTS = tuple(registry._BUILTIN)  # pylint: disable=protected-access
+meta_agent = registry.meta_agent
 
 
-def meta_agent(config):
-  """The meta-training algorithm of a config: its ``agent`` field ("meta_ppo" in configs/ppo.py ``meta_*``),
-  "meta_a2c" when it has none (configs/meta_a2c.py). Raises ValueError for a config of another trainer."""
-  agent = config.get("agent", "meta_a2c")
-  if agent not in META_AGENTS:
-    raise ValueError(f"config.agent {agent!r} is not a meta-training config (valid: {', '.join(META_AGENTS)}: "
-                     "configs/meta_a2c.py, configs/ppo.py:meta_*); train it with launch/train.py")
-  return agent
+def estimator_for(problem, core, through_data=False, chunk_size=0):
+  """The estimator of ``problem`` with ``core``: ``ReplayedVJP`` (chunked) when the core's gradient input is
+  under stop-gradient and the data do not depend on phi, else ``FullUnroll`` (STAR: second order)."""
+  if estimators_lib.is_feature_major(core) and not through_data:
+    return estimators_lib.ReplayedVJP(problem, chunk_size=chunk_size)
+  return estimators_lib.FullUnroll(problem)
 
 
 def build(config):
-  """(inner problems, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
+  """(estimators, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
+  entry = registry.lookup(config)
   is_star = config.optimizer.name == "star"
   core, phi0 = meta_params_lib.resolve(config.optimizer.name,
                                        config.optimizer.init_meta_params or None,
                                        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
                                        hidden_size=None if is_star else config.optimizer.hidden_size,
                                        seed=config.seed)
-  # STAR needs second-order meta-gradients (estimators.full_unroll): its own inner problems.
-  if meta_agent(config) == "meta_ppo":  # the Brax stack is imported only for MetaPPO configs
-    from optim4rl_tf.meta import meta_ppo
-    from optim4rl_tf.meta import meta_ppo_star
-    from optim4rl_tf.meta import meta_ppo_task
-    problem = meta_ppo_star.MetaPPOstar if is_star else meta_ppo.MetaPPO
-    return [problem(meta_ppo_task.build_task(config))], core, phi0, meta_ppo_task.num_iterations(config)
-  problem = meta_a2c_star.MetaA2Cstar if is_star else meta_a2c.MetaA2C
-  return [problem(t) for t in meta_a2c.build_tasks(config)], core, phi0, meta_a2c.num_iterations(config)
+  through = entry.through_data(config)
+  chunk = int(config.get("chunk_size", 0))
+  ests = [estimator_for(p, core, through, chunk) for p in entry.build(config)]
+  return ests, core, phi0, entry.num_iterations(config)
+
+
+def schedule_interval(config):
+  """m of the pipeline schedule: ``config.reset_interval`` when ``config.pipeline``, else -1 (never)."""
+  return int(config.reset_interval) if config.get("pipeline", False) else -1
+
+
+def outer_iteration(estimator, core, phi, units, iteration, key, reset_indices, reset_interval):
+  """One outer iteration of one estimator's problem: the pipeline reset of the units due at ``iteration``
+  (key ``split(key)[0]``), then ``estimator.estimate`` (key ``split(key)[1]``). Returns (new units,
+  meta-gradient dict like phi, metrics)."""
+  keys = tf.random.experimental.stateless_split(key, 2)
+  mask = pipeline.reset_mask(iteration, reset_indices, reset_interval)
+  units = pipeline.reset(units, lambda: estimator.init_units(core, keys[0]), mask, estimator.problem.num_units,
+                         estimator.unit_axes(core))
+  return estimator.estimate(core, phi, units, keys[1])
 
 
 def trainer_config(**fields):
-  """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py), for inner
-  problems passed to it directly; ``fields`` override them (num_iterations must be set)."""
+  """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py, no pipeline), for
+  estimators passed to it directly; ``fields`` override them (num_iterations must be set)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   c = ml_collections.ConfigDict(
       dict(seed=0,
@@ -150,7 +165,9 @@ def trainer_config(**fields):
            max_norm=-1.0,
            checkpoint_every=10,
            max_nonfinite=5,
-           nonfinite="skip"))
+           nonfinite="skip",
+           pipeline=False,
+           reset_interval=-1))
   c.update(fields)
   return c
 
@@ -158,26 +175,34 @@ def trainer_config(**fields):
 class MetaTrainer:
   """Owns the variables, the compiled outer step and the checkpoint manager of one run.
 
-  Without ``problems`` it builds the run from a meta-training config (:func:`build`). With
-  ``problems`` (objects implementing ``problem.InnerProblem``), ``core`` (the learned optimizer's core) and
-  ``phi`` (its initial meta-parameters, a dict of arrays), ``config`` needs only the fields of
-  :func:`trainer_config` and runs ``config.num_iterations`` outer iterations.
+  Without ``estimators`` it builds the run from a meta-training config (:func:`build`). With
+  ``estimators`` (``estimators.ReplayedVJP`` / ``FullUnroll``, each holding a ``problem.InnerProblem``),
+  ``core`` (the learned optimizer's core) and ``phi`` (its initial meta-parameters, a dict of arrays),
+  ``config`` needs only the fields of :func:`trainer_config` and runs ``config.num_iterations`` outer
+  iterations.
   """
 
-  def __init__(self, config, workdir=None, problems=None, core=None, phi=None):
+  def __init__(self, config, workdir=None, estimators=None, core=None, phi=None):
     self.config = config
     self.workdir = workdir
-    if problems is None:
-      problems, self.core, phi0, self.total_iterations = build(config)
+    if estimators is None:
+      estimators, self.core, phi0, self.total_iterations = build(config)
     else:
       if core is None or phi is None:
-        raise ValueError("MetaTrainer(problems=...) needs the learned optimizer's core and initial phi")
+        raise ValueError("MetaTrainer(estimators=...) needs the learned optimizer's core and initial phi")
       if int(config.num_iterations) < 1:
         raise ValueError(f"num_iterations must be a positive integer, got {config.num_iterations!r}")
       self.core, phi0, self.total_iterations = core, phi, int(config.num_iterations)
-    self.problems = problem_lib.as_problems(problems)
+    self.estimators = list(estimators)
+    for e in self.estimators:
+      if not isinstance(e, estimators_lib.Estimator):
+        raise TypeError(f"{type(e).__name__} is not an estimator (optim4rl_tf.meta.estimators): give "
+                        "ReplayedVJP(problem) or FullUnroll(problem)")
+    self.problems = problem_lib.as_problems(e.problem for e in self.estimators)
     # A MetaA2C/MetaPPO task, or the problem itself when it has none.
     self.tasks = [getattr(p, "task", p) for p in self.problems]
+    interval = schedule_interval(config)
+    self.schedule = [(pipeline.reset_indices(p.num_units, interval), interval) for p in self.problems]
     self.keys = sorted(phi0)
     for k in self.keys:
       if not np.all(np.abs(np.asarray(phi0[k])) <= pipeline.ABSURD):
@@ -188,8 +213,8 @@ class MetaTrainer:
     base = tf.constant([config.seed, 0x5eed], tf.int32)
     self.base_key = base
     self.units = [
-        VarTree(p.fresh_units(self.core, tf.random.experimental.stateless_fold_in(base, 1000 + i)), f"units{i}")
-        for i, p in enumerate(self.problems)
+        VarTree(e.init_units(self.core, tf.random.experimental.stateless_fold_in(base, 1000 + i)), f"units{i}")
+        for i, e in enumerate(self.estimators)
     ]
     self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
     self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
@@ -233,9 +258,10 @@ class MetaTrainer:
     key = tf.random.experimental.stateless_fold_in(self.base_key, tf.cast(t, tf.int32))
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
     task_grads, new_units, metrics = [], [], {}
-    for i, (problem, units) in enumerate(zip(self.problems, self.units)):
-      units_new, grads, m = problem.outer_iteration(self.core, phi, units.read(), t,
-                                                    tf.random.experimental.stateless_fold_in(key, i))
+    for i, (estimator, units) in enumerate(zip(self.estimators, self.units)):
+      problem = estimator.problem
+      units_new, grads, m = outer_iteration(estimator, self.core, phi, units.read(), t,
+                                            tf.random.experimental.stateless_fold_in(key, i), *self.schedule[i])
       task_grads.append(grads)
       new_units.append(units_new)
       metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})

@@ -1,0 +1,192 @@
+"""Fixed-seed phi of tiny meta-training runs, bitwise equal to the one recorded before the meta/ redesign.
+
+tests/data/meta_redesign_golden.npz holds phi after 3 outer iterations of MetaA2C (Optim4RL, chunked
+replayed VJP, pipeline resets), MetaA2C+STAR (full unroll), MetaPPO (through the environment, and the
+replayed-VJP approximation) and MetaPPO+STAR, each built from its config by ``optim4rl_tf.meta`` and run by
+its learner, recorded with the code before the redesign of optim4rl_tf/meta/ in two numeric modes:
+
+* ``onednn0/``: TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels): the redesign must reproduce every case bitwise
+  (``np.array_equal``): the math is unchanged;
+* ``noarith/``: oneDNN off and grappler's arithmetic optimizer off, MetaA2C+STAR only: with it on,
+  grappler regroups the sums of STAR's second-order gradient by graph structure, so one entry of phi
+  (``mlp/b2``) moves in the last bit (measured 4.7e-10 after one iteration) though the math is unchanged;
+  with it off, the redesign reproduces the recorded phi bitwise. In ``onednn0/`` this case must agree to
+  float32 rounding;
+* ``onednn1/``: oneDNN on (TensorFlow's default on x86). oneDNN's kernels round differently depending on the
+  surrounding graph (the old code's own inner updates change in the last bit when the graph around them
+  changes), so only MetaA2C is bitwise there; the others must agree to float32 rounding.
+
+Each case runs in a child process (the mode is fixed when TensorFlow is imported). Regenerate only on
+purpose, with the code whose numbers are the reference:
+
+  .venv/bin/python tests/test_meta_redesign_golden.py --write
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "meta_redesign_golden.npz")
+ITERATIONS = 3
+
+
+def set_fields(c, **fields):
+  for path, value in fields.items():
+    node = c
+    *parents, leaf = path.split(".")
+    for p in parents:
+      node = node[p]
+    setattr(node, leaf, value)
+  return c
+
+
+def a2c_config(optimizer):
+  from optim4rl_tf.configs import meta_a2c as meta_configs  # pylint: disable=import-outside-toplevel
+  c = meta_configs.get_config("catch")
+  c.tasks[0].num_units = 4
+  return set_fields(
+      c, **{
+          "rollout_steps": 5,
+          "inner_updates": 2,
+          "num_iterations": ITERATIONS,
+          "pipeline": True,
+          "reset_interval": 2,
+          "chunk_size": 2 if optimizer != "star" else 0,
+          "optimizer.name": optimizer,
+          "optimizer.mlp_dims": (4,),
+          "checkpoint_every": 1
+      })
+
+
+def ppo_config(optimizer, through_env=True):
+  from optim4rl_tf.configs import ppo as ppo_configs  # pylint: disable=import-outside-toplevel
+  c = ppo_configs.get_config("meta_inverted_pendulum")
+  return set_fields(
+      c, **{
+          "env.num_envs": 4,
+          "env.episode_length": 5,
+          "num_units": 2,
+          "batch_size": 2,
+          "num_minibatches": 2,
+          "unroll_length": 3,
+          "update_epochs": 2,
+          "inner_updates": 2,
+          "learning_rate": 3e-3,
+          "pipeline": True,
+          "reset_interval": 2,
+          "num_iterations": ITERATIONS,
+          "meta_grad_through_env": through_env,
+          "network.policy_hidden": (8,),
+          "network.value_hidden": (8, 8),
+          "optimizer.name": optimizer,
+          "optimizer.mlp_dims": (),
+          "optimizer.hidden_size": 3
+      })
+
+
+CASES = {
+    "meta_a2c": lambda: a2c_config("optim4rl"),
+    "meta_a2c_star": lambda: a2c_config("star"),
+    "meta_ppo": lambda: ppo_config("optim4rl"),
+    "meta_ppo_replayed": lambda: ppo_config("optim4rl", through_env=False),
+    "meta_ppo_star": lambda: ppo_config("star"),
+}
+
+
+def run_case(name):
+  """phi (dict of arrays) after ITERATIONS outer iterations of the case's config, no workdir."""
+  from optim4rl_tf.meta import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  trainer = trainer_lib.MetaTrainer(CASES[name]())
+  for _ in range(ITERATIONS):
+    metrics = trainer.run_iteration()
+    assert metrics["meta/applied"] == 1.0, (name, metrics)
+  return trainer.meta_params()
+
+
+def golden():
+  with np.load(GOLDEN) as z:
+    return {k: z[k] for k in z.files}
+
+
+def run_in_child(name, onednn, arithmetic=True):
+  """phi of case ``name`` computed in a child process with TF_ENABLE_ONEDNN_OPTS=``onednn`` (and grappler's
+  arithmetic optimizer off unless ``arithmetic``)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "phi.npz")
+    env = dict(os.environ,
+               TF_ENABLE_ONEDNN_OPTS=str(onednn),
+               TF_CPP_MIN_LOG_LEVEL="2",
+               GOLDEN_ARITHMETIC=str(int(arithmetic)))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", name, out],
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as z:
+      return {k: z[k] for k in z.files}
+
+
+def recorded(mode, name):
+  return {k.split(":", 1)[1]: v for k, v in golden().items() if k.split(":", 1)[0] == f"{mode}/{name}"}
+
+
+@pytest.mark.slow(90)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_phi_is_bitwise_the_recorded_one_without_onednn(name):
+  want, got = recorded("onednn0", name), run_in_child(name, 0)
+  assert want and sorted(got) == sorted(want)
+  for k in want:
+    if name == "meta_a2c_star":  # grappler's arithmetic optimizer: see the module doc and the next test
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-8, err_msg=f"{name} {k}")
+    else:
+      assert np.array_equal(got[k], want[k]), (name, k, np.max(np.abs(got[k] - want[k])))
+
+
+@pytest.mark.slow(30)
+def test_star_phi_is_bitwise_the_recorded_one_without_arithmetic_rewrites():
+  want, got = recorded("noarith", "meta_a2c_star"), run_in_child("meta_a2c_star", 0, arithmetic=False)
+  assert want and sorted(got) == sorted(want)
+  for k in want:
+    assert np.array_equal(got[k], want[k]), (k, np.max(np.abs(got[k] - want[k])))
+
+
+@pytest.mark.slow(90)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_phi_with_onednn_is_the_recorded_one_to_rounding(name):
+  want, got = recorded("onednn1", name), run_in_child(name, 1)
+  assert want and sorted(got) == sorted(want)
+  for k in want:
+    if name == "meta_a2c":
+      assert np.array_equal(got[k], want[k]), (name, k, np.max(np.abs(got[k] - want[k])))
+    else:
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-8, err_msg=f"{name} {k}")
+
+
+def main(argv):
+  if argv[:1] == ["--case"] and len(argv) == 3:
+    if os.environ.get("GOLDEN_ARITHMETIC", "1") == "0":
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    np.savez(argv[2], **run_case(argv[1]))
+    return
+  if argv != ["--write"]:
+    sys.exit("usage: test_meta_redesign_golden.py --write | --case NAME OUT.npz")
+  out = {}
+  for onednn in (0, 1):
+    for case in sorted(CASES):
+      for key, value in run_in_child(case, onednn).items():
+        out[f"onednn{onednn}/{case}:{key}"] = value
+      print("recorded", case, "onednn", onednn, flush=True)
+  for key, value in run_in_child("meta_a2c_star", 0, arithmetic=False).items():
+    out[f"noarith/meta_a2c_star:{key}"] = value
+  np.savez(GOLDEN, **out)
+  print("wrote", GOLDEN)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

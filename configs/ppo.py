@@ -15,16 +15,16 @@ Variants:
     envs and 1e6-3e6 env steps: tens of minutes on a 2-core laptop.
   * inverted_pendulum -- the cheap task of the tests (learns within ~1e5 env steps, a couple of minutes).
   * meta_ant, meta_humanoid -- MetaPPO (docs/fidelity.md §7.5, agent 'meta_ppo'): meta-training a learned optimizer
-    (``optimizer.name``: optim4rl, linear_optim, l2lgd2, or star = MetaPPOstar with second-order
-    meta-gradients); meta_ant_nopipe, meta_humanoid_nopipe: the same without pipeline training (Table 1).
+    (``optimizer.name``: optim4rl, linear_optim, l2lgd2, or star: MetaPPO with the full-unroll estimator's
+    second-order meta-gradients); meta_ant_nopipe, meta_humanoid_nopipe: the same without pipeline training (Table 1).
     Both through PPO inner updates, with the official reduced settings (2048 envs, batch 1024,
     8 minibatches, unroll 5, 4 epochs, value (64,)x5, M = 4, 610 outer iterations);
     meta_inverted_pendulum: a tiny CPU smoke run.
     The meta-gradient runs through the simulator, the env state and the normaliser as the official
     jax.grad does (``meta_grad_through_env=True``); ``--config.meta_grad_through_env=False`` keeps only
-    the value and entropy paths (a cheaper approximation; see optim4rl_tf/meta/meta_ppo_grad.py).
+    the value and entropy paths (a cheaper approximation; see optim4rl_tf/meta/meta_ppo.py).
 
-    python launch/train.py --config=configs/ppo.py:meta_ant --config.reset_interval=128 \
+    python launch/meta_train.py --config=configs/ppo.py:meta_ant --config.reset_interval=128 \
         --config.meta_lr=1e-4 --workdir=runs/meta_rl_ant          # writes runs/meta_rl_ant/phi.npz
 
 Fields: ``env.bridge`` picks the Brax bridge ('graph': the whole rollout and update inside one

@@ -9,7 +9,7 @@ Experiments (docs/fidelity.md §9.1, §10):
   figure3_bdl    the same on big_dense_long
   table1_sdl     Optim4RL on small_dense_long with and without pipeline training (Table 1)
   table1_bdl     the same on big_dense_long
-  figure3_ant, figure3_humanoid   the four learned optimizers meta-trained with MetaPPO (STAR: MetaPPOstar)
+  figure3_ant, figure3_humanoid   the four learned optimizers meta-trained with MetaPPO (STAR: its full-unroll estimator)
                  on Ant / Humanoid, tested with PPO vs Adam, RMSProp (configs/ppo.py meta_* and the task)
   table1_ant, table1_humanoid     Optim4RL with and without pipeline training, MetaPPO (Table 1)
   figure4        Optim4RL meta-trained on the six gridworlds (grid6), tested with PPO on Ant, Humanoid,
@@ -348,7 +348,7 @@ def _run_test(train_fn, config, workdir, phi_path):
 
 
 def meta_train(variant, optimizer, workdir, budget, brax=False):
-  """MetaA2C (MetaA2Cstar for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz
+  """MetaA2C (the full-unroll estimator for STAR) with configs/meta_a2c.py:``variant``; returns the path of phi.npz
   (None: the run diverged)."""
   from optim4rl_tf.configs import meta_a2c
   from optim4rl_tf.meta import run
@@ -366,7 +366,7 @@ def test_run(task, optimizer, phi_path, learning_rate, workdir, budget):
 
 
 def meta_train_ppo(variant, optimizer, pipeline, workdir, budget):
-  """MetaPPO (MetaPPOstar for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz (None: the
+  """MetaPPO (the full-unroll estimator for STAR) with configs/ppo.py:``variant``; returns the path of phi.npz (None: the
   run diverged)."""
   from optim4rl_tf.configs import ppo as ppo_configs
   from optim4rl_tf.meta import run

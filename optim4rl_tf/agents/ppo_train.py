@@ -43,7 +43,7 @@ from optim4rl_tf.utils import stats
 BRAX_ENV_NAMES = registry.BRAX_ENV_NAMES
 BRIDGES = ("graph", "numpy")
 BACKENDS = ("spring", "generalized", "positional")
-# The in-graph rollout, where meta/meta_ppo_grad.py (the MetaPPO files) calls it as ppo_train.graph_rollout.
+# The in-graph rollout, where meta/meta_ppo.py (MetaPPO) calls it as ppo_train.graph_rollout.
 graph_rollout = ppo_trainer.graph_rollout
 
 

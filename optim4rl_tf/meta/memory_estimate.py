@@ -112,13 +112,13 @@ def replay_coordinates(units, params_per_unit, chunk_size):
 
 def estimate(config):
   """(bytes, one-line description) of a validated MetaA2C config (``meta_a2c.validate_config``)."""
-  from optim4rl_tf.meta import meta_a2c  # pylint: disable=import-outside-toplevel
   states, hidden, heads, mlp_sum, num_phi = _core_sizes(config)
   star = config.optimizer.name == "star"
   m, t = int(config.inner_updates), int(config.rollout_steps)
   persistent, transient, parts = 0, 0, []
   for i, spec in enumerate(config.tasks):
-    units = meta_a2c.task_units(config, spec)
+    # A task's units, as meta_a2c.task_units counts them (not imported: meta_a2c calls this module).
+    units = int(config.num_units) if config.get("num_units", 0) > 0 else int(spec.num_units)
     params, obs, acts = _network_sizes(spec.env_name)
     coords = units * params
     per_step = units * (t + 1) * (2 * obs + 3 * acts)

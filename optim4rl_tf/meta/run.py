@@ -31,7 +31,6 @@ import signal
 import threading
 import time
 
-from optim4rl_tf.meta import memory_estimate
 from optim4rl_tf.meta import registry
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.utils import config_checks as cc
@@ -85,7 +84,7 @@ def check_meta_fields(config):
 def validate_config(config):
   """Any meta-training config (MetaA2C or MetaPPO, ``trainer.meta_agent``): one clear ValueError per bad
   field, before anything is built, and for a MetaA2C config one for a size this machine's memory cannot hold
-  (``memory_estimate.check``); returns the number of outer iterations."""
+  (``memory_estimate.check``, called by MetaA2C's registration); returns the number of outer iterations."""
   entry = registry.lookup(config)  # ValueError for a config of another trainer
   check_meta_fields(config)
   # The config's own checks (``registry.Registration.validate``); MetaA2C's end with ``memory_estimate.check``.

@@ -22,7 +22,6 @@ saved (``trainer.Interrupted``; exit status 130/143 in the launchers).
 
 import contextlib
 import csv
-import glob
 import io
 import json
 import os
@@ -382,34 +381,3 @@ def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
-
-
-def truncate_tensorboard(tb_dir, last_step):
-  """Rewrites the event files in ``tb_dir`` without the events after ``last_step`` (and without a record
-  cut short by a kill), so iterations redone after a resume appear once in TensorBoard."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorflow.core.util import event_pb2  # pylint: disable=import-outside-toplevel
-  for path in sorted(glob.glob(os.path.join(tb_dir, "*tfevents*"))):
-    if not os.path.isfile(path):
-      continue
-    kept, changed = [], False
-    try:
-      for record in tf.data.TFRecordDataset(path):
-        raw = record.numpy()
-        event = event_pb2.Event.FromString(raw)
-        if event.HasField("summary") and event.step > last_step:
-          changed = True
-        else:
-          kept.append(raw)
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
-      changed = True  # a truncated last record: keep what was complete
-    if changed:
-      tmp = path + ".truncating"
-      try:
-        with tf.io.TFRecordWriter(tmp) as w:
-          for raw in kept:
-            w.write(raw)
-        os.replace(tmp, path)
-      finally:
-        if os.path.exists(tmp):
-          os.remove(tmp)

@@ -332,3 +332,60 @@ def test_a_second_signal_during_meta_training_quits_at_once():
   del run
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout
+
+
+@pytest.fixture(scope="module")
+def four_iterations(tmp_path_factory):
+  """A tiny MetaA2C run with checkpoints at outer iterations 2 and 4; returns (config, workdir)."""
+  from optim4rl_tf.meta import run
+  config = meta_configs.get_config("catch")
+  config.num_units, config.num_iterations, config.checkpoint_every = 2, 4, 2
+  workdir = str(tmp_path_factory.mktemp("meta") / "run")
+  run.meta_train(config, workdir, console=False)
+  return config, workdir
+
+
+def _copy_run(src, dst):
+  import shutil
+  shutil.copytree(src, dst)
+  return str(dst)
+
+
+def _resumed_iteration(config, workdir):
+  from optim4rl_tf.meta import trainer as trainer_lib
+  return int(trainer_lib.MetaTrainer(config, workdir).iteration.numpy())
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_a_lost_or_damaged_checkpoint_list_is_rebuilt_not_restarted_or_deleted(four_iterations, tmp_path, damage,
+                                                                               capsys):
+  config, src = four_iterations
+  wd = _copy_run(src, tmp_path / "run")
+  state = os.path.join(wd, "checkpoints", "checkpoint")
+  before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+  if damage == "missing":
+    os.remove(state)
+  else:
+    with open(state, "w") as f:
+      f.write("\x00\x01 not a checkpoint list {{{")
+  assert _resumed_iteration(config, wd) == 4
+  assert "rebuilt" in capsys.readouterr().out
+  after = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+  assert set(before) - {"checkpoint"} <= set(after)  # no checkpoint file was deleted
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(four_iterations, tmp_path, capsys):
+  import glob
+  config, src = four_iterations
+  wd = _copy_run(src, tmp_path / "run")
+  for path in glob.glob(os.path.join(wd, "checkpoints", "ckpt-4.data-*")):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 3)
+  assert _resumed_iteration(config, wd) == 2
+  assert "damaged checkpoint(s) skipped" in capsys.readouterr().out
+  for path in glob.glob(os.path.join(wd, "checkpoints", "ckpt-2.data-*")):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 3)
+  with pytest.raises(ValueError, match="every checkpoint in .* is damaged"):
+    _resumed_iteration(config, wd)
+  assert glob.glob(os.path.join(wd, "checkpoints", "ckpt-4.*"))  # nothing deleted

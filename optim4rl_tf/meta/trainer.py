@@ -172,6 +172,48 @@ def trainer_config(**fields):
   return c
 
 
+def _complete_checkpoints(folder):
+  """Prefixes ``folder/ckpt-N`` that have an ``.index`` and a data file, by N."""
+  found = []
+  for index in glob.glob(os.path.join(folder, "ckpt-*.index")):
+    prefix = index[:-len(".index")]
+    try:
+      n = int(os.path.basename(prefix).split("-", 1)[1])
+    except ValueError:
+      continue
+    if glob.glob(prefix + ".data-*"):
+      found.append((n, prefix))
+  return [p for _, p in sorted(found)]
+
+
+def _repair_state_file(folder):
+  """The checkpoint manager resumes from the checkpoints its state file (``checkpoint``) lists. When that file
+  is missing or unreadable but complete checkpoints are on disk, it is rewritten to list the newest two (with
+  a warning line), so a resume neither restarts from iteration 0 nor deletes them. Returns True if rewritten."""
+  found = _complete_checkpoints(folder)
+  if not found:
+    return False
+  try:
+    state = tf.train.get_checkpoint_state(folder)
+  except Exception:  # pylint: disable=broad-except   (a damaged text proto)
+    state = None
+  if state is not None and state.model_checkpoint_path and any(
+      os.path.basename(p) in {os.path.basename(f) for f in found} for p in state.all_model_checkpoint_paths):
+    return False
+  keep = found[-2:]
+  stamps = [os.path.getmtime(p + ".index") for p in keep]
+  tf.compat.v1.train.update_checkpoint_state(folder,
+                                             keep[-1],
+                                             all_model_checkpoint_paths=keep,
+                                             all_model_checkpoint_timestamps=stamps,
+                                             last_preserved_timestamp=min(stamps) - 1.0)
+  print(
+      f"WARNING: the checkpoint list {os.path.join(folder, 'checkpoint')} was missing or damaged; rebuilt "
+      f"from the checkpoints on disk (newest: {os.path.basename(found[-1])})",
+      flush=True)
+  return True
+
+
 class MetaTrainer:
   """Owns the variables, the compiled outer step and the checkpoint manager of one run.
 
@@ -227,15 +269,11 @@ class MetaTrainer:
                                  iteration=self.iteration,
                                  skipped_total=self.skipped_total,
                                  skipped_in_a_row=self.skipped_in_a_row)
-      self.manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
+      folder = os.path.join(workdir, "checkpoints")
+      _repair_state_file(folder)  # a missing or unreadable state file: rebuilt from the checkpoints on disk
+      self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
       self._remove_partial_checkpoints()  # left by a process killed while saving
-      latest = self.manager.latest_checkpoint
-      if latest:
-        try:
-          ckpt.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-          raise ValueError(f"checkpoint {latest} does not fit this config ({_first_line(e)}); use the "
-                           "config it was made with or a new --workdir") from None
+      self._restore(ckpt)
     # The state after this iteration is on disk (0: the initial state, which the config reproduces).
     self._saved_iteration = int(self.iteration.numpy())
 
@@ -312,13 +350,44 @@ class MetaTrainer:
     """The last applied outer iteration (phi is the one after it)."""
     return int(self.iteration.numpy()) - int(self.skipped_in_a_row.numpy())
 
+  def _restore(self, ckpt):
+    """Restores the newest checkpoint that reads; a damaged (truncated) newest one falls back to the one
+    before it with a warning line. Nothing is deleted. A checkpoint that reads but does not fit this config
+    is one ValueError naming the config; none that reads is one ValueError naming the damage."""
+    latest = self.manager.latest_checkpoint
+    candidates = ([latest] if latest else []) + [p for p in reversed(self.manager.checkpoints) if p != latest]
+    damaged = []
+    for path in candidates:
+      try:
+        status = ckpt.restore(path)
+      except Exception as e:  # pylint: disable=broad-except   (truncated files raise all sorts)
+        damaged.append(f"{os.path.basename(path)}: {_first_line(e)}")
+        continue
+      try:
+        status.assert_existing_objects_matched()
+      except (AssertionError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} does not fit this config ({_first_line(e)}); use the "
+                         "config it was made with or a new --workdir") from None
+      if damaged:
+        print(
+            f"WARNING: damaged checkpoint(s) skipped ({'; '.join(damaged)}); resuming from "
+            f"{os.path.basename(path)} (outer iteration {int(self.iteration.numpy())})",
+            flush=True)
+      return
+    if damaged:
+      raise ValueError(f"every checkpoint in {self.manager.directory} is damaged ({'; '.join(damaged)}); nothing "
+                       "was deleted: move the folder away to start afresh, or use a new --workdir")
+
   def _remove_partial_checkpoints(self):
-    """Deletes ``ckpt-N_temp`` folders and files of checkpoints the manager does not list."""
+    """Deletes what a save cut short: ``ckpt-N_temp`` folders and the files of incomplete checkpoints (no
+    ``.index`` or no data file) the manager does not list. Complete checkpoints are never deleted."""
     folder = self.manager.directory
     kept = {os.path.basename(p) for p in self.manager.checkpoints}
+    complete = {os.path.basename(p) for p in _complete_checkpoints(folder)}
     for path in glob.glob(os.path.join(folder, "ckpt-*")):
       name = os.path.basename(path)
-      if name.split(".")[0] in kept and not name.endswith("_temp"):
+      prefix = name.split(".")[0]
+      if (prefix in kept or prefix in complete) and not name.endswith("_temp"):
         continue
       if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)

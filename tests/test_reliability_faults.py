@@ -389,3 +389,24 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(four_iterati
   with pytest.raises(ValueError, match="every checkpoint in .* is damaged"):
     _resumed_iteration(config, wd)
   assert glob.glob(os.path.join(wd, "checkpoints", "ckpt-4.*"))  # nothing deleted
+
+
+def test_a_phi_meta_training_would_call_diverged_is_refused_by_the_loaders(tmp_path):
+  import optim4rl_tf
+  from optim4rl_tf.optimizers import meta_params
+  core, phi = meta_params.resolve("optim4rl", None, mlp_dims=(), seed=0)
+  key = sorted(phi)[0]
+  good = str(tmp_path / "good.npz")
+  meta_params.save(good, core, phi)  # (save refuses the absurd phi itself, so the file is made by hand)
+  path = str(tmp_path / "phi.npz")
+  np.savez(path, **dict(phi, **{key: np.full_like(phi[key], 1e30)}), __meta__=np.load(good)["__meta__"])
+  with pytest.raises(ValueError, match="beyond"):
+    meta_params.load(path)
+  with pytest.raises(ValueError, match="beyond"):
+    optim4rl_tf.Optim4RL(meta_params=path)
+
+
+def test_the_meta_training_summary_says_which_iteration_phi_is_from(four_iterations):
+  _, workdir = four_iterations
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f)["phi_iteration"] == 4

@@ -20,10 +20,10 @@ make it return an out-of-range action); the meta-trainer skips such an iteration
 import numpy as np
 import tensorflow as tf
 
-# |x| above this is treated like NaN for agent parameters and phi. float32 overflows to inf in the next
-# matmul or two from here on (1e15 * 1e15 = 1e30, squares in the GRU/losses reach 3.4e38), and no sane run
-# comes within many orders of magnitude of it (phi and agent weights are O(1)).
-ABSURD = 1e15
+from optim4rl_tf.optimizers import meta_params
+
+# |x| above this is treated like NaN for agent parameters and phi (the loaders refuse it too): 1e15.
+ABSURD = meta_params.ABSURD
 
 
 def all_sane(tensors):

@@ -313,6 +313,7 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
       "phi_path": None if diverged else os.path.join(workdir, "phi.npz"),
       "iterations": int(trainer.iteration.numpy()),
       "skipped": int(trainer.skipped_total.numpy()),
+      "phi_iteration": trainer.applied_through,  # phi.npz holds phi after this outer iteration
       "it_per_sec": rate,
       "env_steps_per_sec": rate * steps_per_it,
       "first_iteration_secs": first["t"] - t0 if first else None,

@@ -19,6 +19,11 @@ import zlib
 
 import numpy as np
 
+# |x| above this is treated like NaN in meta-parameters and agent parameters, by meta-training's divergence
+# guard (meta/pipeline.py) and by every loader here, so a file meta-training would refuse never trains an agent.
+# float32 overflows to inf within a matmul or two from here on; phi and agent weights of a sane run are O(1).
+ABSURD = 1e15
+
 from optim4rl_tf import _version
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import star as star_lib
@@ -194,6 +199,10 @@ def _load_checked(path, zf):
                                np.float32)
     if not np.all(np.isfinite(arrays[key])):
       raise ValueError(f"{path!r}: meta-parameter {key!r} contains NaN or Inf; a usable file holds finite values")
+    if np.any(np.abs(arrays[key]) > ABSURD):
+      raise ValueError(f"{path!r}: meta-parameter {key!r} holds values beyond |x| = {ABSURD:g} (max "
+                       f"{float(np.max(np.abs(arrays[key]))):.3g}), which meta-training treats as diverged; a "
+                       "usable file holds O(1) values")
   return meta, arrays
 
 
@@ -212,6 +221,9 @@ def validate(core, arrays, source="meta_params"):
       raise ValueError(f"{source} does not match {desc}: {key!r} has shape {got}, expected {tuple(shape)}")
     if not np.all(np.isfinite(arrays[key])):
       raise ValueError(f"{source}: {key!r} contains NaN or Inf")
+    if np.any(np.abs(np.asarray(arrays[key])) > ABSURD):
+      raise ValueError(f"{source}: {key!r} holds values beyond |x| = {ABSURD:g}, which meta-training treats as "
+                       "diverged")
 
 
 def infer_mlp_dims(name, arrays):

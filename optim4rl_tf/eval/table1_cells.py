@@ -137,6 +137,17 @@ def _commit():
     return None
 
 
+_CODE_COMMIT = []
+
+
+def _code_commit():
+  """The checkout's commit when this module was first asked (the code a long process runs is the code it
+  imported, not what HEAD says when a cell finishes hours later)."""
+  if not _CODE_COMMIT:
+    _CODE_COMMIT.append(_commit())
+  return _CODE_COMMIT[0]
+
+
 def test_stats(test_dir):
   """Final returns of a finished test workdir: {finals, mean, ci_low, ci_high, ci_half_width, env_steps}."""
   from optim4rl_tf.eval import ranking
@@ -154,6 +165,7 @@ def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_s
   from optim4rl_tf.agents import a2c_train
   from optim4rl_tf.meta import run
   from optim4rl_tf.meta import trainer as trainer_lib
+  _code_commit()  # before anything runs
   base = os.path.join(root, cell.name)
   meta_dir, test_dir = os.path.join(base, "meta"), os.path.join(base, "test")
   config = meta_config(cell, meta_units, meta_iterations)
@@ -175,7 +187,7 @@ def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_s
       a2c_train.train(test_config(phi, config.tasks[0].learning_rate, num_seeds, test_steps), test_dir)
     record["test"] = test_stats(test_dir)
     record["test"].update(test_steps=test_steps, agent_lr=config.tasks[0].learning_rate)
-  record["commit"] = _commit()
+  record["commit"] = _code_commit()
   os.makedirs(os.path.join(results_dir, "cells"), exist_ok=True)
   path = os.path.join(results_dir, "cells", cell.name + ".json")
   with open(path + ".tmp", "w") as f:

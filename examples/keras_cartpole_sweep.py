@@ -1,7 +1,7 @@
 """Sweep of examples/keras_cartpole.py: every (optimizer, learning rate, seed) cell, then a report.
 
-  nohup .venv/bin/python examples/keras_cartpole_sweep.py --out=/work/runs/keras_cartpole \\
-      --results=results/keras_cartpole > /work/runs/keras_cartpole.log 2>&1 &
+  nohup .venv/bin/python examples/keras_cartpole_sweep.py --out=runs/keras_cartpole \\
+      --results=results/keras_cartpole > runs/keras_cartpole.log 2>&1 &
   .venv/bin/python examples/keras_cartpole_sweep.py --report_only ...   # rewrite the report from --out
 
 The cells run one after another in this process (``keras_cartpole.main``; one TensorFlow import for all),
@@ -36,7 +36,7 @@ CURVE_BIN = 4000  # env steps per point of the learning curves
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--out", default="/work/runs/keras_cartpole", help="raw per-cell results (outside the repo)")
+  p.add_argument("--out", default="runs/keras_cartpole", help="raw per-cell results (outside the repo)")
   p.add_argument("--results", default=os.path.join(ROOT, "results", "keras_cartpole"))
   p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   p.add_argument("--lrs", default="3e-4,1e-3,3e-3")

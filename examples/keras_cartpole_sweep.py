@@ -229,7 +229,7 @@ def readme(numbers, optimizers, lrs, cells, best):
       "Agent: A2C with GAE (gamma 0.99, lambda 0.95), entropy bonus 0.01, value coefficient 0.5, 8 sync "
       "CartPole-v1 envs, 16-step rollouts (one update per 128 env steps), two `keras.Sequential` 64-64 tanh "
       "MLPs (policy, value) trained by `tf.GradientTape` + `optimizer.apply_gradients` in a `tf.function` "
-      f"([`examples/keras_cartpole.py`](../../examples/keras_cartpole.py)). Gradient clip: `clipvalue="
+      f"(`examples/keras_cartpole.py`). Gradient clip: `clipvalue="
       f"{numbers['clipvalue']}` (elementwise) passed explicitly to every optimizer, Adam included. Learned "
       "optimizers: `optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=...)`.",
       "",

@@ -241,7 +241,7 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
 
   def meta_loss(ph):
     params = [jnp.asarray(p.numpy()) for p in units.params]
-    hidden = tuple(jnp.asarray(h.numpy()).reshape(h.shape[0], -1) for h in units.hidden)
+    hidden = tuple(jnp.asarray(h.numpy()).reshape(h.shape[0], -1) for h in units.opt_state)
     norm = dict(count=jnp.zeros(u), mean=jnp.zeros((u, d)), summed=jnp.zeros((u, d)), std=jnp.ones((u, d)))
     js = state
     mb = task.unrolls * e // task.num_minibatches

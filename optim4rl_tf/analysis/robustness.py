@@ -154,6 +154,28 @@ def a2c_config(rc, task, setting, base_config_fn):
 RESULT_FILE = "robustness_run.json"
 
 
+def _set_aside_other_config(run_dir, cfg_dict, console):
+  """A run folder holding a run of another config (a changed seed or budget: the folder is named by the
+  setting only) is moved to ``<run_dir>.stale-N``, kept, so the new run starts clean; the same config is left
+  to ``a2c_train.train``, which resumes or finishes it."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    old = None
+  if old == json.loads(json.dumps(cfg_dict, default=str)):
+    return
+  n = 1
+  while os.path.exists(f"{run_dir}.stale-{n}"):
+    n += 1
+  os.replace(run_dir, f"{run_dir}.stale-{n}")
+  if console:
+    print(f"  {run_dir} held a run of another config: moved to {run_dir}.stale-{n}", flush=True)
+
+
 def run_all(rc, workdir, base_config_fn, console=True):
   """Runs (or, with ``rc.resume``, reuses) every planned run. Returns a list of result dicts."""
   from optim4rl_tf.agents import a2c_train
@@ -178,6 +200,7 @@ def run_all(rc, workdir, base_config_fn, console=True):
         continue
     if console:
       print(f"[robustness {i + 1}/{len(runs)}] {task} {setting_key(setting)} -> {run_dir}", flush=True)
+    _set_aside_other_config(run_dir, cfg_dict, console)
     out = a2c_train.train(cfg, run_dir, console=console)
     ci = out["ci"]
     finals = None if out["final"] is None else [None if not math.isfinite(x) else float(x) for x in out["final"]]

@@ -7,7 +7,7 @@ it. ``launch/make_pretrained.py --name=NAME`` reruns a recipe and rewrites the f
 arrays, same bytes).
 
   >>> import optim4rl_tf as o
-  >>> opt = o.Optim4RL.from_pretrained("grid6", learning_rate=1e-3)
+  >>> opt = o.Optim4RL.from_pretrained()          # RECOMMENDED ("catch"), at the lr it was meta-trained with
 """
 
 import collections

@@ -8,6 +8,19 @@ pytest.importorskip("gymnasium")
 
 from examples import keras_cartpole  # noqa: E402  pylint: disable=wrong-import-position
 
+
+@pytest.fixture(autouse=True)
+def _restore_op_determinism():
+  """The example turns on TF's op determinism for its whole process (a script's choice); the suite's
+  other tests share this process, and Keras refuses jit_compile while it is on, so it is turned off
+  again after each test here."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=import-outside-toplevel
+  was_on = tf_config.is_op_determinism_enabled()
+  yield
+  if not was_on:
+    tf_config.disable_op_determinism()
+
+
 TINY = ["--steps=384", "--envs=4", "--rollout=16", "--hidden=16", "--log_every=0", "--seed=3"]
 
 

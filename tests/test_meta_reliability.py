@@ -101,6 +101,29 @@ def test_absurd_phi_is_never_applied_and_the_run_stops_cleanly(tmp_path):
   assert not os.path.exists(os.path.join(workdir, "phi.npz"))  # nothing applied, nothing saved as good
 
 
+@pytest.mark.slow(20)
+def test_a_finite_but_blown_up_phi_is_not_saved_and_the_error_names_meta_lr(tmp_path):
+  """meta_lr=1e13: phi reaches ~1e13 after one meta-update, finite and below the agents' 1e15 limit; it used to
+  be saved as phi.npz with exit status 0. Beyond meta_params.PHI_LIMIT it is skipped like NaN, and the error
+  blames meta_lr (not the agents or the clip)."""
+  workdir = str(tmp_path / "run")
+  with pytest.raises(trainer_lib.NonFiniteError) as info:
+    run.meta_train(tiny_config(iterations=3, meta_lr=1e13, max_nonfinite=2), workdir, console=False)
+  message = str(info.value)
+  assert "lower meta_lr (now 1e+13)" in message and "learning_rate" not in message
+  assert not os.path.exists(os.path.join(workdir, "phi.npz"))
+
+
+def test_the_divergence_advice_names_the_knob_of_the_failed_check():
+  config = tiny_config()
+  agents = trainer_lib.divergence_advice(config, [1, 1, 0])
+  assert "learning_rate or agent_grad_clip" in agents and "meta_lr" not in agents
+  grads = trainer_lib.divergence_advice(config, [0, 1, 1])
+  assert "meta_grad_norm=0.5" in grads and "set meta_grad_clip or meta_grad_norm" in grads
+  phi = trainer_lib.divergence_advice(config, [1, 0, 1])
+  assert "lower meta_lr" in phi and "agent" not in phi
+
+
 def test_diverged_agent_parameters_never_reach_the_sampler():
   trainer = trainer_lib.MetaTrainer(tiny_config())
   task, core = trainer.tasks[0], trainer.core

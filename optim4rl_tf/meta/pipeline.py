@@ -12,8 +12,8 @@ problem's ``init_units`` replace the due ones, field by field on each field's de
 (``InnerProblem.unit_axes``; the optimizer's for ``opt_state``: 1 for feature-major [H, U, P] hidden
 states), in blocks of k for fields with k * U entries on that axis (E environments per unit, unit-major).
 
-Divergence guard (``all_sane``, ``or_zeros``): agent parameters and phi with a non-finite entry or one
-with ``|x| > ABSURD`` count as diverged. A diverged unit must never reach the action sampler (NaN logits
+Divergence guard (``all_sane``, ``or_zeros``): agent parameters with a non-finite entry or one with
+``|x| > meta_params.ABSURD`` (1e15), and phi with one beyond ``meta_params.PHI_LIMIT`` (1e6), count as diverged. A diverged unit must never reach the action sampler (NaN logits
 make it return an out-of-range action); the meta-trainer skips such an iteration instead.
 """
 
@@ -22,14 +22,12 @@ import tensorflow as tf
 
 from optim4rl_tf.optimizers import meta_params
 
-# |x| above this is treated like NaN for agent parameters and phi (the loaders refuse it too): 1e15.
-ABSURD = meta_params.ABSURD
 
-
-def all_sane(tensors):
-  """Scalar bool tensor: every floating entry of the nested ``tensors`` is finite with |x| <= ABSURD."""
-  flags = [tf.reduce_all(tf.abs(x) <= ABSURD) for x in tf.nest.flatten(tensors) if tf.as_dtype(x.dtype).is_floating
-          ]  # NaN <= ABSURD is False, like inf
+def all_sane(tensors, limit=meta_params.ABSURD):
+  """Scalar bool tensor: every floating entry of the nested ``tensors`` is finite with |x| <= ``limit``
+  (``meta_params.ABSURD`` for agent parameters, ``meta_params.PHI_LIMIT`` for phi)."""
+  flags = [tf.reduce_all(tf.abs(x) <= limit) for x in tf.nest.flatten(tensors) if tf.as_dtype(x.dtype).is_floating
+          ]  # NaN <= limit is False, like inf
   return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 

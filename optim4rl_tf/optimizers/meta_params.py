@@ -23,6 +23,11 @@ import numpy as np
 # guard (meta/pipeline.py) and by every loader here, so a file meta-training would refuse never trains an agent.
 # float32 overflows to inf within a matmul or two from here on; phi and agent weights of a sane run are O(1).
 ABSURD = 1e15
+# |x| above this in meta-parameters (phi) marks a meta-training that blew up, for the guard and every loader.
+# Trained files hold O(1) values (the shipped ones stay below 2.3) and meta-Adam moves an entry by about
+# meta_lr per outer iteration, so 1e6 is reached only by a diverging run (meta_lr=1e13 gives 1e13 after one
+# iteration: finite, below ABSURD, and a useless optimizer).
+PHI_LIMIT = 1e6
 
 from optim4rl_tf import _version
 from optim4rl_tf.optimizers import cores
@@ -199,8 +204,8 @@ def _load_checked(path, zf):
                                np.float32)
     if not np.all(np.isfinite(arrays[key])):
       raise ValueError(f"{path!r}: meta-parameter {key!r} contains NaN or Inf; a usable file holds finite values")
-    if np.any(np.abs(arrays[key]) > ABSURD):
-      raise ValueError(f"{path!r}: meta-parameter {key!r} holds values beyond |x| = {ABSURD:g} (max "
+    if np.any(np.abs(arrays[key]) > PHI_LIMIT):
+      raise ValueError(f"{path!r}: meta-parameter {key!r} holds values beyond |x| = {PHI_LIMIT:g} (max "
                        f"{float(np.max(np.abs(arrays[key]))):.3g}), which meta-training treats as diverged; a "
                        "usable file holds O(1) values")
   return meta, arrays
@@ -221,8 +226,8 @@ def validate(core, arrays, source="meta_params"):
       raise ValueError(f"{source} does not match {desc}: {key!r} has shape {got}, expected {tuple(shape)}")
     if not np.all(np.isfinite(arrays[key])):
       raise ValueError(f"{source}: {key!r} contains NaN or Inf")
-    if np.any(np.abs(np.asarray(arrays[key])) > ABSURD):
-      raise ValueError(f"{source}: {key!r} holds values beyond |x| = {ABSURD:g}, which meta-training treats as "
+    if np.any(np.abs(np.asarray(arrays[key])) > PHI_LIMIT):
+      raise ValueError(f"{source}: {key!r} holds values beyond |x| = {PHI_LIMIT:g}, which meta-training treats as "
                        "diverged")
 
 

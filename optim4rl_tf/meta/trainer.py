@@ -53,104 +53,91 @@ NONFINITE_POLICIES = ("skip", "stop")
 
 
 class NonFiniteError(RuntimeError):
-    """Raised after too many consecutive non-finite meta-updates."""
+  """Raised after too many consecutive non-finite meta-updates."""
 
 
 class Diverged(NonFiniteError):
-    """``nonfinite="stop"``: outer iteration ``iteration`` was non-finite or absurd; the run ended there and
+  """``nonfinite="stop"``: outer iteration ``iteration`` was non-finite or absurd; the run ended there and
   nothing from that iteration on was saved."""
 
-    def __init__(self, iteration, message):
-        super().__init__(message)
-        self.iteration = int(iteration)
+  def __init__(self, iteration, message):
+    super().__init__(message)
+    self.iteration = int(iteration)
 
 
 def nonfinite_policy(config):
-    """``config.nonfinite`` ("skip" when the field is absent, as in configs made before it existed)."""
-    return config.get("nonfinite", "skip")
+  """``config.nonfinite`` ("skip" when the field is absent, as in configs made before it existed)."""
+  return config.get("nonfinite", "skip")
 
 
 class Interrupted(Exception):
-    """Raised by ``train`` when ``stop_fn`` asked to stop (a signal); the state was saved first."""
+  """Raised by ``train`` when ``stop_fn`` asked to stop (a signal); the state was saved first."""
 
-    def __init__(self, signum, message):
-        super().__init__(message)
-        self.signum = int(signum)
-        self.exit_code = 128 + self.signum
+  def __init__(self, signum, message):
+    super().__init__(message)
+    self.signum = int(signum)
+    self.exit_code = 128 + self.signum
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint or phi.npz could not be written (disk full ...); the previous checkpoint is intact."""
+  """A checkpoint or phi.npz could not be written (disk full ...); the previous checkpoint is intact."""
 
 
 class VarTree:
-    """A nested structure of tensors held in ``tf.Variable``s (for checkpoints and in-graph updates)."""
+  """A nested structure of tensors held in ``tf.Variable``s (for checkpoints and in-graph updates)."""
 
-    def __init__(self, structure, name):
-        self._structure = structure
-        self.variables = [
-            tf.Variable(x, trainable=False, name=f"{name}_{i}")
-            for i, x in enumerate(tf.nest.flatten(structure))
-        ]
+  def __init__(self, structure, name):
+    self._structure = structure
+    self.variables = [
+        tf.Variable(x, trainable=False, name=f"{name}_{i}") for i, x in enumerate(tf.nest.flatten(structure))
+    ]
 
-    def read(self):
-        return tf.nest.pack_sequence_as(
-            self._structure, [v.read_value() for v in self.variables])
+  def read(self):
+    return tf.nest.pack_sequence_as(self._structure, [v.read_value() for v in self.variables])
 
-    def assign(self, structure):
-        for v, x in zip(self.variables, tf.nest.flatten(structure)):
-            v.assign(x)
+  def assign(self, structure):
+    for v, x in zip(self.variables, tf.nest.flatten(structure)):
+      v.assign(x)
 
 
 def divergence_advice(config, checks):
-    """What failed in a skipped outer iteration and the knob to turn, from the guard's ``checks`` ([3] ints:
+  """What failed in a skipped outer iteration and the knob to turn, from the guard's ``checks`` ([3] ints:
   meta-gradient finite, phi within ``meta_params.PHI_LIMIT``, agents finite and within ``meta_params.ABSURD``;
   1 passed)."""
-    grads_ok, phi_ok, agents_ok = (bool(x) for x in np.asarray(checks))
-    clip_v, norm_v = config.get("meta_grad_clip",
-                                -1.0), config.get("meta_grad_norm", -1.0)
-    clip = (f"meta_grad_clip={clip_v:g}"
-            if clip_v > 0 else f"meta_grad_norm={norm_v:g}"
-            if norm_v > 0 else "no meta-gradient clipping")
-    parts = []
-    if not agents_ok:
-        knobs = ("the tasks' learning_rate or agent_grad_clip"
-                 if "tasks" in config else "learning_rate or grad_clip"
-                 if "learning_rate" in config else "the agents' learning rate")
-        parts.append(
-            f"the agents' parameters became non-finite or absurd (|x| > {meta_params_lib.ABSURD:g}) "
-            f"inside the inner loop: lower the agents' step ({knobs})")
-    if not grads_ok:
-        parts.append(
-            f"the meta-gradient was non-finite ({clip}): set meta_grad_clip or meta_grad_norm, or lower "
-            f"meta_lr (now {config.meta_lr:g})")
-    if not phi_ok:
-        parts.append(
-            f"phi left |x| <= {meta_params_lib.PHI_LIMIT:g} after the meta-update ({clip}): lower meta_lr "
-            f"(now {config.meta_lr:g})")
-    return "; ".join(parts) or "a non-finite meta-loss or metric"
+  grads_ok, phi_ok, agents_ok = (bool(x) for x in np.asarray(checks))
+  clip_v, norm_v = config.get("meta_grad_clip", -1.0), config.get("meta_grad_norm", -1.0)
+  clip = (f"meta_grad_clip={clip_v:g}"
+          if clip_v > 0 else f"meta_grad_norm={norm_v:g}" if norm_v > 0 else "no meta-gradient clipping")
+  parts = []
+  if not agents_ok:
+    knobs = ("the tasks' learning_rate or agent_grad_clip" if "tasks" in config else
+             "learning_rate or grad_clip" if "learning_rate" in config else "the agents' learning rate")
+    parts.append(f"the agents' parameters became non-finite or absurd (|x| > {meta_params_lib.ABSURD:g}) "
+                 f"inside the inner loop: lower the agents' step ({knobs})")
+  if not grads_ok:
+    parts.append(f"the meta-gradient was non-finite ({clip}): set meta_grad_clip or meta_grad_norm, or lower "
+                 f"meta_lr (now {config.meta_lr:g})")
+  if not phi_ok:
+    parts.append(f"phi left |x| <= {meta_params_lib.PHI_LIMIT:g} after the meta-update ({clip}): lower meta_lr "
+                 f"(now {config.meta_lr:g})")
+  return "; ".join(parts) or "a non-finite meta-loss or metric"
 
 
 def _times(shape, axis, factor):
-    """``shape`` as a list with ``shape[axis]`` multiplied by ``factor``."""
-    out = shape.as_list()
-    out[axis] *= factor
-    return out
+  """``shape`` as a list with ``shape[axis]`` multiplied by ``factor``."""
+  out = shape.as_list()
+  out[axis] *= factor
+  return out
 
 
 def _all_finite(structure):
-    flags = [
-        tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(structure)
-        if x.dtype.is_floating
-    ]
-    return tf.reduce_all(tf.stack(flags))
+  flags = [tf.reduce_all(tf.math.is_finite(x)) for x in tf.nest.flatten(structure) if x.dtype.is_floating]
+  return tf.reduce_all(tf.stack(flags))
 
 
 def _first_line(e):
-    text = getattr(e, "message", None) or getattr(
-        e, "strerror", None) or str(e) or type(e).__name__
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(
-        e).__name__
+  text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+  return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
 
 
 META_AGENTS = tuple(registry._BUILTIN)  # pylint: disable=protected-access
@@ -158,116 +145,108 @@ meta_agent = registry.meta_agent
 
 
 def estimator_for(problem, core, through_data=False, chunk_size=0):
-    """The estimator of ``problem`` with ``core``: ``ReplayedVJP`` (chunked) when the core's gradient input is
+  """The estimator of ``problem`` with ``core``: ``ReplayedVJP`` (chunked) when the core's gradient input is
   under stop-gradient and the data do not depend on phi, else ``FullUnroll`` (STAR: second order)."""
-    if estimators_lib.is_feature_major(core) and not through_data:
-        return estimators_lib.ReplayedVJP(problem, chunk_size=chunk_size)
-    return estimators_lib.FullUnroll(problem)
+  if estimators_lib.is_feature_major(core) and not through_data:
+    return estimators_lib.ReplayedVJP(problem, chunk_size=chunk_size)
+  return estimators_lib.FullUnroll(problem)
 
 
 def build(config):
-    """(estimators, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
-    entry = registry.lookup(config)
-    is_star = config.optimizer.name == "star"
-    core, phi0 = meta_params_lib.resolve(
-        config.optimizer.name,
-        config.optimizer.init_meta_params or None,
-        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
-        hidden_size=None if is_star else config.optimizer.hidden_size,
-        seed=config.seed)
-    through = entry.through_data(config)
-    chunk = int(config.get("chunk_size", 0))
-    ests = [
-        estimator_for(p, core, through, chunk) for p in entry.build(config)
-    ]
-    return ests, core, phi0, entry.num_iterations(config)
+  """(estimators, learned optimizer core, initial phi, outer iterations) of a meta-training config."""
+  entry = registry.lookup(config)
+  is_star = config.optimizer.name == "star"
+  core, phi0 = meta_params_lib.resolve(config.optimizer.name,
+                                       config.optimizer.init_meta_params or None,
+                                       mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
+                                       hidden_size=None if is_star else config.optimizer.hidden_size,
+                                       seed=config.seed)
+  through = entry.through_data(config)
+  chunk = int(config.get("chunk_size", 0))
+  ests = [estimator_for(p, core, through, chunk) for p in entry.build(config)]
+  return ests, core, phi0, entry.num_iterations(config)
 
 
 def schedule_interval(config):
-    """m of the pipeline schedule: ``config.reset_interval`` when ``config.pipeline``, else -1 (never)."""
-    return int(config.reset_interval) if config.get("pipeline", False) else -1
+  """m of the pipeline schedule: ``config.reset_interval`` when ``config.pipeline``, else -1 (never)."""
+  return int(config.reset_interval) if config.get("pipeline", False) else -1
 
 
-def outer_iteration(estimator, core, phi, units, iteration, key, reset_indices,
-                    reset_interval):
-    """One outer iteration of one estimator's problem: the pipeline reset of the units due at ``iteration``
+def outer_iteration(estimator, core, phi, units, iteration, key, reset_indices, reset_interval):
+  """One outer iteration of one estimator's problem: the pipeline reset of the units due at ``iteration``
   (key ``split(key)[0]``), then ``estimator.estimate`` (key ``split(key)[1]``). Returns (new units,
   meta-gradient dict like phi, metrics)."""
-    keys = tf.random.experimental.stateless_split(key, 2)
-    mask = pipeline.reset_mask(iteration, reset_indices, reset_interval)
-    units = pipeline.reset(units, lambda: estimator.init_units(core, keys[0]),
-                           mask, estimator.problem.num_units,
-                           estimator.unit_axes(core))
-    return estimator.estimate(core, phi, units, keys[1])
+  keys = tf.random.experimental.stateless_split(key, 2)
+  mask = pipeline.reset_mask(iteration, reset_indices, reset_interval)
+  units = pipeline.reset(units, lambda: estimator.init_units(core, keys[0]), mask, estimator.problem.num_units,
+                         estimator.unit_axes(core))
+  return estimator.estimate(core, phi, units, keys[1])
 
 
 def trainer_config(**fields):
-    """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py, no pipeline), for
+  """A ConfigDict of the fields MetaTrainer itself reads (defaults as configs/meta_a2c.py, no pipeline), for
   estimators passed to it directly; ``fields`` override them (num_iterations must be set)."""
-    import ml_collections  # pylint: disable=import-outside-toplevel
-    c = ml_collections.ConfigDict(
-        dict(seed=0,
-             num_iterations=0,
-             meta_lr=1e-3,
-             meta_grad_clip=-1.0,
-             meta_grad_norm=0.5,
-             max_norm=-1.0,
-             checkpoint_every=10,
-             max_nonfinite=5,
-             nonfinite="skip",
-             pipeline=False,
-             reset_interval=-1))
-    c.update(fields)
-    return c
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  c = ml_collections.ConfigDict(
+      dict(seed=0,
+           num_iterations=0,
+           meta_lr=1e-3,
+           meta_grad_clip=-1.0,
+           meta_grad_norm=0.5,
+           max_norm=-1.0,
+           checkpoint_every=10,
+           max_nonfinite=5,
+           nonfinite="skip",
+           pipeline=False,
+           reset_interval=-1))
+  c.update(fields)
+  return c
 
 
 def _complete_checkpoints(folder):
-    """Prefixes ``folder/ckpt-N`` that have an ``.index`` and a data file, by N."""
-    found = []
-    for index in glob.glob(os.path.join(folder, "ckpt-*.index")):
-        prefix = index[:-len(".index")]
-        try:
-            n = int(os.path.basename(prefix).split("-", 1)[1])
-        except ValueError:
-            continue
-        if glob.glob(prefix + ".data-*"):
-            found.append((n, prefix))
-    return [p for _, p in sorted(found)]
+  """Prefixes ``folder/ckpt-N`` that have an ``.index`` and a data file, by N."""
+  found = []
+  for index in glob.glob(os.path.join(folder, "ckpt-*.index")):
+    prefix = index[:-len(".index")]
+    try:
+      n = int(os.path.basename(prefix).split("-", 1)[1])
+    except ValueError:
+      continue
+    if glob.glob(prefix + ".data-*"):
+      found.append((n, prefix))
+  return [p for _, p in sorted(found)]
 
 
 def _repair_state_file(folder):
-    """The checkpoint manager resumes from the checkpoints its state file (``checkpoint``) lists. When that file
+  """The checkpoint manager resumes from the checkpoints its state file (``checkpoint``) lists. When that file
   is missing or unreadable but complete checkpoints are on disk, it is rewritten to list the newest two (with
   a warning line), so a resume neither restarts from iteration 0 nor deletes them. Returns True if rewritten."""
-    found = _complete_checkpoints(folder)
-    if not found:
-        return False
-    try:
-        state = tf.train.get_checkpoint_state(folder)
-    except Exception:  # pylint: disable=broad-except   (a damaged text proto)
-        state = None
-    if state is not None and state.model_checkpoint_path and any(
-            os.path.basename(p) in {os.path.basename(f)
-                                    for f in found}
-            for p in state.all_model_checkpoint_paths):
-        return False
-    keep = found[-2:]
-    stamps = [os.path.getmtime(p + ".index") for p in keep]
-    tf.compat.v1.train.update_checkpoint_state(
-        folder,
-        keep[-1],
-        all_model_checkpoint_paths=keep,
-        all_model_checkpoint_timestamps=stamps,
-        last_preserved_timestamp=min(stamps) - 1.0)
-    print(
-        f"WARNING: the checkpoint list {os.path.join(folder, 'checkpoint')} was missing or damaged; rebuilt "
-        f"from the checkpoints on disk (newest: {os.path.basename(found[-1])})",
-        flush=True)
-    return True
+  found = _complete_checkpoints(folder)
+  if not found:
+    return False
+  try:
+    state = tf.train.get_checkpoint_state(folder)
+  except Exception:  # pylint: disable=broad-except   (a damaged text proto)
+    state = None
+  if state is not None and state.model_checkpoint_path and any(
+      os.path.basename(p) in {os.path.basename(f) for f in found} for p in state.all_model_checkpoint_paths):
+    return False
+  keep = found[-2:]
+  stamps = [os.path.getmtime(p + ".index") for p in keep]
+  tf.compat.v1.train.update_checkpoint_state(folder,
+                                             keep[-1],
+                                             all_model_checkpoint_paths=keep,
+                                             all_model_checkpoint_timestamps=stamps,
+                                             last_preserved_timestamp=min(stamps) - 1.0)
+  print(
+      f"WARNING: the checkpoint list {os.path.join(folder, 'checkpoint')} was missing or damaged; rebuilt "
+      f"from the checkpoints on disk (newest: {os.path.basename(found[-1])})",
+      flush=True)
+  return True
 
 
 class MetaTrainer:
-    """Owns the variables, the compiled outer step and the checkpoint manager of one run.
+  """Owns the variables, the compiled outer step and the checkpoint manager of one run.
 
   Without ``estimators`` it builds the run from a meta-training config (:func:`build`). With
   ``estimators`` (``estimators.ReplayedVJP`` / ``FullUnroll``, each holding a ``problem.InnerProblem``),
@@ -276,339 +255,268 @@ class MetaTrainer:
   iterations.
   """
 
-    def __init__(self,
-                 config,
-                 workdir=None,
-                 estimators=None,
-                 core=None,
-                 phi=None):
-        self.config = config
-        self.workdir = workdir
-        if estimators is None:
-            estimators, self.core, phi0, self.total_iterations = build(config)
-        else:
-            if core is None or phi is None:
-                raise ValueError(
-                    "MetaTrainer(estimators=...) needs the learned optimizer's core and initial phi"
-                )
-            if int(config.num_iterations) < 1:
-                raise ValueError(
-                    f"num_iterations must be a positive integer, got {config.num_iterations!r}"
-                )
-            self.core, phi0, self.total_iterations = core, phi, int(
-                config.num_iterations)
-        self.estimators = list(estimators)
-        for e in self.estimators:
-            if not isinstance(e, estimators_lib.Estimator):
-                raise TypeError(
-                    f"{type(e).__name__} is not an estimator (optim4rl_tf.meta.estimators): give "
-                    "ReplayedVJP(problem) or FullUnroll(problem)")
-        self.problems = problem_lib.as_problems(e.problem
-                                                for e in self.estimators)
-        # A MetaA2C/MetaPPO task, or the problem itself when it has none.
-        self.tasks = [getattr(p, "task", p) for p in self.problems]
-        interval = schedule_interval(config)
-        self.schedule = [(pipeline.reset_indices(p.num_units,
-                                                 interval), interval)
-                         for p in self.problems]
-        self.keys = sorted(phi0)
-        for k in self.keys:
-            if not np.all(
-                    np.abs(np.asarray(phi0[k])) <= meta_params_lib.PHI_LIMIT):
-                raise ValueError(
-                    f"the initial phi has non-finite or absurd (|x| > {meta_params_lib.PHI_LIMIT:g}) "
-                    f"entries in {k!r}")
-        self.phi = [
-            tf.Variable(phi0[k], name=k.replace("/", "_")) for k in self.keys
-        ]
-        self.adam = VarTree(
-            [classical.adam_init(tf.constant(phi0[k])) for k in self.keys],
-            "adam")
-        base = tf.constant([config.seed, 0x5eed], tf.int32)
-        self.base_key = base
-        self.units = [
-            VarTree(
-                e.init_units(
-                    self.core,
-                    tf.random.experimental.stateless_fold_in(base, 1000 + i)),
-                f"units{i}") for i, e in enumerate(self.estimators)
-        ]
-        self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
-        self.skipped_total = tf.Variable(0,
-                                         dtype=tf.int64,
-                                         name="skipped_total")
-        self.skipped_in_a_row = tf.Variable(0,
-                                            dtype=tf.int64,
-                                            name="skipped_in_a_row")
-        # The last iteration's guard checks (meta-gradient, phi, agents): 1 passed, 0 failed; not checkpointed.
-        self.last_checks = tf.Variable([1, 1, 1],
-                                       dtype=tf.int32,
-                                       trainable=False,
-                                       name="last_checks")
-        self.manager = None
-        if workdir:
-            ckpt = tf.train.Checkpoint(phi=self.phi,
-                                       adam=self.adam.variables,
-                                       units=[u.variables for u in self.units],
-                                       iteration=self.iteration,
-                                       skipped_total=self.skipped_total,
-                                       skipped_in_a_row=self.skipped_in_a_row)
-            folder = os.path.join(workdir, "checkpoints")
-            _repair_state_file(
-                folder
-            )  # a missing or unreadable state file: rebuilt from the checkpoints on disk
-            self.manager = tf.train.CheckpointManager(ckpt,
-                                                      folder,
-                                                      max_to_keep=2)
-            self._remove_partial_checkpoints(
-            )  # left by a process killed while saving
-            self._restore(ckpt)
-        # The state after this iteration is on disk (0: the initial state, which the config reproduces).
-        self._saved_iteration = int(self.iteration.numpy())
+  def __init__(self, config, workdir=None, estimators=None, core=None, phi=None):
+    self.config = config
+    self.workdir = workdir
+    if estimators is None:
+      estimators, self.core, phi0, self.total_iterations = build(config)
+    else:
+      if core is None or phi is None:
+        raise ValueError("MetaTrainer(estimators=...) needs the learned optimizer's core and initial phi")
+      if int(config.num_iterations) < 1:
+        raise ValueError(f"num_iterations must be a positive integer, got {config.num_iterations!r}")
+      self.core, phi0, self.total_iterations = core, phi, int(config.num_iterations)
+    self.estimators = list(estimators)
+    for e in self.estimators:
+      if not isinstance(e, estimators_lib.Estimator):
+        raise TypeError(f"{type(e).__name__} is not an estimator (optim4rl_tf.meta.estimators): give "
+                        "ReplayedVJP(problem) or FullUnroll(problem)")
+    self.problems = problem_lib.as_problems(e.problem for e in self.estimators)
+    # A MetaA2C/MetaPPO task, or the problem itself when it has none.
+    self.tasks = [getattr(p, "task", p) for p in self.problems]
+    interval = schedule_interval(config)
+    self.schedule = [(pipeline.reset_indices(p.num_units, interval), interval) for p in self.problems]
+    self.keys = sorted(phi0)
+    for k in self.keys:
+      if not np.all(np.abs(np.asarray(phi0[k])) <= meta_params_lib.PHI_LIMIT):
+        raise ValueError(f"the initial phi has non-finite or absurd (|x| > {meta_params_lib.PHI_LIMIT:g}) "
+                         f"entries in {k!r}")
+    self.phi = [tf.Variable(phi0[k], name=k.replace("/", "_")) for k in self.keys]
+    self.adam = VarTree([classical.adam_init(tf.constant(phi0[k])) for k in self.keys], "adam")
+    base = tf.constant([config.seed, 0x5eed], tf.int32)
+    self.base_key = base
+    self.units = [
+        VarTree(e.init_units(self.core, tf.random.experimental.stateless_fold_in(base, 1000 + i)), f"units{i}")
+        for i, e in enumerate(self.estimators)
+    ]
+    self.iteration = tf.Variable(0, dtype=tf.int64, name="iteration")
+    self.skipped_total = tf.Variable(0, dtype=tf.int64, name="skipped_total")
+    self.skipped_in_a_row = tf.Variable(0, dtype=tf.int64, name="skipped_in_a_row")
+    # The last iteration's guard checks (meta-gradient, phi, agents): 1 passed, 0 failed; not checkpointed.
+    self.last_checks = tf.Variable([1, 1, 1], dtype=tf.int32, trainable=False, name="last_checks")
+    self.manager = None
+    if workdir:
+      ckpt = tf.train.Checkpoint(phi=self.phi,
+                                 adam=self.adam.variables,
+                                 units=[u.variables for u in self.units],
+                                 iteration=self.iteration,
+                                 skipped_total=self.skipped_total,
+                                 skipped_in_a_row=self.skipped_in_a_row)
+      folder = os.path.join(workdir, "checkpoints")
+      _repair_state_file(folder)  # a missing or unreadable state file: rebuilt from the checkpoints on disk
+      self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+      self._remove_partial_checkpoints()  # left by a process killed while saving
+      self._restore(ckpt)
+    # The state after this iteration is on disk (0: the initial state, which the config reproduces).
+    self._saved_iteration = int(self.iteration.numpy())
 
-    # -------------------------------------------------------------------------------------------------
+  # -------------------------------------------------------------------------------------------------
 
-    def _combine(self, task_grads):
-        """The meta-gradient Adam applies: ``meta_grads.combine`` with this run's clipping settings."""
-        cfg = self.config
-        shapes = {k: v.shape for k, v in zip(self.keys, self.phi)}
-        return meta_grads.combine(self.keys,
-                                  shapes,
-                                  task_grads,
-                                  max_norm=cfg.max_norm,
-                                  meta_grad_clip=cfg.meta_grad_clip,
-                                  meta_grad_norm=cfg.meta_grad_norm)
+  def _combine(self, task_grads):
+    """The meta-gradient Adam applies: ``meta_grads.combine`` with this run's clipping settings."""
+    cfg = self.config
+    shapes = {k: v.shape for k, v in zip(self.keys, self.phi)}
+    return meta_grads.combine(self.keys,
+                              shapes,
+                              task_grads,
+                              max_norm=cfg.max_norm,
+                              meta_grad_clip=cfg.meta_grad_clip,
+                              meta_grad_norm=cfg.meta_grad_norm)
 
-    @tf.function
-    def _step(self):
-        t = self.iteration + 1
-        key = tf.random.experimental.stateless_fold_in(self.base_key,
-                                                       tf.cast(t, tf.int32))
-        phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
-        task_grads, new_units, metrics = [], [], {}
-        for i, (estimator, units) in enumerate(zip(self.estimators,
-                                                   self.units)):
-            problem = estimator.problem
-            units_new, grads, m = outer_iteration(
-                estimator, self.core, phi, units.read(), t,
-                tf.random.experimental.stateless_fold_in(key, i),
-                *self.schedule[i])
-            task_grads.append(grads)
-            new_units.append(units_new)
-            metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
-        grads, grad_norm = self._combine(task_grads)
-        adam_out = [
-            classical.adam_update(s, g, self.config.meta_lr)
-            for s, g in zip(self.adam.read(), grads)
-        ]
-        new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
-        # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
-        # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
-        agents_ok = [
-            pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])
-        ]
-        agents_ok += [
-            metrics[f"{p.name}/params_ok"] > 0 for p in self.problems
-            if f"{p.name}/params_ok" in metrics
-        ]
-        checks = tf.stack([
-            _all_finite(grads),
-            pipeline.all_sane(new_phi, meta_params_lib.PHI_LIMIT),
-            tf.reduce_all(tf.stack(agents_ok))
-        ])
-        self.last_checks.assign(tf.cast(checks, tf.int32))
-        finite = tf.reduce_all(checks)
+  @tf.function
+  def _step(self):
+    t = self.iteration + 1
+    key = tf.random.experimental.stateless_fold_in(self.base_key, tf.cast(t, tf.int32))
+    phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
+    task_grads, new_units, metrics = [], [], {}
+    for i, (estimator, units) in enumerate(zip(self.estimators, self.units)):
+      problem = estimator.problem
+      units_new, grads, m = outer_iteration(estimator, self.core, phi, units.read(), t,
+                                            tf.random.experimental.stateless_fold_in(key, i), *self.schedule[i])
+      task_grads.append(grads)
+      new_units.append(units_new)
+      metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
+    grads, grad_norm = self._combine(task_grads)
+    adam_out = [classical.adam_update(s, g, self.config.meta_lr) for s, g in zip(self.adam.read(), grads)]
+    new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
+    # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
+    # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
+    agents_ok = [pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])]
+    agents_ok += [metrics[f"{p.name}/params_ok"] > 0 for p in self.problems if f"{p.name}/params_ok" in metrics]
+    checks = tf.stack(
+        [_all_finite(grads),
+         pipeline.all_sane(new_phi, meta_params_lib.PHI_LIMIT),
+         tf.reduce_all(tf.stack(agents_ok))])
+    self.last_checks.assign(tf.cast(checks, tf.int32))
+    finite = tf.reduce_all(checks)
 
-        def apply():
-            for v, x in zip(self.phi, new_phi):
-                v.assign(x)
-            self.adam.assign([s for _, s in adam_out])
-            for tree, u in zip(self.units, new_units):
-                tree.assign(u)
-            self.skipped_in_a_row.assign(0)
-            return tf.constant(True)
+    def apply():
+      for v, x in zip(self.phi, new_phi):
+        v.assign(x)
+      self.adam.assign([s for _, s in adam_out])
+      for tree, u in zip(self.units, new_units):
+        tree.assign(u)
+      self.skipped_in_a_row.assign(0)
+      return tf.constant(True)
 
-        def skip():
-            self.skipped_total.assign_add(1)
-            self.skipped_in_a_row.assign_add(1)
-            return tf.constant(False)
+    def skip():
+      self.skipped_total.assign_add(1)
+      self.skipped_in_a_row.assign_add(1)
+      return tf.constant(False)
 
-        applied = tf.cond(finite, apply, skip)
-        self.iteration.assign(t)
-        metrics.update({
-            "meta/grad_norm":
-            grad_norm,
-            "meta/applied":
-            tf.cast(applied, tf.float32),
-            "meta/phi_norm":
-            meta_grads.global_norm([v.read_value() for v in self.phi])
-        })
-        return metrics
+    applied = tf.cond(finite, apply, skip)
+    self.iteration.assign(t)
+    metrics.update({
+        "meta/grad_norm": grad_norm,
+        "meta/applied": tf.cast(applied, tf.float32),
+        "meta/phi_norm": meta_grads.global_norm([v.read_value() for v in self.phi])
+    })
+    return metrics
 
-    # -------------------------------------------------------------------------------------------------
+  # -------------------------------------------------------------------------------------------------
 
-    def meta_params(self):
-        """Current phi as a dict {npz key: np.ndarray}."""
-        return {k: v.numpy() for k, v in zip(self.keys, self.phi)}
+  def meta_params(self):
+    """Current phi as a dict {npz key: np.ndarray}."""
+    return {k: v.numpy() for k, v in zip(self.keys, self.phi)}
 
-    @property
-    def applied_through(self):
-        """The last applied outer iteration (phi is the one after it)."""
-        return int(self.iteration.numpy()) - int(self.skipped_in_a_row.numpy())
+  @property
+  def applied_through(self):
+    """The last applied outer iteration (phi is the one after it)."""
+    return int(self.iteration.numpy()) - int(self.skipped_in_a_row.numpy())
 
-    def _restore(self, ckpt):
-        """Restores the newest checkpoint that reads; a damaged (truncated) newest one falls back to the one
+  def _restore(self, ckpt):
+    """Restores the newest checkpoint that reads; a damaged (truncated) newest one falls back to the one
     before it with a warning line. Nothing is deleted. A checkpoint that reads but does not fit this config
     is one ValueError naming the config; none that reads is one ValueError naming the damage."""
-        latest = self.manager.latest_checkpoint
-        candidates = ([latest] if latest else []) + [
-            p for p in reversed(self.manager.checkpoints) if p != latest
-        ]
-        damaged = []
-        for path in candidates:
-            try:
-                status = ckpt.restore(path)
-            except Exception as e:  # pylint: disable=broad-except   (truncated files raise all sorts)
-                damaged.append(f"{os.path.basename(path)}: {_first_line(e)}")
-                continue
-            try:
-                status.assert_existing_objects_matched()
-            except (AssertionError, ValueError) as e:
-                raise ValueError(
-                    f"checkpoint {path} does not fit this config ({_first_line(e)}); use the "
-                    "config it was made with or a new --workdir") from None
-            if damaged:
-                print(
-                    f"WARNING: damaged checkpoint(s) skipped ({'; '.join(damaged)}); resuming from "
-                    f"{os.path.basename(path)} (outer iteration {int(self.iteration.numpy())})",
-                    flush=True)
-            return
-        if damaged:
-            raise ValueError(
-                f"every checkpoint in {self.manager.directory} is damaged ({'; '.join(damaged)}); nothing "
-                "was deleted: move the folder away to start afresh, or use a new --workdir"
-            )
+    latest = self.manager.latest_checkpoint
+    candidates = ([latest] if latest else []) + [p for p in reversed(self.manager.checkpoints) if p != latest]
+    damaged = []
+    for path in candidates:
+      try:
+        status = ckpt.restore(path)
+      except Exception as e:  # pylint: disable=broad-except   (truncated files raise all sorts)
+        damaged.append(f"{os.path.basename(path)}: {_first_line(e)}")
+        continue
+      try:
+        status.assert_existing_objects_matched()
+      except (AssertionError, ValueError) as e:
+        raise ValueError(f"checkpoint {path} does not fit this config ({_first_line(e)}); use the "
+                         "config it was made with or a new --workdir") from None
+      if damaged:
+        print(
+            f"WARNING: damaged checkpoint(s) skipped ({'; '.join(damaged)}); resuming from "
+            f"{os.path.basename(path)} (outer iteration {int(self.iteration.numpy())})",
+            flush=True)
+      return
+    if damaged:
+      raise ValueError(f"every checkpoint in {self.manager.directory} is damaged ({'; '.join(damaged)}); nothing "
+                       "was deleted: move the folder away to start afresh, or use a new --workdir")
 
-    def _remove_partial_checkpoints(self):
-        """Deletes what a save cut short: ``ckpt-N_temp`` folders and the files of incomplete checkpoints (no
+  def _remove_partial_checkpoints(self):
+    """Deletes what a save cut short: ``ckpt-N_temp`` folders and the files of incomplete checkpoints (no
     ``.index`` or no data file) the manager does not list. Complete checkpoints are never deleted."""
-        folder = self.manager.directory
-        kept = {os.path.basename(p) for p in self.manager.checkpoints}
-        complete = {os.path.basename(p) for p in _complete_checkpoints(folder)}
-        for path in glob.glob(os.path.join(folder, "ckpt-*")):
-            name = os.path.basename(path)
-            prefix = name.split(".")[0]
-            if (prefix in kept
-                    or prefix in complete) and not name.endswith("_temp"):
-                continue
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
-
-    def save(self):
-        """Checkpoint + ``phi.npz`` (atomic) in the workdir. A failed write removes what it left and raises
-    :class:`CheckpointWriteError` (one line); the previous checkpoint stays the latest."""
-        if self.manager is None:
-            return
-        t = int(self.iteration.numpy())
+    folder = self.manager.directory
+    kept = {os.path.basename(p) for p in self.manager.checkpoints}
+    complete = {os.path.basename(p) for p in _complete_checkpoints(folder)}
+    for path in glob.glob(os.path.join(folder, "ckpt-*")):
+      name = os.path.basename(path)
+      prefix = name.split(".")[0]
+      if (prefix in kept or prefix in complete) and not name.endswith("_temp"):
+        continue
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
         try:
-            self.manager.save(checkpoint_number=t)
-            meta_params_lib.save(os.path.join(self.workdir, "phi.npz"),
-                                 self.core, self.meta_params())
-        except (OSError, tf.errors.OpError) as e:
-            self._remove_partial_checkpoints()
-            previous = self.manager.latest_checkpoint
-            previous = f"{os.path.basename(previous)} is intact" if previous else "no earlier checkpoint exists"
-            raise CheckpointWriteError(
-                f"could not save outer iteration {t} in {self.workdir} ({_first_line(e)}); {previous}; free "
-                "disk space and run again with the same --workdir") from None
-        self._saved_iteration = t
+          os.remove(path)
+        except OSError:
+          pass
 
-    def run_iteration(self):
-        """One outer iteration. Returns a dict of float metrics; raises NonFiniteError when too many
+  def save(self):
+    """Checkpoint + ``phi.npz`` (atomic) in the workdir. A failed write removes what it left and raises
+    :class:`CheckpointWriteError` (one line); the previous checkpoint stays the latest."""
+    if self.manager is None:
+      return
+    t = int(self.iteration.numpy())
+    try:
+      self.manager.save(checkpoint_number=t)
+      meta_params_lib.save(os.path.join(self.workdir, "phi.npz"), self.core, self.meta_params())
+    except (OSError, tf.errors.OpError) as e:
+      self._remove_partial_checkpoints()
+      previous = self.manager.latest_checkpoint
+      previous = f"{os.path.basename(previous)} is intact" if previous else "no earlier checkpoint exists"
+      raise CheckpointWriteError(
+          f"could not save outer iteration {t} in {self.workdir} ({_first_line(e)}); {previous}; free "
+          "disk space and run again with the same --workdir") from None
+    self._saved_iteration = t
+
+  def run_iteration(self):
+    """One outer iteration. Returns a dict of float metrics; raises NonFiniteError when too many
     consecutive iterations were skipped."""
-        metrics = {k: float(v) for k, v in self._step().items()}
-        self._check_skips(metrics)
-        return metrics
+    metrics = {k: float(v) for k, v in self._step().items()}
+    self._check_skips(metrics)
+    return metrics
 
-    def _check_skips(self, metrics):
-        """Raises Diverged at the first skipped iteration (``nonfinite="stop"``), else NonFiniteError when
+  def _check_skips(self, metrics):
+    """Raises Diverged at the first skipped iteration (``nonfinite="stop"``), else NonFiniteError when
     ``max_nonfinite`` iterations in a row were skipped."""
-        if not metrics["meta/applied"] and nonfinite_policy(
-                self.config) == "stop":
-            t, saved = int(self.iteration.numpy()), self._saved_iteration
-            kept = (
-                f"; {self.workdir} keeps only checkpoints from before it (latest: iteration {saved})"
-                if saved and self.workdir else "")
-            raise Diverged(
-                t,
-                f"meta-training diverged at outer iteration {t}: {divergence_advice(self.config, self.last_checks)} "
-                f"(nonfinite='stop', as the official MetaPPO); nothing was saved from iteration {t} on{kept}; this "
-                "run has no learned optimizer")
-        if not metrics["meta/applied"]:
-            in_a_row = int(self.skipped_in_a_row.numpy())
-            if in_a_row >= self.config.max_nonfinite:
-                last = self.applied_through
-                where = (
-                    "no iteration was applied" if last == 0 else
-                    f"phi.npz in {self.workdir} holds phi after iteration {last}, the last applied one"
-                    if self.workdir else
-                    f"the last applied iteration was {last}")
-                raise NonFiniteError(
-                    f"{in_a_row} consecutive outer iterations were skipped; stopping at iteration "
-                    f"{int(self.iteration.numpy())}; {where}; the last one: "
-                    f"{divergence_advice(self.config, self.last_checks)} (in a new --workdir)"
-                )
+    if not metrics["meta/applied"] and nonfinite_policy(self.config) == "stop":
+      t, saved = int(self.iteration.numpy()), self._saved_iteration
+      kept = (f"; {self.workdir} keeps only checkpoints from before it (latest: iteration {saved})"
+              if saved and self.workdir else "")
+      raise Diverged(
+          t, f"meta-training diverged at outer iteration {t}: {divergence_advice(self.config, self.last_checks)} "
+          f"(nonfinite='stop', as the official MetaPPO); nothing was saved from iteration {t} on{kept}; this "
+          "run has no learned optimizer")
+    if not metrics["meta/applied"]:
+      in_a_row = int(self.skipped_in_a_row.numpy())
+      if in_a_row >= self.config.max_nonfinite:
+        last = self.applied_through
+        where = ("no iteration was applied"
+                 if last == 0 else f"phi.npz in {self.workdir} holds phi after iteration {last}, the last applied one"
+                 if self.workdir else f"the last applied iteration was {last}")
+        raise NonFiniteError(f"{in_a_row} consecutive outer iterations were skipped; stopping at iteration "
+                             f"{int(self.iteration.numpy())}; {where}; the last one: "
+                             f"{divergence_advice(self.config, self.last_checks)} (in a new --workdir)")
 
-    def train(self, progress_fn=None, stop_fn=None):
-        """Runs to ``total_iterations``, checkpointing every ``checkpoint_every`` and at the end; returns phi.
+  def train(self, progress_fn=None, stop_fn=None):
+    """Runs to ``total_iterations``, checkpointing every ``checkpoint_every`` and at the end; returns phi.
 
     ``stop_fn()`` is polled after every iteration; a true value (a signal number) saves the last completed
     iteration and raises :class:`Interrupted`. A :class:`NonFiniteError` stop saves applied iterations that
     were not yet checkpointed first; a :class:`Diverged` stop (``nonfinite="stop"``) saves nothing.
     """
-        every = max(int(self.config.checkpoint_every), 1)
-        while int(self.iteration.numpy()) < self.total_iterations:
-            metrics = {k: float(v) for k, v in self._step().items()}
-            t = int(self.iteration.numpy())
-            if progress_fn is not None:
-                progress_fn(
-                    t, metrics
-                )  # also for the iteration that stops the run below: it is logged
-            try:
-                self._check_skips(metrics)
-            except Diverged:
-                raise  # "stop": nothing more is saved
-            except NonFiniteError:
-                if self.applied_through > self._saved_iteration:
-                    self.save()
-                raise
-            # Periodic checkpoints hold applied iterations only: a skipped one leaves the last good one latest.
-            if metrics["meta/applied"] and t % every == 0:
-                self.save()
-            signum = stop_fn() if stop_fn is not None else None
-            if signum:
-                if t > self._saved_iteration:
-                    self.save()
-                name = signal.Signals(signum).name if signum in set(
-                    signal.Signals) else f"signal {signum}"
-                raise Interrupted(
-                    signum,
-                    f"interrupted by {name} after outer iteration {t}/{self.total_iterations}"
-                    +
-                    (f"; saved it in {self.workdir}, run again with the same --workdir to resume"
-                     if self.workdir else ""))
-        self.finish()
-        return self.meta_params()
+    every = max(int(self.config.checkpoint_every), 1)
+    while int(self.iteration.numpy()) < self.total_iterations:
+      metrics = {k: float(v) for k, v in self._step().items()}
+      t = int(self.iteration.numpy())
+      if progress_fn is not None:
+        progress_fn(t, metrics)  # also for the iteration that stops the run below: it is logged
+      try:
+        self._check_skips(metrics)
+      except Diverged:
+        raise  # "stop": nothing more is saved
+      except NonFiniteError:
+        if self.applied_through > self._saved_iteration:
+          self.save()
+        raise
+      # Periodic checkpoints hold applied iterations only: a skipped one leaves the last good one latest.
+      if metrics["meta/applied"] and t % every == 0:
+        self.save()
+      signum = stop_fn() if stop_fn is not None else None
+      if signum:
+        if t > self._saved_iteration:
+          self.save()
+        name = signal.Signals(signum).name if signum in set(signal.Signals) else f"signal {signum}"
+        raise Interrupted(
+            signum, f"interrupted by {name} after outer iteration {t}/{self.total_iterations}" +
+            (f"; saved it in {self.workdir}, run again with the same --workdir to resume" if self.workdir else ""))
+    self.finish()
+    return self.meta_params()
 
-    def finish(self):
-        """Saves the final state (checkpoint + phi.npz) unless it is on disk already."""
-        if self.manager is None:
-            return
-        if (int(self.iteration.numpy()) > self._saved_iteration
-                or not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
-            self.save()
+  def finish(self):
+    """Saves the final state (checkpoint + phi.npz) unless it is on disk already."""
+    if self.manager is None:
+      return
+    if (int(self.iteration.numpy()) > self._saved_iteration or
+        not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
+      self.save()

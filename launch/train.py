@@ -72,17 +72,20 @@ def _clear_outputs(workdir, old_config):
 
 
 def prepare_workdir(workdir, config, overwrite):
-  """Under the workdir lock: refuses a workdir holding another run, or clears it (``overwrite``). An A2C
-  workdir with a checkpoint of this config (budget fields may differ) is left to the run, which resumes it
+  """Under the workdir lock: refuses a workdir holding another run, or clears it (``overwrite``). An A2C or PPO
+  workdir with a checkpoint of this config (A2C: budget fields may differ) is left to the run, which resumes it
   (or says it is finished)."""
   old_config = _read_json(os.path.join(workdir, "config.json"))
   present = [n for n in OUTPUTS if os.path.lexists(os.path.join(workdir, n))]
   if not present:
     return
-  if (not overwrite and config.get("agent", "a2c") == "a2c" and "config.json" in present and
-      "checkpoint.npz" in present):
-    from optim4rl_tf.agents import a2c_train
-    workdir_lib.check_config(workdir, config, ignore=a2c_train.RESUMABLE_FIELDS)
+  agent = config.get("agent", "a2c")
+  if not overwrite and agent in ("a2c", "ppo") and "config.json" in present and "checkpoint.npz" in present:
+    if agent == "ppo":
+      from optim4rl_tf.agents import ppo_train as train_lib
+    else:
+      from optim4rl_tf.agents import a2c_train as train_lib
+    workdir_lib.check_config(workdir, config, ignore=train_lib.RESUMABLE_FIELDS)
     return
   if "config.json" in present:
     workdir_lib.check_config(workdir, config, ignore=RERUN_IGNORE)  # another config: always refused

@@ -12,6 +12,7 @@ import pytest
 
 from optim4rl_tf.agents import a2c_train
 from optim4rl_tf.utils import cli
+from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import workdir as workdir_lib
 
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
@@ -75,7 +76,7 @@ def test_stop_and_resume_is_bit_identical(tmp_path, unbroken, how, capsys):
     a2c_train.train(tiny_config(), str(wd), progress_fn=stop_after(3, how))
   summary = json.load(open(wd / "summary.json"))
   assert summary["status"] == "interrupted" and summary["iterations"] == 3
-  assert os.path.exists(wd / a2c_train.CHECKPOINT_NAME)
+  assert os.path.exists(wd / run_lifecycle.CHECKPOINT_NAME)
   # A kill after the checkpoint leaves rows and TensorBoard steps of later iterations: the resume drops them.
   with open(wd / "returns.csv", "a") as f:
     f.write(f"{5 * PER_ITER},0,0.5\r\n{5 * PER_ITER},1,-0.")  # and a row cut short
@@ -104,12 +105,12 @@ def test_periodic_checkpoint_then_kill(tmp_path, unbroken):
   def fn(step, info):
     del step
     if info["iteration"] == 5:  # the checkpoint of iteration 4 is on disk: a SIGKILL now loses iteration 5
-      saved["ckpt"] = read(wd / a2c_train.CHECKPOINT_NAME)
+      saved["ckpt"] = read(wd / run_lifecycle.CHECKPOINT_NAME)
       saved["csv"] = read(wd / "returns.csv")
 
   a2c_train.train(tiny_config(checkpoint_every=2, checkpoint_every_secs=0.0), str(wd), console=False, progress_fn=fn)
   # Simulate the SIGKILL: the workdir as it was at iteration 5 (checkpoint of 4), no summary.json yet.
-  (wd / a2c_train.CHECKPOINT_NAME).write_bytes(saved["ckpt"])
+  (wd / run_lifecycle.CHECKPOINT_NAME).write_bytes(saved["ckpt"])
   (wd / "returns.csv").write_bytes(saved["csv"])
   os.remove(wd / "summary.json")
   res = a2c_train.train(tiny_config(checkpoint_every=2, checkpoint_every_secs=0.0), str(wd), console=False)
@@ -120,7 +121,7 @@ def test_periodic_checkpoint_then_kill(tmp_path, unbroken):
 def test_finished_run_does_nothing_and_budget_may_grow(tmp_path, capsys):
   wd = tmp_path / "run"
   a2c_train.train(tiny_config(train_steps=PER_ITER * 4), str(wd), console=False)
-  before = {n: read(wd / n) for n in ("returns.csv", "summary.json", "params.npz", a2c_train.CHECKPOINT_NAME)}
+  before = {n: read(wd / n) for n in ("returns.csv", "summary.json", "params.npz", run_lifecycle.CHECKPOINT_NAME)}
   res = a2c_train.train(tiny_config(train_steps=PER_ITER * 4), str(wd))
   assert "already holds a finished run of this config" in capsys.readouterr().out
   assert res["status"] == "finished" and res["env_steps"] == 4 * PER_ITER
@@ -139,7 +140,7 @@ def test_config_mismatch_and_damaged_checkpoint_are_clear_errors(tmp_path):
   with pytest.raises(KeyboardInterrupt):
     a2c_train.train(tiny_config(), str(wd), console=False, progress_fn=stop_after(2))
   names = sorted(os.listdir(wd))
-  ckpt = wd / a2c_train.CHECKPOINT_NAME
+  ckpt = wd / run_lifecycle.CHECKPOINT_NAME
   good = read(ckpt)
   with pytest.raises(workdir_lib.WorkdirError,
                      match=r"different config: optimizer.learning_rate 0.001 -> 0.01; use a new --workdir"):

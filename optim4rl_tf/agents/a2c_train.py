@@ -3,7 +3,8 @@
 All ``config.num_seeds`` agents train as ONE vectorised graph: the seed axis is the unit axis of
 :mod:`optim4rl_tf.agents.a2c`, the env batch holds ``num_seeds * env.num_envs`` environments. The Python loop
 only calls a ``tf.function`` that runs K iterations per call (K adapted so a call takes ~``chunk_secs``); its
-set-up, call sizing and timing are :mod:`optim4rl_tf.agents.run_scaffold`, shared with the PPO run.
+set-up, call sizing and timing, signals, checkpoints, params.npz and summary.json are the run lifecycle
+:mod:`optim4rl_tf.utils.run_lifecycle`, shared with the PPO run, meta-training and the supervised analysis.
 
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard: the seed means, speed and
 memory in ``tb/``, each seed's curves in its run ``tb/seed_<k>/`` under the same tags, with its HParams row and final
@@ -28,7 +29,7 @@ summary.json with ``status`` "interrupted") and raises :class:`optim4rl_tf.utils
 130/143 in the launchers). A KeyboardInterrupt or an error raised inside the loop does the same (status
 "interrupted" or "failed") and is re-raised. A second signal ends the process at once.
 
-Checkpoints and resuming: ``workdir/checkpoint.npz`` holds the whole training state (every seed's parameters,
+Checkpoints and resuming (:class:`optim4rl_tf.utils.run_lifecycle.StateCheckpoint`): ``workdir/checkpoint.npz`` holds the whole training state (every seed's parameters,
 the optimizer state with a learned optimizer's hidden states, the env states, the iteration counter and key,
 the seeds' divergence flags) and the run's bookkeeping (the logged returns, the diverged seeds). It is written
 atomically (:func:`optim4rl_tf.utils.workdir.write_arrays`) every ``config.checkpoint_every`` iterations and
@@ -41,15 +42,8 @@ changed or deleted); a finished run started again does nothing and says so. With
 (``gradient_probe``) no checkpoint is written: such runs start again from their beginning.
 """
 
-import contextlib
-import csv
-import hashlib
-import io
-import json
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Protocol, Tuple
 
@@ -59,17 +53,14 @@ import tensorflow as tf
 from optim4rl_tf import envs as envs_lib
 from optim4rl_tf.agents import a2c
 from optim4rl_tf.agents import networks
-from optim4rl_tf.agents import run_scaffold
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.optimizers import transforms
-from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
+from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import stats
 from optim4rl_tf.utils import workdir as workdir_lib
 
-CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_FORMAT = 1
 # Config fields that may differ when a workdir is resumed: the budget and bookkeeping (no result depends on
 # them: chunking does not change a number).
 RESUMABLE_FIELDS = ("train_steps", "checkpoint_every", "checkpoint_every_secs", "console_every_secs", "chunk_secs",
@@ -219,7 +210,7 @@ def train(config, workdir, progress_fn=None, console=True, gradient_probe=None):
   """
   iterations = validate_config(config)
   _check_probe(config, gradient_probe)
-  run_scaffold.prepare_workdir(config, workdir, console)
+  run_lifecycle.prepare_workdir(workdir, console, transforms.untrained_warning(config.optimizer))
   with workdir_lib.lock_unless_held(workdir):
     workdir_lib.remove_stale_temps(workdir)  # left by a process killed mid-write
     return _train(config, workdir, iterations, progress_fn, console, gradient_probe)
@@ -233,10 +224,11 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
   seeds = _Seeds(labels, per_iter, int(config.log_every), None)
   checkpointing = gradient_probe is None  # (a resumed run could not continue the probe's stream)
   done, prior_wall = 0, 0.0
-  restored = _load_checkpoint(config, workdir, state, console) if checkpointing else None
+  checkpoint = run_lifecycle.StateCheckpoint(workdir, "a2c", config, RESUMABLE_FIELDS, config.optimizer.meta_params)
+  restored = checkpoint.load(state, console) if checkpointing else None
   if restored is not None:
-    state, done, prior_wall, meta, arrays = restored
-    seeds.restore(meta, arrays)
+    state, done, prior_wall = restored.state, restored.iterations, restored.wall_secs
+    seeds.restore(restored.meta, restored.arrays)
     if done >= iterations or len(seeds.diverged) == len(labels):
       if done > iterations:
         raise workdir_lib.WorkdirError(
@@ -253,10 +245,11 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
                        None,
                        iterations,
                        done,
-                       run_scaffold.CallTimer(),
+                       run_lifecycle.CallTimer(),
                        t_start,
                        prior_wall,
                        write=False)
+      del result["error"]
       result["resumed_from"] = done
       if console:
         print(
@@ -271,16 +264,25 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
   seeds.logger = logger
   _log_hparams(config, logger, labels)
   resumed_from = done
-  progress = run_scaffold.make_progress(config, iterations * per_iter,
-                                        f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
-  sizer, timer = run_scaffold.CallSizer(config), run_scaffold.CallTimer()
+  progress = run_lifecycle.make_progress(config, iterations * per_iter,
+                                         f"[a2c {config.env.name} {config.optimizer.name}] ", len(labels))
+  sizer, timer = run_lifecycle.CallSizer(config), run_lifecycle.CallTimer()
   status, error = "finished", None
   every = int(config.get("checkpoint_every", 0))
   every_secs = float(config.get("checkpoint_every_secs", 0.0))
-  saver = _Saver(config, workdir, labels, per_iter, prior_wall, t_start)
+
+  def save(status):
+    checkpoint.save(state,
+                    done,
+                    status,
+                    prior_wall + time.time() - t_start,
+                    arrays=seeds.arrays(),
+                    env_steps=done * per_iter,
+                    **seeds.meta())
+
   committed = done  # the iterations whose returns are all logged: what a checkpoint may hold
   grad_writer = None if gradient_probe is None else gradient_probe.open_writer(net, workdir, labels)
-  with _deferred_signals() as received:
+  with run_lifecycle.deferred_signals() as stop:
     try:
       calls = 0
       while done < iterations and len(seeds.diverged) < len(labels):
@@ -308,8 +310,8 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
         calls += 1
         logger.flush()
         committed = done
-        if checkpointing and ((every and done % every == 0) or (every_secs > 0 and saver.age() >= every_secs)):
-          saver.save(state, seeds, done, "running")
+        if checkpointing and ((every and done % every == 0) or (every_secs > 0 and checkpoint.age() >= every_secs)):
+          save("running")
         if newly and console:
           print(seeds.divergence_warning(newly), flush=True)
         info = {"return": seeds.mean_last_return(), "iteration": done}
@@ -318,12 +320,10 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
         if progress_fn is not None:
           progress_fn(done * per_iter, dict(info, steps_per_sec=progress.rate * len(labels)))
         sizer.record(dt, k)
-        if received:
-          raise cli.Interrupted(received[0])
-    except KeyboardInterrupt as e:  # SIGINT/SIGTERM (above), or raised by progress_fn
-      status, error = "interrupted", e
-    except Exception as e:  # e.g. out of memory: keep what exists
-      status, error = "failed", e
+        if stop():
+          raise run_lifecycle.interrupted(stop())
+    except (KeyboardInterrupt, Exception) as e:  # SIGINT/SIGTERM (above), progress_fn's, out of memory, ...
+      status, error = run_lifecycle.outcome(e), e  # "interrupted" or "failed": keep what exists
     finally:
       logger.flush()  # (closed after the final metrics, below)
       if grad_writer is not None:
@@ -333,13 +333,14 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
     try:
       if checkpointing and committed == done and done > 0:
         try:
-          saver.save(state, seeds, done, status)
+          save(status)
         except OSError as e:
           if error is None:
             status, error = "failed", e
           else:
             print(f"WARNING: {e}", flush=True)
       result = _finish(config, workdir, net, state, seeds, status, error, iterations, done, timer, t_start, prior_wall)
+      status, error = result["status"], result.pop("error")
       finals = [None] * len(labels) if result["final"] is None else result["final"]
       logging_lib.log_final(logger, done * per_iter, result["steps_per_sec"],
                             None if result["ci"] is None else result["ci"].mean, {
@@ -355,121 +356,6 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
   return result
 
 
-@contextlib.contextmanager
-def _deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
-  """While active (main thread only), SIGINT/SIGTERM only record themselves in the yielded list, so the run
-  stops between calls with a consistent state to save; a second signal ends the process at once (the default
-  action), as under :func:`optim4rl_tf.utils.cli.run`."""
-  received = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-
-  def handler(signum, frame):  # pylint: disable=unused-argument
-    if received:
-      signal.signal(signum, signal.SIG_DFL)
-      os.kill(os.getpid(), signum)
-      return
-    received.append(signum)
-
-  previous = {s: signal.signal(s, handler) for s in signums}
-  try:
-    yield received
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
-def _file_digest(path):
-  """sha256 of a file (hex), or None without one."""
-  if not path:
-    return None
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
-class _Saver:
-  """Writes ``workdir/checkpoint.npz`` (:func:`optim4rl_tf.utils.workdir.write_arrays`, atomic)."""
-
-  def __init__(self, config, workdir, labels, per_iter, prior_wall, t_start):
-    self.path = os.path.join(workdir, CHECKPOINT_NAME)
-    self.config = logging_lib.config_to_dict(config)
-    self.digest = _file_digest(config.optimizer.meta_params)
-    self.labels, self.per_iter, self.prior_wall, self.t_start = labels, per_iter, prior_wall, t_start
-    self.saved_at = time.time()
-
-  def age(self):
-    return time.time() - self.saved_at
-
-  def save(self, state, seeds, done, status):
-    leaves = [np.asarray(x) for x in tf.nest.flatten(state)]
-    arrays = {f"state_{i:04d}": x for i, x in enumerate(leaves)}
-    arrays.update(seeds.arrays())
-    meta = dict(format=CHECKPOINT_FORMAT,
-                agent="a2c",
-                config=self.config,
-                meta_params_sha256=self.digest,
-                iterations=int(done),
-                env_steps=int(done) * self.per_iter,
-                status=status,
-                wall_secs=self.prior_wall + time.time() - self.t_start,
-                state=[[list(x.shape), x.dtype.name] for x in leaves],
-                **seeds.meta())
-    workdir_lib.write_arrays(self.path, arrays, meta)
-    self.saved_at = time.time()
-
-
-def _load_checkpoint(config, workdir, init, console):
-  """``(state, iterations done, wall secs so far, meta, arrays)`` of ``workdir/checkpoint.npz``, or None
-  when there is none or the workdir has no config.json (its outputs were cleared, e.g. by launch/train.py
-  --overwrite: the run starts again and its first save replaces the stale checkpoint). Raises WorkdirError
-  for a damaged checkpoint, another config or a changed ``optimizer.meta_params`` file."""
-  path = os.path.join(workdir, CHECKPOINT_NAME)
-  if not os.path.exists(path):
-    return None
-  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_NAME)):
-    if console:
-      print(f"note: {path} is left from a run whose outputs were cleared; starting again", flush=True)
-    return None
-  arrays, meta = workdir_lib.read_arrays(path)
-  if meta.get("format") != CHECKPOINT_FORMAT or meta.get("agent") != "a2c" or not isinstance(meta.get("config"), dict):
-    raise workdir_lib.WorkdirError(f"checkpoint {path} is not an A2C checkpoint of this version (format "
-                                   f"{meta.get('format')!r}); use a new --workdir")
-  new = logging_lib.config_to_dict(config)
-  workdir_lib.check_config(workdir, new, ignore=RESUMABLE_FIELDS)
-  workdir_lib.raise_if_different(workdir, meta["config"], new, ignore=RESUMABLE_FIELDS)
-  if meta.get("meta_params_sha256") != _file_digest(config.optimizer.meta_params):
-    raise workdir_lib.WorkdirError(f"optimizer.meta_params {config.optimizer.meta_params} changed since the "
-                                   f"checkpoint {path} was written; use a new --workdir")
-  leaves = tf.nest.flatten(init)
-  spec = [[list(x.shape), x.dtype.name] for x in leaves]
-  names = [f"state_{i:04d}" for i in range(len(leaves))]
-  got = [[list(arrays[n].shape), arrays[n].dtype.name] if n in arrays else None for n in names]
-  if meta.get("state") != spec or got != spec or f"state_{len(leaves):04d}" in arrays:
-    raise workdir_lib.WorkdirError(f"checkpoint {path} does not fit this config (its training state has other "
-                                   "shapes); use the config it was made with or a new --workdir")
-  state = tf.nest.pack_sequence_as(init, [tf.constant(arrays[n]) for n in names])
-  try:
-    done = int(meta["iterations"])
-    wall = float(meta.get("wall_secs", 0.0))
-  except (KeyError, TypeError, ValueError):
-    raise workdir_lib.WorkdirError(f"checkpoint {path} is damaged (no iteration count); move it away to start "
-                                   "again, or use a new --workdir") from None
-  return state, done, wall, meta, arrays
-
-
-class _AppendedReturnsCSV(logging_lib.ReturnsCSV):
-  """returns.csv of a resumed run: rows appended to the file (whose header and rows are there already)."""
-
-  def __init__(self, path):  # pylint: disable=super-init-not-called
-    self.path = path
-    self._f = open(path, "a", newline="", buffering=1)
-    self._w = csv.writer(self._f)
-
-
 def _open_logger(config, workdir, seeds, done):
   """config.json and the run's logger. Resuming at iteration ``done`` > 0: returns.csv is rewritten with the
   rows of the restored iterations (atomically) and appended to, tb/ loses the summaries from iteration
@@ -478,12 +364,12 @@ def _open_logger(config, workdir, seeds, done):
   if os.path.isdir(tb):  # (with the seeds' runs tb/seed_<k>; the HParams summaries are written again)
     workdir_lib.truncate_tensorboard(tb, done * seeds.steps_per_iter - 1, drop_hparams=True)
   if not done:
-    return run_scaffold.open_run(config, workdir)
+    return run_lifecycle.open_run(config, workdir)
   logging_lib.write_json(os.path.join(workdir, "config.json"), logging_lib.config_to_dict(config))
   path = os.path.join(workdir, "returns.csv")
   workdir_lib.atomic_write(path, seeds.csv_text())
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
-  logger.csv = _AppendedReturnsCSV(path)
+  logger.csv = logging_lib.ReturnsCSV(path, append=True)
   return logger
 
 
@@ -581,20 +467,16 @@ class _Seeds:
       self.last_return = np.array(arrays["last_return"], np.float64)
       self.diverged = {int(lab): int(st) for lab, st in meta["diverged"].items()}
     except (KeyError, TypeError, ValueError) as e:
-      raise workdir_lib.WorkdirError(f"checkpoint {CHECKPOINT_NAME} is damaged (its returns: {e})") from None
+      raise workdir_lib.WorkdirError(
+          f"checkpoint {run_lifecycle.CHECKPOINT_NAME} is damaged (its returns: {e})") from None
     if self.last_return.shape != (len(self.labels),):
-      raise workdir_lib.WorkdirError(f"checkpoint {CHECKPOINT_NAME} is damaged (last_return has shape "
+      raise workdir_lib.WorkdirError(f"checkpoint {run_lifecycle.CHECKPOINT_NAME} is damaged (last_return has shape "
                                      f"{self.last_return.shape})")
 
   def csv_text(self):
     """returns.csv as the run wrote it (rows per iteration in seed order, :class:`logging_lib.ReturnsCSV`)."""
     rows = sorted((st, s, lab, r) for s, lab in enumerate(self.labels) for st, r in zip(*self.runs[lab]))
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(logging_lib.ReturnsCSV.HEADER)
-    for st, _, lab, r in rows:
-      w.writerow((int(st), int(lab), repr(float(r))))
-    return out.getvalue()
+    return logging_lib.ReturnsCSV.text((st, lab, r) for st, _, lab, r in rows)
 
   def mean_last_return(self):
     """Mean of the healthy seeds' last returns (NaN if none has one)."""
@@ -624,21 +506,30 @@ def _finish(config,
             prior_wall=0.0,
             write=True):
   """Writes returns.png, params.npz and summary.json (also for a diverged, interrupted or failed run);
-  the dict :func:`train` returns. ``prior_wall``: seconds of the earlier sessions of a resumed run;
-  ``write`` False: the dict only (a finished run started again; its rate and time from summary.json)."""
+  the dict :func:`train` returns, with the run's ``status`` and ``error`` (a failed write of params.npz makes a
+  finished run "failed", its OSError the error). ``prior_wall``: seconds of the earlier sessions of a resumed
+  run; ``write`` False: the dict only (a finished run started again; its rate and time from summary.json)."""
   steps_per_iter, labels, diverged = seeds.steps_per_iter, seeds.labels, seeds.diverged
   total_steps, done_steps = iterations * steps_per_iter, done_iters * steps_per_iter
-  returns = run_scaffold.returns_arrays(seeds.runs)
+  returns = run_lifecycle.returns_arrays(seeds.runs)
   healthy = seeds.healthy
   finals, ci = None, None
   if any(len(returns[lab][1]) for lab in healthy):
     finals, ci = stats.summarize_final([returns[lab][1] if lab in healthy else np.zeros(0) for lab in labels], last=20)
+  params = [p.numpy() for p in state.params]
+  if write and config.save_params:
+    try:  # (atomic: a full disk keeps the previous params.npz whole)
+      run_lifecycle.save_params(workdir, labels, net.param_names, params)
+    except OSError as e:
+      if error is None:
+        status, error = "failed", e
+      else:
+        print(f"WARNING: {e}", flush=True)
   summary = _summary_line(config, seeds, ci, done_steps)
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {done_steps:,} of {total_steps:,}: {summary}"
-  params = [p.numpy() for p in state.params]
   if not write:
-    old = _read_json(os.path.join(workdir, "summary.json"))
+    old = run_lifecycle.read_summary(workdir)
     return dict(returns=returns,
                 final=finals,
                 ci=ci,
@@ -650,6 +541,7 @@ def _finish(config,
                 params=params,
                 labels=labels,
                 status=status,
+                error=error,
                 diverged=dict(diverged))
   if config.plot and any(len(r[1]) for r in returns.values()):
     from optim4rl_tf.utils import plots
@@ -661,28 +553,25 @@ def _finish(config,
                          label=config.optimizer.name)
     except Exception as e:  # pylint: disable=broad-except   (never lose the summary to a plot)
       print(f"WARNING: no returns.png: {type(e).__name__}: {e}", flush=True)
-  if config.save_params:
-    run_scaffold.save_params(workdir, labels, net.param_names, params)
   steps_per_sec = timer.rate(steps_per_iter * len(labels))
   wall = prior_wall + time.time() - t_start
-  clean = run_scaffold.finite_or_none
-  logging_lib.write_json(
-      os.path.join(workdir, "summary.json"),
-      dict(summary=summary,
-           status=status,
-           error=None if error is None else _describe(error),
-           env_steps=done_steps,
-           planned_env_steps=total_steps,
-           iterations=done_iters,
-           planned_iterations=iterations,
-           seeds=labels,
-           diverged={
-               str(lab): st for lab, st in diverged.items()
-           },
-           final=None if finals is None else [clean(f) for f in finals.tolist()],
-           **run_scaffold.ci_fields(ci),
-           env_steps_per_sec=clean(steps_per_sec),
-           wall_secs=wall))
+  clean = run_lifecycle.finite_or_none
+  run_lifecycle.write_summary(workdir,
+                              status,
+                              summary,
+                              wall,
+                              done_steps,
+                              total_steps,
+                              error,
+                              iterations=done_iters,
+                              planned_iterations=iterations,
+                              seeds=labels,
+                              diverged={
+                                  str(lab): st for lab, st in diverged.items()
+                              },
+                              final=None if finals is None else [clean(f) for f in finals.tolist()],
+                              **run_lifecycle.ci_fields(ci),
+                              env_steps_per_sec=clean(steps_per_sec))
   return dict(returns=returns,
               final=finals,
               ci=ci,
@@ -694,16 +583,8 @@ def _finish(config,
               params=params,
               labels=labels,
               status=status,
+              error=error,
               diverged=dict(diverged))
-
-
-def _read_json(path):
-  try:
-    with open(path) as f:
-      value = json.load(f)
-    return value if isinstance(value, dict) else {}
-  except (OSError, ValueError):
-    return {}
 
 
 def _summary_line(config, seeds, ci, done_steps):
@@ -718,13 +599,6 @@ def _summary_line(config, seeds, ci, done_steps):
   if healthy:
     return f"no episode finished in {done_steps:,} steps: no return to report"
   return f"all {len(labels)} seeds diverged: no final return to report"
-
-
-def _describe(error):
-  if isinstance(error, KeyboardInterrupt):
-    return getattr(error, "reason", None) or "interrupted (SIGINT)"
-  first = (str(error).strip().splitlines() or [""])[0]
-  return f"{type(error).__name__}: {first}"[:500]
 
 
 def divergence_message(config, workdir, diverged, labels):

@@ -13,14 +13,28 @@ leading seed axis, and the Brax batch holds ``num_seeds * env.num_envs`` environ
 
 The TF functions of a run (rollouts, SGD epochs and evaluations through either Brax bridge, ``env.bridge``)
 are :class:`optim4rl_tf.agents.ppo_trainer.Trainer`; this module checks the config, builds the trainer
-and runs the training loop (set-up, call sizing and timing, params.npz: :mod:`optim4rl_tf.agents.run_scaffold`,
-shared with the A2C run).
+and runs the training loop (set-up, call sizing and timing, signals, checkpoints, params.npz and summary.json: the
+run lifecycle :mod:`optim4rl_tf.utils.run_lifecycle`, shared with the A2C run, meta-training and the supervised
+analysis).
 
 Writes into ``workdir``: ``config.json``, ``tb/`` (TensorBoard: means over seeds, speed in ``tb/``; each seed's
 evaluation returns, HParams row and final metrics in its run ``tb/seed_<k>/``; tags: :mod:`optim4rl_tf.utils.logging`),
 ``returns.csv`` (``step,seed,return``: one row per evaluation and seed; step = env steps per seed so far),
 ``returns.png``, ``summary.json`` (final performance = mean of the last ``final_last`` (2) evaluation returns,
-90% bootstrap CI over seeds) and ``params.npz`` (final parameters and normaliser, leading seed axis).
+90% bootstrap CI over seeds), ``params.npz`` (final parameters and normaliser, leading seed axis) and
+``checkpoint.npz``.
+
+Interruption and resuming: SIGINT/SIGTERM (in the main thread) stop the run after the current call of training
+steps; a KeyboardInterrupt or an error raised inside the loop stops it too. The run then saves its checkpoint,
+writes everything computed so far (summary.json with ``status`` "interrupted" or "failed") and re-raises (exit
+status 130/143 in the launchers; a second signal ends the process at once). ``workdir/checkpoint.npz``
+(:class:`optim4rl_tf.utils.run_lifecycle.StateCheckpoint`) holds the whole training state (parameters, optimizer
+and normaliser states, env states, iteration counter and key of every seed) and the evaluations so far; it is
+written after every evaluation and whenever the run stops. A run started on a workdir with a checkpoint and
+config.json resumes from it when the config matches (``RESUMABLE_FIELDS``, bookkeeping, may differ) and finishes
+bit-identical to an unbroken run (every random number comes from keys in the state); returns.csv and tb/ lose the
+rows/steps after the restored step first. A differing config or a damaged checkpoint is one clear WorkdirError
+(nothing is changed); a finished run started again does nothing and says so.
 """
 
 import math
@@ -32,12 +46,13 @@ import numpy as np
 
 from optim4rl_tf.agents import ppo
 from optim4rl_tf.agents import ppo_trainer
-from optim4rl_tf.agents import run_scaffold
 from optim4rl_tf.envs import registry
 from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
+from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import stats
+from optim4rl_tf.utils import workdir as workdir_lib
 
 # The Brax task list lives in envs/registry.py (no JAX import needed to check a name).
 BRAX_ENV_NAMES = registry.BRAX_ENV_NAMES
@@ -45,6 +60,9 @@ BRIDGES = ("graph", "numpy")
 BACKENDS = ("spring", "generalized", "positional")
 # The in-graph rollout, where meta/meta_ppo.py (MetaPPO) calls it as ppo_train.graph_rollout.
 graph_rollout = ppo_trainer.graph_rollout
+# Config fields that may differ when a workdir is resumed: bookkeeping (no result depends on them: chunking does
+# not change a number). The budget may not: it sets the evaluation points.
+RESUMABLE_FIELDS = ("console_every_secs", "chunk_secs", "iterations_per_call", "plot", "save_params")
 
 
 class Schedule(NamedTuple):
@@ -143,99 +161,224 @@ def build(config, schedule=None):
 
 
 def train(config, workdir, progress_fn=None, console=True):
-  """Trains ``config.num_seeds`` PPO agents on a Brax task and writes the run's files into ``workdir``.
+  """Trains ``config.num_seeds`` PPO agents on a Brax task and writes the run's files into ``workdir``, resuming
+  from its checkpoint (interruption, checkpoints: see the module docstring).
 
   Returns a dict with ``returns`` ({seed label: (steps, eval returns)}), ``final`` (per seed: mean of the
   last ``final_last`` eval returns), ``ci`` (stats.CI over seeds), ``steps_per_sec`` (env steps/s of all
   seeds in training, excluding the first call's compilation and the evaluations), ``env_steps`` (per
   seed), ``schedule``, ``wall_secs``, ``summary``, ``aborted`` (True if an evaluation return was NaN),
-  ``status`` ("finished", or "diverged" when a NaN evaluation return stopped the run) and ``params`` (list of
-  [S, ...] numpy arrays).
+  ``status`` ("finished", or "diverged" when a NaN evaluation return stopped the run), ``params`` (list of
+  [S, ...] numpy arrays) and ``resumed_from`` (the training step the run resumed at, 0 for a fresh start).
 
-  A KeyboardInterrupt (SIGINT; SIGTERM too under :func:`optim4rl_tf.utils.cli.run`) or an error during
-  training writes everything computed so far (returns.csv, tb/, returns.png, params.npz and summary.json with
-  ``status`` "interrupted" or "failed") and is then re-raised.
+  A KeyboardInterrupt (SIGINT/SIGTERM, recorded and raised after the current call) or an error during training
+  writes everything computed so far (checkpoint.npz, returns.csv, tb/, returns.png, params.npz and summary.json
+  with ``status`` "interrupted" or "failed") and is then re-raised.
   """
   schedule = validate_config(config)
-  run_scaffold.prepare_workdir(config, workdir, console)
+  run_lifecycle.prepare_workdir(workdir, console, transforms.untrained_warning(config.optimizer))
+  with workdir_lib.lock_unless_held(workdir):
+    workdir_lib.remove_stale_temps(workdir)  # left by a process killed mid-write
+    return _train(config, workdir, schedule, progress_fn, console)
+
+
+def _train(config, workdir, schedule, progress_fn, console):
   t_start = time.time()
   trainer = build(config, schedule)
-  logger = run_scaffold.open_run(config, workdir)
-  labels, per_step = trainer.labels, schedule.env_steps_per_train_step
+  labels, per_step, per_epoch = trainer.labels, schedule.env_steps_per_train_step, schedule.train_steps_per_epoch
   tag = f"[ppo {trainer.env.name} {config.optimizer.name} {config.env.bridge}] "
-  progress = run_scaffold.make_progress(config, schedule.total_env_steps, tag, len(labels))
-  if console:
+  state = trainer.init()
+  checkpoint = run_lifecycle.StateCheckpoint(workdir, "ppo", config, RESUMABLE_FIELDS, config.optimizer.meta_params)
+  restored = checkpoint.load(trainer.checkpoint_state(state), console)
+  evals = _Evaluations(trainer)
+  done, prior_wall = 0, 0.0
+  if restored is not None:
+    state, done, prior_wall = trainer.from_checkpoint_state(restored.state), restored.iterations, restored.wall_secs
+    evals.restore(restored.meta, restored.arrays)
+    if evals.finished(schedule):
+      result = _finish(config,
+                       workdir,
+                       trainer,
+                       state,
+                       evals,
+                       run_lifecycle.CallTimer(),
+                       schedule,
+                       t_start,
+                       prior_wall,
+                       False,
+                       "diverged" if evals.aborted else "finished",
+                       None,
+                       write=False)
+      result["resumed_from"] = done
+      if console:
+        print(
+            f"workdir {workdir} already holds a finished run of this config (status {result['status']}, "
+            f"{result['env_steps']:,} env steps): nothing to do\n{result['summary']}",
+            flush=True)
+      return result
+    if console:
+      print(
+          f"resuming {workdir} at training step {done:,}/{schedule.num_epochs * per_epoch:,} (env step "
+          f"{done * per_step:,})",
+          flush=True)
+  resumed_from = done
+  evals.logger = logger = _open_logger(config, workdir, evals, done * per_step)
+  progress = run_lifecycle.make_progress(config, schedule.total_env_steps, tag, len(labels))
+  if console and not done:
     print(
-        f"{tag}{schedule.num_epochs} epochs x {schedule.train_steps_per_epoch} training steps x "
+        f"{tag}{schedule.num_epochs} epochs x {per_epoch} training steps x "
         f"{per_step:,} env steps = {schedule.total_env_steps:,} env steps per seed; {len(labels)} seed(s); "
         "compiling (Brax on CPU: up to a few minutes)...",
         flush=True)
   _log_hparams(config, logger, labels)
-  evals = _Evaluations(trainer, logger)
-  sizer = run_scaffold.CallSizer(config, adaptive=trainer.bridge == "graph")
-  timer = run_scaffold.CallTimer()
-  state = trainer.init()
+  sizer = run_lifecycle.CallSizer(config, adaptive=trainer.bridge == "graph")
+  timer = run_lifecycle.CallTimer()
   status, error = "finished", None
-  try:
-    ret = evals.run(state, 0, 0)
-    if console:  # (the progress rate starts after the first training call, i.e. after compilation)
-      print(f"{tag}step 0 | return {float(np.mean(ret)):.4g} | training (first call compiles)...", flush=True)
-    done = 0
-    for epoch in range(schedule.num_epochs):
-      if evals.aborted:
-        break
-      left = schedule.train_steps_per_epoch
-      while left > 0:
-        k = sizer.take(left)
-        t0 = time.time()
-        state, m = trainer.run(state, k)
-        dt = time.time() - t0
-        timer.add(dt, k)
-        left, done = left - k, done + k
-        _log_training(logger, m, done, done * per_step, k * per_step * len(labels) / max(dt, 1e-9), k / max(dt, 1e-9))
-        if console:
-          progress.update(done * per_step, {"return": float(np.mean(ret)), "loss": float(np.mean(m["loss"]))})
-        sizer.record(dt, k)
-      ret = evals.run(state, epoch + 1, done * per_step)
-      if evals.aborted:
-        print(f"ERROR: evaluation return is NaN at step {done * per_step:,}; stopping the run", flush=True)
-      info = {"return": float(np.mean(ret)), "epoch": epoch + 1}
-      if console:
-        progress.update(done * per_step, {"return": info["return"]}, force=True)
-      if progress_fn is not None:
-        progress_fn(done * per_step, dict(info, steps_per_sec=timer.rate(per_step * len(labels))))
-  except KeyboardInterrupt as e:  # SIGINT, or SIGTERM under utils.cli: keep what exists
-    status, error = "interrupted", e
-  except Exception as e:  # e.g. out of memory: keep what exists
-    status, error = "failed", e
-  finally:
-    logger.flush()  # (closed after the final metrics, below)
-  if status == "finished" and evals.aborted:
-    status = "diverged"
-  try:
-    result = _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console and error is None,
-                     status, error)
-    finals = [None] * len(labels) if result["final"] is None else result["final"]
-    logging_lib.log_final(logger, result["env_steps"], result["steps_per_sec"],
-                          None if result["ci"] is None else result["ci"].mean, {
-                              logging_lib.seed_run(lab): f for lab, f in zip(labels, finals)
-                          })
-  finally:
-    logger.close()
+
+  def save(status):
+    checkpoint.save(trainer.checkpoint_state(state),
+                    done,
+                    status,
+                    prior_wall + time.time() - t_start,
+                    arrays=evals.arrays(),
+                    **evals.meta())
+
+  with run_lifecycle.deferred_signals() as stop:
+    try:
+      ret = evals.last_returns()
+      # Evaluation i comes after i * per_epoch training steps (i = 0 .. num_epochs).
+      while not evals.finished(schedule):
+        i = evals.count
+        if done == i * per_epoch:
+          ret = evals.run(state, i, done * per_step)
+          save("running")
+          if evals.aborted:
+            print(f"ERROR: evaluation return is NaN at step {done * per_step:,}; stopping the run", flush=True)
+            break
+          if console and i == 0:  # (the progress rate starts after the first training call, after compilation)
+            print(f"{tag}step 0 | return {float(np.mean(ret)):.4g} | training (first call compiles)...", flush=True)
+          if i:
+            info = {"return": float(np.mean(ret)), "epoch": i}
+            if console:
+              progress.update(done * per_step, {"return": info["return"]}, force=True)
+            if progress_fn is not None:
+              progress_fn(done * per_step, dict(info, steps_per_sec=timer.rate(per_step * len(labels))))
+        else:
+          k = sizer.take(i * per_epoch - done)
+          t0 = time.time()
+          state, m = trainer.run(state, k)
+          dt = time.time() - t0
+          timer.add(dt, k)
+          done += k
+          _log_training(logger, m, done, done * per_step, k * per_step * len(labels) / max(dt, 1e-9), k / max(dt, 1e-9))
+          if console:
+            progress.update(done * per_step, {"return": float(np.mean(ret)), "loss": float(np.mean(m["loss"]))})
+          sizer.record(dt, k)
+        if stop():
+          raise run_lifecycle.interrupted(stop())
+    except (KeyboardInterrupt, Exception) as e:  # SIGINT/SIGTERM (above), progress_fn's, out of memory, ...
+      status, error = run_lifecycle.outcome(e), e  # "interrupted" or "failed": keep what exists
+    finally:
+      logger.flush()  # (closed after the final metrics, below)
+    if status == "finished" and evals.aborted:
+      status = "diverged"
+    try:
+      try:
+        save(status)
+      except OSError as e:
+        if error is None:
+          status, error = "failed", e
+        else:
+          print(f"WARNING: {e}", flush=True)
+      result = _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, prior_wall, console and
+                       error is None, status, error)
+      status, error = result["status"], result.pop("error")
+      finals = [None] * len(labels) if result["final"] is None else result["final"]
+      logging_lib.log_final(logger, result["env_steps"], result["steps_per_sec"],
+                            None if result["ci"] is None else result["ci"].mean, {
+                                logging_lib.seed_run(lab): f for lab, f in zip(labels, finals)
+                            })
+    finally:
+      logger.close()
+  result["resumed_from"] = resumed_from
   if error is not None:
     raise error
   return result
 
 
+def _open_logger(config, workdir, evals, step):
+  """config.json and the run's logger. Resuming at env step ``step`` > 0: returns.csv is rewritten with the rows
+  of the restored evaluations (atomically) and appended to, tb/ loses the summaries after ``step``; a fresh
+  start (0) clears tb/'s summaries of an earlier attempt."""
+  tb = os.path.join(workdir, "tb")
+  if os.path.isdir(tb):  # (with the seeds' runs tb/seed_<k>; the HParams summaries are written again)
+    workdir_lib.truncate_tensorboard(tb, step if evals.count else -1, drop_hparams=True)
+  if not evals.count:
+    return run_lifecycle.open_run(config, workdir)
+  logging_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_NAME), logging_lib.config_to_dict(config))
+  path = os.path.join(workdir, "returns.csv")
+  workdir_lib.atomic_write(path, evals.csv_text())
+  logger = logging_lib.RunLogger(workdir, returns_csv=None)
+  logger.csv = logging_lib.ReturnsCSV(path, append=True)
+  return logger
+
+
 class _Evaluations:
   """The evaluations of a run (§7.4 item 5): per seed, the mean return of ``num_eval_envs`` episodes, logged
-  to returns.csv and TensorBoard; ``aborted`` once a return is not finite."""
+  to returns.csv and TensorBoard (``logger``, set before :meth:`run`); ``aborted`` once a return is not
+  finite."""
 
-  def __init__(self, trainer, logger):
-    self.trainer, self.logger = trainer, logger
+  def __init__(self, trainer):
+    self.trainer, self.logger = trainer, None
+    self.labels = trainer.labels
     self.runs = {lab: ([], []) for lab in trainer.labels}  # seed label -> (env steps, returns)
     self.aborted = False
     self.secs = 0.0
+
+  @property
+  def count(self):
+    """Evaluations done (the next one's index)."""
+    return len(self.runs[self.labels[0]][0])
+
+  def finished(self, schedule):
+    """All ``num_epochs + 1`` evaluations done, or a NaN return stopped the run."""
+    return self.aborted or self.count > schedule.num_epochs
+
+  def last_returns(self):
+    """The last evaluation's return per seed [S] (NaN before the first)."""
+    return np.array([self.runs[lab][1][-1] if self.runs[lab][1] else np.nan for lab in self.labels])
+
+  def arrays(self):
+    """The evaluations as checkpoint arrays: ``eval_steps`` [n], ``eval_returns`` [S, n]."""
+    return dict(eval_steps=np.asarray(self.runs[self.labels[0]][0], np.int64),
+                eval_returns=np.asarray([self.runs[lab][1] for lab in self.labels],
+                                        np.float64).reshape(len(self.labels), self.count))
+
+  def meta(self):
+    """The JSON part of a checkpoint's bookkeeping."""
+    return dict(labels=list(self.labels), aborted=bool(self.aborted), eval_secs=float(self.secs))
+
+  def restore(self, meta, arrays):
+    """Back to the evaluations of a checkpoint (:meth:`arrays`, :meth:`meta`)."""
+    if meta.get("labels") != list(self.labels):
+      raise workdir_lib.WorkdirError(f"the checkpoint holds seeds {meta.get('labels')}, this config "
+                                     f"{list(self.labels)}; use a new --workdir")
+    try:
+      steps, rets = arrays["eval_steps"], arrays["eval_returns"]
+      if rets.shape != (len(self.labels), len(steps)):
+        raise ValueError(f"eval_returns has shape {rets.shape}")
+      self.runs = {lab: ([int(x) for x in steps], [float(x) for x in rets[s]]) for s, lab in enumerate(self.labels)}
+      self.aborted, self.secs = bool(meta["aborted"]), float(meta["eval_secs"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise workdir_lib.WorkdirError(f"checkpoint {run_lifecycle.CHECKPOINT_NAME} is damaged (its evaluations: "
+                                     f"{e})") from None
+
+  def csv_text(self):
+    """returns.csv as the run wrote it (one row per evaluation and seed)."""
+    return logging_lib.ReturnsCSV.text((st, lab, r)
+                                       for j, st in enumerate(self.runs[self.labels[0]][0])
+                                       for lab in self.labels
+                                       for r in (self.runs[lab][1][j],))
 
   def run(self, state, index, step):
     """Evaluation ``index`` after ``step`` env steps per seed -> mean return per seed [S]."""
@@ -300,12 +443,26 @@ def _log_training(logger, metrics, done_steps, step, env_steps_per_sec, iteratio
     print(f"WARNING: non-finite loss or gradient around training step {done_steps}", flush=True)
 
 
-def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, console, status="finished", error=None):
+def _finish(config,
+            workdir,
+            trainer,
+            state,
+            evals,
+            timer,
+            schedule,
+            t_start,
+            prior_wall,
+            console,
+            status="finished",
+            error=None,
+            write=True):
   """Writes returns.png, params.npz and summary.json (``status``: "finished", "diverged" -- a NaN evaluation
-  return stopped the run --, "interrupted" or "failed", with ``error``, also for the last two); prints the
-  summary; the dict :func:`train` returns."""
+  return stopped the run --, "interrupted" or "failed", with ``error``, also for the last two; a failed write of
+  params.npz makes a finished run "failed"); prints the summary; the dict :func:`train` returns, with ``status``
+  and ``error``. ``prior_wall``: seconds of the earlier sessions of a resumed run; ``write`` False: the dict only
+  (a finished run started again; its rate and time from summary.json)."""
   labels = trainer.labels
-  returns = run_scaffold.returns_arrays(evals.runs)
+  returns = run_lifecycle.returns_arrays(evals.runs)
   last = int(config.final_last)
   finals, ci = None, None
   try:
@@ -313,9 +470,36 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
   except ValueError:
     pass
   env_steps = int(state.iteration.numpy()) * schedule.env_steps_per_train_step
+  params = [p.numpy() for p in state.params]
+  if write and config.save_params:
+    norm = {f"normalizer/{k}": v.numpy() for k, v in state.norm._asdict().items()}
+    try:  # (atomic: a full disk keeps the previous params.npz whole)
+      run_lifecycle.save_params(workdir, labels, trainer.nets.param_names, params, **norm)
+    except OSError as e:
+      if error is None:
+        status, error = "failed", e
+      else:
+        print(f"WARNING: {e}", flush=True)
   summary = _summary_line(config, trainer, ci, last, env_steps, evals.aborted)
   if status in ("interrupted", "failed"):
     summary = f"{status.upper()} at step {env_steps:,} of {schedule.total_env_steps:,}: {summary}"
+  result = dict(returns=returns,
+                final=finals,
+                ci=ci,
+                env_steps=env_steps,
+                schedule=schedule,
+                summary=summary,
+                aborted=evals.aborted,
+                params=params,
+                labels=labels,
+                status=status,
+                error=error,
+                eval_secs=evals.secs)
+  if not write:
+    old = run_lifecycle.read_summary(workdir)
+    return dict(result,
+                steps_per_sec=old.get("env_steps_per_sec") or float("nan"),
+                wall_secs=old.get("wall_secs") or prior_wall)
   if config.plot and ci is not None:
     from optim4rl_tf.utils import plots
     try:
@@ -326,52 +510,28 @@ def _finish(config, workdir, trainer, state, evals, timer, schedule, t_start, co
                          label=config.optimizer.name)
     except ValueError as e:  # e.g. non-finite returns
       print(f"WARNING: no returns.png: {e}")
-  params = [p.numpy() for p in state.params]
-  if config.save_params:
-    norm = {f"normalizer/{k}": v.numpy() for k, v in state.norm._asdict().items()}
-    run_scaffold.save_params(workdir, labels, trainer.nets.param_names, params, **norm)
   steps_per_sec = timer.rate(schedule.env_steps_per_train_step * len(labels))
-  wall = time.time() - t_start
-  clean = run_scaffold.finite_or_none
-  logging_lib.write_json(
-      os.path.join(workdir, "summary.json"),
-      dict(summary=summary,
-           status=status,
-           error=None if error is None else _describe(error),
-           env_steps=env_steps,
-           planned_env_steps=schedule.total_env_steps,
-           seeds=labels,
-           aborted=evals.aborted,
-           final=None if finals is None else [clean(f) for f in finals.tolist()],
-           **run_scaffold.ci_fields(ci, finite_only=True),
-           eval_returns={str(lab): returns[lab][1].tolist() for lab in labels},
-           eval_steps=returns[labels[0]][0].tolist(),
-           env_steps_per_sec=steps_per_sec,
-           eval_secs=evals.secs,
-           wall_secs=wall,
-           bridge=config.env.bridge))
+  wall = prior_wall + time.time() - t_start
+  clean = run_lifecycle.finite_or_none
+  run_lifecycle.write_summary(workdir,
+                              status,
+                              summary,
+                              wall,
+                              env_steps,
+                              schedule.total_env_steps,
+                              error,
+                              seeds=labels,
+                              aborted=evals.aborted,
+                              final=None if finals is None else [clean(f) for f in finals.tolist()],
+                              **run_lifecycle.ci_fields(ci, finite_only=True),
+                              eval_returns={str(lab): returns[lab][1].tolist() for lab in labels},
+                              eval_steps=returns[labels[0]][0].tolist(),
+                              env_steps_per_sec=steps_per_sec,
+                              eval_secs=evals.secs,
+                              bridge=config.env.bridge)
   if console:
     print(summary, flush=True)
-  return dict(returns=returns,
-              final=finals,
-              ci=ci,
-              steps_per_sec=steps_per_sec,
-              env_steps=env_steps,
-              schedule=schedule,
-              wall_secs=wall,
-              summary=summary,
-              aborted=evals.aborted,
-              params=params,
-              labels=labels,
-              status=status,
-              eval_secs=evals.secs)
-
-
-def _describe(error):
-  if isinstance(error, KeyboardInterrupt):
-    return getattr(error, "reason", None) or "interrupted (SIGINT)"
-  first = (str(error).strip().splitlines() or [""])[0]
-  return f"{type(error).__name__}: {first}"[:500]
+  return dict(result, steps_per_sec=steps_per_sec, wall_secs=wall)
 
 
 def _summary_line(config, trainer, ci, last, env_steps, aborted):

@@ -158,6 +158,15 @@ class Trainer:
                     iteration=tf.constant(0, tf.int32),
                     key=tf.constant([int(self.config.seed), 1], tf.int32))
 
+  def checkpoint_state(self, state):
+    """``state`` as tensors only (the numpy bridge's JAX env state as the graph bridge's flat tuple), for
+    :class:`optim4rl_tf.utils.run_lifecycle.StateCheckpoint`."""
+    return state if self.bridge == "graph" else state._replace(env_state=self.env.to_flat(state.env_state))
+
+  def from_checkpoint_state(self, state):
+    """The inverse of :meth:`checkpoint_state`."""
+    return state if self.bridge == "graph" else state._replace(env_state=self.env.from_flat(state.env_state))
+
   # ----- graph bridge -----------------------------------------------------------------------------
   def _graph_rollout(self, params, norm, flat, obs, key):
     return graph_rollout(self.env, self.nets, params, norm, flat, obs, key, self.unrolls, self.unroll, self.num_seeds)

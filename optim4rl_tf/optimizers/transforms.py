@@ -32,6 +32,14 @@ LEARNED = cores.LEARNED_NAMES + (star_lib.NAME,)
 OPTIMIZER_NAMES = CLASSICAL + LEARNED
 
 
+def untrained_warning(optimizer_config):
+  """The warning for an agent optimizer config (``name``, ``meta_params``) that runs a learned optimizer
+  without ``meta_params`` (an untrained, random phi); None otherwise."""
+  if optimizer_config.name in CLASSICAL or optimizer_config.meta_params:
+    return None
+  return f"{optimizer_config.name} without optimizer.meta_params uses an untrained (random) phi"
+
+
 class AgentOptimizer(NamedTuple):
   """Pure optimizer functions; see the module docstring."""
   name: str

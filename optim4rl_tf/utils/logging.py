@@ -18,6 +18,7 @@ tag -> meaning).
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -187,15 +188,27 @@ def config_to_dict(config):
 
 class ReturnsCSV:
   """Appends ``step,seed,return`` rows. Line-buffered: every row is in the file as soon as it is written,
-  so a killed run keeps all rows produced so far."""
+  so a killed run keeps all rows produced so far. ``append``: the file holds its header and rows already (a
+  resumed run, :meth:`text`)."""
 
   HEADER = ("step", "seed", "return")
 
-  def __init__(self, path):
+  def __init__(self, path, append=False):
     self.path = path
-    self._f = open(path, "w", newline="", buffering=1)
+    self._f = open(path, "a" if append else "w", newline="", buffering=1)
     self._w = csv.writer(self._f)
-    self._w.writerow(self.HEADER)
+    if not append:
+      self._w.writerow(self.HEADER)
+
+  @classmethod
+  def text(cls, rows):
+    """The file's text holding ``rows`` ((step, seed, return) in order), as :meth:`write` writes them."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(cls.HEADER)
+    for step, seed, value in rows:
+      w.writerow((int(step), int(seed), repr(float(value))))
+    return out.getvalue()
 
   def write(self, step, seed, value):
     self._w.writerow((int(step), int(seed), repr(float(value))))

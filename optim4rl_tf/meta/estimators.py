@@ -44,9 +44,11 @@ def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
   least 1 unit): ``PARALLEL`` chunks run at once on different cores, so together they hold at most
   ``target`` coordinates. Small chunks keep the replay's working set cache-friendly (measured faster per
   coordinate on CPU than one big chunk) and bound the tapes' memory."""
+  per_chunk = params_per_unit * PARALLEL
+  largest = num_units if per_chunk <= 0 else min(num_units, target // per_chunk)  # (no loop over 10**9 units)
   best = 1
-  for c in range(1, num_units + 1):
-    if num_units % c == 0 and c * params_per_unit * PARALLEL <= target:
+  for c in range(1, largest + 1):
+    if num_units % c == 0:
       best = c
   return best
 

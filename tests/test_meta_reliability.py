@@ -274,6 +274,34 @@ def test_workdir_made_with_another_config_is_refused(tmp_path):
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow(25)
+def test_config_json_keeps_describing_the_phi_beside_it(tmp_path, monkeypatch):
+  """config.json must describe phi.npz: a rerun with fewer iterations, checkpoints whose config.json was
+  deleted, and a start refused while building are each refused without writing config.json."""
+  workdir = str(tmp_path / "run")
+  run.meta_train(tiny_config(iterations=3), workdir, console=False)
+  recorded = open(os.path.join(workdir, "config.json")).read()
+  phi = dict(np.load(os.path.join(workdir, "phi.npz")))
+  with pytest.raises(workdir_lib.WorkdirError, match="already holds 3 outer iterations, more than num_iterations=2"):
+    run.meta_train(tiny_config(iterations=2), workdir, console=False)
+  assert open(os.path.join(workdir, "config.json")).read() == recorded
+  assert all(np.array_equal(v, np.load(os.path.join(workdir, "phi.npz"))[k]) for k, v in phi.items())
+
+  os.remove(os.path.join(workdir, "config.json"))  # now a resume with another seed must not be accepted
+  with pytest.raises(workdir_lib.WorkdirError, match="holds checkpoints but no config.json"):
+    run.meta_train(tiny_config(iterations=4, seed=7), workdir, console=False)
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+  def refuse(*args, **kwargs):
+    raise ValueError("refused while building")
+
+  fresh = str(tmp_path / "fresh")
+  monkeypatch.setattr(trainer_lib, "MetaTrainer", refuse)
+  with pytest.raises(ValueError, match="refused while building"):
+    run.meta_train(tiny_config(), fresh, console=False)
+  assert not os.path.exists(os.path.join(fresh, "config.json"))  # the corrected command is not blocked
+
+
 def test_a_workdir_in_use_is_refused(tmp_path):
   workdir = str(tmp_path / "run")
   with workdir_lib.lock(workdir):

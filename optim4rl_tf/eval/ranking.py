@@ -27,6 +27,7 @@ import numpy as np
 
 from optim4rl_tf.utils import plots
 from optim4rl_tf.utils import stats
+from optim4rl_tf.utils import workdir as workdir_lib
 
 # Fields that do not define a configuration (seeds, logging, machinery).
 IGNORED_FIELDS = ("seed", "num_seeds", "plot", "save_params", "console_every_secs", "log_every", "iterations_per_call",
@@ -69,23 +70,15 @@ def find_workdirs(path):
   return sorted(set(found), key=_natural_key)
 
 
-def _read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def load_workdir(workdir):
   """All runs (one per seed) of one workdir."""
-  config = _read_json(os.path.join(workdir, "config.json"))
-  sweep_run = _read_json(os.path.join(workdir, "sweep_run.json")) or {}
+  config = workdir_lib.read_json_dict(os.path.join(workdir, "config.json"))
+  sweep_run = workdir_lib.read_json_dict(os.path.join(workdir, "sweep_run.json")) or {}
   if config is None:
     config = sweep_run.get("config")
   if config is None:
     raise ValueError(f"{workdir}: no config.json (nor sweep_run.json) to tell its configuration")
-  summary = _read_json(os.path.join(workdir, "summary.json")) or {}
+  summary = workdir_lib.read_json_dict(os.path.join(workdir, "summary.json")) or {}
   curves = plots.read_returns_csv(os.path.join(workdir, "returns.csv"))
   seeds = list(curves)
   for s in summary.get("seeds") or []:

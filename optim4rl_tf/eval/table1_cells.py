@@ -23,6 +23,8 @@ import subprocess
 
 import numpy as np
 
+from optim4rl_tf.utils import workdir as workdir_lib
+
 ROWS = ("with", "without")
 META_CLIPS = {
     "norm0.5": dict(meta_grad_norm=0.5, meta_grad_clip=-1.0),
@@ -120,14 +122,6 @@ def test_config(phi_path, learning_rate, num_seeds=10, test_steps=3e7, test_seed
   return config
 
 
-def _read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _commit():
   try:
     here = os.path.dirname(os.path.abspath(__file__))
@@ -169,20 +163,20 @@ def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_s
   base = os.path.join(root, cell.name)
   meta_dir, test_dir = os.path.join(base, "meta"), os.path.join(base, "test")
   config = meta_config(cell, meta_units, meta_iterations)
-  meta_summary = _read_json(os.path.join(meta_dir, "summary.json")) or {}
+  meta_summary = workdir_lib.read_json_dict(os.path.join(meta_dir, "summary.json")) or {}
   if not meta_summary.get("diverged") and meta_summary.get("iterations") != meta_iterations:
     try:
       run.meta_train(config, meta_dir)
     except trainer_lib.Diverged as e:  # recorded in its summary.json; the cell has no optimizer to test
       print(f"[table1 {cell.name}] {e}", flush=True)
-    meta_summary = _read_json(os.path.join(meta_dir, "summary.json")) or {}
+    meta_summary = workdir_lib.read_json_dict(os.path.join(meta_dir, "summary.json")) or {}
   record = dict(cell.record(), name=cell.name, task=TASK, meta_units=meta_units, meta_iterations=meta_iterations)
   record["meta"] = {k: meta_summary.get(k) for k in ("iterations", "skipped", "diverged", "it_per_sec", "peak_rss_gb")}
   phi = os.path.join(meta_dir, "phi.npz")
   if meta_summary.get("diverged") or not os.path.exists(phi):
     record["test"] = None
   else:
-    test_summary = _read_json(os.path.join(test_dir, "summary.json")) or {}
+    test_summary = workdir_lib.read_json_dict(os.path.join(test_dir, "summary.json")) or {}
     if test_summary.get("status") != "finished":
       a2c_train.train(test_config(phi, config.tasks[0].learning_rate, num_seeds, test_steps), test_dir)
     record["test"] = test_stats(test_dir)
@@ -201,7 +195,7 @@ def load_cells(results_dir):
   out = []
   cells_dir = os.path.join(results_dir, "cells")
   for name in sorted(os.listdir(cells_dir)) if os.path.isdir(cells_dir) else []:
-    rec = _read_json(os.path.join(cells_dir, name))
+    rec = workdir_lib.read_json_dict(os.path.join(cells_dir, name))
     if name.endswith(".json") and rec and rec.get("test"):
       out.append(rec)
   return out

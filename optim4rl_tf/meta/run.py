@@ -151,11 +151,17 @@ def _upgrade_old_config(old):
 
 
 def prepare_workdir(workdir, config_dict, ignore=RESUMABLE_FIELDS):
-  """Refuses a workdir made with another config (WorkdirError), then records ``config_dict`` in
-  config.json (atomically), after removing temp files a killed run left (``workdir_lib.remove_stale_temps``).
-  Call it while holding ``workdir_lib.lock(workdir)``."""
+  """Refuses a workdir made with another config, or one with checkpoints but no config.json to check them
+  against (WorkdirError), after removing temp files a killed run left (``workdir_lib.remove_stale_temps``).
+  Writes nothing else: :func:`record_config` records the config once the run is known to start. Call it while
+  holding ``workdir_lib.lock(workdir)``."""
   workdir_lib.remove_stale_temps(workdir)
   path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
+  if not os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(
+      os.path.join(workdir, "checkpoints")):
+    raise workdir_lib.WorkdirError(
+        f"workdir {workdir} holds checkpoints but no {workdir_lib.CONFIG_NAME}, so nothing says which config they "
+        f"come from; put its {workdir_lib.CONFIG_NAME} back or use a new --workdir")
   if os.path.exists(path):
     try:
       with open(path) as f:
@@ -166,7 +172,18 @@ def prepare_workdir(workdir, config_dict, ignore=RESUMABLE_FIELDS):
       workdir_lib.raise_if_different(workdir, _upgrade_old_config(old), config_dict, ignore)
     else:
       workdir_lib.check_config(workdir, config_dict, ignore)  # raises the unreadable-config error
-  workdir_lib.atomic_write(path, json.dumps(config_dict, indent=2, sort_keys=True, default=str))
+
+
+def record_config(workdir, config_dict, done, total):
+  """Writes config.json (atomically) for a run that starts at iteration ``done`` of ``total``; refuses
+  (WorkdirError, writing nothing) a ``total`` below the iterations the workdir already holds, whose phi.npz
+  the new config.json would no longer describe."""
+  if done > total:
+    raise workdir_lib.WorkdirError(
+        f"workdir {workdir} already holds {done} outer iterations, more than num_iterations={total}; give "
+        f"--config.num_iterations={done} or more to continue it, or use a new --workdir")
+  workdir_lib.atomic_write(os.path.join(workdir, workdir_lib.CONFIG_NAME),
+                           json.dumps(config_dict, indent=2, sort_keys=True, default=str))
 
 
 class _MetricsCSV:
@@ -218,11 +235,13 @@ def meta_train(config, workdir, console=True, progress_fn=None):
   cc.check_writable_dir(workdir)
   entry = registry.lookup(config)
   with workdir_lib.lock(workdir):
-    prepare_workdir(workdir, resolved_config(config))
+    config_dict = resolved_config(config)
+    prepare_workdir(workdir, config_dict)
     message = entry.building_message(config)
     if console and message:
       print(message, flush=True)
     trainer = trainer_lib.MetaTrainer(config, workdir)
+    record_config(workdir, config_dict, int(trainer.iteration.numpy()), total)
     steps_per_it = entry.env_steps_per_iteration(config, trainer.problems)
     shown_keys, prefix = entry.console, entry.prefix(config, trainer.problems)
     names = [p.name for p in trainer.problems]

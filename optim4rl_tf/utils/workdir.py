@@ -147,6 +147,17 @@ def raise_if_different(workdir, old, config, ignore=()):
                        "use a new --workdir")
 
 
+def read_json_dict(path):
+  """The JSON object in ``path`` as a dict; None when the file is missing, unreadable, not JSON or not an
+  object (a run that never wrote it, or one killed mid-write by an older version)."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
 def remove_stale_temps(folder):
   """Removes the temp files of :func:`atomic_write` (``<name>.<random>.tmp``) in ``folder``: a process killed
   mid-write (SIGKILL) leaves one. Call it only while holding the folder's lock (no writer is running then).

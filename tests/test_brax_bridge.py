@@ -96,6 +96,7 @@ def _numpy_run(env, state, actions=None, policy=None, steps=None):
   return state, [np.stack(c) for c in zip(*outs)], np.stack(acts)
 
 
+@pytest.mark.slow(10)
 def test_both_bridges_give_the_same_trajectories(env):
   rng = np.random.default_rng(0)
   actions = rng.uniform(-1, 1, size=(12, N, 1)).astype(np.float32)

@@ -2,12 +2,14 @@
 InnerProblem protocol, and the phi.npz it writes drives a Keras ``model.fit``."""
 
 import numpy as np
+import pytest
 
 from examples import custom_task
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 
+@pytest.mark.slow(6)
 def test_custom_task_meta_trains_and_the_result_fits_a_keras_model(tmp_path):
   workdir = str(tmp_path / "custom")
   result = custom_task.main([

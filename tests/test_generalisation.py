@@ -20,6 +20,7 @@ def test_cell_configs_use_the_shipped_file_and_the_documented_rates():
   assert (rms.optimizer.name, rms.optimizer.learning_rate, rms.optimizer.grad_clip) == ("rmsprop", 3e-3, 1.0)
 
 
+@pytest.mark.slow(6)
 def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
   out = str(tmp_path / "gen")
   args = dict(small_steps=2e4,

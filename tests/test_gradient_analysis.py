@@ -79,6 +79,7 @@ class _FakeStore:
   index = dict(kind="rl", every_nth=1, num_params=5, num_coords=5, num_units=2, complete=True)
 
 
+@pytest.mark.slow(7)
 def test_end_to_end_collection_figures_and_table(tmp_path):
   """Reduced runs: A2C on big_dense_long with collection, the digits stand-in supervised run, analysis."""
   from optim4rl_tf.agents import a2c_train

@@ -116,6 +116,7 @@ def test_outer_iteration_resets_exactly_the_scheduled_units():
 # --- the meta-gradient ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(5)
 def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   """d meta-loss / d phi with the rollout data (and hence every g_k) held fixed, in float64."""
   config = tiny_config(num_units=2)
@@ -256,6 +257,7 @@ def _load_checkpoint_phi(workdir, keys):
   return [reader.get_tensor(n) for n in names]
 
 
+@pytest.mark.slow(8)
 def test_nan_meta_gradient_is_skipped_and_never_saved(tmp_path, monkeypatch):
   _poison_iteration(monkeypatch, [2])
   workdir = str(tmp_path / "run")

@@ -1,6 +1,7 @@
 """Meta-training follows the official parameterisation: Keras's duplicated GRU biases do not move."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from optim4rl_tf.configs import meta_a2c as meta_configs
@@ -30,6 +31,7 @@ def test_mask_covers_exactly_the_recurrent_z_and_r_biases():
   np.testing.assert_array_equal(masks["rnn1/bias"].numpy(), expected)
 
 
+@pytest.mark.slow(9)
 def test_redundant_gru_biases_get_no_meta_gradient_and_stay_zero():
   trainer = trainer_lib.MetaTrainer(_tiny())
   phi0 = trainer.meta_params()

@@ -87,6 +87,7 @@ def launch(args, **kw):
 # --- divergence reaches the guard --------------------------------------------------------------------
 
 
+@pytest.mark.slow(7)
 def test_absurd_phi_is_never_applied_and_the_run_stops_cleanly(tmp_path):
   """meta_lr=1e30: a finite phi of +-1e30 used to be applied, and the next rollouts crashed in a gather."""
   workdir = str(tmp_path / "run")

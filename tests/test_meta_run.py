@@ -77,9 +77,11 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_resumes_it(tmp_path):
   assert "inverted_pendulum/meta_loss" in header.split(",") and len(rows) == 2
 
 
+@pytest.mark.slow(11)
 def test_summary_speed_is_the_consoles_rate_not_diluted_by_compilation(tmp_path):
   config = meta_a2c_configs.get_config("catch")
   config.num_units, config.num_iterations, config.checkpoint_every = 4, 4, 100
+  config.rollout_steps, config.inner_updates, config.optimizer.mlp_dims = 5, 2, (4,)  # (a smaller graph)
   s = run.meta_train(config, str(tmp_path / "run"), console=False)
   with open(tmp_path / "run" / "summary.json") as f:
     assert json.load(f)["env_steps_per_sec"] == pytest.approx(s["env_steps_per_sec"])

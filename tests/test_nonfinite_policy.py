@@ -34,6 +34,7 @@ def _json(path):
     return json.load(f)
 
 
+@pytest.mark.slow(9)
 def test_skip_mode_is_the_default_and_skips_counts_and_finishes(tmp_path):
   assert meta_configs.get_config("catch").nonfinite == "skip"
   assert ppo_configs.get_config("meta_ant").nonfinite == "skip"

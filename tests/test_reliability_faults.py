@@ -185,6 +185,7 @@ def test_reproduce_and_main_flag_and_workdir_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow(5)
 def test_reproduce_signals_exit_with_one_line(tmp_path, signum, code):
   root = tmp_path / "r"
   proc = launch("reproduce.py", [f"--workdir={root}", "--only=Adam", "--num_seeds=1", "--test_steps=1e9"])
@@ -200,6 +201,7 @@ def test_reproduce_signals_exit_with_one_line(tmp_path, signum, code):
 # --- 3. main.py holds the workdir lock -------------------------------------------------------------------------
 
 
+@pytest.mark.slow(5)
 def test_second_main_on_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
   root = tmp_path / "main"
   with workdir_lib.lock(str(root)):
@@ -271,6 +273,7 @@ def test_estimate_is_within_2x_of_measured_peak_rss():
 # --- 6. main.py names its own flags ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(10)
 def test_main_too_many_units_names_meta_units(tmp_path):
   proc = launch("main.py", [f"--workdir={tmp_path / 'm'}", "--meta_units=100000000"])
   line = assert_one_line(proc, 2, "needs about", "lower --meta_units or --mlp_dims")
@@ -338,8 +341,7 @@ def test_a_second_signal_during_meta_training_quits_at_once():
 def four_iterations(tmp_path_factory):
   """A tiny MetaA2C run with checkpoints at outer iterations 2 and 4; returns (config, workdir)."""
   from optim4rl_tf.meta import run
-  config = meta_configs.get_config("catch")
-  config.num_units, config.num_iterations, config.checkpoint_every = 2, 4, 2
+  config = tiny_meta(iterations=4, checkpoint_every=2)
   workdir = str(tmp_path_factory.mktemp("meta") / "run")
   run.meta_train(config, workdir, console=False)
   return config, workdir

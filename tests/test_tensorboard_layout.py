@@ -72,6 +72,7 @@ def a2c_runs(tmp_path_factory):
 def meta_runs(tmp_path_factory):
   c = meta_a2c_configs.get_config("catch")
   c.num_units, c.num_iterations, c.checkpoint_every = 2, 2, 100
+  c.rollout_steps, c.inner_updates, c.optimizer.mlp_dims = 5, 2, (4,)  # (a smaller graph)
   wd = tmp_path_factory.mktemp("meta")
   meta_run.meta_train(c, str(wd), console=False)
   return c, _runs(str(wd / "tb"))
@@ -111,6 +112,7 @@ def test_a2c_hparams_row_per_seed_with_final_metrics(a2c_runs):
   assert not _hparams_content(runs["."])  # the rows are the seeds
 
 
+@pytest.mark.slow(11)
 def test_meta_training_shares_the_tag_names(a2c_runs, meta_runs):
   _, a2c = a2c_runs
   config, meta = meta_runs

@@ -92,6 +92,7 @@ def test_tensorboard_scalars(tmp_path):
     assert "episode/return" in acc.Tags()["tensors"]
 
 
+@pytest.mark.slow(6)
 def test_seed_labels_and_reproducibility(tmp_path):
   a = a2c_train.train(tiny_config(seed=3), str(tmp_path / "a"), console=False)
   b = a2c_train.train(tiny_config(seed=3, iterations_per_call=0), str(tmp_path / "b"), console=False)
@@ -100,6 +101,7 @@ def test_seed_labels_and_reproducibility(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow(7)
 def test_learned_optimizer_from_meta_params(tmp_path):
   from optim4rl_tf.optimizers import cores
   from optim4rl_tf.optimizers import meta_params

@@ -82,7 +82,12 @@ def _to_units(x, num_units):
   return tf.reshape(x, [num_units, -1] + x.shape[1:].as_list())
 
 
-def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
+def sample_actions(logits, seed):
+  """One action per row of ``logits`` [N, A] (stateless): int32 [N]."""
+  return tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)[:, 0]
+
+
+def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units, sample_fn=sample_actions):
   """Rolls out ``num_steps`` steps of all U*B envs with actions sampled from the policy.
 
   Args:
@@ -94,16 +99,26 @@ def rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units):
     key: int32 [2] stateless key; step t uses keys folded from (key, t).
     num_steps: T (Python int).
     num_units: U (Python int).
+    sample_fn: ``(logits [U*B, A], seed) -> actions int32 [U*B]`` (default :func:`sample_actions`).
 
   Returns:
     (traj, env_state, obs): :class:`Trajectory` with obs [U, T+1, B, ...] (the last one is the observation
     after the last step, i.e. a reset observation where the last step ended an episode), the final env
     state, and its observation [U, B, ...].
   """
-  return guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units)[:3]
+  return guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units, sample_fn=sample_fn)[:3]
 
 
-def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_units, healthy=None):
+def guarded_rollout(logits_fn,
+                    params,
+                    env,
+                    env_state,
+                    obs,
+                    key,
+                    num_steps,
+                    num_units,
+                    healthy=None,
+                    sample_fn=sample_actions):
   """:func:`rollout` that also returns ``healthy`` [U] (None in, None out).
 
   With ``healthy`` (bool [U]), a unit that is not healthy, or whose logits hold NaN/Inf or |logit| >
@@ -126,8 +141,7 @@ def guarded_rollout(logits_fn, params, env, env_state, obs, key, num_steps, num_
     if guard:
       ok = ok & unit_finite([logits])
       logits = _where_units(ok, logits, tf.zeros_like(logits))
-    a = tf.random.stateless_categorical(tf.reshape(logits, [-1, logits.shape[-1]]), 1, seed=keys[0], dtype=tf.int32)[:,
-                                                                                                                     0]
+    a = sample_fn(tf.reshape(logits, [-1, logits.shape[-1]]), keys[0])
     env_state, next_obs, reward, done = env.step(env_state, a, keys[1])
     next_obs = _to_units(next_obs, num_units)
     next_obs.set_shape(obs.shape)

@@ -24,6 +24,7 @@ units as one coordinate matrix [U, P] (``flatten_units``); its hidden states are
 first (unit axis 0).
 """
 
+import copy
 from typing import Any, NamedTuple
 
 import tensorflow as tf
@@ -273,6 +274,15 @@ class Estimator:
 
   def unit_axes(self, core):
     return dict(self.problem.unit_axes, opt_state=self.optimizer(core).unit_axis)
+
+  def for_units(self, unit_slice):
+    """This estimator on the problem's units ``unit_slice`` only (``problem.for_units``; workers.py)."""
+    if not hasattr(self.problem, "for_units"):
+      raise ValueError(f"inner problem {self.name!r} ({type(self.problem).__name__}) cannot be split across "
+                       "workers: it has no for_units(unit_slice); run it in one process (no TF_CONFIG)")
+    out = copy.copy(self)
+    out.problem = problem_lib.check_problem(self.problem.for_units(unit_slice))
+    return out
 
   def estimate(self, core, phi, units, key):
     """(units after the iteration, meta-gradient dict like phi (of the mean over units), metrics)."""

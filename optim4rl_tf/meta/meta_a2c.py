@@ -143,14 +143,22 @@ def env_steps_per_iteration(config):
   return sum(task_units(config, t) * config.rollout_steps * (config.inner_updates + 1) for t in config.tasks)
 
 
-def _rollout(task, params, units, key):
-  """A rollout of every unit with (stop-gradient, guarded) ``params``: (ok, used params, traj, env_state,
-  obs, ep_return, returns sum, returns count)."""
+def _rollout(problem, params, units, key):
+  """A rollout of every unit of ``problem`` with (stop-gradient, guarded) ``params``: (ok, used params, traj,
+  env_state, obs, ep_return, returns sum, returns count)."""
+  task = problem.task
   params = [tf.stop_gradient(p) for p in params]
   ok = pipeline.all_sane(params)
   used = pipeline.or_zeros(ok, params)
-  traj, env_state, obs = a2c.rollout(task.net.logits, used, task.env, units.env_state, units.obs, key,
-                                     task.rollout_steps, task.num_units)
+  traj, env_state, obs = a2c.rollout(task.net.logits,
+                                     used,
+                                     problem.env,
+                                     units.env_state,
+                                     units.obs,
+                                     key,
+                                     task.rollout_steps,
+                                     problem.num_units,
+                                     sample_fn=problem.sample_fn)
   ep_return, rs, rc = a2c.episode_returns(units.ep_return, traj.rewards, traj.dones)
   return ok, used, traj, env_state, obs, ep_return, tf.reduce_sum(rs), tf.reduce_sum(rc)
 
@@ -163,23 +171,67 @@ def _update_abs(optimizer, old, new, updates):
   return tf.reduce_sum(tf.abs(problem_lib.flatten_units(updates)))
 
 
+class _SlicedEnv:
+  """The environments of a slice of units (``workers.UnitSlice``) stepped with the random numbers of all
+  ``total`` units' environments: the state is padded to all of them, stepped, and the slice kept."""
+
+  def __init__(self, env, unit_slice):
+    self.env, self.slice = env, unit_slice
+    self.obs_shape, self.num_actions = env.obs_shape, env.num_actions
+
+  def reset(self, seed):
+    return tf.nest.map_structure(self.slice.take, self.env.reset(seed))
+
+  def observe(self, state):
+    return self.env.observe(state)
+
+  def step(self, state, action, seed):
+    out = self.env.step(tf.nest.map_structure(self.slice.pad, state), self.slice.pad(action), seed)
+    return tf.nest.map_structure(self.slice.take, out)
+
+
 class MetaA2C:
-  """MetaA2C on one task (module doc) as a ``problem.InnerProblem``."""
+  """MetaA2C on one task (module doc) as a ``problem.InnerProblem``.
+
+  ``unit_slice`` (``workers.UnitSlice``; made by :meth:`for_units`): only the units ``[start, start + count)``
+  of the task's ``num_units``, with the random numbers they have when all units run in one process (every
+  draw is made for all units and the slice kept: agent keys, environment resets and steps, actions)."""
 
   unit_axes = {}  # every field has the unit axis first (opt_state: the optimizer's)
 
-  def __init__(self, task):
+  def __init__(self, task, unit_slice=None):
     self.task = task
     self.name = task.name
-    self.num_units = task.num_units
     self.inner_steps = task.inner_updates
+    self.unit_slice = unit_slice
+    self.num_units = task.num_units if unit_slice is None else unit_slice.count
+    if unit_slice is not None and unit_slice.total != task.num_units:
+      raise ValueError(f"{task.name}: a slice of {unit_slice.total} units of a task of {task.num_units}")
+
+  @property
+  def env(self):
+    """The environments of this problem's units."""
+    return self.task.env if self.unit_slice is None else _SlicedEnv(self.task.env, self.unit_slice)
+
+  def sample_fn(self, logits, seed):
+    """The actions of this problem's units (logits [U*B, A]), drawn as for all units."""
+    if self.unit_slice is None:
+      return a2c.sample_actions(logits, seed)
+    return self.unit_slice.take(a2c.sample_actions(self.unit_slice.pad(logits), seed))
+
+  def for_units(self, unit_slice):
+    """This problem on the units of ``unit_slice`` only (a worker's share: ``workers.py``)."""
+    return MetaA2C(self.task, unit_slice)
 
   def init_units(self, optimizer, key):
     """Fresh agents (independent per unit), a fresh optimizer state, fresh environments."""
     task, n = self.task, self.num_units
     keys = tf.random.experimental.stateless_split(key, 3)
-    params = task.net.init(tf.random.experimental.stateless_split(keys[0], n))
-    env_state = task.env.reset(keys[1])
+    if self.unit_slice is None:
+      params = task.net.init(tf.random.experimental.stateless_split(keys[0], n))
+    else:  # the keys of these units among all units
+      params = task.net.init(self.unit_slice.take(tf.random.experimental.stateless_split(keys[0], task.num_units)))
+    env_state = self.env.reset(keys[1])
     obs = tf.reshape(task.env.observe(env_state), [n, 1] + list(task.env.obs_shape))
     return UnitState(params=params,
                      opt_state=optimizer.init(params),
@@ -189,7 +241,7 @@ class MetaA2C:
 
   def inner_step(self, optimizer, units, key):
     task = self.task
-    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(task, units.params, units, key)
+    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(self, units.params, units, key)
     # A second-order optimizer differentiates through g: take it from the live parameters.
     live = units.params if optimizer.second_order else used
     _, _, grads = a2c.loss_and_grads(task.net.apply, live, traj, task.hparams)
@@ -209,7 +261,7 @@ class MetaA2C:
   def meta_loss(self, units, key, sums, with_grads=False):
     task, n = self.task, self.num_units
     key = tf.random.experimental.stateless_fold_in(key, task.inner_updates)  # the validation rollout
-    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(task, units.params, units, key)
+    ok, used, traj, env_state, obs, ep_return, ret_sum, ret_count = _rollout(self, units.params, units, key)
     grads = None
     if with_grads:  # d meta-loss / d theta_M per unit: its own gradient / U
       loss, loss_metrics, grads = a2c.loss_and_grads(task.net.apply, used, traj, task.hparams)

@@ -46,6 +46,7 @@ from optim4rl_tf.meta import meta_grads
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import registry
+from optim4rl_tf.meta import workers as workers_lib
 from optim4rl_tf.optimizers import classical
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
@@ -255,9 +256,10 @@ class MetaTrainer:
   iterations.
   """
 
-  def __init__(self, config, workdir=None, estimators=None, core=None, phi=None):
+  def __init__(self, config, workdir=None, estimators=None, core=None, phi=None, workers=None):
     self.config = config
     self.workdir = workdir
+    self.workers = workers  # workers.Workers: this process holds a share of the units (workers.py)
     if estimators is None:
       estimators, self.core, phi0, self.total_iterations = build(config)
     else:
@@ -271,11 +273,18 @@ class MetaTrainer:
       if not isinstance(e, estimators_lib.Estimator):
         raise TypeError(f"{type(e).__name__} is not an estimator (optim4rl_tf.meta.estimators): give "
                         "ReplayedVJP(problem) or FullUnroll(problem)")
+    problem_lib.as_problems(e.problem for e in self.estimators)
+    interval = schedule_interval(config)
+    # The reset indices of one process's run (of this worker's units).
+    self.schedule = [(pipeline.reset_indices(e.problem.num_units, interval), interval) for e in self.estimators]
+    if workers is not None:
+      slices = [workers.unit_slice(e.problem.num_units, f"inner problem {e.name!r}") for e in self.estimators]
+      self.estimators = [e.for_units(s) for e, s in zip(self.estimators, slices)]
+      self.unit_slices = slices
+      self.schedule = [(r[s.start:s.start + s.count], m) for (r, m), s in zip(self.schedule, slices)]
     self.problems = problem_lib.as_problems(e.problem for e in self.estimators)
     # A MetaA2C/MetaPPO task, or the problem itself when it has none.
     self.tasks = [getattr(p, "task", p) for p in self.problems]
-    interval = schedule_interval(config)
-    self.schedule = [(pipeline.reset_indices(p.num_units, interval), interval) for p in self.problems]
     self.keys = sorted(phi0)
     for k in self.keys:
       if not np.all(np.abs(np.asarray(phi0[k])) <= meta_params_lib.PHI_LIMIT):
@@ -295,18 +304,32 @@ class MetaTrainer:
     # The last iteration's guard checks (meta-gradient, phi, agents): 1 passed, 0 failed; not checkpointed.
     self.last_checks = tf.Variable([1, 1, 1], dtype=tf.int32, trainable=False, name="last_checks")
     self.manager = None
+    # Checkpoints hold all units as one process has them (with workers: gathered into full-size variables).
+    self.saved_units = self.units if workers is None else [
+        VarTree(
+            workers_lib.map_units(lambda x, a: tf.zeros(_times(x.shape, a, workers.num_workers), x.dtype), u.read(),
+                                  e.unit_axes(self.core)), f"all_units{i}")
+        for i, (u, e) in enumerate(zip(self.units, self.estimators))
+    ]
+    self._gather = None
     if workdir:
       ckpt = tf.train.Checkpoint(phi=self.phi,
                                  adam=self.adam.variables,
-                                 units=[u.variables for u in self.units],
+                                 units=[u.variables for u in self.saved_units],
                                  iteration=self.iteration,
                                  skipped_total=self.skipped_total,
                                  skipped_in_a_row=self.skipped_in_a_row)
       folder = os.path.join(workdir, "checkpoints")
-      _repair_state_file(folder)  # a missing or unreadable state file: rebuilt from the checkpoints on disk
-      self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
-      self._remove_partial_checkpoints()  # left by a process killed while saving
-      self._restore(ckpt)
+      if self.is_chief:  # only the chief writes the workdir
+        _repair_state_file(folder)  # a missing or unreadable state file: rebuilt from the checkpoints on disk
+        self.manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+        self._remove_partial_checkpoints()  # left by a process killed while saving
+      if workers is not None:
+        workers.agree_max([0])  # a barrier: the chief has tidied the checkpoints
+        self.manager = self.manager or tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+      restored = self._restore(ckpt)
+      if workers is not None:
+        self._take_restored_units(restored)
     # The state after this iteration is on disk (0: the initial state, which the config reproduces).
     self._saved_iteration = int(self.iteration.numpy())
 
@@ -323,8 +346,41 @@ class MetaTrainer:
                               meta_grad_clip=cfg.meta_grad_clip,
                               meta_grad_norm=cfg.meta_grad_norm)
 
+  @property
+  def is_chief(self):
+    """Whether this process writes the workdir (always without workers)."""
+    return self.workers is None or self.workers.is_chief
+
+  def _take_restored_units(self, restored):
+    """Workers: the same iteration restored everywhere (one ValueError otherwise), each worker's units the
+    slice of the restored ones."""
+    hi, lo = self.workers.agree_max([int(self.iteration.numpy())])
+    if hi != lo:
+      raise ValueError(f"the workers found different checkpoints in {self.workdir} (outer iterations {lo[0]} to "
+                       f"{hi[0]}): every worker must read the chief's --workdir (a filesystem all machines share)")
+    if restored:
+      for tree, full, e, s in zip(self.units, self.saved_units, self.estimators, self.unit_slices):
+        tree.assign(workers_lib.map_units(s.take, full.read(), e.unit_axes(self.core)))
+
+  def _gather_units(self):
+    """Workers: every worker's units into ``saved_units`` (a collective; every worker calls it)."""
+    if self._gather is None:
+
+      def gather():
+        for full, tree, e in zip(self.saved_units, self.units, self.estimators):
+          full.assign(self.workers.gather(tree.read(), e.unit_axes(self.core)))
+        return tf.constant(0)
+
+      self._gather = tf.function(lambda: self.workers.run(gather))
+    self.workers.call(self._gather)
+
   @tf.function
   def _step(self):
+    if self.workers is not None:
+      return self.workers.run(self._outer_step)
+    return self._outer_step()
+
+  def _outer_step(self):
     t = self.iteration + 1
     key = tf.random.experimental.stateless_fold_in(self.base_key, tf.cast(t, tf.int32))
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
@@ -336,6 +392,8 @@ class MetaTrainer:
       task_grads.append(grads)
       new_units.append(units_new)
       metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
+    if self.workers is not None:  # the means over this worker's units -> the means over all units
+      task_grads = self.workers.mean(task_grads)
     grads, grad_norm = self._combine(task_grads)
     adam_out = [classical.adam_update(s, g, self.config.meta_lr) for s, g in zip(self.adam.read(), grads)]
     new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
@@ -347,6 +405,9 @@ class MetaTrainer:
         [_all_finite(grads),
          pipeline.all_sane(new_phi, meta_params_lib.PHI_LIMIT),
          tf.reduce_all(tf.stack(agents_ok))])
+    if self.workers is not None:  # every worker applies or skips: passed on all; metrics: means over workers
+      metrics, passed = self.workers.mean((metrics, tf.cast(checks, tf.float32)))
+      checks = tf.equal(passed, 1.0)
     self.last_checks.assign(tf.cast(checks, tf.int32))
     finite = tf.reduce_all(checks)
 
@@ -387,7 +448,7 @@ class MetaTrainer:
   def _restore(self, ckpt):
     """Restores the newest checkpoint that reads; a damaged (truncated) newest one falls back to the one
     before it with a warning line. Nothing is deleted. A checkpoint that reads but does not fit this config
-    is one ValueError naming the config; none that reads is one ValueError naming the damage."""
+    is one ValueError naming the config; none that reads is one ValueError naming the damage. Returns whether a checkpoint was restored."""
     latest = self.manager.latest_checkpoint
     candidates = ([latest] if latest else []) + [p for p in reversed(self.manager.checkpoints) if p != latest]
     damaged = []
@@ -407,7 +468,7 @@ class MetaTrainer:
             f"WARNING: damaged checkpoint(s) skipped ({'; '.join(damaged)}); resuming from "
             f"{os.path.basename(path)} (outer iteration {int(self.iteration.numpy())})",
             flush=True)
-      return
+      return True
     if damaged:
       raise ValueError(f"every checkpoint in {self.manager.directory} is damaged ({'; '.join(damaged)}); nothing "
                        "was deleted: move the folder away to start afresh, or use a new --workdir")
@@ -437,6 +498,11 @@ class MetaTrainer:
     if self.manager is None:
       return
     t = int(self.iteration.numpy())
+    if self.workers is not None:
+      self._gather_units()  # every worker: all units into the checkpoint's variables
+      if not self.workers.is_chief:
+        self._saved_iteration = t
+        return
     try:
       self.manager.save(checkpoint_number=t)
       meta_params_lib.save(os.path.join(self.workdir, "phi.npz"), self.core, self.meta_params())
@@ -449,10 +515,13 @@ class MetaTrainer:
           "disk space and run again with the same --workdir") from None
     self._saved_iteration = t
 
+  def _run_step(self):
+    return self._step() if self.workers is None else self.workers.call(self._step)
+
   def run_iteration(self):
     """One outer iteration. Returns a dict of float metrics; raises NonFiniteError when too many
     consecutive iterations were skipped."""
-    metrics = {k: float(v) for k, v in self._step().items()}
+    metrics = {k: float(v) for k, v in self._run_step().items()}
     self._check_skips(metrics)
     return metrics
 
@@ -487,7 +556,7 @@ class MetaTrainer:
     """
     every = max(int(self.config.checkpoint_every), 1)
     while int(self.iteration.numpy()) < self.total_iterations:
-      metrics = {k: float(v) for k, v in self._step().items()}
+      metrics = {k: float(v) for k, v in self._run_step().items()}
       t = int(self.iteration.numpy())
       if progress_fn is not None:
         progress_fn(t, metrics)  # also for the iteration that stops the run below: it is logged
@@ -503,6 +572,8 @@ class MetaTrainer:
       if metrics["meta/applied"] and t % every == 0:
         self.save()
       signum = stop_fn() if stop_fn is not None else None
+      if self.workers is not None:  # a signal to any worker stops all after this iteration
+        signum = self.workers.agree_max([signum or 0])[0][0] or None
       if signum:
         if t > self._saved_iteration:
           self.save()
@@ -517,6 +588,9 @@ class MetaTrainer:
     """Saves the final state (checkpoint + phi.npz) unless it is on disk already."""
     if self.manager is None:
       return
-    if (int(self.iteration.numpy()) > self._saved_iteration or
-        not os.path.exists(os.path.join(self.workdir, "phi.npz"))):
+    due = (int(self.iteration.numpy()) > self._saved_iteration or
+           not os.path.exists(os.path.join(self.workdir, "phi.npz")))
+    if self.workers is not None:  # saving is collective: all or none
+      due = self.workers.agree_max([due])[0][0]
+    if due:
       self.save()

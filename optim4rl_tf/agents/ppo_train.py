@@ -196,6 +196,9 @@ def _train(config, workdir, schedule, progress_fn, console):
     state, done, prior_wall = trainer.from_checkpoint_state(restored.state), restored.iterations, restored.wall_secs
     evals.restore(restored.meta, restored.arrays)
     if evals.finished(schedule):
+      # Its outputs were not all written (e.g. a full disk made the run "failed" after its last checkpoint):
+      # params.npz and summary.json are written again from the checkpoint.
+      rewrite = run_lifecycle.summary_status(run_lifecycle.read_summary(workdir)) not in ("finished", "diverged")
       result = _finish(config,
                        workdir,
                        trainer,
@@ -208,13 +211,17 @@ def _train(config, workdir, schedule, progress_fn, console):
                        False,
                        "diverged" if evals.aborted else "finished",
                        None,
-                       write=False)
+                       write=rewrite)
+      if result["error"] is not None:
+        raise result["error"]
+      del result["error"]
       result["resumed_from"] = done
       if console:
-        print(
-            f"workdir {workdir} already holds a finished run of this config (status {result['status']}, "
-            f"{result['env_steps']:,} env steps): nothing to do\n{result['summary']}",
-            flush=True)
+        print(f"workdir {workdir} already holds a finished run of this config (status {result['status']}, "
+              f"{result['env_steps']:,} env steps): " +
+              ("its params.npz and summary.json are written again" if rewrite else "nothing to do") +
+              f"\n{result['summary']}",
+              flush=True)
       return result
     if console:
       print(

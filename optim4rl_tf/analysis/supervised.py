@@ -110,15 +110,21 @@ def train(config, workdir, console=True):
   """Runs the supervised collection; writes config.json, grads/, train_log.csv, summary.json.
 
   Returns a dict with ``steps``, ``epochs``, ``dataset`` (label), ``stand_in``, ``final_loss``,
-  ``final_accuracy`` (mean over the last epoch's batches), ``grads_dir``, ``wall_secs``.
+  ``final_accuracy`` (mean over the last epoch's batches), ``grads_dir``, ``wall_secs`` and summary.json's
+  schema (:func:`optim4rl_tf.utils.run_lifecycle.write_summary`: ``status`` "finished", or "diverged" when a
+  non-finite loss stopped it; ``env_steps`` / ``planned_env_steps`` count optimizer steps here).
+
+  SIGINT/SIGTERM stop the run after the current call of steps (a second one at once); it, a KeyboardInterrupt
+  or an error writes summary.json (``status`` "interrupted" or "failed") with the gradients collected so far
+  (the store marked incomplete) and is re-raised.
   """
   import tensorflow as tf
 
-  from optim4rl_tf.utils import config_checks as cc
   from optim4rl_tf.utils import logging as logging_lib
+  from optim4rl_tf.utils import run_lifecycle
 
   validate_config(config)
-  cc.check_writable_dir(workdir)
+  run_lifecycle.prepare_workdir(workdir, console)
   t_start = time.time()
   x, y, label, stand_in = mnist_data.load_data(config)
   if stand_in and "STAND-IN" not in label:
@@ -133,8 +139,9 @@ def train(config, workdir, console=True):
   say = _Console(config, label, plan.total) if console else None
   done, epoch = 0, 0
   loss_e = acc_e = float("nan")
+  error, diverged = None, False
   try:
-    with open(os.path.join(workdir, "train_log.csv"), "w", newline="") as f:
+    with run_lifecycle.deferred_signals() as stop, open(os.path.join(workdir, "train_log.csv"), "w", newline="") as f:
       log = csv.writer(f)
       log.writerow(("epoch", "steps", "loss", "accuracy", "dataset"))
       while done < plan.total:
@@ -150,14 +157,20 @@ def train(config, workdir, console=True):
           done += len(part)
           if say is not None:
             say(done, epoch, lo, ac)
+          if stop():
+            raise run_lifecycle.interrupted(stop())
         loss_e, acc_e = float(np.mean(np.concatenate(losses))), float(np.mean(np.concatenate(accs)))
         log.writerow((epoch, done, repr(loss_e), repr(acc_e), label))
         f.flush()
         if not np.isfinite(loss_e):
           print("WARNING: non-finite loss; stopping", flush=True)
+          diverged = True
           break
+  except (KeyboardInterrupt, Exception) as e:  # SIGINT/SIGTERM (above), out of memory, ...: keep what exists
+    error = e
   finally:
     writer.close(complete=done == plan.total)
+  status = run_lifecycle.outcome(error, diverged)
   result = dict(steps=done,
                 epochs=epoch,
                 dataset=label,
@@ -166,14 +179,23 @@ def train(config, workdir, console=True):
                 final_accuracy=acc_e,
                 grads_dir=os.path.join(workdir, config.collect.subdir),
                 num_params=writer.index["num_params"],
-                num_coords=writer.num_coords,
-                wall_secs=time.time() - t_start)
-  result["summary"] = (f"{label}: {done} RMSProp steps ({epoch} epochs of {plan.batches_per_epoch} batches "
-                       f"of {plan.batch_size}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
-                       f"{writer.num_coords} of {writer.index['num_params']} gradient coordinates per step")
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
+                num_coords=writer.num_coords)
+  summary = (f"{label}: {done} RMSProp steps ({epoch} epochs of {plan.batches_per_epoch} batches "
+             f"of {plan.batch_size}); last-epoch loss {loss_e:.4f}, accuracy {acc_e:.3f}; collected "
+             f"{writer.num_coords} of {writer.index['num_params']} gradient coordinates per step")
+  if status != "finished":
+    summary = f"{status.upper()} at step {done:,} of {plan.total:,}: {summary}"
+  try:
+    result = run_lifecycle.write_summary(workdir, status, summary,
+                                         time.time() - t_start, done, plan.total, error, **result)
+  except OSError as e:  # (a full disk: the run's own error, if any, is the one to report)
+    if error is None:
+      raise
+    print(f"WARNING: no summary.json: {e}", flush=True)
+  if error is not None:
+    raise error
   if console:
-    print(result["summary"], flush=True)
+    print(summary, flush=True)
   return result
 
 

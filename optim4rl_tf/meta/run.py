@@ -17,7 +17,9 @@ A workdir is locked while a run uses it (a second process is refused) and resume
 was made with (fields in ``RESUMABLE_FIELDS``, the budget and bookkeeping, may change). On resume,
 ``meta_metrics.csv`` and the TensorBoard event files lose the rows/steps after the restored iteration, so
 redone iterations appear once. SIGINT/SIGTERM stop the run after the current outer iteration, which is
-saved (``trainer.Interrupted``; exit status 130/143 in the launchers).
+saved (``trainer.Interrupted``; exit status 130/143 in the launchers). The signals, summary.json's schema
+(``status`` finished | interrupted | diverged | failed, written also when the run stops early) and atomic writes
+are the run lifecycle shared with the A2C/PPO runs (:mod:`optim4rl_tf.utils.run_lifecycle`).
 """
 
 import contextlib
@@ -26,14 +28,13 @@ import io
 import json
 import os
 import resource
-import signal
-import threading
 import time
 
 from optim4rl_tf.meta import registry
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.utils import config_checks as cc
 from optim4rl_tf.utils import logging as logging_lib
+from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import workdir as workdir_lib
 
 # Config fields that may differ when a workdir is resumed: the budget, bookkeeping, memory layout
@@ -268,8 +269,11 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   showing ``shown(metrics)``, ``progress_fn(t, metrics)``; writes ``summary.json`` and returns its dict
   (phi_path, iterations, skipped, it_per_sec and env_steps_per_sec measured as the console's rate, from the
   first completed iteration on, first_iteration_secs (graph building and compilation included), peak_rss_gb,
-  wall_secs, nonfinite, diverged). With ``nonfinite="stop"`` a divergence writes summary.json (``diverged: true``,
-  ``diverged_at``: the iteration, ``phi_path``: null) and re-raises :class:`trainer.Diverged`."""
+  wall_secs, nonfinite, diverged; and the schema's status, summary, error, env_steps, planned_env_steps:
+  :func:`optim4rl_tf.utils.run_lifecycle.write_summary`). With ``nonfinite="stop"`` a divergence writes
+  summary.json (status "diverged", ``diverged: true``, ``diverged_at``: the iteration, ``phi_path``: null) and
+  re-raises :class:`trainer.Diverged`; an interruption (status "interrupted", after the trainer saved) or an error
+  ("failed") writes it too and is re-raised."""
   start_it = int(trainer.iteration.numpy())
   table = _MetricsCSV(os.path.join(workdir, "meta_metrics.csv"))
   table.truncate(start_it)
@@ -311,15 +315,17 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
     if progress_fn is not None:
       progress_fn(t, values)
 
-  diverged = None
+  error = None
   try:
-    with stop_on_signals() as stop_fn:
+    with run_lifecycle.deferred_signals() as stop_fn:
       trainer.train(on_iteration, stop_fn=stop_fn)
-  except trainer_lib.Diverged as e:  # nonfinite="stop": recorded in summary.json, then re-raised
-    diverged = e
-  except BaseException:
-    logger.close()
-    raise
+  except (KeyboardInterrupt, Exception) as e:  # Diverged (nonfinite="stop"), Interrupted (saved), failures:
+    error = e  # recorded in summary.json, then re-raised
+  diverged = error if isinstance(error, trainer_lib.Diverged) else None
+  if isinstance(error, trainer_lib.Interrupted):
+    status = "interrupted"
+  else:
+    status = run_lifecycle.outcome(None if diverged else error, diverged is not None)
   end = time.time()
   wall = end - t0
   done = int(trainer.iteration.numpy()) - start_it
@@ -328,8 +334,9 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   steady_its = int(trainer.iteration.numpy()) - first.get("it", 0) if first else 0
   steady = end - first["t"] if first else 0.0
   rate = steady_its / steady if steady_its > 0 and steady > 0 else (done / wall if wall > 0 else float("nan"))
+  phi_path = os.path.join(workdir, "phi.npz")
   result = {
-      "phi_path": None if diverged else os.path.join(workdir, "phi.npz"),
+      "phi_path": None if diverged or not os.path.exists(phi_path) else phi_path,
       "iterations": int(trainer.iteration.numpy()),
       "skipped": int(trainer.skipped_total.numpy()),
       "phi_iteration": trainer.applied_through,  # phi.npz holds phi after this outer iteration
@@ -348,14 +355,25 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   with contextlib.closing(logger):  # the final metrics: the HParams dashboard's metric columns
     logging_lib.log_final(logger, last_runs.get("t", result["iterations"]), result["env_steps_per_sec"],
                           sum(returns) / len(returns) if returns else None, finals)
-  logging_lib.write_json(os.path.join(workdir, "summary.json"), result)
-  if diverged:
-    raise diverged
+  its = result["iterations"]
+  summary = (f"meta-training done: {its} outer iterations ({result['skipped']} skipped), "
+             f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}")
+  if status != "finished":
+    summary = f"{status.upper()} at outer iteration {its} of {total}: " + (
+        f"diverged at outer iteration {diverged.iteration}, no learned optimizer" if diverged else
+        f"{run_lifecycle.describe_error(error)}; phi.npz holds phi after outer iteration {result['phi_iteration']}")
+  wall = result.pop("wall_secs")
+  try:
+    result = run_lifecycle.write_summary(workdir, status, summary, wall, its * steps_per_it, total * steps_per_it,
+                                         error, **result)
+  except OSError as e:  # (a full disk: the run's own error, if any, is the one to report)
+    if error is None:
+      raise
+    print(f"WARNING: no summary.json: {e}", flush=True)
+  if error is not None:
+    raise error
   if console:
-    print(
-        f"meta-training done: {result['iterations']} outer iterations ({result['skipped']} skipped), "
-        f"{result['it_per_sec']:.3f} it/s, peak RSS {result['peak_rss_gb']:.2f} GB -> {result['phi_path']}",
-        flush=True)
+    print(summary, flush=True)
   return result
 
 
@@ -375,29 +393,3 @@ def cli_call(fn, *args, **kwargs):
     cli.fail(e)
   except (trainer_lib.NonFiniteError, OSError) as e:  # OSError: includes CheckpointWriteError (disk full)
     cli.fail(e, code=EXIT_FAILED)
-
-
-@contextlib.contextmanager
-def stop_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
-  """While active, the first SIGINT/SIGTERM only records itself (the run stops after the current outer
-  iteration, saved); a second one quits at once with the signal's default action (the last checkpoint is
-  kept). Yields ``stop_fn()`` -> the first signal number received (or None). Off the main thread (where Python
-  cannot set handlers) it never reports one."""
-  received = []
-  if threading.current_thread() is not threading.main_thread():
-    yield lambda: None
-    return
-
-  def handler(signum, frame):  # pylint: disable=unused-argument
-    if received:  # a second signal: force-quit
-      signal.signal(signum, signal.SIG_DFL)
-      os.kill(os.getpid(), signum)
-      return
-    received.append(signum)
-
-  previous = {s: signal.signal(s, handler) for s in signums}
-  try:
-    yield lambda: received[0] if received else None
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)

@@ -179,12 +179,9 @@ def describe_error(error):
 
 def write_summary(workdir, status, summary, wall_secs, env_steps, planned_env_steps=None, error=None, **fields):
   """Writes ``workdir/summary.json`` atomically in the one schema (module docstring) and returns its dict.
-  ``fields``: the loop's own entries (they may not reuse the schema's names)."""
+  ``fields``: the loop's own entries; ``error``: an exception (one line, :func:`describe_error`), a line or None."""
   if status not in STATUSES:
     raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-  clash = sorted(set(fields) & {"status", "summary", "error", "wall_secs", "env_steps", "planned_env_steps"})
-  if clash:
-    raise ValueError(f"summary fields {clash} are the schema's own")
   out = dict(status=status,
              summary=str(summary),
              error=describe_error(error) if isinstance(error, BaseException) else error,

@@ -1,0 +1,145 @@
+"""The run lifecycle shared by A2C, PPO, meta-training and the supervised analysis (utils/run_lifecycle.py):
+summary.json in one schema (refusing a status outside it; older result folders read), written also when a run
+is interrupted, and atomic writes: a full disk (ENOSPC) while A2C saves params.npz keeps the previous file whole,
+ends the run "failed" with one error naming the file and the errno, and a later run writes what was lost; one
+signal handler for every loop (a second signal quits at once)."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from optim4rl_tf.agents import a2c_train
+from optim4rl_tf.utils import run_lifecycle
+
+from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
+from optim4rl_tf.configs import collect as collect_configs  # noqa: E402
+from optim4rl_tf.configs import meta_a2c as meta_configs  # noqa: E402
+from conftest import set_fields  # noqa: E402
+
+SCHEMA = {"status", "summary", "error", "wall_secs", "env_steps", "planned_env_steps"}
+PER_ITER = 4 * 20  # A2C env steps per iteration and seed
+
+
+def test_summary_has_one_schema_and_reads_older_folders(tmp_path):
+  out = run_lifecycle.write_summary(str(tmp_path),
+                                    "interrupted",
+                                    "INTERRUPTED at step 8",
+                                    1.5,
+                                    8,
+                                    16,
+                                    KeyboardInterrupt(),
+                                    seeds=[0])
+  saved = json.load(open(tmp_path / "summary.json"))
+  assert saved == out and SCHEMA <= set(saved) and saved["seeds"] == [0]
+  assert saved["error"] == "interrupted (SIGINT)" and saved["env_steps"] == 8
+  assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+  with pytest.raises(ValueError, match="status must be one of finished, interrupted, diverged, failed, got 'aborted'"):
+    run_lifecycle.write_summary(str(tmp_path), "aborted", "", 0.0, 0)
+  assert json.load(open(tmp_path / "summary.json")) == saved  # a refused write changes nothing
+  # Before the schema: meta-training said diverged: true, PPO aborted: true, and neither had a status.
+  assert run_lifecycle.summary_status({"diverged": True, "iterations": 3}) == "diverged"
+  assert run_lifecycle.summary_status({"aborted": True}) == "diverged"
+  assert run_lifecycle.summary_status({"diverged": False, "iterations": 3}) == "finished"
+  assert run_lifecycle.summary_status({"status": "failed", "diverged": {}}) == "failed"
+  assert run_lifecycle.summary_status({}) is None
+
+
+def tiny_a2c(**overrides):
+  c = a2c_configs.get_config("catch")
+  set_fields(c, **{"env.num_envs": 4, "num_seeds": 2, "console_every_secs": 0.0, "iterations_per_call": 1})
+  c.plot = False
+  return set_fields(c, **overrides)
+
+
+def _fail_fsync_of(name, monkeypatch):
+  """os.fsync raises ENOSPC for the temp file of ``name`` (the data is written, the disk is 'full')."""
+  real = os.fsync
+
+  def fsync(fd):
+    if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(name + "."):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.slow(25)
+def test_a_full_disk_keeps_params_whole_and_the_run_fails_with_one_clear_error(tmp_path, monkeypatch, capsys):
+  wd = tmp_path / "run"
+  a2c_train.train(tiny_a2c(train_steps=2 * PER_ITER), str(wd), console=False)
+  before = (wd / "params.npz").read_bytes()
+  with monkeypatch.context() as m:
+    _fail_fsync_of("params.npz", m)
+    with pytest.raises(OSError) as e:  # the budget grows: the run continues, then cannot save params.npz
+      a2c_train.train(tiny_a2c(train_steps=4 * PER_ITER), str(wd), console=False)
+  message = str(e.value)
+  assert e.value.errno == errno.ENOSPC and "\n" not in message
+  assert f"could not write {wd / 'params.npz'}: No space left on device" in message
+  assert (wd / "params.npz").read_bytes() == before  # the previous file, whole
+  assert [n for n in os.listdir(wd) if n.endswith(".tmp")] == []
+  summary = json.load(open(wd / "summary.json"))
+  assert summary["status"] == "failed" and "No space left on device" in summary["error"]
+  assert summary["summary"].startswith("FAILED at step") and summary["env_steps"] == 4 * PER_ITER
+  # With space again the same command writes what was lost, equal to an unbroken run.
+  res = a2c_train.train(tiny_a2c(train_steps=4 * PER_ITER), str(wd))
+  assert "params.npz and summary.json are written again" in capsys.readouterr().out
+  ref = a2c_train.train(tiny_a2c(train_steps=4 * PER_ITER), str(tmp_path / "ref"), console=False)
+  assert res["status"] == "finished" and json.load(open(wd / "summary.json"))["status"] == "finished"
+  with np.load(wd / "params.npz") as got, np.load(tmp_path / "ref" / "params.npz") as want:
+    assert sorted(got.files) == sorted(want.files)
+    for k in want.files:
+      np.testing.assert_array_equal(got[k], want[k])
+  del ref
+
+
+@pytest.mark.slow(80)
+def test_an_interrupted_meta_training_writes_its_summary(tmp_path):
+  from optim4rl_tf.meta import run
+  from optim4rl_tf.meta import trainer as trainer_lib
+  config = meta_configs.get_config("catch")
+  config.num_units, config.num_iterations, config.checkpoint_every = 2, 4, 2
+
+  def sigterm_at_2(t, values):
+    del values
+    if t == 2:
+      os.kill(os.getpid(), signal.SIGTERM)  # recorded; the trainer stops after this iteration, saved
+
+  with pytest.raises(trainer_lib.Interrupted):
+    run.meta_train(config, str(tmp_path), console=False, progress_fn=sigterm_at_2)
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert SCHEMA <= set(summary) and summary["status"] == "interrupted" and summary["iterations"] == 2
+  assert summary["summary"].startswith("INTERRUPTED at outer iteration 2 of 4") and "SIGTERM" in summary["error"]
+  assert summary["planned_env_steps"] == 2 * summary["env_steps"] > 0
+  res = run.meta_train(config, str(tmp_path), console=False)
+  assert res["status"] == "finished" and res["iterations"] == 4 and res["error"] is None
+  assert json.load(open(tmp_path / "summary.json"))["status"] == "finished"
+
+
+def test_the_supervised_analysis_writes_the_schema(tmp_path):
+  from optim4rl_tf.analysis import supervised
+  m = collect_configs.get_config("mnist_reduced")
+  m.max_steps, m.steps_per_call = 4, 2
+  res = supervised.train(m, str(tmp_path), console=False)
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert SCHEMA <= set(summary) and summary["status"] == "finished" and res["status"] == "finished"
+  assert summary["env_steps"] == summary["planned_env_steps"] == 4 and summary["steps"] == 4
+
+
+def test_a_second_signal_during_a_run_quits_at_once():
+  code = ("import os, signal, time\n"
+          "from optim4rl_tf.utils import run_lifecycle\n"
+          "with run_lifecycle.deferred_signals() as stop:\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  assert stop() == signal.SIGTERM\n"
+          "  print('first recorded', flush=True)\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  time.sleep(30)\n"
+          "  print('not reached', flush=True)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout

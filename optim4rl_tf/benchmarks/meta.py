@@ -12,11 +12,17 @@ with the machine's load beside every figure (optim4rl_tf.benchmarks.against). ``
 the config's (head-free, as the official network) there and with ``--profile``.
 
 ``launch/benchmark.py meta --profile [--env=small_dense_long] [--units=64]``: seconds per outer iteration
-split into its phases (optim4rl_tf.benchmarks.meta_profile)."""
+split into its phases (optim4rl_tf.benchmarks.meta_profile).
+
+``launch/benchmark.py meta --workers=2 [--tasks=catch] [--units=64] [--iterations=2]``: each row once in one
+process and once on W worker processes on 127.0.0.1 (tf.distribute, TF_CONFIG; optim4rl_tf/meta/workers.py),
+the chief's s/it and the scaling (one process's s/it / W workers'). On one machine the W workers share its
+cores: the figure shows the collectives' overhead, not the speed-up W machines give."""
 
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,15 +30,17 @@ import time
 from optim4rl_tf.benchmarks import against
 
 
-def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1):
+def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1, workers=None):
   """Runs in a child process: builds a trainer, runs ``warmup`` iterations (the first compiles), then times
-  ``iterations`` iterations, or as many as fill ``duration`` seconds when that is > 0."""
+  ``iterations`` iterations, or as many as fill ``duration`` seconds when that is > 0 (not with ``workers``,
+  who must run the same number)."""
   from optim4rl_tf.benchmarks import meta_profile
   from optim4rl_tf.meta import estimators
   from optim4rl_tf.meta import run
   from optim4rl_tf.utils import runtime
+  duration = 0.0 if workers is not None else duration
   config, trainer = meta_profile.make_trainer(task, units, chunk, mlp_dims,
-                                              10**9 if duration > 0 else iterations + warmup)
+                                              10**9 if duration > 0 else iterations + warmup, workers)
   t0 = time.time()
   times = []
   for _ in range(max(1, warmup)):
@@ -62,7 +70,8 @@ def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1):
       "first_it_secs": times[0],
       "warmup_secs": compile_secs,
       "coords": units * net.num_params,
-      "loadavg": os.getloadavg()
+      "loadavg": os.getloadavg(),
+      "workers": 1 if workers is None else workers.num_workers
   }
 
 
@@ -90,11 +99,15 @@ def run(argv):
   p.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
   p.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
   p.add_argument("--child", default="", help=argparse.SUPPRESS)
+  p.add_argument("--workers", type=int, default=0, help="each row in 1 process and on this many workers")
   against.add_flags(p, ("official",))
   args = p.parse_args(argv)
   if args.child:
+    from optim4rl_tf.meta import workers  # pylint: disable=import-outside-toplevel
+    group = workers.from_environment()  # TF_CONFIG (--workers): before any other TensorFlow op
     task, units = args.child.split(":")
-    result = measure(task, int(units), args.chunk, args.iterations, _dims(args.mlp_dims), args.seconds, args.warmup)
+    result = measure(task, int(units), args.chunk, args.iterations, _dims(args.mlp_dims), args.seconds, args.warmup,
+                     group)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
   task = args.env or args.tasks.split(",")[0]
@@ -105,6 +118,8 @@ def run(argv):
     return 0
   if args.against:
     return against.main_guard(lambda: compare_official(args, task, units))
+  if args.workers > 0:
+    return scaling(args)
   dims = _dims("16,16" if args.mlp_dims is None else args.mlp_dims)
   print(f"MetaA2C, Optim4RL heads {list(dims)}, M = 4, rollout 20; {args.iterations} timed iterations "
         "after one warm-up (compile) iteration; one process per row")
@@ -126,6 +141,61 @@ def run(argv):
             f"{task:18s} {units:5d} {r['chunk']:5d} {r['coords']:11,d} {r['allocator']:>16s} "
             f"{r['sec_per_it']:7.2f} {r['it_per_sec']:7.3f} {r['env_steps_per_sec']:11,.0f} "
             f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s",
+            flush=True)
+  return 0
+
+
+def _worker_envs(num_workers):
+  """The environments of ``num_workers`` worker processes on 127.0.0.1 (TF_CONFIG, free ports)."""
+  socks = [socket.socket() for _ in range(num_workers)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  hosts = [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+  for s in socks:
+    s.close()
+  return [
+      dict(allocator_env("default"),
+           TF_CONFIG=json.dumps({
+               "cluster": {
+                   "worker": hosts
+               },
+               "task": {
+                   "type": "worker",
+                   "index": i
+               }
+           })) for i in range(num_workers)
+  ]
+
+
+def scaling(args):
+  """``--workers=W``: every (task, units) row in one process, then on W worker processes (the chief's s/it)."""
+  w = args.workers
+  print(f"MetaA2C, Optim4RL, M = 4, rollout 20; {args.iterations} timed iterations after one warm-up iteration; "
+        f"1 process vs {w} worker processes on this machine ({os.cpu_count()} CPUs; tf.distribute, TF_CONFIG)")
+  print(f"{'task':18s} {'units':>5s} {'workers':>7s} {'s/it':>7s} {'env steps/s':>11s} {'peak RSS':>9s} "
+        f"{'1st it':>7s} {'scaling':>7s}")
+  for task in args.tasks.split(","):
+    for units in (int(u) for u in args.units.split(",")):
+      flags = [f"--child={task}:{units}", f"--chunk={args.chunk}", f"--iterations={args.iterations}"]
+      if args.mlp_dims is not None:
+        flags.append(f"--mlp_dims={args.mlp_dims}")
+      cmd = against.our_cmd("meta", flags)
+      env = {k: v for k, v in allocator_env("default").items() if k != "TF_CONFIG"}
+      one = against.parse_result(subprocess.run(cmd, capture_output=True, text=True, env=env).stdout)
+      procs = [
+          subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+          for e in _worker_envs(w)
+      ]
+      outs = [p.communicate() for p in procs]
+      many = against.parse_result(outs[0][0])
+      for r, n, err in ((one, 1, ""), (many, w, outs[0][1])):
+        if r is None:
+          print(f"{task:18s} {units:5d} {n:7d} failed: {err.strip().splitlines()[-1:]}", flush=True)
+          continue
+        ratio = f"{one['sec_per_it'] / r['sec_per_it']:6.2f}x" if one is not None else "-"
+        print(
+            f"{task:18s} {units:5d} {n:7d} {r['sec_per_it']:7.2f} {r['env_steps_per_sec']:11,.0f} "
+            f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s {ratio:>7s}",
             flush=True)
   return 0
 

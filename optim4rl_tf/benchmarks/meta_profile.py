@@ -47,8 +47,9 @@ PHASES = (
 )
 
 
-def make_trainer(task, units, chunk, mlp_dims, num_iterations):
-  """A MetaTrainer of ``configs/meta_a2c.py``'s ``task`` with ``units`` units (mlp_dims None: the config's)."""
+def make_trainer(task, units, chunk, mlp_dims, num_iterations, workers=None):
+  """A MetaTrainer of ``configs/meta_a2c.py``'s ``task`` with ``units`` units (mlp_dims None: the config's;
+  ``workers``: this process's share of them, meta/workers.py)."""
   from optim4rl_tf.configs import meta_a2c  # pylint: disable=import-outside-toplevel
   config = meta_a2c.get_config(task)
   config.num_units = units
@@ -56,7 +57,7 @@ def make_trainer(task, units, chunk, mlp_dims, num_iterations):
   if mlp_dims is not None:
     config.optimizer.mlp_dims = tuple(mlp_dims)
   config.num_iterations = num_iterations
-  return config, trainer_lib.MetaTrainer(config)
+  return config, trainer_lib.MetaTrainer(config, workers=workers)
 
 
 def _own_cpu():

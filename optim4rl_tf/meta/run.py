@@ -229,10 +229,15 @@ class _MetricsCSV:
       w.writerow([row.get(c, "") for c in self.columns])
 
 
-def meta_train(config, workdir, console=True, progress_fn=None):
+def meta_train(config, workdir, console=True, progress_fn=None, workers=None):
   """Meta-trains (or resumes) with any meta-training config and returns a dict: phi_path, iterations,
-  skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs (``drive``)."""
+  skipped, it_per_sec, env_steps_per_sec, peak_rss_gb, wall_secs, num_workers (``drive``).
+
+  ``workers`` (``workers.Workers``, from ``TF_CONFIG``): this process is one of W workers, each with its
+  share of the units; the chief does all of the above, the others (:func:`follow`) write nothing."""
   total = validate_config(config)
+  if workers is not None and not workers.is_chief:
+    return follow(config, workdir, workers)
   cc.check_writable_dir(workdir)
   entry = registry.lookup(config)
   with workdir_lib.lock(workdir):
@@ -241,7 +246,7 @@ def meta_train(config, workdir, console=True, progress_fn=None):
     message = entry.building_message(config)
     if console and message:
       print(message, flush=True)
-    trainer = trainer_lib.MetaTrainer(config, workdir)
+    trainer = trainer_lib.MetaTrainer(config, workdir, workers=workers)
     record_config(workdir, config_dict, int(trainer.iteration.numpy()), total)
     steps_per_it = entry.env_steps_per_iteration(config, trainer.problems)
     shown_keys, prefix = entry.console, entry.prefix(config, trainer.problems)
@@ -261,6 +266,20 @@ def meta_train(config, workdir, console=True, progress_fn=None):
                  log_every=max(int(config.get("log_every", 1)), 1),
                  console=console,
                  progress_fn=progress_fn)
+
+
+def follow(config, workdir, workers):
+  """A worker other than the chief: the chief's run on its own share of the units, writing nothing (it
+  reads the workdir's config and checkpoints). Returns {"iterations", "worker"}."""
+  path = os.path.join(workdir, workdir_lib.CONFIG_NAME)
+  if os.path.exists(path):  # the chief refuses a workdir of another config; so does this worker, read-only
+    with open(path) as f:
+      old = json.load(f)
+    workdir_lib.raise_if_different(workdir, _upgrade_old_config(old), resolved_config(config), RESUMABLE_FIELDS)
+  trainer = trainer_lib.MetaTrainer(config, workdir, workers=workers)
+  with run_lifecycle.deferred_signals() as stop_fn:
+    trainer.train(stop_fn=stop_fn)
+  return {"iterations": int(trainer.iteration.numpy()), "worker": workers.index}
 
 
 def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_every=1, console=True, progress_fn=None):
@@ -347,6 +366,7 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
       "wall_secs": wall,
       "nonfinite": trainer_lib.nonfinite_policy(trainer.config),
       "diverged": diverged is not None,
+      "num_workers": trainer.workers.num_workers if trainer.workers is not None else 1,
   }
   if diverged:
     result["diverged_at"] = diverged.iteration

@@ -11,6 +11,7 @@ from optim4rl_tf.agents import a2c
 from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import meta_a2c
 from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import trainer as trainer_lib
 
 
@@ -47,7 +48,7 @@ def inner_loop(trainer, phi, units, key, index=0):
                                tf.random.experimental.stateless_fold_in(key, task.inner_updates), task.rollout_steps,
                                task.num_units)
   grads = [record.read(i) for i in range(problem.inner_steps)]
-  return (out.units._replace(opt_state=hidden), grads, estimators.flatten_units(out.grads), out.metrics, val_traj)
+  return (out.units._replace(opt_state=hidden), grads, problem_lib.flatten_units(out.grads), out.metrics, val_traj)
 
 
 def meta_gradient(task, core, phi, hidden0, grads, cotangent, chunk_size=0):
@@ -136,7 +137,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   }
   grads = [f64(g) for g in grads32]
   hidden0 = tuple(f64(h) for h in units.opt_state)
-  theta0 = estimators.flatten_units([f64(p) for p in units.params])
+  theta0 = problem_lib.flatten_units([f64(p) for p in units.params])
   traj = val_traj._replace(obs=f64(val_traj.obs), rewards=f64(val_traj.rewards), dones=f64(val_traj.dones))
   apply64 = lambda p, o: task.net.apply(p, tf.cast(o, tf.float64))
   like = [f64(p) for p in units.params]
@@ -153,7 +154,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
 
   def forward(phi):  # logits [U, T, A], values [U, T+1] of the validation data (one env per unit)
     obs = tf.reshape(traj.obs, [u, t1] + list(traj.obs.shape[3:]))
-    logits, values = apply64(estimators.unflatten_units(theta_m(phi), like), obs)
+    logits, values = apply64(problem_lib.unflatten_units(theta_m(phi), like), obs)
     return logits[:, :-1], values
 
   # The A2C loss's stop-gradient terms (TD target and the actor's TD weight) are frozen at phi0, so the
@@ -172,9 +173,9 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
     entropy = -tf.reduce_mean(tf.reduce_sum(tf.exp(log_pi) * log_pi, -1), axis=1)
     return tf.reduce_mean(actor + critic - hp.entropy_weight * entropy)
 
-  params_m = estimators.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
+  params_m = problem_lib.unflatten_units(theta_m({k: tf.constant(v) for k, v in phi0.items()}), like)
   _, _, g_m = a2c.loss_and_grads(apply64, params_m, traj, task.hparams)
-  cotangent = estimators.flatten_units(g_m) / task.num_units
+  cotangent = problem_lib.flatten_units(g_m) / task.num_units
   analytic = meta_gradient(task, core, {k: tf.constant(v) for k, v in phi0.items()}, hidden0, grads, cotangent)
   rng = np.random.RandomState(0)
   checked = 0

@@ -67,11 +67,11 @@ def test_meta_agent_tells_the_configs_apart():
   from optim4rl_tf.configs import a2c as a2c_configs
   from optim4rl_tf.configs import meta_a2c as meta_a2c_configs
   from optim4rl_tf.configs import ppo as ppo_configs
-  assert trainer_lib.meta_agent(meta_a2c_configs.get_config("grid6")) == "meta_a2c"
-  assert trainer_lib.meta_agent(ppo_configs.get_config("meta_ant")) == "meta_ppo"
+  assert registry.meta_agent(meta_a2c_configs.get_config("grid6")) == "meta_a2c"
+  assert registry.meta_agent(ppo_configs.get_config("meta_ant")) == "meta_ppo"
   for config in (a2c_configs.get_config("catch"), ppo_configs.get_config("ant_cpu")):
     with pytest.raises(ValueError, match="not a meta-training config.*launch/train.py"):
-      trainer_lib.meta_agent(config)
+      registry.meta_agent(config)
   with pytest.raises(TypeError, match="registry.Registration"):
     registry.register("x", object())
 

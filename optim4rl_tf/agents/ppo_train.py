@@ -54,12 +54,8 @@ from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import stats
 from optim4rl_tf.utils import workdir as workdir_lib
 
-# The Brax task list lives in envs/registry.py (no JAX import needed to check a name).
-BRAX_ENV_NAMES = registry.BRAX_ENV_NAMES
 BRIDGES = ("graph", "numpy")
 BACKENDS = ("spring", "generalized", "positional")
-# The in-graph rollout, where meta/meta_ppo.py (MetaPPO) calls it as ppo_train.graph_rollout.
-graph_rollout = ppo_trainer.graph_rollout
 # Config fields that may differ when a workdir is resumed: bookkeeping (no result depends on them: chunking does
 # not change a number). The budget may not: it sets the evaluation points.
 RESUMABLE_FIELDS = ("console_every_secs", "chunk_secs", "iterations_per_call", "plot", "save_params")
@@ -88,7 +84,7 @@ def validate_config(config):
   name = config.env.name
   if isinstance(name, str) and name.startswith("brax:"):
     name = name[5:]
-  cc.check_choice("task (env.name)", name, BRAX_ENV_NAMES)
+  cc.check_choice("task (env.name)", name, registry.BRAX_ENV_NAMES)
   cc.check_choice("env.bridge", config.env.bridge, BRIDGES)
   cc.check_choice("env.backend", config.env.backend, BACKENDS)
   cc.check_choice("optimizer.name", config.optimizer.name, transforms.OPTIMIZER_NAMES)

@@ -35,6 +35,7 @@ from optim4rl_tf.agents import a2c
 from optim4rl_tf.benchmarks import against
 from optim4rl_tf.meta import estimators
 from optim4rl_tf.meta import pipeline
+from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.optimizers import classical
 
@@ -106,7 +107,7 @@ class Phases:
     self.phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
     self.units = trainer.units[0].read()
     self.hidden0 = tuple(_hidden(self.units))
-    self.per_unit = int(estimators.flatten_units(self.units.params).shape[1])
+    self.per_unit = int(problem_lib.flatten_units(self.units.params).shape[1])
     # Scratch copies of the variables the real step reads and writes (phase e never touches the trainer's).
     self.scratch_phi = [tf.Variable(v.read_value()) for v in trainer.phi]
     self.scratch_adam = [tf.Variable(v.read_value()) for v in trainer.adam.variables]
@@ -134,7 +135,7 @@ class Phases:
     flat_grads, cotangent = [], None
     for k in range(self.m + 1):
       _, _, grads = a2c.loss_and_grads(self.task.net.apply, params_seq[k], trajs[k], self.task.hparams)
-      flat = estimators.flatten_units(grads)
+      flat = problem_lib.flatten_units(grads)
       if k == self.m:
         cotangent = flat / self.n
       else:
@@ -145,7 +146,7 @@ class Phases:
     params_seq, update_abs = [params], 0.0
     for flat in flat_grads:
       delta, hidden = estimators.optimizer_step(self.core, phi, hidden, flat, self.lr)
-      params = [p + d for p, d in zip(params, estimators.unflatten_units(delta, params))]
+      params = [p + d for p, d in zip(params, problem_lib.unflatten_units(delta, params))]
       update_abs += tf.reduce_sum(tf.abs(delta))
       params_seq.append(params)
     return params_seq, hidden, update_abs
@@ -161,13 +162,13 @@ class Phases:
       _, _, grads = a2c.loss_and_grads(self.task.net.apply, params, traj, self.task.hparams)
       if k == self.m:
         break
-      flat = estimators.flatten_units(grads)
+      flat = problem_lib.flatten_units(grads)
       flat = tf.clip_by_value(flat, -self.clip, self.clip) if self.clip > 0 else flat
       flat_grads.append(flat)
       delta, hidden = estimators.optimizer_step(self.core, phi, hidden, flat, self.lr)
-      params = [p + d for p, d in zip(params, estimators.unflatten_units(delta, params))]
+      params = [p + d for p, d in zip(params, problem_lib.unflatten_units(delta, params))]
       params_seq.append(params)
-    cotangent = estimators.flatten_units(
+    cotangent = problem_lib.flatten_units(
         a2c.loss_and_grads(self.task.net.apply, params, trajs[-1], self.task.hparams)[2]) / self.n
     return dict(params_seq=params_seq, trajs=trajs, flat_grads=flat_grads, cotangent=cotangent)
 

@@ -19,7 +19,7 @@ learner (``trainer.MetaTrainer``) resets units (``pipeline.reset``) before and a
   Memory grows with every inner step's activations; no chunking.
 
 Layout: a learned optimizer with hidden states (``update_feature_major``) sees all agent parameters of all
-units as one coordinate matrix [U, P] (``flatten_units``); its hidden states are feature-major, [H, U, P]
+units as one coordinate matrix [U, P] (``problem.flatten_units``); its hidden states are feature-major, [H, U, P]
 (unit axis 1), so an update is one [H, U*P] computation. STAR keeps per-tensor states with the unit axis
 first (unit axis 0).
 """
@@ -30,9 +30,6 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from optim4rl_tf.meta import problem as problem_lib
-
-flatten_units = problem_lib.flatten_units
-unflatten_units = problem_lib.unflatten_units
 
 CHUNK_COORDS = 400_000
 # XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
@@ -214,16 +211,16 @@ class FeatureMajorOptimizer:
 
   def update(self, grads, opt_state, params, learning_rate):
     del params
-    flat = flatten_units(grads)
+    flat = problem_lib.flatten_units(grads)
     if not self.record:
       delta, hidden = self.core.update_feature_major(self.phi, opt_state, flat, learning_rate)
-      return unflatten_units(delta, grads), hidden
+      return problem_lib.unflatten_units(delta, grads), hidden
     if self.learning_rate is not None and self.learning_rate != learning_rate:
       raise ValueError(f"ReplayedVJP replays one learning rate, got {self.learning_rate} and {learning_rate}")
     self.learning_rate = learning_rate
     delta, hidden = optimizer_step(self.core, self.phi, opt_state.hidden, flat, learning_rate)
     state = Recording(hidden, opt_state.grads.write(opt_state.count, flat), opt_state.count + 1)
-    return unflatten_units(delta, grads), state
+    return problem_lib.unflatten_units(delta, grads), state
 
 
 class StarOptimizer:
@@ -316,7 +313,7 @@ class ReplayedVJP(Estimator):
                          phi,
                          hidden0,
                          recorded,
-                         flatten_units(out.grads),
+                         problem_lib.flatten_units(out.grads),
                          opt.learning_rate,
                          chunk_size=self.chunk_size,
                          num_units=p.num_units,

@@ -8,7 +8,7 @@ Training units: U units (``num_units``; the official code has one per accelerato
 device), each with ``env.num_envs / U`` Brax envs (the flat env state is unit-major, U * E entries), its own
 agent (policy and value MLPs), its own observation normaliser and optimizer state.
 
-  * ``inner_step``: one FULL PPO training step (§7.4 items 1-3 via ``ppo_train.graph_rollout`` and
+  * ``inner_step``: one FULL PPO training step (§7.4 items 1-3 via ``ppo_trainer.graph_rollout`` and
     ``ppo.sgd_epochs``): a rollout of ``unrolls`` unrolls, then update_epochs x num_minibatches optimizer
     steps (``updates`` in the returned record), each on the clipped per-unit gradient;
   * ``meta_loss``: one meta rollout with theta_M and the unit's normaliser (key ``fold_in(key,
@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from optim4rl_tf.agents import ppo
-from optim4rl_tf.agents import ppo_train
+from optim4rl_tf.agents import ppo_trainer
 from optim4rl_tf.meta import meta_ppo_task
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import registry
@@ -83,7 +83,7 @@ class MetaPPO:
     t = self.task
     if not t.meta_grad_through_env:  # rollout data are constants
       params, norm, flat, obs = _stop((params, norm, flat, obs))
-    return ppo_train.graph_rollout(t.env, t.net, params, norm, flat, obs, key, unrolls, t.unroll_length, t.num_units)
+    return ppo_trainer.graph_rollout(t.env, t.net, params, norm, flat, obs, key, unrolls, t.unroll_length, t.num_units)
 
   def inner_step(self, optimizer, units, key):
     t = self.task

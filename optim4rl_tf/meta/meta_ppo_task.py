@@ -13,11 +13,9 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from optim4rl_tf.agents import ppo
-from optim4rl_tf.agents import ppo_train
+from optim4rl_tf.envs import registry
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.utils import config_checks as cc
-
-BRAX_ENV_NAMES = ppo_train.BRAX_ENV_NAMES
 
 
 class Task(NamedTuple):
@@ -43,7 +41,7 @@ def validate_config(config):
   """The MetaPPO fields of a configs/ppo.py meta config (``meta.run.validate_config`` checks the fields
   every meta-training config shares first). One clear ValueError per bad field; returns the number of
   outer iterations."""
-  cc.check_choice("task (env.name)", config.env.name, BRAX_ENV_NAMES)
+  cc.check_choice("task (env.name)", config.env.name, registry.BRAX_ENV_NAMES)
   cc.check_choice("env.bridge", config.env.bridge, ("graph",))
   cc.check_choice("optimizer.name", config.optimizer.name, cores.LEARNED_NAMES + ("star",))
   units = cc.check_positive_int("num_units", config.num_units)

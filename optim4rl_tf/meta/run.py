@@ -4,7 +4,7 @@
 
 The one entry for every meta-training config (``launch/meta_train.py``; ``launch/train.py`` forwards MetaPPO
 configs here): configs/meta_a2c.py (MetaA2C on gridworlds) and configs/ppo.py ``meta_*`` (MetaPPO on Brax),
-told apart by ``trainer.meta_agent``. ``validate_config`` checks either kind, ``trainer.MetaTrainer`` builds
+told apart by ``registry.meta_agent``. ``validate_config`` checks either kind, ``trainer.MetaTrainer`` builds
 its inner problems (``trainer.build``).
 
 Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard: meta-loss, meta-gradient
@@ -82,7 +82,7 @@ def check_meta_fields(config):
 
 
 def validate_config(config):
-  """Any meta-training config (MetaA2C or MetaPPO, ``trainer.meta_agent``): one clear ValueError per bad
+  """Any meta-training config (MetaA2C or MetaPPO, ``registry.meta_agent``): one clear ValueError per bad
   field, before anything is built, and for a MetaA2C config one for a size this machine's memory cannot hold
   (``memory_estimate.check``, called by MetaA2C's registration); returns the number of outer iterations."""
   entry = registry.lookup(config)  # ValueError for a config of another trainer
@@ -300,7 +300,7 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   workdir_lib.truncate_tensorboard(os.path.join(workdir, "tb"), start_it, drop_hparams=True)
   logger = logging_lib.RunLogger(workdir, returns_csv=None)
   logger.hparams(
-      logging_lib.flat_hparams(resolved_config(trainer.config), {"agent": trainer_lib.meta_agent(trainer.config)},
+      logging_lib.flat_hparams(resolved_config(trainer.config), {"agent": registry.meta_agent(trainer.config)},
                                exclude=("sweep", "checkpoint_every", "log_every", "chunk_size")))
   task_names, last_runs = [p.name for p in trainer.problems], {}
   progress = logging_lib.Progress(

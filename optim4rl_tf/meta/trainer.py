@@ -142,7 +142,6 @@ def _first_line(e):
 
 
 META_AGENTS = tuple(registry._BUILTIN)  # pylint: disable=protected-access
-meta_agent = registry.meta_agent
 
 
 def estimator_for(problem, core, through_data=False, chunk_size=0):

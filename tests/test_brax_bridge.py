@@ -29,7 +29,7 @@ def test_registry_names_and_bad_inputs():
   e = registry.make("brax:inverted_pendulum", 4, episode_length=10, bridge="graph")
   assert isinstance(e, brax_bridge.BraxEnv)
   assert (e.name, e.obs_size, e.action_size, e.episode_length, e.bridge) == (NAME, 4, 1, 10, "graph")
-  assert registry.BRAX_ENV_NAMES == brax_bridge.BRAX_ENV_NAMES
+  assert registry.BRAX_ENV_NAMES == tuple(brax_bridge.BRAX_TASKS)
   with pytest.raises(ValueError, match="Unknown Brax environment 'brax:nope'.*ant"):
     registry.make("brax:nope", 4)
   with pytest.raises(ValueError, match="Unknown environment 'antt'.*Brax: ant"):

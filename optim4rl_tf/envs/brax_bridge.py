@@ -38,7 +38,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-# Task name -> (observation size, action size), spring backend (reference; an env reports Brax's own).
+# Task name -> (observation size, action size), spring backend (reference; an env reports Brax's own). Its
+# keys are the Brax task names (``registry.BRAX_ENV_NAMES``).
 BRAX_TASKS = {
     "ant": (27, 8),
     "humanoid": (244, 17),
@@ -46,7 +47,6 @@ BRAX_TASKS = {
     "walker2d": (17, 6),
     "inverted_pendulum": (4, 1),  # cheap task for tests and quick checks
 }
-BRAX_ENV_NAMES = tuple(BRAX_TASKS)
 BACKENDS = ("spring", "generalized", "positional")
 BRIDGES = ("numpy", "graph")
 PREFIX = "brax:"
@@ -67,10 +67,10 @@ class StepOutput(NamedTuple):
 def canonical_name(name):
   """'brax:ant' or 'ant' -> 'ant'; raises ValueError for an unknown task."""
   if not isinstance(name, str):
-    raise ValueError(f"Unknown Brax environment {name!r}; valid: {', '.join(BRAX_ENV_NAMES)}")
+    raise ValueError(f"Unknown Brax environment {name!r}; valid: {', '.join(BRAX_TASKS)}")
   key = name[len(PREFIX):] if name.startswith(PREFIX) else name
   if key not in BRAX_TASKS:
-    raise ValueError(f"Unknown Brax environment {name!r}; valid: {', '.join(BRAX_ENV_NAMES)} "
+    raise ValueError(f"Unknown Brax environment {name!r}; valid: {', '.join(BRAX_TASKS)} "
                      f"(optionally prefixed 'brax:')")
   return key
 

@@ -1,9 +1,14 @@
-"""Name -> environment registry: ``make(name, num_envs, reward_scale=1.0)``.
+"""The task names, the one list of them, and ``make(name, num_envs, reward_scale=1.0)``.
 
 Gridworlds and Catch are native TF environments. Brax tasks (``BRAX_ENV_NAMES``: ant, humanoid,
 inverted_double_pendulum, walker2d and the cheap inverted_pendulum; also accepted with a ``brax:`` prefix)
 come from :mod:`optim4rl_tf.envs.brax_bridge`, imported only when such a name is asked for, so gridworld
 users never import JAX.
+
+Every name list of the package is here (configs, being data one layer below, check theirs against these in
+tests): ``GRID_NAMES`` (the 8 gridworlds), ``ENV_NAMES`` (+ catch), ``BRAX_ENV_NAMES``, the paper's short
+names ``ALIASES`` and the paper's named subsets ``GRID6_NAMES`` (§5.6 six-gridworld meta-training set) and
+``BRAX_PAPER_NAMES`` (the four Brax tasks of Figures 3-4).
 """
 
 from __future__ import annotations
@@ -13,8 +18,14 @@ from optim4rl_tf.envs.gridworld import GRID_SPECS, GridWorld
 
 GRID_NAMES = tuple(GRID_SPECS)
 ENV_NAMES = GRID_NAMES + ("catch",)
-# Continuous-control tasks behind the Brax bridge (kept in step with brax_bridge.BRAX_TASKS).
+# Continuous-control tasks behind the Brax bridge (the keys of its size table ``brax_bridge.BRAX_TASKS``,
+# not imported: gridworld users never import the bridge).
 BRAX_ENV_NAMES = ("ant", "humanoid", "inverted_double_pendulum", "walker2d", "inverted_pendulum")
+# The paper's six-gridworld meta-training set (docs/fidelity.md §5.6), in its config order.
+GRID6_NAMES = ("small_dense_long", "small_dense_short", "big_sparse_short", "big_dense_short", "big_sparse_long",
+               "big_dense_long")
+# The paper's Brax tasks (inverted_pendulum is this port's cheap extra).
+BRAX_PAPER_NAMES = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
 
 # Short names used in the paper / official configs (sds, sdl, bss, ...).
 ALIASES = {

@@ -14,13 +14,12 @@ import subprocess
 
 import numpy as np
 
+from optim4rl_tf.envs import registry
 from optim4rl_tf.utils import stats
 
 # Tasks the grid6 optimizer was meta-trained on, the two gridworlds it never saw, and Catch.
-GRID6_TASKS = ("small_dense_long", "small_dense_short", "big_sparse_short", "big_dense_short", "big_sparse_long",
-               "big_dense_long")
-UNSEEN_GRIDS = ("small_sparse_short", "small_sparse_long")
-TASKS = GRID6_TASKS + UNSEEN_GRIDS + ("catch",)
+UNSEEN_GRIDS = tuple(name for name in registry.GRID_NAMES if name not in registry.GRID6_NAMES)
+TASKS = registry.GRID6_NAMES + UNSEEN_GRIDS + ("catch",)
 # Agent learning rates of the learned optimizers: grid6's per-task rates (configs/meta_a2c.py GRID6) on its
 # tasks, 3e-3 on the unseen small grids (as on the seen small_dense_short), 1e-3 on Catch (the main job).
 LEARNED_LR = {
@@ -159,7 +158,7 @@ def table_markdown(numbers):
         continue
       text = f"{ci['mean']:.3g} ± {(ci['high'] - ci['low']) / 2:.2g}"
       cells.append(text + (f" ({ci['diverged']} diverged)" if ci["diverged"] else ""))
-    seen = "yes" if task in GRID6_TASKS else "no"
+    seen = "yes" if task in registry.GRID6_NAMES else "no"
     lines.append(f"| {task} | {seen} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -16,18 +16,11 @@ import re
 
 import numpy as np
 
+from optim4rl_tf.envs import registry
 from optim4rl_tf.eval import ranking
 from optim4rl_tf.utils import plots
 from optim4rl_tf.utils import stats
 
-TASK_NAMES = {
-    "sdl": "small_dense_long",
-    "bdl": "big_dense_long",
-    "sds": "small_dense_short",
-    "bds": "big_dense_short",
-    "bss": "big_sparse_short",
-    "bsl": "big_sparse_long"
-}
 TASK_TITLES = {
     "catch": "Catch",
     "big_dense_long": "big_dense_long",
@@ -112,7 +105,7 @@ OFFICIAL_CPU_NOTES = {
 
 def canonical_task(name):
   key = str(name).strip().lower()
-  return TASK_NAMES.get(key, key)
+  return registry.ALIASES.get(key, key)
 
 
 def canonical_optimizer(label):

@@ -23,6 +23,7 @@ import subprocess
 
 import numpy as np
 
+from optim4rl_tf.utils import run_lifecycle
 from optim4rl_tf.utils import workdir as workdir_lib
 
 ROWS = ("with", "without")
@@ -163,21 +164,22 @@ def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_s
   base = os.path.join(root, cell.name)
   meta_dir, test_dir = os.path.join(base, "meta"), os.path.join(base, "test")
   config = meta_config(cell, meta_units, meta_iterations)
-  meta_summary = workdir_lib.read_json_dict(os.path.join(meta_dir, "summary.json")) or {}
-  if not meta_summary.get("diverged") and meta_summary.get("iterations") != meta_iterations:
+  meta_summary = run_lifecycle.read_summary(meta_dir)
+  diverged = run_lifecycle.summary_status(meta_summary) == "diverged"
+  if not diverged and meta_summary.get("iterations") != meta_iterations:
     try:
       run.meta_train(config, meta_dir)
     except trainer_lib.Diverged as e:  # recorded in its summary.json; the cell has no optimizer to test
       print(f"[table1 {cell.name}] {e}", flush=True)
-    meta_summary = workdir_lib.read_json_dict(os.path.join(meta_dir, "summary.json")) or {}
+    meta_summary = run_lifecycle.read_summary(meta_dir)
+    diverged = run_lifecycle.summary_status(meta_summary) == "diverged"
   record = dict(cell.record(), name=cell.name, task=TASK, meta_units=meta_units, meta_iterations=meta_iterations)
   record["meta"] = {k: meta_summary.get(k) for k in ("iterations", "skipped", "diverged", "it_per_sec", "peak_rss_gb")}
   phi = os.path.join(meta_dir, "phi.npz")
-  if meta_summary.get("diverged") or not os.path.exists(phi):
+  if diverged or not os.path.exists(phi):
     record["test"] = None
   else:
-    test_summary = workdir_lib.read_json_dict(os.path.join(test_dir, "summary.json")) or {}
-    if test_summary.get("status") != "finished":
+    if run_lifecycle.summary_status(run_lifecycle.read_summary(test_dir)) != "finished":
       a2c_train.train(test_config(phi, config.tasks[0].learning_rate, num_seeds, test_steps), test_dir)
     record["test"] = test_stats(test_dir)
     record["test"].update(test_steps=test_steps, agent_lr=config.tasks[0].learning_rate)

@@ -195,12 +195,7 @@ def write_summary(workdir, status, summary, wall_secs, env_steps, planned_env_st
 
 def read_summary(workdir):
   """The dict of ``workdir/summary.json``; {} when there is none or it cannot be read."""
-  try:
-    with open(os.path.join(workdir, SUMMARY_NAME)) as f:
-      value = json.load(f)
-    return value if isinstance(value, dict) else {}
-  except (OSError, ValueError):
-    return {}
+  return workdir_lib.read_json_dict(os.path.join(workdir, SUMMARY_NAME)) or {}
 
 
 def summary_status(summary):

@@ -38,6 +38,7 @@ from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.optimizers import classical
+from optim4rl_tf.optimizers import transforms
 
 PHASES = (
     ("a", "rollouts (env steps + action sampling)"),
@@ -139,7 +140,7 @@ class Phases:
       if k == self.m:
         cotangent = flat / self.n
       else:
-        flat_grads.append(tf.clip_by_value(flat, -self.clip, self.clip) if self.clip > 0 else flat)
+        flat_grads.append(transforms.clip(self.clip)([flat])[0])
     return flat_grads, cotangent
 
   def _optimizer(self, phi, hidden, params, flat_grads):
@@ -163,7 +164,7 @@ class Phases:
       if k == self.m:
         break
       flat = problem_lib.flatten_units(grads)
-      flat = tf.clip_by_value(flat, -self.clip, self.clip) if self.clip > 0 else flat
+      flat = transforms.clip(self.clip)([flat])[0]
       flat_grads.append(flat)
       delta, hidden = estimators.optimizer_step(self.core, phi, hidden, flat, self.lr)
       params = [p + d for p, d in zip(params, problem_lib.unflatten_units(delta, params))]

@@ -32,6 +32,7 @@ from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import problem as problem_lib
 from optim4rl_tf.meta import registry
 from optim4rl_tf.optimizers import cores
+from optim4rl_tf.optimizers import transforms
 from optim4rl_tf.utils import config_checks as cc
 
 
@@ -245,8 +246,7 @@ class MetaA2C:
     # A second-order optimizer differentiates through g: take it from the live parameters.
     live = units.params if optimizer.second_order else used
     _, _, grads = a2c.loss_and_grads(task.net.apply, live, traj, task.hparams)
-    if task.grad_clip > 0:
-      grads = [tf.clip_by_value(g, -task.grad_clip, task.grad_clip) for g in grads]
+    optimizer = transforms.chain(transforms.clip(task.grad_clip), optimizer)
     updates, opt_state = optimizer.update(grads, units.opt_state, units.params, task.learning_rate)
     params = [p + u for p, u in zip(units.params, updates)]
     metrics = {

@@ -90,11 +90,11 @@ class MetaPPO:
     ks = tf.random.experimental.stateless_split(key, 2)
     batch, flat, obs = self._rollout(units.params, units.norm, units.env_state, units.obs, ks[0], t.unrolls)
 
+    clipped = transforms.chain(transforms.clip(t.grad_clip), optimizer)
+
     def update(grads, opt_state, phi_=None, params=None):
       del phi_
-      if t.grad_clip > 0:
-        grads = [tf.clip_by_value(g, -t.grad_clip, t.grad_clip) for g in grads]
-      return optimizer.update(grads, opt_state, params, t.learning_rate)
+      return clipped.update(grads, opt_state, params, t.learning_rate)
 
     params, opt_state, norm, m = ppo.sgd_epochs(t.net,
                                                 transforms.AgentOptimizer("meta_ppo", None, update),

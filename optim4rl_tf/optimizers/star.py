@@ -317,7 +317,7 @@ class StarCore(cores.Core):
     return update, StarState(m=m, rms=rms, fac=new_fac, t=state.t + 1)
 
 
-def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, unit_axis=True):
+def differentiable_step(core, phi, states, params, loss_fn, lr, grad_transform=None, unit_axis=True):
   """One STAR step whose result is differentiable w.r.t. ``phi`` INCLUDING the second-order path through
   the agent gradient (docs/fidelity.md §6.5). Call it under an outer ``tf.GradientTape`` that watches phi::
 
@@ -326,14 +326,15 @@ def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, 
       phi = dict(zip(keys, phi_list))
       for k in range(M):
         params, states, loss = differentiable_step(core, phi, states, params,
-                                                   lambda p: a2c_loss_sum(p, traj[k]), lr, grad_clip)
+                                                   lambda p: a2c_loss_sum(p, traj[k]), lr)
       meta_loss = loss_fn_val(params)
     meta_grad = outer.gradient(meta_loss, phi_list)
 
   ``loss_fn(params) -> scalar`` (e.g. the sum over units of each unit's A2C loss on a STORED rollout:
   rollout data are constants, docs/fidelity.md §5.3). The inner tape's gradient is recorded by the outer tape, so
   d g / d params (the Hessian-vector path) is part of the meta-gradient. Returns
-  (new_params, new_states, loss).
+  (new_params, new_states, loss). ``grad_transform`` (e.g. ``transforms.clip(1.0)``) maps the agent gradient
+  first.
 
   Notes for meta-training: keep the agent parameters as a LIST of [U, ...] tensors (not one flattened
   [U, P] matrix: STAR normalises and factors per tensor) with ``unit_axis=True``; units are independent, so
@@ -345,8 +346,8 @@ def differentiable_step(core, phi, states, params, loss_fn, lr, grad_clip=-1.0, 
     inner.watch(params)
     loss = loss_fn(params)
   grads = inner.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  if grad_clip is not None and grad_clip > 0:
-    grads = [tf.clip_by_value(g, -grad_clip, grad_clip) for g in grads]
+  if grad_transform is not None:
+    grads = grad_transform(grads)
   updates, new_states = core.update_list(phi, states, grads, lr, params=params, unit_axis=unit_axis)
   return [p + u for p, u in zip(params, updates)], new_states, loss
 

@@ -7,7 +7,9 @@ An :class:`AgentOptimizer` is a pair of pure functions, in the spirit of optax:
 
 Every optimizer here is coordinatewise, so a leading unit axis (seeds of an evaluation, units of pipeline
 training) batches for free. Elementwise gradient clipping (``grad_clip > 0``, docs/fidelity.md §4.1, §6.1) is applied to
-the gradient before the optimizer, as in the official ``chain(clip, opt)``.
+the gradient before the optimizer, as in the official ``optax.chain(optax.clip(c), opt)``: here
+``chain(clip(c), opt)``, which every agent optimizer of the package (A2C, PPO, the meta-training inner
+updates) is built with. ``clip`` is stateless, so the chain keeps ``opt``'s state as it is.
 
 For learned optimizers, ``update`` takes an optional ``phi`` (dict of meta-parameters) so the meta-trainer
 can pass the differentiable meta-parameters explicitly; by default the fixed ``opt.phi`` is used.
@@ -49,10 +51,38 @@ class AgentOptimizer(NamedTuple):
   core: Optional[Any] = None
 
 
-def _clip(grads, grad_clip):
-  if grad_clip is None or grad_clip <= 0:
-    return list(grads)
-  return [tf.clip_by_value(g, -grad_clip, grad_clip) for g in grads]
+def clip(max_delta):
+  """The elementwise clip of a gradient list to [-max_delta, max_delta] (``optax.clip``), as a function
+  ``grads -> grads`` (lists of tensors, any shapes); ``max_delta`` None or <= 0: no clip (the list as is)."""
+  if max_delta is None or max_delta <= 0:
+    return list
+  return lambda grads: [tf.clip_by_value(g, -max_delta, max_delta) for g in grads]
+
+
+class _Chained:
+  """An optimizer object whose ``update`` maps the gradient (its first argument) first; every other
+  attribute is the wrapped optimizer's (``init``, ``second_order``, ...)."""
+
+  def __init__(self, transform, optimizer):
+    self._transform, self._optimizer = transform, optimizer
+
+  def update(self, grads, *args, **kwargs):
+    return self._optimizer.update(self._transform(grads), *args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self._optimizer, name)
+
+
+def chain(transform, optimizer):
+  """``optimizer`` with the stateless gradient ``transform`` (e.g. :func:`clip`) applied first, like
+  ``optax.chain(transform, optimizer)``: the same ``init`` and state, and ``update(grads, *args)`` =
+  ``optimizer.update(transform(grads), *args)``, whatever the rest of ``update``'s signature (an
+  :class:`AgentOptimizer`'s, or the meta-training optimizers' ``(grads, opt_state, params, learning_rate)``).
+  An :class:`AgentOptimizer` stays one (its ``update`` replaced); any other optimizer object is wrapped."""
+  if isinstance(optimizer, AgentOptimizer):
+    update = optimizer.update
+    return optimizer._replace(update=lambda grads, *args, **kwargs: update(transform(grads), *args, **kwargs))
+  return _Chained(transform, optimizer)
 
 
 def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, mlp_dims=None, seed=0, unit_axis=True):
@@ -62,7 +92,7 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
     name: one of ``OPTIMIZER_NAMES`` (adam, rmsprop, optim4rl, linear_optim, l2lgd2, star).
     learning_rate: float; for learned optimizers the multiplier alpha of docs/fidelity.md §5.5, §10; for STAR its
       ``step_mult``.
-    grad_clip: elementwise clip applied to gradients first; <= 0 disables it.
+    grad_clip: elementwise clip applied to gradients first (``chain(clip(grad_clip), ...)``); <= 0 disables it.
     meta_params: learned optimizers only: path to an ``.npz`` file or dict of arrays. ``None`` initialises
       phi from ``seed`` like the official code (an untrained learned optimizer).
     mlp_dims: head sizes of the learned optimizer; ``None`` takes them from the file (or (16, 16)).
@@ -83,10 +113,10 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
 
     def update(grads, state, phi=None, params=None):
       del phi, params
-      out = [update_fn(s, g, lr) for s, g in zip(state, _clip(grads, grad_clip))]
+      out = [update_fn(s, g, lr) for s, g in zip(state, grads)]
       return [u for u, _ in out], [s for _, s in out]
 
-    return AgentOptimizer(name, init, update)
+    return chain(clip(grad_clip), AgentOptimizer(name, init, update))
 
   core, phi = meta_params_lib.resolve(name, meta_params, mlp_dims=mlp_dims, seed=seed)
   phi = {k: tf.constant(v, tf.float32) for k, v in phi.items()}
@@ -104,7 +134,7 @@ def make_agent_optimizer(name, learning_rate, grad_clip=-1.0, meta_params=None, 
     fn = core.update if phi is not None or needs_params else core.compiled_update()
     phi = fixed_phi if phi is None else phi
     params = [None] * len(state) if params is None else params
-    out = [fn(phi, s, g, lr, param=p, unit_axis=unit_axis) for s, g, p in zip(state, _clip(grads, grad_clip), params)]
+    out = [fn(phi, s, g, lr, param=p, unit_axis=unit_axis) for s, g, p in zip(state, grads, params)]
     return [u for u, _ in out], [s for _, s in out]
 
-  return AgentOptimizer(name, init, update, phi=phi, core=core)
+  return chain(clip(grad_clip), AgentOptimizer(name, init, update, phi=phi, core=core))

@@ -14,7 +14,8 @@ Two bridges call the same JAX functions and give the same trajectories (up to tw
     XLA compiles it at the first call). The step is DIFFERENTIABLE (``with_gradient=True``: JAX's own VJP,
     measured equal to ``jax.grad``), so a tape follows actions -> simulator -> observations (MetaPPO's
     meta-gradient, docs/fidelity.md §7.5); the VJP compiles on the first gradient call only. Resets are not
-    differentiable (integer seeds).
+    differentiable (integer seeds). ``env.graph_env()`` (:class:`BraxGraphEnv`) is this bridge as the
+    package's env protocol (``envs.base.ContinuousEnv``), the one the acting module steps.
 
 Resets: ``reset(seeds, salt=0)``, one integer seed per unit (U = ``len(seeds)`` divides ``num_envs``): unit u's
 envs are reset from ``split(fold_in(PRNGKey(seeds[u]), salt), num_envs / U)``, so they depend only on its own
@@ -378,15 +379,59 @@ class BraxEnv:
 
   def _obs_index(self):
     if not hasattr(self, "_obs_idx"):
-      jax, jnp = _jax_modules()[:2]
-      shape = self._c.state_shape(1, self.num_envs)
-      paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(shape)[0]]
-      self._obs_idx = paths.index(".obs")
+      self._obs_idx = self._leaf_index(".obs")
     return self._obs_idx
+
+  def _leaf_index(self, path):
+    """Index in the flat state of the Brax state's leaf at ``path`` (``jax.tree_util.keystr`` form)."""
+    jax = _jax_modules()[0]
+    shape = self._c.state_shape(1, self.num_envs)
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(shape)[0]].index(path)
+
+  def graph_env(self):
+    """The graph bridge as an ``envs.base.ContinuousEnv`` (:class:`BraxGraphEnv`)."""
+    return BraxGraphEnv(self)
 
   def __repr__(self):
     return (f"BraxEnv({self.name!r}, num_envs={self.num_envs}, episode_length={self.episode_length}, "
             f"action_repeat={self.action_repeat}, backend={self.backend!r}, bridge={self.bridge!r})")
+
+
+class BraxGraphEnv:
+  """The graph bridge of a :class:`BraxEnv` as an ``envs.base.ContinuousEnv`` (the package's env protocol).
+
+  The state is the flat state (tuple of TF tensors, leading axis N = ``num_envs`` on each); everything runs
+  inside a ``tf.function``. ``reset(seeds, salt=0)``: ``seeds`` int32 [U], one per unit (U divides N), as
+  :meth:`BraxEnv.graph_reset`; ``step(state, action [N, action_size], seed)`` ignores ``seed`` (Brax's
+  randomness lives in its state) and returns (state, obs [N, obs_size], reward [N], done [N]) of
+  :meth:`BraxEnv.graph_step` (differentiable, auto-reset); :meth:`truncation` reads the time-limit flag of a
+  state (Brax's ``state.info["truncation"]``).
+  """
+
+  def __init__(self, env):
+    self.env = env
+    self.name, self.num_envs, self.horizon = env.name, env.num_envs, env.horizon
+    self.obs_shape, self.action_size, self.reward_scale = env.obs_shape, env.action_size, env.reward_scale
+    self._truncation_index = env._leaf_index(".info['truncation']")
+
+  def __repr__(self):
+    return f"BraxGraphEnv({self.env!r})"
+
+  def reset(self, seed, salt=0):
+    return self.env.graph_reset(seed, salt)
+
+  def observe(self, state):
+    """float32 [N, obs_size]."""
+    return self.env.flat_obs(state)
+
+  def step(self, state, action, seed=None):
+    del seed
+    state, out = self.env.graph_step(state, action)
+    return state, out.obs, out.reward, out.done
+
+  def truncation(self, state):
+    """float32 [N]: 1.0 where the step that made ``state`` ended the episode by the time limit only."""
+    return state[self._truncation_index]
 
 
 def make(name, num_envs, reward_scale=1.0, episode_length=1000, action_repeat=1, backend="spring", bridge="numpy"):

@@ -29,7 +29,7 @@ class CatchState(NamedTuple):
 
 
 class Catch:
-  """A batch of ``num_envs`` Catch games; see the module docstring."""
+  """A batch of ``num_envs`` Catch games (an ``envs.base.DiscreteEnv``); see the module docstring."""
 
   name = "catch"
   num_actions = NUM_ACTIONS

@@ -113,7 +113,7 @@ def _as_seed(seed):
 
 
 class GridWorld:
-  """A batch of ``num_envs`` copies of one gridworld; see the module docstring."""
+  """A batch of ``num_envs`` copies of one gridworld (an ``envs.base.DiscreteEnv``); see the module docstring."""
 
   num_actions = NUM_ACTIONS
 

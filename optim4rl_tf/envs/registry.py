@@ -46,9 +46,10 @@ def make(name: str, num_envs: int, reward_scale: float = 1.0, **brax_kwargs):
     For a Brax name (``BRAX_ENV_NAMES``, or ``"brax:<name>"``) returns a ``brax_bridge.BraxEnv`` instead;
     ``brax_kwargs`` (episode_length, action_repeat, backend, bridge) go to it.
 
-    Interface: ``env.reset(seed) -> state``, ``env.observe(state) -> obs``,
-    ``env.step(state, action, seed) -> (state, obs, reward, done)`` (auto-reset; reward scaled by
-    ``reward_scale``; done float32), plus ``name``, ``num_envs``, ``num_actions``, ``obs_shape``, ``horizon``.
+    A native env satisfies ``envs.base.DiscreteEnv`` (the protocol, with shapes): ``env.reset(seed) -> state``,
+    ``env.observe(state) -> obs``, ``env.step(state, action, seed) -> (state, obs, reward, done)`` (auto-reset;
+    reward scaled by ``reward_scale``; done float32), plus ``name``, ``num_envs``, ``num_actions``,
+    ``obs_shape``, ``horizon``. A ``BraxEnv``'s ``graph_env()`` satisfies ``envs.base.ContinuousEnv``.
     """
   key = ALIASES.get(name, name) if isinstance(name, str) else name
   if isinstance(key, str) and (key in BRAX_ENV_NAMES or key.startswith("brax:")):

@@ -67,6 +67,22 @@ def set_fields(config, **overrides):
   return config_checks.set_fields(config, overrides)
 
 
+# --- commands in this process ----------------------------------------------------------------------------
+# A command of the package (a module with define_flags and main: optim4rl_tf.eval.reproduce, main_job) runs
+# in the test's own process through cli.call: a fresh absl FlagValues, the command's one-line errors and exit
+# status, no TensorFlow start-up to pay again.
+
+
+def run_command(module, *args):
+  """Runs ``module``'s command with ``args`` (``cli.call``); returns ``.returncode`` (its exit status),
+  ``.stdout`` and ``.stderr``, like ``subprocess.run``."""
+  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = cli.call(module.define_flags, module.main, [module.__name__] + [str(a) for a in args])
+  return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 # --- launchers in this process ---------------------------------------------------------------------------
 # A launcher run as a subprocess pays ~5-10 s (more on a loaded machine) to import TensorFlow before it
 # checks anything. Each launcher keeps ONE subprocess test of its real process wiring (exit status,

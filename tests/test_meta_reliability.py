@@ -26,6 +26,7 @@ from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import workdir as workdir_lib
 from conftest import launcher
+from conftest import run_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
@@ -35,17 +36,8 @@ TINY_FLAGS = [
 
 
 def tiny_config(iterations=3, **overrides):
-  c = meta_configs.get_config("catch")
-  c.num_units = 2
-  c.rollout_steps = 5
-  c.inner_updates = 2
-  c.num_iterations = iterations
-  c.reset_interval = 2
-  c.optimizer.mlp_dims = (4,)
-  c.checkpoint_every = 1
-  for k, v in overrides.items():
-    setattr(c, k, v)
-  return c
+  """test_meta's tiny Catch config with 2 units (``num_units=`` overrides it)."""
+  return test_meta.tiny_config(num_units=overrides.pop("num_units", 2), iterations=iterations, **overrides)
 
 
 def poison_iterations(monkeypatch, bad):
@@ -245,7 +237,9 @@ def test_resume_logs_each_iteration_once_and_records_the_units_used(tmp_path):
 
 def test_negative_num_units_is_rejected():
   with pytest.raises(ValueError, match="num_units must be a non-negative integer.*got -5"):
-    run.validate_config(tiny_config(num_units=-5))
+    config = tiny_config()
+    config.num_units = -5  # the config-wide units per task (tasks[i].num_units 0 follow it)
+    run.validate_config(config)
 
 
 # --- workdirs -----------------------------------------------------------------------------------------------
@@ -320,8 +314,9 @@ def test_a_workdir_in_use_is_refused(tmp_path):
     ("--num_seeds=0", "--num_seeds must be an integer >= 1, got 0"),
 ])
 def test_main_rejects_bad_flags_before_any_work(tmp_path, flag, message):
-  """launch/main.py in this process (its process wiring: test_main_refuses_another_seed_in_the_same_workdir)."""
-  proc = launcher("main").run(f"--workdir={tmp_path / 'main'}", flag)
+  """The main job's command in this process (its process wiring: test_main_refuses_another_seed_in_the_same_workdir)."""
+  from optim4rl_tf.eval import main_job  # pylint: disable=import-outside-toplevel
+  proc = run_command(main_job, f"--workdir={tmp_path / 'main'}", flag)
   out, err = proc.stdout, proc.stderr
   assert proc.returncode == 2, err[-2000:]
   assert error_lines(err) == [f"error: {message}"], err[-2000:]
@@ -351,6 +346,7 @@ def test_main_refuses_another_seed_in_the_same_workdir(tmp_path):
 def test_main_retests_when_phi_or_budget_changed(tmp_path, monkeypatch, capsys):
   """A finished test is kept only for the same phi and budget; otherwise it is moved aside and redone."""
   from optim4rl_tf.agents import a2c_train  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import main_job  # pylint: disable=import-outside-toplevel
   core = cores.make_core("optim4rl", ())
   phi1 = meta_params_lib.save(str(tmp_path / "phi1.npz"), core, core.init_meta_params(0))
   phi1_again = meta_params_lib.save(str(tmp_path / "phi1b.npz"), core, core.init_meta_params(0))
@@ -362,14 +358,15 @@ def test_main_retests_when_phi_or_budget_changed(tmp_path, monkeypatch, capsys):
     del kw
     os.makedirs(workdir, exist_ok=True)
     calls.append([os.path.basename(config.optimizer.meta_params), float(config.train_steps)])
+    json.dump(logging_lib.config_to_dict(config), open(os.path.join(workdir, "config.json"), "w"))
     json.dump({"status": "finished"}, open(os.path.join(workdir, "summary.json"), "w"))
 
   monkeypatch.setattr(a2c_train, "train", fake_train)
-  with launcher("main").parsed("--num_seeds=1", "--test_steps=100000") as m:
-    for phi in (phi1, phi1_again, phi2):
-      m.test_optimizer("optim4rl", d, phi)
-    m.FLAGS.test_steps = 200000
-    m.test_optimizer("optim4rl", d, phi2)
+  job = main_job.MainJob(num_seeds=1, test_steps=100000)
+  for phi in (phi1, phi1_again, phi2):
+    job.test_optimizer("optim4rl", d, phi)
+  job.test_steps = 200000
+  job.test_optimizer("optim4rl", d, phi2)
   out = capsys.readouterr().out
   assert calls == [["phi1.npz", 1e5], ["phi2.npz", 1e5], ["phi2.npz", 2e5]], out
   assert "already tested with this phi and budget" in out

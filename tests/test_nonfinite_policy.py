@@ -77,7 +77,7 @@ def test_stop_mode_ends_at_the_first_nonfinite_phi_saves_nothing_and_exits_with_
 
 @pytest.mark.filterwarnings("ignore:No artists with labels")  # the panel has no tested optimizer left
 def test_reproduce_stops_star_and_brax_runs_and_counts_diverged_ones(tmp_path):
-  from launch import reproduce  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import reproduce  # pylint: disable=import-outside-toplevel
   budget = reproduce.Budget(only=("STAR",))
   assert reproduce._meta_budget(meta_configs.get_config("catch"), "star", budget).nonfinite == "stop"
   assert reproduce._meta_budget(ppo_configs.get_config("meta_ant"), "optim4rl", budget, brax=True).nonfinite \

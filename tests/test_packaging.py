@@ -1,6 +1,7 @@
 """Packaging: the core install is the optimizers (TensorFlow from the [cpu] or [gpu] extra), everything else
 is an extra, the lock installs every extra, and the optimizer path imports none of the extras' packages."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -132,3 +133,18 @@ def test_missing_packages_name_their_extra():
       """,
                  timeout=60)
   assert "optim4rl-tf[plots]" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_console_scripts_run_the_package_commands():
+  """Each [project.scripts] entry point is a package function (never launch/, which pip does not install)
+  that runs a command defined by ``define_flags`` and ``main``, the same as its launcher in launch/."""
+  scripts = PYPROJECT["project"]["scripts"]
+  assert {"optim4rl-main", "optim4rl-reproduce"} <= set(scripts)
+  for name, target in scripts.items():
+    module_name, function = target.split(":")
+    assert module_name.startswith("optim4rl_tf."), (name, target)
+    assert module_name.rsplit(".", 1)[0] in PYPROJECT["tool"]["setuptools"]["packages"], (name, target)
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, function)) and callable(module.define_flags) and callable(module.main)
+    launcher = os.path.join(ROOT, "launch", name[len("optim4rl-"):].replace("-", "_") + ".py")
+    assert f"{module_name.rsplit('.', 1)[1]}.{function}()" in open(launcher).read(), (name, launcher)

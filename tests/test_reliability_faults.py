@@ -1,8 +1,8 @@
 """Faults found by a hostile tester (launch/reproduce.py, launch/main.py, meta configs), one test each.
 
-Launchers run as processes only where the process is under test (exit status, one stderr line, signals);
-everything else calls their functions. ``launch.reproduce`` is imported into this process (its flags live in
-absl's global registry); launch/main.py only ever runs as a process here."""
+Launchers run as processes only where the process is under test (signals, the workdir lock); everything
+else calls the package's commands in this process (``optim4rl_tf.eval.reproduce`` and ``main_job``: their
+functions, or ``conftest.run_command`` for their flags, one-line errors and exit status)."""
 
 import json
 import math
@@ -23,11 +23,13 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.utils import workdir as workdir_lib
 
+from conftest import run_command  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _reproduce():
-  from launch import reproduce  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import reproduce  # pylint: disable=import-outside-toplevel
   return reproduce
 
 
@@ -169,18 +171,33 @@ def test_test_of_an_earlier_phi_is_redone(tmp_path, monkeypatch):
 # --- 2. reproduce.py / main.py: one line and an exit status ------------------------------------------------------
 
 
+def command_line(proc, code, *needles):
+  """The one ``error:`` line of a command run by ``conftest.run_command`` (exit status ``code``)."""
+  lines = error_lines(proc.stderr)
+  assert proc.returncode == code, (proc.stdout[-2000:], proc.stderr[-3000:])
+  assert "Traceback" not in proc.stderr and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+  return lines[0]
+
+
 def test_reproduce_and_main_flag_and_workdir_errors_are_one_line(tmp_path):
-  """(All refused before TensorFlow loads.)"""
+  """(All refused before any work starts.)"""
+  from optim4rl_tf.eval import main_job  # pylint: disable=import-outside-toplevel
+  reproduce = _reproduce()
   afile = tmp_path / "afile"
   afile.write_text("x")
   wd = f"--workdir={tmp_path / 'w'}"
-  assert_one_line(launch("reproduce.py", [wd, "--num_seeds=0"]), 2, "--num_seeds must be an integer >= 1, got 0")
-  assert_one_line(launch("reproduce.py", [wd, "--test_steps=nan"]), 2, "--test_steps", "nan")
-  assert_one_line(launch("reproduce.py", [wd, "--seed=3000000000"]), 2, "--seed must be an integer in [0, ")
-  assert_one_line(launch("reproduce.py", [wd, "--only=Adma"]), 2, "'Adma' is not a label of figure3_catch")
-  assert_one_line(launch("reproduce.py", [wd, "--num_seeds=abc"]), 2, "--num_seeds")
-  assert_one_line(launch("reproduce.py", [f"--workdir={afile}"]), 2, "exists and is not a directory")
-  assert_one_line(launch("main.py", [f"--workdir={afile}"]), 2, "--workdir", "exists and is not a directory")
+  command_line(run_command(reproduce, wd, "--num_seeds=0"), 2, "--num_seeds must be an integer >= 1, got 0")
+  command_line(run_command(reproduce, wd, "--test_steps=nan"), 2, "--test_steps", "nan")
+  command_line(run_command(reproduce, wd, "--seed=3000000000"), 2, "--seed must be an integer in [0, ")
+  command_line(run_command(reproduce, wd, "--only=Adma"), 2, "'Adma' is not a label of figure3_catch")
+  command_line(run_command(reproduce, wd, "--num_seeds=abc"), 2, "--num_seeds")
+  command_line(run_command(reproduce, wd, "--experiment=figure9"), 2, "--experiment")
+  command_line(run_command(reproduce, wd, "extra"), 2, "Unexpected arguments: extra")
+  command_line(run_command(reproduce), 2, "--workdir is required")
+  command_line(run_command(reproduce, f"--workdir={afile}"), 2, "exists and is not a directory")
+  command_line(run_command(main_job, f"--workdir={afile}"), 2, "--workdir", "exists and is not a directory")
   assert not os.path.exists(tmp_path / "w")
 
 
@@ -273,10 +290,10 @@ def test_estimate_is_within_2x_of_measured_peak_rss():
 # --- 6. main.py names its own flags ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow(10)
 def test_main_too_many_units_names_meta_units(tmp_path):
-  proc = launch("main.py", [f"--workdir={tmp_path / 'm'}", "--meta_units=100000000"])
-  line = assert_one_line(proc, 2, "needs about", "lower --meta_units or --mlp_dims")
+  from optim4rl_tf.eval import main_job  # pylint: disable=import-outside-toplevel
+  proc = run_command(main_job, f"--workdir={tmp_path / 'm'}", "--meta_units=100000000")
+  line = command_line(proc, 2, "needs about", "lower --meta_units or --mlp_dims")
   assert "lower num_units" not in line
   assert not os.path.exists(tmp_path / "m" / "meta_optim4rl_catch")
 
@@ -319,6 +336,22 @@ def test_a_killed_writers_temp_files_are_removed_when_the_workdir_is_taken(tmp_p
   (tmp_path / "notes.tmp").write_bytes(b"a user's")  # not an atomic_write temp name: kept
   assert workdir_lib.remove_stale_temps(str(tmp_path)) == ["phi.npz.k3j2x9.tmp"]
   assert sorted(os.listdir(tmp_path)) == ["notes.tmp", "phi.npz"]
+
+
+def test_a_second_signal_during_meta_training_quits_at_once():
+  from optim4rl_tf.meta import run
+  code = ("import os, signal, time\n"
+          "from optim4rl_tf.meta import run\n"
+          "with run.stop_on_signals() as stop:\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  assert stop() == signal.SIGTERM\n"
+          "  print('first recorded', flush=True)\n"
+          "  os.kill(os.getpid(), signal.SIGTERM)\n"
+          "  time.sleep(30)\n"
+          "  print('not reached', flush=True)\n")
+  del run
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Figure 4's wiring in launch/reproduce.py: the grid6 Optim4RL is tested on each Brax task at the agent
 learning rate of the official lopt_rl_grid_* configs (Walker2d: 3e-5, the others 3e-4). No training runs."""
 
-from launch import reproduce
+from optim4rl_tf.eval import reproduce
 
 OFFICIAL_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walker2d=3e-5)
 

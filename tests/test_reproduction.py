@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @functools.lru_cache(maxsize=None)
 def _reproduce_module():
-  """launch/reproduce.py, loaded once (it defines absl flags)."""
-  from launch import reproduce  # pylint: disable=import-outside-toplevel
+  """optim4rl_tf.eval.reproduce (imported on first use: collecting this file loads no TensorFlow)."""
+  from optim4rl_tf.eval import reproduce  # pylint: disable=import-outside-toplevel
   return reproduce
 
 

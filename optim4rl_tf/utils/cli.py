@@ -9,6 +9,12 @@
   if __name__ == "__main__":
     cli.run(main)                                        # instead of absl's app.run(main)
 
+A command of the package (``optim4rl_tf.eval.reproduce``, ...) is two functions, ``define_flags(flag_values,
+argv)`` and ``main(args, flag_values)``, so that one definition serves three callers:
+
+  cli.run_command(reproduce.define_flags, reproduce.main)  # launch/reproduce.py, the optim4rl-reproduce script
+  cli.call(reproduce.define_flags, reproduce.main, argv)    # in this process (tests): a fresh flags.FlagValues
+
 What :func:`run` adds to ``absl.app.run``:
 
 * Flag errors print ONE line ``error: ...`` on stderr and exit 2 (``EXIT_USAGE``): an unknown or misspelled
@@ -123,16 +129,16 @@ def flag_error_message(exc, argv):
   return f"{type(exc).__name__}: {_one_line(text)}"
 
 
-def _config_load_errors(argv):
+def _config_load_errors(argv, flag_values):
   """ml_collections defers a config file's load failure (e.g. file not found) until the config is used;
-  returns a one-line message for the first such flag, or None."""
+  returns a one-line message for the first such flag of ``flag_values``, or None."""
   try:
     from ml_collections.config_flags import config_flags as cf  # pylint: disable=g-import-not-at-top
     error_type = cf._ErrorConfig  # pylint: disable=protected-access
   except (ImportError, AttributeError):
     return None
-  for name in sorted(set(flags.FLAGS)):
-    value = flags.FLAGS[name].value
+  for name in sorted(set(flag_values)):
+    value = flag_values[name].value
     if isinstance(value, error_type):
       err = object.__getattribute__(value, "_error")
       lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -140,20 +146,22 @@ def _config_load_errors(argv):
   return None
 
 
-def parse_flags(argv):
-  """``flags_parser`` for ``app.run``: parses ``argv`` like absl, but any error is one line + exit 2."""
+def parse_flags(argv, flag_values=None):
+  """``flags_parser`` for ``app.run``: parses ``argv`` into ``flag_values`` (default absl's ``flags.FLAGS``)
+  like absl, but any error is one line + exit 2. Returns the arguments left over (``argv[0]`` first)."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
-    rest = flags.FLAGS(argv)
+    rest = flag_values(argv)
   except Exception as e:  # pylint: disable=broad-except   (absl Error, ml_collections KeyError, ...)
     fail(flag_error_message(e, argv))
-  message = _config_load_errors(argv)
+  message = _config_load_errors(argv, flag_values)
   if message:
     fail(message)
   return rest
 
 
-def run(main, argv=None, handle_signals=True):
-  """``absl.app.run(main)`` with :func:`parse_flags`, one-line usage errors and signal handling."""
+def _guarded(main, handle_signals):
+  """``main(args)`` with one-line usage errors and interrupts (and, with ``handle_signals``, SIGTERM)."""
 
   def wrapped(args):
     if handle_signals:
@@ -166,4 +174,33 @@ def run(main, argv=None, handle_signals=True):
       print(f"error: {getattr(e, 'reason', 'interrupted by SIGINT')}", file=sys.stderr, flush=True)
       sys.exit(exit_code(e))
 
-  app.run(wrapped, argv=argv, flags_parser=parse_flags)
+  return wrapped
+
+
+def run(main, argv=None, handle_signals=True):
+  """``absl.app.run(main)`` with :func:`parse_flags`, one-line usage errors and signal handling."""
+  app.run(_guarded(main, handle_signals), argv=argv, flags_parser=parse_flags)
+
+
+def run_command(define_flags, main, argv=None):
+  """A command as a process (its launcher's ``__main__``, its console script): ``define_flags(flags.FLAGS,
+  None)`` (None: ml_collections reads ``--config.*`` overrides from ``sys.argv``), then :func:`run` of
+  ``main(args, flags.FLAGS)``."""
+  define_flags(flags.FLAGS, None)
+  run(lambda args: main(args, flags.FLAGS), argv=argv)
+
+
+def call(define_flags, main, argv):
+  """A command in this process, as its process would run it but on a fresh ``flags.FlagValues`` (absl's
+  global registry untouched) and without installing signal handlers: ``argv`` (``argv[0]`` the program) is
+  parsed by :func:`parse_flags` (one line + exit 2 on an error), then ``main(args, flag_values)`` runs with
+  :func:`run`'s one-line errors. Returns the exit status (0, or that of the ``SystemExit`` raised)."""
+  argv = [str(a) for a in argv]
+  flag_values = flags.FlagValues()
+  try:
+    define_flags(flag_values, argv)
+    rest = parse_flags(argv, flag_values)
+    code = _guarded(lambda args: main(args, flag_values), handle_signals=False)(rest)
+  except SystemExit as e:
+    code = e.code
+  return 0 if code is None else code if isinstance(code, int) else 1

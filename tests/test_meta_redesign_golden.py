@@ -16,12 +16,14 @@ its learner, recorded with the code before the redesign of optim4rl_tf/meta/ in 
   surrounding graph (the old code's own inner updates change in the last bit when the graph around them
   changes), so only MetaA2C is bitwise there; the others must agree to float32 rounding.
 
-Each case runs in a child process (the mode is fixed when TensorFlow is imported). Regenerate only on
-purpose, with the code whose numbers are the reference:
+Each mode runs in a child process of its own (the mode is fixed when TensorFlow is imported), which runs its
+cases one after the other (one TensorFlow start-up per mode, not per case). Regenerate only on purpose, with
+the code whose numbers are the reference:
 
   .venv/bin/python tests/test_meta_redesign_golden.py --write
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -112,23 +114,31 @@ def golden():
     return {k: z[k] for k in z.files}
 
 
-def run_in_child(name, onednn, arithmetic=True):
-  """phi of case ``name`` computed in a child process with TF_ENABLE_ONEDNN_OPTS=``onednn`` (and grappler's
-  arithmetic optimizer off unless ``arithmetic``)."""
+def run_in_child(names, onednn, arithmetic=True):
+  """{case: phi} of the cases ``names``, computed one after the other in ONE child process with
+  TF_ENABLE_ONEDNN_OPTS=``onednn`` (and grappler's arithmetic optimizer off unless ``arithmetic``)."""
   with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "phi.npz")
     env = dict(os.environ,
                TF_ENABLE_ONEDNN_OPTS=str(onednn),
                TF_CPP_MIN_LOG_LEVEL="2",
                GOLDEN_ARITHMETIC=str(int(arithmetic)))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", name, out],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--cases", ",".join(names), tmp],
                           env=env,
                           capture_output=True,
                           text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as z:
-      return {k: z[k] for k in z.files}
+    out = {}
+    for name in names:
+      with np.load(os.path.join(tmp, f"{name}.npz")) as z:
+        out[name] = {k: z[k] for k in z.files}
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def phis_of_mode(onednn, arithmetic=True):
+  """{case: phi} of every case in one mode (one child process, shared by the mode's parametrized tests)."""
+  return run_in_child(sorted(CASES), onednn, arithmetic)
 
 
 def recorded(mode, name):
@@ -138,7 +148,7 @@ def recorded(mode, name):
 @pytest.mark.slow(90)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_phi_is_bitwise_the_recorded_one_without_onednn(name):
-  want, got = recorded("onednn0", name), run_in_child(name, 0)
+  want, got = recorded("onednn0", name), phis_of_mode(0)[name]
   assert want and sorted(got) == sorted(want)
   for k in want:
     if name == "meta_a2c_star":  # grappler's arithmetic optimizer: see the module doc and the next test
@@ -149,7 +159,8 @@ def test_phi_is_bitwise_the_recorded_one_without_onednn(name):
 
 @pytest.mark.slow(30)
 def test_star_phi_is_bitwise_the_recorded_one_without_arithmetic_rewrites():
-  want, got = recorded("noarith", "meta_a2c_star"), run_in_child("meta_a2c_star", 0, arithmetic=False)
+  want, got = recorded("noarith", "meta_a2c_star"), run_in_child(["meta_a2c_star"], 0,
+                                                                 arithmetic=False)["meta_a2c_star"]
   assert want and sorted(got) == sorted(want)
   for k in want:
     assert np.array_equal(got[k], want[k]), (k, np.max(np.abs(got[k] - want[k])))
@@ -158,7 +169,7 @@ def test_star_phi_is_bitwise_the_recorded_one_without_arithmetic_rewrites():
 @pytest.mark.slow(90)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_phi_with_onednn_is_the_recorded_one_to_rounding(name):
-  want, got = recorded("onednn1", name), run_in_child(name, 1)
+  want, got = recorded("onednn1", name), phis_of_mode(1)[name]
   assert want and sorted(got) == sorted(want)
   for k in want:
     if name == "meta_a2c":
@@ -168,21 +179,22 @@ def test_phi_with_onednn_is_the_recorded_one_to_rounding(name):
 
 
 def main(argv):
-  if argv[:1] == ["--case"] and len(argv) == 3:
+  if argv[:1] == ["--cases"] and len(argv) == 3:
     if os.environ.get("GOLDEN_ARITHMETIC", "1") == "0":
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
-    np.savez(argv[2], **run_case(argv[1]))
+    for name in argv[1].split(","):
+      np.savez(os.path.join(argv[2], f"{name}.npz"), **run_case(name))
     return
   if argv != ["--write"]:
-    sys.exit("usage: test_meta_redesign_golden.py --write | --case NAME OUT.npz")
+    sys.exit("usage: test_meta_redesign_golden.py --write | --cases NAME,NAME,... OUT_DIR")
   out = {}
   for onednn in (0, 1):
-    for case in sorted(CASES):
-      for key, value in run_in_child(case, onednn).items():
+    for case, phi in run_in_child(sorted(CASES), onednn).items():
+      for key, value in phi.items():
         out[f"onednn{onednn}/{case}:{key}"] = value
       print("recorded", case, "onednn", onednn, flush=True)
-  for key, value in run_in_child("meta_a2c_star", 0, arithmetic=False).items():
+  for key, value in run_in_child(["meta_a2c_star"], 0, arithmetic=False)["meta_a2c_star"].items():
     out[f"noarith/meta_a2c_star:{key}"] = value
   np.savez(GOLDEN, **out)
   print("wrote", GOLDEN)

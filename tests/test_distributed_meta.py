@@ -23,7 +23,8 @@ from optim4rl_tf.meta import run
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.meta import workers
 from optim4rl_tf.optimizers import meta_params
-from conftest import launcher  # noqa: E402
+from optim4rl_tf.meta import meta_train_command  # noqa: E402
+from conftest import run_command  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_units_that_the_workers_cannot_split_are_one_error(tmp_path):
 
 def test_a_bad_tf_config_is_one_line(tmp_path, monkeypatch):
   monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 3}}')
-  proc = launcher("meta_train").run(f"--config={ROOT}/configs/meta_a2c.py:catch", f"--workdir={tmp_path / 'run'}")
+  proc = run_command(meta_train_command, f"--config={ROOT}/configs/meta_a2c.py:catch", f"--workdir={tmp_path / 'run'}")
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert proc.returncode == 2 and errors == [
       "error: TF_CONFIG: task index 3 is not one of the 1 workers of cluster.worker"

@@ -3,7 +3,7 @@ what was already written (diverging seeds, bad flags and configs, workdir reruns
 
 The launcher runs as a real process where the process itself is under test (flag errors, which must come
 before TensorFlow loads, and SIGTERM); the other cases run the same script in this process
-(``conftest.launcher("train").run``: its flags, ``cli.run`` and ``main``), which spares a TensorFlow start-up
+(``conftest.run_command(train_command, ...)``: its flags, ``cli.call`` and ``main``), which spares a TensorFlow start-up
 per case."""
 
 import csv
@@ -30,7 +30,8 @@ from optim4rl_tf.utils import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
-from conftest import launcher  # noqa: E402
+from optim4rl_tf.eval import train_command  # noqa: E402
+from conftest import run_command  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "launch", "train.py")
@@ -55,7 +56,7 @@ def launch(args, timeout=300, **kwargs):
 
 def train_here(args):
   """launch/train.py ARGS in this process: ``.returncode`` (its exit status), ``.stdout``, ``.stderr``."""
-  return launcher("train").run(*args)
+  return run_command(train_command, *args)
 
 
 def error_lines(stderr):

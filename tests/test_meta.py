@@ -333,8 +333,9 @@ def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert os.path.exists(target), "the run never reached its second checkpoint"
-  from conftest import launcher  # pylint: disable=import-outside-toplevel
-  done = launcher("meta_train").run(*flags)
+  from conftest import run_command  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.meta import meta_train_command  # pylint: disable=import-outside-toplevel
+  done = run_command(meta_train_command, *flags)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "resuming" in done.stdout
   config = tiny_config(num_units=2, iterations=5)

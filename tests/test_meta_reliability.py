@@ -25,8 +25,8 @@ from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 from optim4rl_tf.utils import logging as logging_lib
 from optim4rl_tf.utils import workdir as workdir_lib
-from conftest import launcher
 from conftest import run_command
+from optim4rl_tf.meta import meta_train_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
@@ -170,7 +170,7 @@ def _wait_for_rows(workdir, n, proc, timeout=240):
 @pytest.mark.slow(28)
 def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypatch):
   """SIGTERM to a real launch/meta_train.py process once it logged 2 iterations; then the resumed run
-  (launch/meta_train.py in this process, conftest.launcher) gets SIGINT, from this process to itself,
+  (the same command in this process, conftest.run_command) gets SIGINT, from this process to itself,
   during its first new outer iteration."""
   workdir = str(tmp_path / "run")
   args = [
@@ -193,7 +193,7 @@ def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypa
     else:
       before = len(csv_iterations(workdir))
       monkeypatch.setattr(trainer_lib.MetaTrainer, "_step", step_then_sigint)
-      proc = launcher("meta_train").run(*args[1:])
+      proc = run_command(meta_train_command, *args[1:])
       out, err = proc.stdout, proc.stderr
       assert len(csv_iterations(workdir)) == before + 1
     assert proc.returncode == code, err[-2000:]

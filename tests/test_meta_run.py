@@ -13,7 +13,9 @@ from optim4rl_tf.configs import meta_a2c as meta_a2c_configs
 from optim4rl_tf.configs import ppo as ppo_configs
 from optim4rl_tf.meta import run
 from optim4rl_tf.meta import trainer as trainer_lib
-from conftest import launcher  # noqa: E402
+from optim4rl_tf.eval import train_command  # noqa: E402
+from optim4rl_tf.meta import meta_train_command  # noqa: E402
+from conftest import run_command  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META_A2C_VARIANTS = ("catch", "small_dense_long", "big_dense_long", "grid6", "catch_nopipe")
@@ -43,8 +45,8 @@ def test_two_tasks_of_one_name_are_refused_before_anything_runs(tmp_path, monkey
 
 
 def test_meta_train_launcher_checks_a_meta_ppo_config_in_one_line(tmp_path):
-  proc = launcher("meta_train").run(f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_units=3",
-                                    f"--workdir={tmp_path / 'run'}")
+  proc = run_command(meta_train_command, f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum",
+                     "--config.num_units=3", f"--workdir={tmp_path / 'run'}")
   lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert proc.returncode == 2 and lines == ["error: env.num_envs=32 must be a multiple of num_units=3"], proc.stderr
   assert not os.path.exists(tmp_path / "run" / "config.json")
@@ -58,16 +60,16 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_resumes_it(tmp_path):
   config = [
       f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1", f"--workdir={workdir}"
   ]
-  proc = launcher("meta_train").run(*config)
+  proc = run_command(meta_train_command, *config)
   assert proc.returncode == 0, proc.stderr
   assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1
   assert os.path.exists(os.path.join(workdir, "phi.npz"))
-  proc = launcher("train").run(*config[:1], "--config.num_iterations=2", config[2])
+  proc = run_command(train_command, *config[:1], "--config.num_iterations=2", config[2])
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
   assert proc.returncode == 2 and errors == [
       "error: config.agent 'meta_ppo' is a meta-training config: run it with launch/meta_train.py"
   ], proc.stderr
-  proc = launcher("meta_train").run(*config[:1], "--config.num_iterations=2", config[2])
+  proc = run_command(meta_train_command, *config[:1], "--config.num_iterations=2", config[2])
   assert proc.returncode == 0, proc.stderr
   assert "resuming" in proc.stdout and "at outer iteration 1/2" in proc.stdout
   summary = json.load(open(os.path.join(workdir, "summary.json")))

@@ -139,7 +139,7 @@ def test_console_scripts_run_the_package_commands():
   """Each [project.scripts] entry point is a package function (never launch/, which pip does not install)
   that runs a command defined by ``define_flags`` and ``main``, the same as its launcher in launch/."""
   scripts = PYPROJECT["project"]["scripts"]
-  assert {"optim4rl-main", "optim4rl-reproduce"} <= set(scripts)
+  assert {"optim4rl-main", "optim4rl-reproduce", "optim4rl-train", "optim4rl-meta-train"} <= set(scripts)
   for name, target in scripts.items():
     module_name, function = target.split(":")
     assert module_name.startswith("optim4rl_tf."), (name, target)

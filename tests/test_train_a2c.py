@@ -16,7 +16,8 @@ from optim4rl_tf.utils import logging as logging_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
-from conftest import launcher  # noqa: E402
+from optim4rl_tf.eval import train_command  # noqa: E402
+from conftest import run_command  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 
@@ -215,7 +216,7 @@ def test_launcher_end_to_end(tmp_path):
   assert "final return of catch" in proc.stdout
   for name in ("config.json", "returns.csv", "returns.png", "summary.json", "tb"):
     assert os.path.exists(workdir / name), name
-  bad = launcher("train").run(cmd[2], "--config.optimizer.name=sgd", f"--workdir={workdir}")
+  bad = run_command(train_command, cmd[2], "--config.optimizer.name=sgd", f"--workdir={workdir}")
   assert bad.returncode != 0 and "Unknown optimizer.name 'sgd'" in bad.stderr
 
 

@@ -60,7 +60,12 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_resumes_it(tmp_path):
   config = [
       f"--config={ROOT}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1", f"--workdir={workdir}"
   ]
-  proc = run_command(meta_train_command, *config)
+  tiny = [  # (a smaller graph: the launcher's wiring, not the numbers, is under test)
+      "--config.env.num_envs=4", "--config.env.episode_length=5", "--config.batch_size=2", "--config.num_minibatches=2",
+      "--config.unroll_length=3", "--config.network.policy_hidden=(8,)", "--config.network.value_hidden=(8,8)",
+      "--config.optimizer.hidden_size=3"
+  ]
+  proc = run_command(meta_train_command, *config, *tiny)
   assert proc.returncode == 0, proc.stderr
   assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1
   assert os.path.exists(os.path.join(workdir, "phi.npz"))
@@ -69,7 +74,7 @@ def test_meta_train_launcher_runs_a_meta_ppo_config_and_resumes_it(tmp_path):
   assert proc.returncode == 2 and errors == [
       "error: config.agent 'meta_ppo' is a meta-training config: run it with launch/meta_train.py"
   ], proc.stderr
-  proc = run_command(meta_train_command, *config[:1], "--config.num_iterations=2", config[2])
+  proc = run_command(meta_train_command, *config[:1], "--config.num_iterations=2", config[2], *tiny)
   assert proc.returncode == 0, proc.stderr
   assert "resuming" in proc.stdout and "at outer iteration 1/2" in proc.stdout
   summary = json.load(open(os.path.join(workdir, "summary.json")))

@@ -10,8 +10,6 @@ import csv
 import math
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -138,29 +136,16 @@ def test_bad_config_errors(overrides, match, tmp_path):
 
 
 def test_launcher_errors_and_dispatch(tmp_path):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  base = [sys.executable, os.path.join(ROOT, "launch", "train.py"), f"--workdir={tmp_path}"]
-  out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.env.name=antt"],
-                       cwd=ROOT,
-                       capture_output=True,
-                       text=True,
-                       timeout=300,
-                       env=env)
+  """The train command in this process (conftest.run_command; its process: tests/test_launch_errors.py)."""
+  from conftest import run_command  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import train_command  # pylint: disable=import-outside-toplevel
+  config = f"--config={ROOT}/configs/ppo.py"
+  out = run_command(train_command, f"--workdir={tmp_path}", f"{config}:inverted_pendulum", "--config.env.name=antt")
   assert out.returncode == 2 and "error: Unknown task (env.name) 'antt'" in out.stderr, out.stderr[-2000:]
-  out = subprocess.run(base + ["--config=configs/ppo.py:inverted_pendulum", "--config.agent=dqn"],
-                       cwd=ROOT,
-                       capture_output=True,
-                       text=True,
-                       timeout=300,
-                       env=env)
+  out = run_command(train_command, f"--workdir={tmp_path}", f"{config}:inverted_pendulum", "--config.agent=dqn")
   assert out.returncode == 2 and "unknown config.agent 'dqn'" in out.stderr, out.stderr[-2000:]
-  out = subprocess.run(base + ["--config=configs/ppo.py:ant_gpu"],
-                       cwd=ROOT,
-                       capture_output=True,
-                       text=True,
-                       timeout=300,
-                       env=env)
-  assert out.returncode != 0 and "Unknown ppo variant 'ant_gpu'" in out.stderr
+  out = run_command(train_command, f"--workdir={tmp_path}", f"{config}:ant_gpu")
+  assert out.returncode == 2 and "Unknown ppo variant 'ant_gpu'" in out.stderr, out.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,6 +157,7 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow(20)
 def test_train_writes_all_files(tmp_path, capsys):
   calls = []
   c = tiny_config(num_evals=2, train_steps=2 * STEP)
@@ -200,6 +186,7 @@ def test_train_writes_all_files(tmp_path, capsys):
   assert "final return of inverted_pendulum with PPO + adam" in out and "env steps/s" in out
 
 
+@pytest.mark.slow(10)
 def test_numpy_and_graph_bridges_train_identically():
   out = {}
   for bridge in ("numpy", "graph"):
@@ -220,6 +207,7 @@ def test_numpy_and_graph_bridges_train_identically():
 
 
 @pytest.mark.parametrize("name", ["optim4rl", "rmsprop"])
+@pytest.mark.slow(12)
 def test_learned_and_classical_optimizers_from_config(name, tmp_path):
   from optim4rl_tf.optimizers import meta_params
   meta = ""

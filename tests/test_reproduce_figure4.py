@@ -1,4 +1,4 @@
-"""Figure 4's wiring in launch/reproduce.py: the grid6 Optim4RL is tested on each Brax task at the agent
+"""Figure 4's wiring in optim4rl_tf/eval/reproduce.py: the grid6 Optim4RL is tested on each Brax task at the agent
 learning rate of the official lopt_rl_grid_* configs (Walker2d: 3e-5, the others 3e-4). No training runs."""
 
 from optim4rl_tf.eval import reproduce

@@ -10,7 +10,7 @@ per unit; T = rollout steps):
 
 Reusable pieces (the meta-trainer uses them with B = 1 per unit):
 
-  * :func:`rollout` -- T steps with auto-reset inside a ``tf.while_loop``;
+  * :func:`rollout` -- T steps with auto-reset inside a ``tf.while_loop`` (``acting.generate_unroll``);
   * :func:`lambda_returns` -- rlax ``lambda_returns`` (backwards, done-masked, bootstrap from v_T);
   * :func:`a2c_loss` -- per-unit losses (mean over time and envs) + per-unit metrics;
   * :func:`episode_returns` -- §4.3 bookkeeping (running return per env; sum/count of finished episodes);
@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from optim4rl_tf.agents import acting
 from optim4rl_tf.agents.networks import dim, unit_seeds
 
 
@@ -129,43 +130,37 @@ def guarded_rollout(logits_fn,
   guard = healthy is not None
   if obs is None:
     obs = _to_units(env.observe(env_state), num_units)
-  obs_ta = tf.TensorArray(obs.dtype, size=num_steps + 1, element_shape=obs.shape)
-  act_ta = tf.TensorArray(tf.int32, size=num_steps)
-  rew_ta = tf.TensorArray(tf.float32, size=num_steps)
-  done_ta = tf.TensorArray(tf.float32, size=num_steps)
 
-  def body(t, env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta):
-    step_key = tf.random.experimental.stateless_fold_in(key, t)
-    keys = tf.random.experimental.stateless_split(step_key, 2)
+  def actor(obs, step_key, ok):  # acting.actor: the policy's action, sampled with split(step_key)[0]
     logits = logits_fn(params, obs)
     if guard:
       ok = ok & unit_finite([logits])
       logits = _where_units(ok, logits, tf.zeros_like(logits))
-    a = sample_fn(tf.reshape(logits, [-1, logits.shape[-1]]), keys[0])
-    env_state, next_obs, reward, done = env.step(env_state, a, keys[1])
-    next_obs = _to_units(next_obs, num_units)
-    next_obs.set_shape(obs.shape)
-    obs_ta = obs_ta.write(t, obs)
-    act_ta = act_ta.write(t, tf.reshape(a, [num_units, -1]))
-    rew_ta = rew_ta.write(t, tf.reshape(tf.cast(reward, tf.float32), [num_units, -1]))
-    done_ta = done_ta.write(t, tf.reshape(tf.cast(done, tf.float32), [num_units, -1]))
-    return t + 1, env_state, next_obs, ok, obs_ta, act_ta, rew_ta, done_ta
+    a = sample_fn(tf.reshape(logits, [-1, logits.shape[-1]]), tf.random.experimental.stateless_split(step_key, 2)[0])
+    return a, (a,), ok
 
   ok = healthy if guard else tf.ones([num_units], tf.bool)
-  _, env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta = tf.while_loop(
-      lambda t, *_: t < num_steps,
-      body, (tf.constant(0), env_state, obs, ok, obs_ta, act_ta, rew_ta, done_ta),
-      maximum_iterations=num_steps)
-  obs_ta = obs_ta.write(num_steps, obs)
+  unroll, env_state, obs, ok = acting.generate_unroll(env,
+                                                      env_state,
+                                                      obs,
+                                                      actor,
+                                                      key,
+                                                      num_steps,
+                                                      record_dtypes=(tf.int32,),
+                                                      carry=ok,
+                                                      obs_fn=lambda x: _to_units(x, num_units))
 
   def unit_major(x):  # [T, U, ...] -> [U, T, ...]
     perm = [1, 0] + list(range(2, x.shape.rank))
     return tf.transpose(x, perm)
 
-  traj = Trajectory(obs=unit_major(obs_ta.stack()),
-                    actions=unit_major(act_ta.stack()),
-                    rewards=unit_major(rew_ta.stack()),
-                    dones=unit_major(done_ta.stack()))
+  def per_unit(x):  # [T, U*B] -> [T, U, B]
+    return tf.reshape(x, [num_steps, num_units, -1])
+
+  traj = Trajectory(obs=unit_major(unroll.obs),
+                    actions=unit_major(per_unit(unroll.record[0])),
+                    rewards=unit_major(per_unit(unroll.reward)),
+                    dones=unit_major(per_unit(unroll.done)))
   return traj, env_state, obs, (ok if guard else None)
 
 

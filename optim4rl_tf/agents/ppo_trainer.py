@@ -9,7 +9,9 @@ Bridges (``env.bridge``, :mod:`optim4rl_tf.envs.brax_bridge`):
   * ``graph``: one ``tf.function`` runs ``k`` whole training steps (rollout through the jax2tf-converted
     Brax step inside a ``tf.while_loop``, then the SGD epochs); the evaluation is another while loop.
   * ``numpy``: Python drives the rollout -- per env step one TF call (policy) and one jitted JAX call
-    (Brax step); the SGD epochs are one ``tf.function`` call per training step.
+    (Brax step); the SGD epochs are one ``tf.function`` call per training step. (This Python loop, and the
+    evaluations' loops that stop once every episode ended, are the rollouts not run by
+    ``acting.generate_unroll``: one has no graph, the others record nothing but returns.)
 Both use the same keys, so for the same config they produce the same run up to float rounding.
 """
 
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from optim4rl_tf.agents import acting
 from optim4rl_tf.agents import ppo
 
 
@@ -53,34 +56,45 @@ def _assemble(obs, raw, logp, reward, done, trunc, unrolls, unroll, num_seeds, e
 def act(nets, params, norm, obs, key, j, num_units, deterministic=False):
   """Acting for all units: obs [U, B, D] or [U*B, D] -> (u [U*B, A], log pi [U*B], env action [U*B, A])
   with the step key fold_in(key, j). Reads only the policy's parameters and the normaliser's mean/std."""
+  return act_with_key(nets, params, norm, obs, tf.random.experimental.stateless_fold_in(key, j), num_units,
+                      deterministic)
+
+
+def act_with_key(nets, params, norm, obs, step_key, num_units, deterministic=False):
+  """:func:`act` with the step's key given (``acting.generate_unroll``'s fold_in(key, j))."""
   norm = ppo.NormState(count=None, mean=norm.mean, summed_variance=None, std=norm.std)
   obs = tf.reshape(obs, [num_units, -1, nets.obs_size])
-  u, logp, action = ppo.policy_step(nets, params[:nets.num_policy], norm, obs,
-                                    tf.random.experimental.stateless_fold_in(key, j), deterministic)
+  u, logp, action = ppo.policy_step(nets, params[:nets.num_policy], norm, obs, step_key, deterministic)
   a = nets.action_size
   return tf.reshape(u, [-1, a]), tf.reshape(logp, [-1]), tf.reshape(action, [-1, a])
 
 
 def graph_rollout(env, nets, params, norm, flat, obs, key, unrolls, unroll, num_units):
-  """In-graph rollout (graph bridge) of ``unrolls`` x ``unroll`` steps of all envs in one while loop.
+  """In-graph rollout (graph bridge) of ``unrolls`` x ``unroll`` steps of all envs in one while loop
+  (``acting.generate_unroll`` on ``env.graph_env()``; the actor records u and log pi, the env's truncation is
+  read from each new state).
 
   flat: the env's flat state; obs [U, E, D] its observation. Returns (ppo.Batch with K*E trajectories per
   unit, flat, obs [U, E, D])."""
   n = unrolls * unroll
   envs = env.num_envs // num_units
-  tas = [tf.TensorArray(tf.float32, size=n + 1, element_shape=[env.num_envs, nets.obs_size])
-        ] + [tf.TensorArray(tf.float32, size=n) for _ in range(5)]
+  graph_env = env.graph_env()
 
-  def body(j, flat, obs, tas):
-    u, logp, action = act(nets, params, norm, obs, key, j, num_units)
-    flat, out = env.graph_step(flat, action)
-    vals = (tf.reshape(obs, [-1, nets.obs_size]), u, logp, out.reward, out.done, out.truncation)
-    tas = [ta.write(j, v) for ta, v in zip(tas, vals)]
-    return j + 1, flat, tf.reshape(out.obs, [num_units, envs, nets.obs_size]), tas
+  def actor(obs, step_key, carry):
+    u, logp, action = act_with_key(nets, params, norm, obs, step_key, num_units)
+    return action, (u, logp), carry
 
-  _, flat, obs, tas = tf.while_loop(lambda j, *_: j < n, body, (tf.constant(0), flat, obs, tas))
-  tas[0] = tas[0].write(n, tf.reshape(obs, [-1, nets.obs_size]))
-  batch = _assemble(*[ta.stack() for ta in tas], unrolls, unroll, num_units, envs)
+  out, flat, obs, _ = acting.generate_unroll(graph_env,
+                                             flat,
+                                             obs,
+                                             actor,
+                                             key,
+                                             n,
+                                             record_dtypes=(tf.float32, tf.float32),
+                                             obs_fn=lambda x: tf.reshape(x, [num_units, envs, nets.obs_size]),
+                                             extras_fn=lambda state: (graph_env.truncation(state),))
+  batch = _assemble(tf.reshape(out.obs, [n + 1, env.num_envs, nets.obs_size]), *out.record, out.reward, out.done,
+                    out.extras[0], unrolls, unroll, num_units, envs)
   return batch, flat, obs
 
 

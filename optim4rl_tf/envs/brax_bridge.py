@@ -389,8 +389,10 @@ class BraxEnv:
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(shape)[0]].index(path)
 
   def graph_env(self):
-    """The graph bridge as an ``envs.base.ContinuousEnv`` (:class:`BraxGraphEnv`)."""
-    return BraxGraphEnv(self)
+    """The graph bridge as an ``envs.base.ContinuousEnv`` (:class:`BraxGraphEnv`; made once per env)."""
+    if not hasattr(self, "_graph_env"):
+      self._graph_env = BraxGraphEnv(self)
+    return self._graph_env
 
   def __repr__(self):
     return (f"BraxEnv({self.name!r}, num_envs={self.num_envs}, episode_length={self.episode_length}, "

@@ -50,6 +50,7 @@ def test_registry_names_and_bad_inputs():
     e.step(None, np.zeros((4, 2), np.float32))
 
 
+@pytest.mark.slow(6)
 def test_gridworld_users_do_not_import_brax():
   # (TensorFlow 2.21 itself imports jax when it is installed; Brax and the bridge must stay unimported.)
   code = ("import sys; import optim4rl_tf.envs as e; e.make('catch', 2); "
@@ -113,6 +114,7 @@ def test_both_bridges_give_the_same_trajectories(env):
   np.testing.assert_allclose(env.flat_obs(flat).numpy(), np.asarray(s_np.obs), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow(15)
 def test_auto_reset_and_truncation_follow_brax_wrappers(env):
   # Envs 0-15: a PD controller that balances the pole (episodes end only by the time limit, L = 200);
   # envs 16-31: the same controller with the wrong sign (the pole falls: the task ends them early).
@@ -146,6 +148,7 @@ def test_auto_reset_and_truncation_follow_brax_wrappers(env):
   np.testing.assert_allclose(g_obs[:20], obs[:20], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow(5)
 def test_reset_seeds_are_per_unit(env):
   a = env.observe(env.reset([5, 6])).numpy()
   b = env.observe(env.reset([5, 7])).numpy()

@@ -165,6 +165,7 @@ def test_a2c_probe_is_the_env_averaged_gradient_before_clipping():
   assert np.abs(m_big["grad_probe"].numpy()).max() > 1.0
 
 
+@pytest.mark.slow(5)
 def test_a2c_run_streams_gradients(tmp_path):
   c = tiny_collect_config()
   res = a2c_train.train(c, str(tmp_path), console=False, gradient_probe=collect.gradient_probe_for(c))

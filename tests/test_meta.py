@@ -197,6 +197,7 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
   assert checked >= 8  # the check is not vacuous
 
 
+@pytest.mark.slow(5)
 def test_chunked_and_unchunked_meta_gradients_agree():
   config = tiny_config(num_units=8)
   trainer = trainer_lib.MetaTrainer(config)
@@ -277,6 +278,7 @@ def test_nan_meta_gradient_is_skipped_and_never_saved(tmp_path, monkeypatch):
         assert np.all(np.isfinite(value)), (path, name)
 
 
+@pytest.mark.slow(8)
 def test_too_many_consecutive_nans_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, monkeypatch):
   _poison_iteration(monkeypatch, [2, 3, 4, 5])
   workdir = str(tmp_path / "run")

@@ -139,6 +139,7 @@ def test_diverged_agent_parameters_never_reach_the_sampler():
 
 
 @pytest.mark.parametrize("iterations,every,bad", [(4, 2, [4]), (2, 10, [2])])
+@pytest.mark.slow(6)
 def test_skipped_final_iteration_still_saves_the_applied_state(tmp_path, monkeypatch, iterations, every, bad):
   poison_iterations(monkeypatch, bad)
   workdir = str(tmp_path / "run")

@@ -54,6 +54,7 @@ def test_skip_mode_is_the_default_and_skips_counts_and_finishes(tmp_path):
   assert "nonfinite" not in _json(os.path.join(workdir, "config.json"))
 
 
+@pytest.mark.slow(5)
 def test_stop_mode_ends_at_the_first_nonfinite_phi_saves_nothing_and_exits_with_one_line(tmp_path, capsys):
   workdir = str(tmp_path / "stop")
   config = tiny_config(4, nonfinite="stop", max_nonfinite=5)

@@ -49,7 +49,19 @@ def test_reduced_catch_reproduction_writes_the_figure3_panel(tmp_path, monkeypat
 @pytest.mark.slow(95)
 def test_brax_reproduction_path_meta_trains_with_metappo_and_writes_table1(tmp_path, monkeypatch):
   """The Brax experiments' code path (MetaPPO -> PPO test -> Table 1), on the cheap inverted pendulum."""
+  from optim4rl_tf.configs import ppo as ppo_configs  # pylint: disable=import-outside-toplevel
   reproduce = _reproduce_module()
+  get_config = ppo_configs.get_config
+
+  def small_meta_config(variant):  # MetaPPO on a tiny graph (the wiring is under test, not the numbers)
+    config = get_config(variant)
+    if variant.startswith("meta_"):
+      config.env.num_envs, config.env.episode_length, config.batch_size, config.num_minibatches = 4, 5, 2, 2
+      config.unroll_length, config.network.policy_hidden, config.network.value_hidden = 3, (8,), (8, 8)
+      config.optimizer.hidden_size = 3
+    return config
+
+  monkeypatch.setattr(ppo_configs, "get_config", small_meta_config)
   monkeypatch.setitem(
       reproduce.PPO_EXPERIMENTS, "table1_tiny",
       ("inverted_pendulum", [("with", "optim4rl", "meta_inverted_pendulum", True),

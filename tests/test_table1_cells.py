@@ -1,8 +1,13 @@
-"""Table 1 cells (optim4rl_tf.eval.table1_cells): specs, configs, best-of-N with equal N, the verdict."""
+"""Table 1 cells (optim4rl_tf.eval.table1_cells): specs, configs, best-of-N with equal N, the verdict; the
+command (optim4rl_tf.eval.table1_cells_command, launch/table1_cells.py) run in this process."""
+
+import json
 
 import pytest
 
+from conftest import run_command
 from optim4rl_tf.eval import table1_cells as tc
+from optim4rl_tf.eval import table1_cells_command
 
 
 def test_parse_cell_fills_the_official_defaults_and_names_the_cell():
@@ -54,3 +59,25 @@ def test_best_of_n_uses_equal_n_and_the_verdict_follows_the_cis():
   assert s["equal_n"] == 2  # a second meta seed is not a new cell
   s = tc.summarize_cells([_rec("with", 1e-3, 30.0), _rec("without", 1e-3, 30.4)])
   assert "does not separate" in s["verdict"]
+
+
+def test_command_collect_only_rebuilds_the_summary_from_the_finished_cells(tmp_path):
+  """optim4rl-table1-cells (launch/table1_cells.py) in this process: --collect_only writes cells.json and
+  cells.md from results/cells and prints the verdict; nothing is run, even with --cells given."""
+  (tmp_path / "cells").mkdir()
+  for rec in (_rec("with", 3e-3, 33.0), _rec("without", 3e-3, 29.0)):
+    (tmp_path / "cells" / f"{rec['name']}.json").write_text(json.dumps(rec))
+  res = run_command(table1_cells_command, "--collect_only", "--cells=with:1e-3", f"--results={tmp_path}",
+                    f"--workdir={tmp_path / 'runs'}")
+  assert res.returncode == 0, res.stderr
+  assert res.stdout.strip().splitlines()[-1].startswith("pipeline training helps")
+  assert json.loads((tmp_path / "cells.json").read_text())["summary"]["equal_n"] == 1
+  assert not (tmp_path / "runs").exists()
+
+
+def test_command_refuses_a_bad_cell_in_one_line_before_running(tmp_path):
+  res = run_command(table1_cells_command, "--cells=with:1e-3,sideways:1e-3", f"--results={tmp_path}",
+                    f"--workdir={tmp_path / 'runs'}")
+  assert res.returncode == 2
+  assert res.stderr.strip().startswith("error:") and "row" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "runs").exists() and not (tmp_path / "cells.json").exists()

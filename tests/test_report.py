@@ -3,15 +3,14 @@ CI, Figure-3-style panels and Table 1 with the paper's numbers, and the CLI."""
 
 import json
 import os
-import runpy
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_command
 from optim4rl_tf.eval import ranking
 from optim4rl_tf.eval import report
+from optim4rl_tf.eval import report_command
 from optim4rl_tf.utils import stats
 
 
@@ -183,14 +182,15 @@ def test_spec_errors(tmp_path):
     ranking.load_runs(str(tmp_path))
 
 
-def test_cli(tmp_path, monkeypatch, capsys):
+def test_command(tmp_path):
+  """optim4rl-report (launch/report.py) in this process: the panel's PNG and report.md; a PATH without runs
+  is one line and exit 2."""
   adam, _, _ = build_sources(str(tmp_path / "runs"))
   out = str(tmp_path / "rep")
-  monkeypatch.setattr(sys, "argv",
-                      ["report.py", f"--out={out}", f"--panel=catch:Adam={adam}", "--resamples=500", "--num_points=20"])
-  with pytest.raises(SystemExit) as exit_info:
-    runpy.run_path(os.path.join(ROOT, "launch", "report.py"), run_name="__main__")
-  assert exit_info.value.code in (0, None)
-  assert "wrote" in capsys.readouterr().out
+  res = run_command(report_command, f"--out={out}", f"--panel=catch:Adam={adam}", "--resamples=500", "--num_points=20")
+  assert res.returncode == 0, res.stderr
+  assert res.stdout.strip() == f"wrote {os.path.join(out, 'report.md')}"
   assert os.path.exists(os.path.join(out, "figure3_catch.png"))
   assert "| Adam |" in open(os.path.join(out, "report.md")).read()
+  res = run_command(report_command, f"--out={out}", f"--panel=catch:Adam={tmp_path / 'nothing'}")
+  assert res.returncode == 2 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""The generalisation experiment: cell configs, a tiny run that writes its outputs and resumes by cell."""
+"""The generalisation experiment: cell configs, a tiny run that writes its outputs and resumes by cell; the
+command (optim4rl_tf.eval.generalisation_command, launch/generalisation.py) run in this process."""
 
 import json
 import os
@@ -6,8 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from conftest import run_command
 from optim4rl_tf import pretrained
 from optim4rl_tf.eval import generalisation as gen
+from optim4rl_tf.eval import generalisation_command
 
 
 def test_cell_configs_use_the_shipped_file_and_the_documented_rates():
@@ -47,3 +50,32 @@ def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
 def test_unknown_pretrained_name_is_one_clear_error():
   with pytest.raises(ValueError, match="valid names"):
     gen.cell_config("catch", "Optim4RL grid7", 1e5, 2)
+
+
+def test_command_passes_its_flags_and_its_command_line_to_the_experiment(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_run(out, small, big, catch, seeds, **kwargs):
+    calls.append((out, small, big, catch, seeds, kwargs))
+    return {"stand-in": True}
+
+  monkeypatch.setattr(gen, "run", fake_run)
+  monkeypatch.setattr(gen, "table_markdown", lambda numbers: f"table of {sorted(numbers)}")
+  res = run_command(generalisation_command, f"--out={tmp_path}", "--num_seeds=2", "--catch_steps=2e4",
+                    "--tasks=small_sparse_short,catch")
+  assert res.returncode == 0, res.stderr
+  out, small, big, catch, seeds, kwargs = calls[0]
+  assert (out, small, big, catch, seeds) == (str(tmp_path), 1e6, 5e5, 2e4, 2)
+  assert kwargs["tasks"] == ("small_sparse_short", "catch") and kwargs["optimizers"] == gen.OPTIMIZERS
+  assert kwargs["command"] == (f"python launch/generalisation.py --out={tmp_path} --num_seeds=2 --catch_steps=20000.0 "
+                               "--tasks=small_sparse_short,catch")
+  assert "table of ['stand-in']" in res.stdout
+
+
+@pytest.mark.parametrize("args,match", [(["--tasks=catch,pong"], "unknown --tasks"),
+                                        (["--optimizers=Adam,SGD"], "unknown --optimizers"),
+                                        (["--num_seeds=0"], "must be positive"), (["extra"], "unexpected arguments")])
+def test_command_refuses_bad_flags_in_one_line_before_training(tmp_path, args, match):
+  res = run_command(generalisation_command, f"--out={tmp_path / 'gen'}", *args)
+  assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "gen").exists()

@@ -1,11 +1,14 @@
-"""Tables 5-7: config expansion, per-run settings, report beside the paper, resume, bad input."""
+"""Tables 5-7: config expansion, per-run settings, report beside the paper, resume, bad input; the command
+(optim4rl_tf.analysis.robustness_command, launch/robustness.py) run in this process."""
 
 import json
 import os
 
 import pytest
 
+from conftest import run_command
 from optim4rl_tf.analysis import robustness
+from optim4rl_tf.analysis import robustness_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from optim4rl_tf.configs import a2c as a2c_configs  # noqa: E402
@@ -84,3 +87,27 @@ def test_tiny_run_report_and_resume(tmp_path, capsys):
   rerun = robustness.run_all(rc, str(tmp_path), a2c_configs.get_config, console=True)
   assert "reusing" not in capsys.readouterr().out
   assert rerun[0]["seeds"] == [5, 6] and rerun[0]["cells"] == [[5, 0.9]]
+  # The command's --report_only reads the finished runs of its config and trains nothing.
+  res = run_command(robustness_command, f"--config={ROOT}/configs/robustness.py:tiny", "--config.tables=5",
+                    "--config.sweep.gae_lambda=0.9", "--config.seed=5", f"--workdir={tmp_path}", "--report_only")
+  assert res.returncode == 0, res.stderr
+  assert f"| sds | 0.9 | {rerun[0]['mean']:.2f} ± {rerun[0]['half_width']:.2f} |" in res.stdout
+  assert res.stdout.strip().endswith(f"report: {os.path.join(str(tmp_path), 'robustness.md')}")
+
+
+def test_command_report_only_without_finished_runs_trains_nothing(tmp_path):
+  res = run_command(robustness_command, f"--config={ROOT}/configs/robustness.py:tiny", f"--workdir={tmp_path}",
+                    "--report_only")
+  assert res.returncode == 0, res.stderr
+  assert "| sds | 0.9 | not run |" in res.stdout
+  assert sorted(os.listdir(tmp_path)) == ["robustness.json", "robustness.md"]
+
+
+@pytest.mark.parametrize("args,match",
+                         [((), "--config is required"), (("--config={config}",), "--workdir is required"),
+                          (("--config={config}:small_dense_short", "--workdir={tmp}"), "meta_params is required")])
+def test_command_refuses_in_one_line(tmp_path, args, match):
+  args = [a.format(config=f"{ROOT}/configs/robustness.py", tmp=tmp_path / "w") for a in args]
+  res = run_command(robustness_command, *args)
+  assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "w").exists() or not os.listdir(tmp_path / "w")  # (an empty workdir: writable)

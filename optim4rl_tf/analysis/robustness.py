@@ -222,6 +222,20 @@ def run_all(rc, workdir, base_config_fn, console=True):
   return results
 
 
+def finished_results(rc, workdir):
+  """The result dicts of the planned runs that have finished under ``workdir`` (their RESULT_FILE), in plan
+  order, without running anything (``--report_only``); runs not finished are left out."""
+  results = []
+  for task, setting, cells in plan(rc):
+    path = os.path.join(workdir, task, setting_key(setting), RESULT_FILE)
+    if os.path.isfile(path):
+      with open(path) as f:
+        result = json.load(f)
+      result["cells"] = [list(c) for c in cells]
+      results.append(result)
+  return results
+
+
 def _cell(mean, hw):
   return "n/a" if mean is None else f"{mean:.2f} ± {hw:.2f}"
 

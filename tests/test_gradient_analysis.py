@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from conftest import run_command
 from optim4rl_tf.analysis import collect
+from optim4rl_tf.analysis import collect_gradients_command
 from optim4rl_tf.analysis import gradients
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,16 +84,13 @@ class _FakeStore:
 @pytest.mark.slow(7)
 def test_end_to_end_collection_figures_and_table(tmp_path):
   """Reduced runs: A2C on big_dense_long with collection, the digits stand-in supervised run, analysis."""
-  from optim4rl_tf.agents import a2c_train
   from optim4rl_tf.analysis import supervised
 
-  c = collect_configs.get_config("bdl_tiny")
-  c.env.num_envs = 8
-  c.train_steps = 8 * 20 * 32
-  c.iterations_per_call = 16
-  c.console_every_secs = 0.0
-  c.plot = False
-  a2c_train.train(c, str(tmp_path / "bdl"), console=False, gradient_probe=collect.gradient_probe_for(c))
+  res = run_command(collect_gradients_command, f"--config={ROOT}/configs/collect.py:bdl_tiny",
+                    "--config.env.num_envs=8", f"--config.train_steps={8 * 20 * 32}", "--config.iterations_per_call=16",
+                    "--config.console_every_secs=0.0", "--config.plot=False", f"--workdir={tmp_path / 'bdl'}")
+  assert res.returncode == 0, res.stderr
+  assert res.stdout.strip().endswith(f"gradients written to {tmp_path / 'bdl' / 'grads'}")
 
   m = collect_configs.get_config("mnist_reduced")
   m.max_steps = 60
@@ -134,3 +133,14 @@ def test_end_to_end_collection_figures_and_table(tmp_path):
 def test_analyze_missing_collection_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="collect_gradients.py"):
     gradients.run_analysis([str(tmp_path)], str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [((), "--config is required"), (("--config={config}:bdl_tiny",), "--workdir"),
+     (("--config={config}:bdl_tiny", "--config.kind=svm", "--workdir={tmp}"), "unknown config kind 'svm'")])
+def test_collect_command_refuses_in_one_line(tmp_path, args, match):
+  args = [a.format(config=f"{ROOT}/configs/collect.py", tmp=tmp_path / "w") for a in args]
+  res = run_command(collect_gradients_command, *args)
+  assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "w").exists()

@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from conftest import run_command
+from optim4rl_tf.analysis import analyze_gradients_command
 from optim4rl_tf.analysis import collect
 from optim4rl_tf.analysis import collect_gradients_command
 from optim4rl_tf.analysis import gradients
@@ -102,15 +101,8 @@ def test_end_to_end_collection_figures_and_table(tmp_path):
   assert idx["stand_in"] and idx["num_coords"] == 402 and idx["num_params"] == 401850
 
   out = tmp_path / "table4"
-  proc = subprocess.run([
-      sys.executable,
-      os.path.join(ROOT, "launch", "analyze_gradients.py"), f"--grads={tmp_path / 'bdl'}",
-      f"--grads={tmp_path / 'mnist'}", f"--out={out}"
-  ],
-                        capture_output=True,
-                        text=True,
-                        timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  proc = run_command(analyze_gradients_command, f"--grads={tmp_path / 'bdl'}", f"--grads={tmp_path / 'mnist'}",
+                     f"--out={out}")
   assert proc.returncode == 0, proc.stderr
   for name in ("fig1_bdl.png", "fig5_mnist.png"):
     data = open(out / name, "rb").read()
@@ -144,3 +136,10 @@ def test_collect_command_refuses_in_one_line(tmp_path, args, match):
   res = run_command(collect_gradients_command, *args)
   assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "w").exists()
+
+
+def test_analyze_command_refuses_in_one_line(tmp_path):
+  res = run_command(analyze_gradients_command, f"--out={tmp_path / 'o'}")
+  assert res.returncode == 2 and "give at least one --grads" in res.stderr
+  res = run_command(analyze_gradients_command, f"--grads={tmp_path}", f"--out={tmp_path / 'o'}")
+  assert res.returncode == 2 and "collect_gradients.py" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -3,15 +3,15 @@
 import functools
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import ml_collections
 import pytest
 
-from conftest import ROOT
+from conftest import run_command
 from optim4rl_tf.eval import sweep
+from optim4rl_tf.eval import sweep_command
 from optim4rl_tf.eval import sweep_runner
 
 META_LRS_CATCH = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
@@ -256,12 +256,11 @@ def test_cli_end_to_end(tmp_path):
   cfg = tmp_path / "cfg.py"
   cfg.write_text(CONFIG_FILE)
   sweep_dir = tmp_path / "sw"
-  cmd = [
-      sys.executable,
-      os.path.join(ROOT, "launch", "sweep.py"), f"--launcher={_dummy(tmp_path)}", f"--config={cfg}:a",
-      "--config.train_steps=7", f"--sweep_dir={sweep_dir}", "--workers=2", "--repeats=2", "--only=1-3,6"
+  args = [
+      f"--launcher={_dummy(tmp_path)}", f"--config={cfg}:a", "--config.train_steps=7", f"--sweep_dir={sweep_dir}",
+      "--workers=2", "--repeats=2", "--only=1-3,6"
   ]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+  proc = run_command(sweep_command, *args)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "4 configurations x 2 repeats = 8 runs" in proc.stdout
   assert sorted(os.listdir(sweep_dir)) == ["1", "2", "3", "6", "sweep.json"]
@@ -271,8 +270,11 @@ def test_cli_end_to_end(tmp_path):
   rec = json.load(open(sweep_dir / "6" / sweep_runner.RUN_FILE))
   assert rec["config"]["train_steps"] == 7 and rec["config"]["seed"] == 2
   assert json.load(open(sweep_dir / "sweep.json"))["num_runs"] == 8
-  listing = subprocess.run(cmd[:-1] + ["--list"], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)).stdout
+  assert json.load(open(sweep_dir / "sweep.json"))["base_overrides"] == ["--config.train_steps=7"]
+  listing = run_command(sweep_command, *args[:-1], "--list").stdout
   assert "    8  config    4  repeat 1  meta_lr=0.001 meta_grad=grad_clip_1.0 seed=2" in listing
+  bad = run_command(sweep_command, *args[:-1], "--only=9")
+  assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_project_meta_configs_follow_the_paper_index():

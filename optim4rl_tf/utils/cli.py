@@ -204,3 +204,11 @@ def call(define_flags, main, argv):
   except SystemExit as e:
     code = e.code
   return 0 if code is None else code if isinstance(code, int) else 1
+
+
+def config_argv(flag_values, name="config"):
+  """The command line (``argv[0]`` first) from which the config file flag ``name`` of ``flag_values`` read its
+  ``--name.<field>`` overrides: the ``argv`` its command's ``define_flags`` gave it (:func:`call`), else
+  ``sys.argv`` (:func:`run_command`). A sweep forwards these overrides, as written, to every run."""
+  argv = getattr(flag_values[name], "_sys_argv", None)  # ml_collections' _ConfigFlag(sys_argv=...)
+  return list(sys.argv if argv is None else argv)

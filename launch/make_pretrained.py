@@ -2,118 +2,12 @@
 
   python launch/make_pretrained.py --name=grid6 --workdir=runs/pretrained/grid6
   python launch/make_pretrained.py --name=catch --workdir=runs/pretrained/catch
+  optim4rl-make-pretrained --name=catch                                   # the same, installed with pip
 
-Recipes (meta-training config + documented reductions) are in optim4rl_tf/pretrained/__init__.py. The run
-resumes from --workdir; the written file carries its provenance in ``__meta__`` (recipe, exact config,
-version, commit, outer iterations, units, seed, final meta-loss, this command). With the same commit the
-same command writes the same bytes.
+A shell around optim4rl_tf.meta.make_pretrained_command (its flags and the provenance written: see that
+module; the recipes: optim4rl_tf/pretrained/__init__.py).
 """
-import csv
-import os
-import subprocess
-
-from absl import flags
-from absl import logging
-from optim4rl_tf.utils import cli
-from optim4rl_tf.utils import runtime
-
-_NAME = flags.DEFINE_string("name", None, "Recipe name (catch, small_dense_long, grid6).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Meta-training run directory (resumed if present).")
-_OUT = flags.DEFINE_string("out", "", "Where to write the file (default: inside the package).")
-_PLOTS = flags.DEFINE_string("plot_dir", "results/pretrained", "Where the meta-training curves go ('' : none).")
-_PLOT_ONLY = flags.DEFINE_bool("plot_only", False, "Only redraw the curves from an existing --workdir.")
-
-
-def plot_meta_training(workdir, name, out_dir):
-  """PNG of each task's agent return and meta-loss over outer iterations (moving average of 20)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(workdir, "meta_metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  it = np.array([float(r["iteration"]) for r in rows])
-  tasks = [k[:-len("/agent_return")] for k in rows[0] if k.endswith("/agent_return")]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-  smooth = lambda y: np.convolve(y, np.ones(20) / 20, mode="valid") if len(y) >= 20 else y
-  for task in tasks:
-    ret = np.array([float(r[f"{task}/agent_return"]) for r in rows])
-    loss = np.array([float(r[f"{task}/meta_loss"]) for r in rows])
-    x = it[len(it) - len(smooth(ret)):]
-    scale = max(np.abs(smooth(ret)).max(), 1e-9)
-    axes[0].plot(x, smooth(ret) / scale, label=task, lw=1)
-    axes[1].plot(x, smooth(loss), label=task, lw=1)
-  axes[0].set(xlabel="outer iteration", ylabel="agent return / max |.| (moving avg 20)")
-  axes[1].set(xlabel="outer iteration", ylabel="meta-loss (moving avg 20)", yscale="symlog")
-  axes[0].legend(fontsize=7)
-  fig.suptitle(f"meta-training of the shipped '{name}' optimizer", fontsize=10)
-  fig.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, f"{name}_meta_training.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def _commit():
-  here = os.path.dirname(os.path.abspath(__file__))
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                          check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
-def final_meta_loss(workdir):
-  """Sum over tasks of the meta-loss logged at the last iteration (meta_metrics.csv)."""
-  with open(os.path.join(workdir, "meta_metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    return float("nan")
-  return float(sum(float(v) for k, v in rows[-1].items() if k.endswith("/meta_loss")))
-
-
-def main(argv):
-  logging.set_verbosity(logging.WARNING)  # TensorFlow's checkpoint INFO lines off the console
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  from optim4rl_tf import pretrained
-  from optim4rl_tf.meta import run
-  from optim4rl_tf.optimizers import meta_params
-  name = _NAME.value
-  if name not in pretrained.RECIPES:
-    cli.fail(f"--name must be one of {', '.join(pretrained.names())}, got {name!r}")
-  workdir = _WORKDIR.value or os.path.join("runs", "pretrained", name)
-  if _PLOT_ONLY.value:
-    print(f"wrote {plot_meta_training(workdir, name, _PLOTS.value)}")
-    return
-  config = pretrained.config(name)
-  commit = _commit()  # the code that trains (taken before, not after, the long run)
-  result = run.cli_call(run.meta_train, config, workdir)
-  meta, arrays = meta_params.load(result["phi_path"])
-  core, _ = meta_params.resolve(meta["optimizer"], result["phi_path"])
-  provenance = {
-      "recipe": name,
-      "description": pretrained.describe(name),
-      "config": run.resolved_config(config),
-      "commit": commit,
-      "outer_iterations": result["iterations"],
-      "skipped_iterations": result["skipped"],
-      "units_per_task": {
-          t.env_name: int(config.num_units or t.num_units) for t in config.tasks
-      },
-      "seed": int(config.seed),
-      "final_meta_loss": final_meta_loss(workdir),
-      "command": f"python launch/make_pretrained.py --name={name}",
-  }
-  out = _OUT.value or pretrained.path(name)
-  meta_params.save(out, core, arrays, extra_meta=provenance)
-  if _PLOTS.value:
-    plot_meta_training(workdir, name, _PLOTS.value)
-  print(f"wrote {out} ({result['iterations']} outer iterations, final meta-loss "
-        f"{provenance['final_meta_loss']:.4g}, commit {provenance['commit'][:10]})")
-
+from optim4rl_tf.meta import make_pretrained_command
 
 if __name__ == "__main__":
-  runtime.configure_process()  # allocators and log level, before TensorFlow loads
-  cli.run(main)
+  make_pretrained_command.console()

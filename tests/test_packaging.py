@@ -150,3 +150,16 @@ def test_console_scripts_run_the_package_commands():
     assert name not in absl_commands or callable(module.define_flags), name
     launcher = os.path.join(ROOT, "launch", name[len("optim4rl-"):].replace("-", "_") + ".py")
     assert f"{module_name.rsplit('.', 1)[1]}.{function}()" in open(launcher).read(), (name, launcher)
+
+
+def test_a_launchers_helpshort_lists_its_commands_flags():
+  """A command's flags are defined in its package module, yet ``--helpshort`` of the launcher (the main
+  program) lists them (cli.run_command makes them key flags of the main program)."""
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch", "analyze_gradients.py"), "--helpshort"],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  listed = re.findall(r"^  --(?:\[no\])?(\w+)", proc.stdout, flags=re.M)
+  assert listed == ["grads", "num_parts", "out"], proc.stdout

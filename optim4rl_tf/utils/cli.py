@@ -185,8 +185,12 @@ def run(main, argv=None, handle_signals=True):
 def run_command(define_flags, main, argv=None):
   """A command as a process (its launcher's ``__main__``, its console script): ``define_flags(flags.FLAGS,
   None)`` (None: ml_collections reads ``--config.*`` overrides from ``sys.argv``), then :func:`run` of
-  ``main(args, flags.FLAGS)``."""
+  ``main(args, flags.FLAGS)``. The command's flags are key flags of the main program, so ``--helpshort`` (and
+  ``--help``) list them as they did when the launchers defined their own flags."""
+  before = set(flags.FLAGS)
   define_flags(flags.FLAGS, None)
+  for name in sorted(set(flags.FLAGS) - before):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
   run(lambda args: main(args, flags.FLAGS), argv=argv)
 
 

@@ -28,7 +28,13 @@ from conftest import run_command  # noqa: E402
 from conftest import set_fields  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = {"num_units": 4, "reset_interval": 2, "checkpoint_every": 2}  # catch: resets at t = 1, 2, 3, ...
+SMALL = {
+    "num_units": 4,
+    "reset_interval": 2,
+    "checkpoint_every": 2,
+    "rollout_steps": 5,
+    "inner_updates": 2
+}  # catch, tiny graphs: resets at t = 1, 2, 3, ...
 
 
 def _config(**fields):

@@ -98,12 +98,14 @@ def test_a_full_disk_keeps_params_whole_and_the_run_fails_with_one_clear_error(t
   del ref
 
 
-@pytest.mark.slow(80)
+@pytest.mark.slow(20)
 def test_an_interrupted_meta_training_writes_its_summary(tmp_path):
   from optim4rl_tf.meta import run
   from optim4rl_tf.meta import trainer as trainer_lib
   config = meta_configs.get_config("catch")
   config.num_units, config.num_iterations, config.checkpoint_every = 2, 4, 2
+  config.rollout_steps, config.inner_updates, config.reset_interval = 5, 2, 2  # tiny graphs
+  config.optimizer.mlp_dims = (4,)
 
   def sigterm_at_2(t, values):
     del values

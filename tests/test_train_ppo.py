@@ -274,7 +274,20 @@ def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
   from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import trainer as trainer_lib
   from optim4rl_tf.optimizers import meta_params
-  c = set_fields(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
+  c = set_fields(
+      ppo_configs.get_config("meta_inverted_pendulum"),
+      **{
+          "optimizer.name": "star",
+          "num_iterations": 2,
+          # a smaller graph: the second-order path's wiring is under test here, not the numbers
+          "env.num_envs": 4,
+          "env.episode_length": 5,
+          "batch_size": 2,
+          "num_minibatches": 2,
+          "unroll_length": 3,
+          "network.policy_hidden": (8,),
+          "network.value_hidden": (8, 8)
+      })
   trainer = trainer_lib.MetaTrainer(c)
   est = trainer.estimators[0]
   assert isinstance(est, estimators.FullUnroll) and isinstance(est.problem, meta_ppo.MetaPPO)

@@ -236,9 +236,7 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
             f"{int(config.train_steps):,} ({iterations * per_iter:,} env steps); raise train_steps or use a new "
             "--workdir")
       status = "diverged" if seeds.diverged else "finished"
-      # Its outputs were not all written (e.g. a full disk made the run "failed" after its last checkpoint):
-      # params.npz and summary.json are written again from the checkpoint.
-      rewrite = run_lifecycle.summary_status(run_lifecycle.read_summary(workdir)) not in ("finished", "diverged")
+      rewrite = run_lifecycle.outputs_to_rewrite(workdir)
       result = _finish(config,
                        workdir,
                        net,
@@ -252,17 +250,7 @@ def _train(config, workdir, iterations, progress_fn, console, gradient_probe):
                        t_start,
                        prior_wall,
                        write=rewrite)
-      if result["error"] is not None:
-        raise result["error"]
-      del result["error"]
-      result["resumed_from"] = done
-      if console:
-        print(f"workdir {workdir} already holds a finished run of this config (status {status}, "
-              f"{done * per_iter:,} env steps): " +
-              ("its params.npz and summary.json are written again" if rewrite else "nothing to do"),
-              flush=True)
-        print(result["summary"], flush=True)
-      return result
+      return run_lifecycle.finished_again(result, workdir, done, done * per_iter, rewrite, console)
     if console:
       print(f"resuming {workdir} at iteration {done:,}/{iterations:,} (env step {done * per_iter:,})", flush=True)
   logger = _open_logger(config, workdir, seeds, done)

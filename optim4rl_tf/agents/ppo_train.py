@@ -192,9 +192,7 @@ def _train(config, workdir, schedule, progress_fn, console):
     state, done, prior_wall = trainer.from_checkpoint_state(restored.state), restored.iterations, restored.wall_secs
     evals.restore(restored.meta, restored.arrays)
     if evals.finished(schedule):
-      # Its outputs were not all written (e.g. a full disk made the run "failed" after its last checkpoint):
-      # params.npz and summary.json are written again from the checkpoint.
-      rewrite = run_lifecycle.summary_status(run_lifecycle.read_summary(workdir)) not in ("finished", "diverged")
+      rewrite = run_lifecycle.outputs_to_rewrite(workdir)
       result = _finish(config,
                        workdir,
                        trainer,
@@ -208,17 +206,7 @@ def _train(config, workdir, schedule, progress_fn, console):
                        "diverged" if evals.aborted else "finished",
                        None,
                        write=rewrite)
-      if result["error"] is not None:
-        raise result["error"]
-      del result["error"]
-      result["resumed_from"] = done
-      if console:
-        print(f"workdir {workdir} already holds a finished run of this config (status {result['status']}, "
-              f"{result['env_steps']:,} env steps): " +
-              ("its params.npz and summary.json are written again" if rewrite else "nothing to do") +
-              f"\n{result['summary']}",
-              flush=True)
-      return result
+      return run_lifecycle.finished_again(result, workdir, done, result["env_steps"], rewrite, console)
     if console:
       print(
           f"resuming {workdir} at training step {done:,}/{schedule.num_epochs * per_epoch:,} (env step "

@@ -209,6 +209,28 @@ def summary_status(summary):
   return "diverged" if summary.get("diverged") is True or summary.get("aborted") is True else "finished"
 
 
+def outputs_to_rewrite(workdir):
+  """For a finished run started again: True when its outputs were not all written (e.g. a full disk made it
+  "failed" after its last checkpoint), so params.npz and summary.json are written again from the checkpoint."""
+  return summary_status(read_summary(workdir)) not in ("finished", "diverged")
+
+
+def finished_again(result, workdir, done, env_steps, rewrite, console):
+  """The result of a finished run started again (``result``: its run function's finish, written again when
+  ``rewrite``): raises the error that writing met, else records ``resumed_from`` = ``done`` and says so."""
+  if result["error"] is not None:
+    raise result["error"]
+  del result["error"]
+  result["resumed_from"] = done
+  if console:
+    print(f"workdir {workdir} already holds a finished run of this config (status {result['status']}, "
+          f"{env_steps:,} env steps): " +
+          ("its params.npz and summary.json are written again" if rewrite else "nothing to do") +
+          f"\n{result['summary']}",
+          flush=True)
+  return result
+
+
 # ----- params.npz ----------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,6 @@ import os
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
@@ -27,12 +26,7 @@ from optim4rl_tf.utils import runtime
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv``: where ml_collections reads ``--config.*``
   overrides; None: ``sys.argv``)."""
-  config_flags.DEFINE_config_file("config",
-                                  None,
-                                  "Config file, e.g. configs/collect.py:bdl.",
-                                  flag_values=flag_values,
-                                  lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values, argv, "configs/collect.py:bdl")
   flags.DEFINE_string("workdir", None, "Output directory (the gradients go to WORKDIR/grads).", flag_values=flag_values)
 
 

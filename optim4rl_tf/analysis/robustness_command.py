@@ -19,7 +19,6 @@ the process up before TensorFlow loads.
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
@@ -28,12 +27,7 @@ from optim4rl_tf.utils import runtime
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv``: where ml_collections reads ``--config.*``
   overrides; None: ``sys.argv``)."""
-  config_flags.DEFINE_config_file("config",
-                                  None,
-                                  "Config file, e.g. configs/robustness.py.",
-                                  flag_values=flag_values,
-                                  lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values, argv, "configs/robustness.py")
   flags.DEFINE_string("workdir", None, "Output directory.", flag_values=flag_values)
   flags.DEFINE_bool("report_only", False, "Write the report from finished runs only.", flag_values=flag_values)
 

@@ -48,12 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv``: where ml_collections reads ``--config.*``
   overrides; None: ``sys.argv``)."""
-  config_flags.DEFINE_config_file("config",
-                                  None, "Config file with variant, e.g. "
-                                  "configs/meta_a2c.py:catch.",
-                                  flag_values=flag_values,
-                                  lock_config=False,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values, argv, "configs/meta_a2c.py:catch", lock_config=False)
   flags.DEFINE_string("launcher",
                       None, "Launcher script run for each run, e.g. launch/train.py "
                       "or launch/meta_train.py (called with --config=... --workdir=...).",

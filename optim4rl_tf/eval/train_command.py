@@ -23,7 +23,6 @@ import shutil
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
@@ -35,12 +34,7 @@ AGENTS = ("a2c", "ppo", "meta_ppo")
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv``: where ml_collections reads ``--config.*``
   overrides; None: ``sys.argv``)."""
-  config_flags.DEFINE_config_file("config",
-                                  None,
-                                  "Config file, e.g. configs/a2c.py:catch.",
-                                  flag_values=flag_values,
-                                  lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values, argv, "configs/a2c.py:catch")
   flags.DEFINE_string("workdir",
                       None,
                       "Directory for TensorBoard logs, returns.csv and plots.",

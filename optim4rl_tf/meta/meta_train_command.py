@@ -23,27 +23,21 @@ Exit status: 0 done; 2 a bad flag, config or workdir (one line); 1 divergence, a
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
 
 
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv``: where ml_collections reads ``--config.*``
   overrides; None: ``sys.argv``)."""
-  config_flags.DEFINE_config_file("config",
-                                  None,
-                                  "Config file, e.g. configs/meta_a2c.py:catch.",
-                                  flag_values=flag_values,
-                                  lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values, argv, "configs/meta_a2c.py:catch")
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, phi.npz).", flag_values=flag_values)
 
 
 def main(argv, flag_values):
   """The command: the parsed config and workdir -> ``run.meta_train`` (on this worker's share of the units
   when TF_CONFIG names several workers)."""
-  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -69,5 +63,4 @@ def main(argv, flag_values):
 def console():
   """The ``optim4rl-meta-train`` console script (and launch/meta_train.py)."""
   runtime.configure_process()  # allocators and log level, before TensorFlow loads
-  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
   cli.run_command(define_flags, main)

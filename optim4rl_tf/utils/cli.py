@@ -36,6 +36,7 @@ import sys
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -216,3 +217,14 @@ def config_argv(flag_values, name="config"):
   ``sys.argv`` (:func:`run_command`). A sweep forwards these overrides, as written, to every run."""
   argv = getattr(flag_values[name], "_sys_argv", None)  # ml_collections' _ConfigFlag(sys_argv=...)
   return list(sys.argv if argv is None else argv)
+
+
+def define_config_flag(flag_values, argv, example, lock_config=True):
+  """``--config=FILE[:VARIANT]`` (plus its ``--config.field=value`` overrides, read from ``argv``; None:
+  ``sys.argv``) on ``flag_values``; ``example`` names a config file for the help text."""
+  config_flags.DEFINE_config_file("config",
+                                  None,
+                                  f"Config file, e.g. {example}.",
+                                  flag_values=flag_values,
+                                  lock_config=lock_config,
+                                  sys_argv=argv)

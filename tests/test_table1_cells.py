@@ -81,3 +81,26 @@ def test_command_refuses_a_bad_cell_in_one_line_before_running(tmp_path):
   assert res.returncode == 2
   assert res.stderr.strip().startswith("error:") and "row" in res.stderr and len(res.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "runs").exists() and not (tmp_path / "cells.json").exists()
+
+
+def test_a_finished_cell_is_not_run_again_and_keeps_its_record(tmp_path, monkeypatch):
+  """Rerunning the stream skips a finished cell without touching its record (its commit stays the one of the
+  code that made it); a record for other test settings is not taken as finished."""
+  cell = tc.parse_cell("with:1e-3")
+  rec = _rec("with", 1e-3, 30.0)
+  rec.update(meta_iterations=585, commit="abc1234")
+  rec["test"]["test_steps"] = 3e7
+  (tmp_path / "cells").mkdir()
+  path = tmp_path / "cells" / f"{cell.name}.json"
+  path.write_text(json.dumps(rec))
+  before = path.read_bytes()
+  assert tc.run_cell(cell, str(tmp_path / "runs"), str(tmp_path)) == rec
+  assert path.read_bytes() == before and not (tmp_path / "runs").exists()
+
+  def ran(*args):
+    raise RuntimeError("the cell runs")
+
+  monkeypatch.setattr(tc, "meta_config", ran)
+  with pytest.raises(RuntimeError, match="the cell runs"):  # 5 seeds asked: the 10-seed record does not count
+    tc.run_cell(cell, str(tmp_path / "runs"), str(tmp_path), num_seeds=5)
+  assert path.read_bytes() == before

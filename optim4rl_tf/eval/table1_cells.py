@@ -156,10 +156,16 @@ def test_stats(test_dir):
 
 def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_seeds=10, test_steps=3e7):
   """Meta-trains and tests ``cell`` in ``root/<cell name>/{meta,test}`` (resuming whatever is there) and writes
-  its record to ``results_dir/cells/<cell name>.json``; returns the record."""
+  its record to ``results_dir/cells/<cell name>.json``; returns the record. A cell whose record there is
+  finished with the same iterations, seeds and test steps is returned as it is, nothing run or rewritten."""
   from optim4rl_tf.agents import a2c_train
   from optim4rl_tf.meta import run
   from optim4rl_tf.meta import trainer as trainer_lib
+  path = os.path.join(results_dir, "cells", cell.name + ".json")
+  done = workdir_lib.read_json_dict(path)
+  if done and done.get("test") and (done.get("meta_iterations"), done["test"].get("seeds"),
+                                    done["test"].get("test_steps")) == (meta_iterations, num_seeds, test_steps):
+    return done  # a finished cell keeps the record, commit included, of the run that made it
   _code_commit()  # before anything runs
   base = os.path.join(root, cell.name)
   meta_dir, test_dir = os.path.join(base, "meta"), os.path.join(base, "test")
@@ -185,7 +191,6 @@ def run_cell(cell, root, results_dir, meta_units=512, meta_iterations=585, num_s
     record["test"].update(test_steps=test_steps, agent_lr=config.tasks[0].learning_rate)
   record["commit"] = _code_commit()
   os.makedirs(os.path.join(results_dir, "cells"), exist_ok=True)
-  path = os.path.join(results_dir, "cells", cell.name + ".json")
   with open(path + ".tmp", "w") as f:
     json.dump(record, f, indent=1)
   os.replace(path + ".tmp", path)

@@ -14,7 +14,11 @@ its learner, recorded with the code before the redesign of optim4rl_tf/meta/ in 
   float32 rounding;
 * ``onednn1/``: oneDNN on (TensorFlow's default on x86). oneDNN's kernels round differently depending on the
   surrounding graph (the old code's own inner updates change in the last bit when the graph around them
-  changes), so only MetaA2C is bitwise there; the others must agree to float32 rounding.
+  changes), so only MetaA2C is bitwise there; MetaA2C+STAR must agree to float32 rounding. The MetaPPO cases
+  are recorded in this mode but not rerun by the suite (``ONEDNN1_CASES``): their math is checked bitwise in
+  ``onednn0/``, oneDNN could only move them by rounding, and their three Brax compilations would add about a
+  minute to the suite (tests/test_meta_ppo_gradient.py checks MetaPPO's gradients in the default mode against
+  ``jax.grad`` and finite differences).
 
 Each mode runs in a child process of its own (the mode is fixed when TensorFlow is imported), which runs its
 cases one after the other (one TensorFlow start-up per mode, not per case). Regenerate only on purpose, with
@@ -135,10 +139,14 @@ def run_in_child(names, onednn, arithmetic=True):
     return out
 
 
+ONEDNN1_CASES = ("meta_a2c", "meta_a2c_star")  # the cases the suite reruns with oneDNN on (module doc)
+
+
 @functools.lru_cache(maxsize=None)
 def phis_of_mode(onednn, arithmetic=True):
-  """{case: phi} of every case in one mode (one child process, shared by the mode's parametrized tests)."""
-  return run_in_child(sorted(CASES), onednn, arithmetic)
+  """{case: phi} of the mode's cases (one child process, shared by the mode's parametrized tests): all of
+  them without oneDNN, ``ONEDNN1_CASES`` with it."""
+  return run_in_child(sorted(CASES) if onednn == 0 else list(ONEDNN1_CASES), onednn, arithmetic)
 
 
 def recorded(mode, name):
@@ -166,8 +174,8 @@ def test_star_phi_is_bitwise_the_recorded_one_without_arithmetic_rewrites():
     assert np.array_equal(got[k], want[k]), (k, np.max(np.abs(got[k] - want[k])))
 
 
-@pytest.mark.slow(90)
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow(40)
+@pytest.mark.parametrize("name", ONEDNN1_CASES)
 def test_phi_with_onednn_is_the_recorded_one_to_rounding(name):
   want, got = recorded("onednn1", name), phis_of_mode(1)[name]
   assert want and sorted(got) == sorted(want)

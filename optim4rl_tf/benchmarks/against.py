@@ -24,6 +24,7 @@ Where the reference lives is the user's business (flags or environment variables
 import datetime
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -240,6 +241,12 @@ def machine_cpu_seconds():
     return None
   tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
   return (sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / tick
+
+
+def own_cpu_seconds():
+  """CPU seconds (user + system) this process has used so far."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def busy_others(before, after, seconds, exclude=()):

@@ -25,7 +25,6 @@ overlap the whole graph gets from running phases concurrently. Figures only; not
 
 import datetime
 import os
-import resource
 import statistics
 import time
 
@@ -60,11 +59,6 @@ def make_trainer(task, units, chunk, mlp_dims, num_iterations, workers=None):
     config.optimizer.mlp_dims = tuple(mlp_dims)
   config.num_iterations = num_iterations
   return config, trainer_lib.MetaTrainer(config, workers=workers)
-
-
-def _own_cpu():
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
 
 
 def _hidden(units):
@@ -261,7 +255,7 @@ def table(secs, whole):
 
 def run_profile(task, units, chunk=0, mlp_dims=None, repeats=5, printer=print):
   """Builds, warms up and profiles MetaA2C on ``task``; prints the breakdown with the load beside it."""
-  before, t0, total0, own0 = os.getloadavg(), time.time(), against.machine_cpu_seconds(), _own_cpu()
+  before, t0, total0, own0 = os.getloadavg(), time.time(), against.machine_cpu_seconds(), against.own_cpu_seconds()
   cpu0 = against.cpu_snapshot()
   config, trainer = make_trainer(task, units, chunk, mlp_dims, 10**9)
   for _ in range(2):
@@ -271,7 +265,7 @@ def run_profile(task, units, chunk=0, mlp_dims=None, repeats=5, printer=print):
   seconds, total1 = time.time() - t0, against.machine_cpu_seconds()
   busy, cores, top = against.busy_others(cpu0, against.cpu_snapshot(), seconds, exclude={os.getpid()})
   if total0 is not None and total1 is not None:
-    cores = max(0.0, (total1 - total0 - (_own_cpu() - own0)) / seconds)
+    cores = max(0.0, (total1 - total0 - (against.own_cpu_seconds() - own0)) / seconds)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
   net = trainer.tasks[0].net
   used = chunk or estimators.auto_chunk(units, net.num_params)

@@ -2,7 +2,7 @@
 with the learned optimizers, in one process, ``jit_compile`` off and on; prints milliseconds per step, the
 ratio to Adam under the same ``jit_compile``, and the machine's load beside the figures.
 
-  python launch/benchmark.py optimizer [--names=adam,optim4rl[],optim4rl[16,16]] [--jit=off,on] [--rounds=3]
+  python launch/benchmark.py optimizer [--names=adam,optim4rl_headfree,optim4rl_16x16] [--jit=off,on] [--rounds=3]
 
 Every candidate is compiled and warmed up once per ``jit_compile`` setting; then ``--rounds`` rounds each time
 one epoch of every candidate in turn (interleaved, so a change of load hits all of them alike), and a
@@ -26,8 +26,8 @@ INPUT_DIM, STEPS, BATCH = 64, 50, 256
 CANDIDATES = {
     "adam": lambda: keras.optimizers.Adam(1e-3, epsilon=1e-8),
     "rmsprop": lambda: keras.optimizers.RMSprop(1e-3, rho=0.9, epsilon=1e-8),
-    "optim4rl[16,16]": lambda: optim4rl_tf.Optim4RL(1e-3, mlp_dims=(16, 16)),
-    "optim4rl[]": lambda: optim4rl_tf.Optim4RL(1e-3, mlp_dims=()),
+    "optim4rl_16x16": lambda: optim4rl_tf.Optim4RL(1e-3, mlp_dims=(16, 16)),
+    "optim4rl_headfree": lambda: optim4rl_tf.Optim4RL(1e-3, mlp_dims=()),
     "linear_optim": lambda: optim4rl_tf.LinearOptim(1e-3),
     "l2lgd2": lambda: optim4rl_tf.L2LGD2(1e-3),
 }

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -145,3 +146,32 @@ def test_a_second_signal_during_a_run_quits_at_once():
           "  print('not reached', flush=True)\n")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout
+
+
+def test_a_second_signal_quits_at_once_even_inside_a_long_tensorflow_call():
+  """Python runs no signal handler while the main thread is inside one long graph call (a meta-training
+  iteration); the second SIGTERM still ends the process within seconds, not when the call returns."""
+  code = ("import tensorflow as tf\n"
+          "from optim4rl_tf.utils import run_lifecycle\n"
+          "@tf.function\n"
+          "def long_call():\n"
+          "  x = tf.ones([256, 256]) / 256.0\n"
+          "  return tf.while_loop(lambda i, y: i < 10**7, lambda i, y: (i + 1, tf.matmul(y, x)), (0, x))[1]\n"
+          "with run_lifecycle.deferred_signals() as stop:\n"
+          "  print('calling', flush=True)\n"
+          "  long_call()\n"
+          "  print('returned', flush=True)\n")
+  proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "calling"
+  time.sleep(2)  # inside the call
+  proc.send_signal(signal.SIGTERM)
+  time.sleep(1)
+  assert proc.poll() is None  # the first signal only records itself
+  start = time.time()
+  proc.send_signal(signal.SIGTERM)
+  try:
+    proc.wait(timeout=20)
+  finally:
+    proc.kill()
+  assert proc.returncode == -signal.SIGTERM and time.time() - start < 20
+  assert "returned" not in proc.stdout.read()

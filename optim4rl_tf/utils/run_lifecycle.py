@@ -30,12 +30,14 @@ checkpoint's ``state`` any ``tf.nest`` structure of tensors.
 """
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, NamedTuple
@@ -126,7 +128,11 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
   """While active, the first SIGINT/SIGTERM only records itself, so the loop stops between calls with a
   consistent state to save; a second one ends the process at once with the signal's default action (the last
   checkpoint is kept), as under :func:`optim4rl_tf.utils.cli.run`. Yields ``stop()`` -> the first signal number
-  received, or None. Off the main thread (where Python cannot set handlers) it never reports one."""
+  received, or None. Off the main thread (where Python cannot set handlers) it never reports one.
+
+  "At once" holds even while the main thread is inside one long TensorFlow call (a meta-training iteration
+  can take minutes), where Python runs no signal handler until the call returns: the signals also reach a
+  watcher thread through ``signal.set_wakeup_fd``, and that thread ends the process on the second one."""
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
@@ -134,17 +140,55 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
 
   def handler(signum, frame):  # pylint: disable=unused-argument
     if received:  # a second signal: force-quit
-      signal.signal(signum, signal.SIG_DFL)
-      os.kill(os.getpid(), signum)
-      return
+      _die_of(signum)
     received.append(signum)
 
   previous = {s: signal.signal(s, handler) for s in signums}
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  watcher = threading.Thread(target=_watch_signals, args=(read_fd, set(signums)), daemon=True)
+  watcher.start()
   try:
     yield lambda: received[0] if received else None
   finally:
+    signal.set_wakeup_fd(previous_fd)
+    os.close(write_fd)  # the watcher reads end-of-file and returns
+    watcher.join(timeout=5)
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def _watch_signals(read_fd, signums):
+  """Counts the signals written to the wakeup fd; ends the process on the second of ``signums``."""
+  count = 0
+  with os.fdopen(read_fd, "rb", buffering=0) as f:
+    while True:
+      try:
+        data = f.read(64)
+      except OSError:
+        return
+      if not data:
+        return
+      for signum in data:
+        if signum in signums:
+          count += 1
+          if count >= 2:
+            _die_of(signum)
+
+
+def _die_of(signum):
+  """Ends the process with ``signum``'s default action (from any thread: the C-level handler is reset
+  through libc, since Python's ``signal.signal`` works only on the main thread)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.signal.restype = ctypes.c_void_p
+  libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+  libc.signal(signum, None)  # SIG_DFL
+  os.kill(os.getpid(), signum)
+  time.sleep(10)  # the signal is delivered before this returns
+  os._exit(128 + signum)  # pylint: disable=protected-access
 
 
 def interrupted(signum):

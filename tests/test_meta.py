@@ -228,6 +228,21 @@ def test_optimizer_step_in_parallel_parts_equals_one_call():
   assert np.abs(whole[0].numpy()).max() > 0
 
 
+def test_optimizer_step_in_groups_one_after_another_equals_one_call(monkeypatch):
+  """Above GROUP_COORDS coordinates the units are updated group by group (bounded activations); the
+  numbers are bitwise those of the ungrouped update."""
+  core = trainer_lib.MetaTrainer(tiny_config(num_units=5)).core
+  phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
+  rng = np.random.RandomState(1)
+  grads = tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2)
+  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32)) for _ in range(core.num_states))
+  whole = tf.function(lambda: estimators.optimizer_step(core, phi, hidden, grads, 0.1))()
+  monkeypatch.setattr(estimators, "GROUP_COORDS", 14)  # groups of 2, 2 and 1 units
+  grouped = tf.function(lambda: estimators.optimizer_step(core, phi, hidden, grads, 0.1))()
+  for a, b in zip(tf.nest.flatten(grouped), tf.nest.flatten(whole)):
+    assert np.array_equal(a.numpy(), b.numpy())
+
+
 def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():
   for units, per_unit in ((64, 4970), (64, 39482), (512, 39482), (6, 10), (7, 1_000_000)):
     chunk = estimators.auto_chunk(units, per_unit)

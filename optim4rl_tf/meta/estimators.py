@@ -35,6 +35,8 @@ CHUNK_COORDS = 400_000
 # XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
 # of the units in the inner updates) are issued together so TensorFlow runs them on different cores.
 PARALLEL = 4
+# Above this many coordinates an inner update runs in groups of units one after another (optimizer_step).
+GROUP_COORDS = 8_000_000
 
 
 def auto_chunk(num_units, params_per_unit, target=CHUNK_COORDS):
@@ -122,7 +124,29 @@ _COMPILED = {}
 def optimizer_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
   """One learned-optimizer update of all units: hidden tuple of [H, U, P], flat_grads [U, P] ->
   (delta [U, P], new hidden). The units are cut into ``parts`` (default ``PARALLEL``) groups, each one
-  XLA-compiled call, so the groups run on different cores; the numbers are those of one call."""
+  XLA-compiled call, so the groups run on different cores; the numbers are those of one call.
+
+  Above ``GROUP_COORDS`` coordinates (U * P; 512 units of a big gridworld) the units are updated in groups
+  of at most that many coordinates, one group after another, so that the update's activations (about 100
+  numbers per coordinate) exist for one group at a time instead of for all units at once."""
+  n, per_unit = int(flat_grads.shape[0]), int(flat_grads.shape[1])
+  group = max(1, GROUP_COORDS // max(1, per_unit))
+  if n <= group:
+    return _parallel_step(core, phi, hidden, flat_grads, learning_rate, parts)
+  outs, previous = [], []
+  for start in range(0, n, group):
+    with tf.control_dependencies(previous):
+      out = _parallel_step(core, phi, tuple(h[:, start:start + group] for h in hidden), flat_grads[start:start + group],
+                           learning_rate, parts)
+    previous = [out[0]]
+    outs.append(out)
+  delta = tf.concat([o[0] for o in outs], axis=0)
+  new_hidden = tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(hidden)))
+  return delta, new_hidden
+
+
+def _parallel_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
+  """``optimizer_step`` of one group of units: ``parts`` XLA calls issued together."""
   step = _compiled_step(core)
   n = int(flat_grads.shape[0])
   parts = min(n, PARALLEL if parts is None else parts)

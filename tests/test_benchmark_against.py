@@ -28,7 +28,7 @@ OFFICIAL_META = {
     "ru_maxrss_MiB": 2000.0,
     "loadavg": [2.0, 2.0, 2.0]
 }
-OURS_META = {"task": "small_dense_long", "units": 64, "sec_per_it": 0.25, "peak_rss_gb": 1.7}
+OURS_META = {"task": "small_dense_long", "units": 64, "sec_per_it": 0.25, "peak_rss_gb": 1.7, "first_it_secs": 11.5}
 
 
 def _out(result, noise="I0000 some log line\n"):
@@ -127,6 +127,10 @@ def test_compare_prints_pairs_overall_ratio_and_load():
   assert len(measured) == 4 and all("load 3.00->3.50, others used" in l and "other busy" in l for l in measured)
   assert all("1-min load" in l for l in lines if l.startswith("  overall ") and "GB" in l)
   assert "peak RSS  2.10 GB" in text
+  # The first outer iteration (compilation included) of both sides, per measurement and overall.
+  assert "1st it  11.5 s" in lines[[i for i, l in enumerate(lines) if "pair 1 ours" in l][0]]
+  assert "1st it  40.2 s" in lines[[i for i, l in enumerate(lines) if "pair 1 official" in l][0]]
+  assert "overall official" in text and "1st it  40.2 s (compile included)" in text
 
 
 def test_busy_others_counts_processes_alive_at_the_end():

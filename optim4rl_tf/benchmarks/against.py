@@ -4,7 +4,8 @@
 :func:`compare`: N pairs (``--pairs``), each pair ours then theirs, every measurement in a fresh subprocess
 (ours: ``launch/benchmark.py <name> --child=...``; theirs: the reference's timing script in its own venv),
 each child printing one ``RESULT {json}`` line. Printed per measurement and overall: the figure (s/it or
-env steps/s), peak RSS (``ru_maxrss`` of the child from ``os.wait4``, the same method for both sides),
+env steps/s), peak RSS (``ru_maxrss`` of the child from ``os.wait4``, the same method for both sides), the
+first outer iteration's seconds, compilation included, where the child reports them (MetaA2C),
 the ratio theirs/ours as a speed-up of ours (their s/it / our s/it, or our steps/s / their steps/s), and
 beside every figure the machine's load: ``os.getloadavg()`` before and after the measurement and the other
 processes that were busy meanwhile (CPU time from ``/proc/<pid>/stat``). A ratio measured on a loaded
@@ -376,9 +377,23 @@ def format_value(value, unit):
   return f"{value:.3f} {unit}" if unit == "s/it" else f"{value:,.0f} {unit}"
 
 
+# Where each side's RESULT json gives the seconds of its first outer iteration (compilation included): ours
+# (launch/benchmark.py meta --child) and the official bench_optim4rl.py.
+FIRST_ITERATION_KEYS = ("first_it_secs", "first_iter_s")
+
+
+def first_iteration_seconds(result):
+  """The first outer iteration's seconds (compilation included) from a RESULT json, or None."""
+  for key in FIRST_ITERATION_KEYS:
+    if isinstance((result or {}).get(key), (int, float)):
+      return float(result[key])
+  return None
+
+
 def format_measurement(m, unit):
   text = f"  pair {m.pair + 1} {m.side:9s} {format_value(m.value, unit):>20s}  peak RSS {m.peak_rss_gb:5.2f} GB  "
-  text += f"wall {m.wall_s:5.0f} s  {_fmt_load(m.load)}"
+  first = first_iteration_seconds(m.result)
+  text += f"wall {m.wall_s:5.0f} s  " + ("" if first is None else f"1st it {first:5.1f} s  ") + _fmt_load(m.load)
   return text + (f"  ERROR {m.error}" if m.error else "")
 
 
@@ -407,8 +422,10 @@ def summary_lines(measurements, theirs_name, unit, lower_is_better):
     loads = [x for m in ms for x in (m.load.before[0], m.load.after[0])]
     busy = [m.load.busy for m in ms]
     cores = [m.load.others_cores for m in ms]
+    firsts = [f for f in (first_iteration_seconds(m.result) for m in ms) if f is not None]
+    first = f"1st it {statistics.median(firsts):5.1f} s (compile included)  " if firsts else ""
     lines.append(f"  overall {side:9s} {format_value(statistics.median(vals) if vals else None, unit):>20s} "
-                 f"(median of {len(vals)}/{len(ms)})  peak RSS {max(m.peak_rss_gb for m in ms):5.2f} GB  "
+                 f"(median of {len(vals)}/{len(ms)})  peak RSS {max(m.peak_rss_gb for m in ms):5.2f} GB  {first}"
                  f"1-min load {min(loads):.2f}-{max(loads):.2f}, others used {min(cores):.1f}-{max(cores):.1f} "
                  f"cores, other busy {min(busy)}-{max(busy)}")
   if ratios:

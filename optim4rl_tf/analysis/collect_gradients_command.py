@@ -16,7 +16,6 @@ process up before TensorFlow loads.
 
 import os
 
-from absl import app
 from absl import flags
 
 from optim4rl_tf.utils import cli
@@ -33,12 +32,7 @@ def define_flags(flag_values, argv=None):
 def main(argv, flag_values):
   """The command: the config's run (``kind`` 'a2c' or 'supervised') with its gradients recorded under
   ``--workdir``. A bad config or a missing dataset: one line ``error: ...``, exit 2."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if flag_values.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/collect.py:bdl")
-  if not flag_values.workdir:
-    raise app.UsageError("--workdir is required")
+  cli.check_config_and_workdir(argv, flag_values, "configs/collect.py:bdl")
   config, workdir = flag_values.config, flag_values.workdir
   # pylint: disable=import-outside-toplevel  (TensorFlow)
   try:

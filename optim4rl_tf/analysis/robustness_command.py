@@ -17,7 +17,6 @@ This module imports no TensorFlow (the experiment is imported by :func:`main`), 
 the process up before TensorFlow loads.
 """
 
-from absl import app
 from absl import flags
 
 from optim4rl_tf.utils import cli
@@ -35,12 +34,7 @@ def define_flags(flag_values, argv=None):
 def main(argv, flag_values):
   """The command: runs (or reuses) every planned run, or with ``--report_only`` only reads the finished
   ones, then writes and prints the report. A bad config or workdir: one line ``error: ...``, exit 2."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if flag_values.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/robustness.py")
-  if not flag_values.workdir:
-    raise app.UsageError("--workdir is required")
+  cli.check_config_and_workdir(argv, flag_values, "configs/robustness.py")
   # pylint: disable=import-outside-toplevel  (TensorFlow)
   from optim4rl_tf.analysis import robustness
   from optim4rl_tf.configs import a2c as a2c_configs

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 
-from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
@@ -136,12 +135,7 @@ def _interrupted_line(e, workdir):
 
 def main(argv, flag_values):
   """The command: the parsed config -> its agent's run function on --workdir (under the workdir lock)."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if flag_values.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/a2c.py:catch")
-  if not flag_values.workdir:
-    raise app.UsageError("--workdir is required")
+  cli.check_config_and_workdir(argv, flag_values, "configs/a2c.py:catch")
   config, wd = flag_values.config, flag_values.workdir
   agent = config.get("agent", "a2c")
   if not isinstance(agent, str) or agent not in AGENTS:

@@ -20,7 +20,6 @@ Each worker holds num_units / W units; phi is that of one process (optim4rl_tf/m
 Exit status: 0 done; 2 a bad flag, config or workdir (one line); 1 divergence, a full disk or a lost worker;
 130/143 SIGINT/SIGTERM (after saving the last completed outer iteration).
 """
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -39,13 +38,8 @@ def main(argv, flag_values):
   """The command: the parsed config and workdir -> ``run.meta_train`` (on this worker's share of the units
   when TF_CONFIG names several workers)."""
   logging.set_verbosity(logging.WARNING)  # keep TensorFlow's INFO lines (checkpoint saving) off the console
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  cli.check_config_and_workdir(argv, flag_values, "configs/meta_a2c.py:catch")
   config, workdir = flag_values.config, flag_values.workdir
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/meta_a2c.py:catch")
-  if not workdir:
-    raise app.UsageError("--workdir is required")
   from optim4rl_tf.meta import workers as workers_lib  # pylint: disable=import-outside-toplevel
   try:  # before any other TensorFlow op: tf.distribute starts this worker's server and waits for the others
     workers = workers_lib.from_environment()

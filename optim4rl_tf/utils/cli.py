@@ -228,3 +228,14 @@ def define_config_flag(flag_values, argv, example, lock_config=True):
                                   flag_values=flag_values,
                                   lock_config=lock_config,
                                   sys_argv=argv)
+
+
+def check_config_and_workdir(argv, flag_values, example):
+  """The usage checks of a command with ``--config`` and ``--workdir``: no positional arguments, both flags
+  given (``example`` is the config file named in the error); app.UsageError otherwise."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if flag_values.config is None:
+    raise app.UsageError(f"--config is required, e.g. --config={example}")
+  if not flag_values.workdir:
+    raise app.UsageError("--workdir is required")

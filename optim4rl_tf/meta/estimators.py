@@ -140,9 +140,7 @@ def optimizer_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
                            learning_rate, parts)
     previous = [out[0]]
     outs.append(out)
-  delta = tf.concat([o[0] for o in outs], axis=0)
-  new_hidden = tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(hidden)))
-  return delta, new_hidden
+  return _concat_units(outs)
 
 
 def _parallel_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
@@ -156,9 +154,13 @@ def _parallel_step(core, phi, hidden, flat_grads, learning_rate, parts=None):
   grads = tf.split(flat_grads, sizes, axis=0)
   states = [tf.split(h, sizes, axis=1) for h in hidden]
   outs = [step(phi, tuple(s[i] for s in states), grads[i], learning_rate) for i in range(parts)]
+  return _concat_units(outs)
+
+
+def _concat_units(outs):
+  """[(delta [u_i, P], hidden tuple of [H, u_i, P])] of consecutive groups of units -> one (delta, hidden)."""
   delta = tf.concat([o[0] for o in outs], axis=0)
-  new_hidden = tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(hidden)))
-  return delta, new_hidden
+  return delta, tuple(tf.concat([o[1][j] for o in outs], axis=1) for j in range(len(outs[0][1])))
 
 
 def _compiled_step(core):

@@ -265,50 +265,31 @@ def test_meta_ppo_smoke_then_test_the_learned_optimizer(tmp_path):
   assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
 
 
-@pytest.mark.slow(75)
-def test_meta_ppo_star_second_order_smoke_then_ppo_star_test(tmp_path):
-  """MetaPPOstar (docs/fidelity.md §6.5, §7.6): STAR meta-trains through PPO inner updates with nested tapes, so its
-  meta-gradient includes the path through the agent gradients (checked against finite differences in
-  test_meta_ppo_gradient.py); its phi then drives a PPO agent (PPOstar)."""
+@pytest.mark.slow(20)
+def test_meta_ppo_star_config_builds_a_full_unroll_and_its_phi_drives_ppo_star(tmp_path):
+  """MetaPPOstar (docs/fidelity.md §6.5, §7.6): the config builds a MetaTrainer whose estimator is the full
+  unroll over MetaPPO (nested tapes, so the meta-gradient includes the path through the agent gradients); a
+  STAR phi saved by meta_params then drives a PPO agent (PPOstar). The second-order meta-gradient itself is
+  checked against finite differences in test_meta_ppo_gradient.py, and three meta-training iterations of this
+  config bitwise in test_meta_redesign_golden.py (one compilation of that graph each, not a third here)."""
   from optim4rl_tf.meta import estimators
   from optim4rl_tf.meta import meta_ppo
   from optim4rl_tf.meta import trainer as trainer_lib
   from optim4rl_tf.optimizers import meta_params
-  c = set_fields(
-      ppo_configs.get_config("meta_inverted_pendulum"),
-      **{
-          "optimizer.name": "star",
-          "num_iterations": 2,
-          # a smaller graph: the second-order path's wiring is under test here, not the numbers
-          "env.num_envs": 4,
-          "env.episode_length": 5,
-          "batch_size": 2,
-          "num_minibatches": 2,
-          "unroll_length": 3,
-          "network.policy_hidden": (8,),
-          "network.value_hidden": (8, 8)
-      })
+  c = set_fields(ppo_configs.get_config("meta_inverted_pendulum"), **{"optimizer.name": "star", "num_iterations": 2})
   trainer = trainer_lib.MetaTrainer(c)
   est = trainer.estimators[0]
-  assert isinstance(est, estimators.FullUnroll) and isinstance(est.problem, meta_ppo.MetaPPO)
-  task, core = trainer.tasks[0], trainer.core
-  phi0 = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
-  units = trainer.units[0].read()
-
-  @tf.function
-  def meta_grad():
-    return trainer_lib.outer_iteration(est, core, phi0, units, tf.constant(5, tf.int64), tf.constant([3, 4]),
-                                       *trainer.schedule[0])[1]
-
-  second = meta_grad()
-  norm = float(np.sqrt(sum(np.sum(np.square(v.numpy())) for v in second.values())))
-  assert np.isfinite(norm) and norm > 0
-  # (The trainer's Adam/NaN-guard/checkpoint loop is shared with MetaPPO and tested there.)
-  phi = {k: (phi0[k] - 1e-2 * second[k]).numpy() for k in phi0}
-  path = meta_params.save(str(tmp_path / "star.npz"), core, phi)
+  assert isinstance(est, estimators.FullUnroll) and isinstance(est.problem, meta_ppo.MetaPPO) and est.second_order
+  rng = np.random.default_rng(0)  # a phi away from the initial one, as meta-training would leave it
+  phi = {
+      k: v.numpy() + 1e-2 * rng.standard_normal(v.shape).astype(np.float32) for k, v in zip(trainer.keys, trainer.phi)
+  }
+  path = meta_params.save(str(tmp_path / "star.npz"), trainer.core, phi)
   cfg = tiny_config(**{"optimizer.name": "star", "optimizer.meta_params": path, "plot": False})
   out = ppo_train.train(cfg, str(tmp_path / "lopt"), console=False)
   assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
+  _, loaded = meta_params.load(path)
+  assert all(np.array_equal(loaded[k], phi[k]) for k in phi)
 
 
 def test_meta_ppo_config_errors():

@@ -448,3 +448,36 @@ def test_multi_task_meta_training_normalises_each_task_then_averages():
   np.testing.assert_allclose(combined[0].numpy().ravel(), expected, atol=1e-7)
   assert all(np.all(g.numpy() == 0) for g in combined[1:])
   np.testing.assert_allclose(float(norm), 0.25 * np.sqrt(2.0), rtol=1e-6)
+
+
+@pytest.mark.slow(15)
+def test_a_skipped_iteration_keeps_phi_and_the_insane_tasks_units_while_the_sane_task_goes_on(monkeypatch):
+  """Units are streamed (trainer module doc): when task B's agents blow up at iteration 2, the iteration is
+  skipped (phi and meta-Adam stay), B's units stay as they were, and task A's sane units, trained with the
+  unchanged phi, are stored."""
+  original = trainer_lib.outer_iteration
+
+  def spoiled(estimator, core, phi, units, iteration, *args):
+    new, grads, metrics = original(estimator, core, phi, units, iteration, *args)
+    if estimator.problem.name == "small_dense_short":
+      scale = tf.where(tf.equal(iteration, 2), 1e30, 1.0)
+      new = new._replace(params=[p * scale for p in new.params])
+    return new, grads, metrics
+
+  monkeypatch.setattr(trainer_lib, "outer_iteration", spoiled)
+  config = meta_configs.get_config("grid6")
+  config.tasks = config.tasks[:2]  # small_dense_long, small_dense_short
+  config.num_units, config.rollout_steps, config.inner_updates, config.num_iterations = 2, 5, 2, 2
+  config.optimizer.mlp_dims = (4,)
+  trainer = trainer_lib.MetaTrainer(config)
+  read = lambda: ([v.numpy()
+                   for v in trainer.phi], [[x.numpy() for x in tf.nest.flatten(u.read())] for u in trainer.units])
+  assert trainer.run_iteration()["meta/applied"] == 1.0
+  phi_1, units_1 = read()
+  metrics = trainer.run_iteration()
+  phi_2, units_2 = read()
+  assert metrics["meta/applied"] == 0.0 and list(trainer.last_checks.numpy()) == [1, 1, 0]
+  assert all(np.array_equal(a, b) for a, b in zip(phi_1, phi_2))
+  assert all(np.array_equal(a, b) for a, b in zip(units_1[1], units_2[1]))  # B: kept
+  assert not all(np.array_equal(a, b) for a, b in zip(units_1[0], units_2[0]))  # A: went on
+  assert all(np.all(np.isfinite(x)) for x in units_2[0])

@@ -3,7 +3,9 @@
 M = 4), one fresh process per setting so peak RSS is per setting. ``--allocators`` repeats each row under
 other memory allocators (see optim4rl_tf.utils.runtime): ``glibc`` (mallopt tuning only), ``bfc``
 (TensorFlow's BFC pool for CPU tensors), ``tcmalloc`` (BFC + tcmalloc preloaded; the launchers' default when
-the library is installed). Figures only; nothing is asserted.
+the library is installed). A task is any variant of configs/meta_a2c.py: ``--tasks=grid6 --units=512
+--mlp_dims=`` is the paper's grid6 recipe (six tasks x 512 units, head-free), its env steps and coordinates
+summed over the tasks. Figures only; nothing is asserted.
 
 ``launch/benchmark.py meta --against=official --official_dir=DIR --official_python=PY --official_bench=SCRIPT
 [--env=small_dense_long] [--units=64] [--pairs=2] [--duration=45]``: ours and the official JAX MetaA2C
@@ -53,7 +55,7 @@ def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1, wo
     trainer.run_iteration()
     n += 1
   secs = (time.time() - start) / n
-  steps = units * config.rollout_steps * (config.inner_updates + 1)
+  steps = len(trainer.tasks) * units * config.rollout_steps * (config.inner_updates + 1)  # all tasks (grid6: 6)
   net = trainer.tasks[0].net
   used = config.chunk_size or estimators.auto_chunk(units, net.num_params)
   return {
@@ -69,7 +71,8 @@ def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1, wo
       "peak_rss_gb": run.peak_rss_gb(),
       "first_it_secs": times[0],
       "warmup_secs": compile_secs,
-      "coords": units * net.num_params,
+      "coords": units * sum(t.net.num_params for t in trainer.tasks),
+      "tasks": len(trainer.tasks),
       "loadavg": os.getloadavg(),
       "workers": 1 if workers is None else workers.num_workers
   }

@@ -16,8 +16,11 @@ returns the meta-gradient. The per-problem meta-gradients (means over units) are
 ``meta_grad_norm``) and applied with Adam (optax defaults, §0.2). A non-finite meta-gradient, a non-finite
 phi or one beyond ``meta_params.PHI_LIMIT``, non-finite or absurd (|x| > ``meta_params.ABSURD``) agent
 parameters (also checked by the problems inside the inner loop, ``params_ok``) are never applied; the error
-that ends such a run names the knob for the check that failed (:func:`divergence_advice`). ``config.nonfinite`` says what happens then: ``"skip"`` (default)
-skips and counts the iteration; after ``max_nonfinite`` consecutive skips the run stops with
+that ends such a run names the knob for the check that failed (:func:`divergence_advice`). Units are
+streamed: each task's new units replace its old ones as soon as that task is done, when its own agents are
+sane, so a skipped iteration leaves phi and meta-Adam as they were while the sane tasks' agents (trained with
+that unchanged phi) go on; at most one task holds two copies of its units at a time. ``config.nonfinite``
+says what happens then: ``"skip"`` (default) skips and counts the iteration; after ``max_nonfinite`` consecutive skips the run stops with
 :class:`NonFiniteError`, after saving the applied iterations not yet checkpointed. ``"stop"`` (the official
 MetaPPO, docs/fidelity.md §5.4) ends the run at the first such iteration with :class:`Diverged` and saves
 nothing from that iteration on.
@@ -99,6 +102,12 @@ class VarTree:
   def assign(self, structure):
     for v, x in zip(self.variables, tf.nest.flatten(structure)):
       v.assign(x)
+
+
+def _assigned(tree, structure):
+  """Assigns ``structure`` to the VarTree ``tree``; True once done (a tf.cond branch)."""
+  tree.assign(structure)
+  return tf.constant(True)
 
 
 def divergence_advice(config, checks):
@@ -383,7 +392,7 @@ class MetaTrainer:
     t = self.iteration + 1
     key = tf.random.experimental.stateless_fold_in(self.base_key, tf.cast(t, tf.int32))
     phi = {k: v.read_value() for k, v in zip(self.keys, self.phi)}
-    task_grads, new_units, metrics, previous = [], [], {}, []
+    task_grads, agents_ok, metrics, previous = [], [], {}, []
     for i, (estimator, units) in enumerate(zip(self.estimators, self.units)):
       problem = estimator.problem
       # One task after another: without the dependency the executor may run the tasks' rollouts and replays
@@ -392,9 +401,17 @@ class MetaTrainer:
       with tf.control_dependencies(previous):
         units_new, grads, m = outer_iteration(estimator, self.core, phi, units.read(), t,
                                               tf.random.experimental.stateless_fold_in(key, i), *self.schedule[i])
-      previous = tf.nest.flatten(grads)
+      # The task's agents: sane parameters, and (MetaA2C) rollouts that only ever saw sane ones (params_ok).
+      ok = pipeline.all_sane([problem_lib.agent_params(units_new)])
+      if "params_ok" in m:
+        ok = tf.logical_and(ok, m["params_ok"] > 0)
+      # Streamed units: a task's sane new units replace its old ones as soon as the task is done, so that at
+      # most one task holds two copies of its units at a time (all tasks' new units kept until the phi
+      # update would add their whole size to the peak: +5 GB for grid6 at 512 units per task).
+      stored = tf.cond(ok, lambda u=units, x=units_new: _assigned(u, x), lambda: tf.constant(False))
+      previous = tf.nest.flatten(grads) + [stored]
       task_grads.append(grads)
-      new_units.append(units_new)
+      agents_ok.append(ok)
       metrics.update({f"{problem.name}/{k}": v for k, v in m.items()})
     if self.workers is not None:  # the means over this worker's units -> the means over all units
       task_grads = self.workers.mean(task_grads)
@@ -402,9 +419,6 @@ class MetaTrainer:
     adam_out = [classical.adam_update(s, g, self.config.meta_lr) for s, g in zip(self.adam.read(), grads)]
     new_phi = [phi[k] + u for k, (u, _) in zip(self.keys, adam_out)]
     # Divergence guard: a finite but absurd phi (meta_lr=1e30) or agent would blow up the next rollouts.
-    # MetaA2C's inner loop also reports whether its rollouts only ever saw sane parameters (params_ok).
-    agents_ok = [pipeline.all_sane([problem_lib.agent_params(u) for u in new_units])]
-    agents_ok += [metrics[f"{p.name}/params_ok"] > 0 for p in self.problems if f"{p.name}/params_ok" in metrics]
     checks = tf.stack(
         [_all_finite(grads),
          pipeline.all_sane(new_phi, meta_params_lib.PHI_LIMIT),
@@ -419,8 +433,6 @@ class MetaTrainer:
       for v, x in zip(self.phi, new_phi):
         v.assign(x)
       self.adam.assign([s for _, s in adam_out])
-      for tree, u in zip(self.units, new_units):
-        tree.assign(u)
       self.skipped_in_a_row.assign(0)
       return tf.constant(True)
 

@@ -9,7 +9,7 @@ with A2C (10 seeds x 3e7 env steps by default, agent lr 3e-2, the meta-training 
 
 Each cell is a unit of work that outlives a session: its meta-training resumes from its checkpoints, a
 finished test is not rerun, and its outcome is written as ``<results>/cells/<cell name>.json`` as soon as it
-finishes. :func:`collect` turns whatever cells are there into ``numbers.json`` and ``cells.md``: best-of-N
+finishes. :func:`collect` turns whatever cells are there into ``cells.json`` and ``cells.md``: best-of-N
 against best-of-N with equal N, the mean over cells and the spread over meta seeds.
 
   python launch/table1_cells.py --cells=with:1e-3,without:1e-3 --workdir=runs/t1 --results=results/table1_sdl

@@ -281,6 +281,12 @@ def test_estimate_is_within_2x_of_measured_peak_rss():
     c.num_units, c.optimizer.hidden_size, c.optimizer.mlp_dims = units, hidden, mlp_dims
     ratio = memory_estimate.estimate(c)[0] / 1e9 / measured_gb
     assert 0.5 <= ratio <= 2.0, (task, units, hidden, mlp_dims, ratio)
+  for tasks, units, measured_gb in memory_estimate.MULTI_TASK_CALIBRATION:
+    c = meta_configs.get_config("grid6")
+    c.num_units = units
+    c.tasks = [t for t in c.tasks if tasks is None or t.env_name in tasks]
+    ratio = memory_estimate.estimate(c)[0] / 1e9 / measured_gb
+    assert 0.8 <= ratio <= 1.3, (tasks, units, ratio)
   c = meta_configs.get_config("catch")
   assert memory_estimate.check(c, limit_bytes=64 << 30) < 4e9  # the main job fits
   with pytest.raises(ValueError, match=r"but this machine has 1.0 GiB; lower"):
@@ -288,6 +294,17 @@ def test_estimate_is_within_2x_of_measured_peak_rss():
 
 
 # --- 6. main.py names its own flags ---------------------------------------------------------------------------------
+
+
+def test_the_grid6_recipe_at_512_units_is_refused_on_a_24_gb_machine_and_128_units_run():
+  """Killed by the kernel above 21.9 GB when it ran (memory_estimate.MULTI_TASK_CALIBRATION): refused with one
+  line instead; the 128-unit run (9.5 GB measured) passes the check."""
+  c = meta_configs.get_config("grid6")
+  c.num_units = 512
+  with pytest.raises(ValueError, match=r"needs about .* but this machine has 24.0 GiB; lower num_units"):
+    memory_estimate.check(c, limit_bytes=24 << 30)
+  c.num_units = 128
+  assert memory_estimate.check(c, limit_bytes=24 << 30) < 12e9
 
 
 def test_main_too_many_units_names_meta_units(tmp_path):

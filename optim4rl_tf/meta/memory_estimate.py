@@ -23,11 +23,15 @@ observation, A activations per env step of the agent network (the inputs of its 
   phi    = 6 * N_phi                                     # phi, meta-Adam's two moments, the meta-gradient, the
                                                          #   per-task gradient and the checkpoint copy
 
-  bytes = BASE_BYTES + OVERHEAD * 4 * (sum over tasks of kept + max over tasks of (agents - kept + replay
-          + rollout)) + 4 * phi,   kept = C * (S * H + 1)
+  bytes = BASE_BYTES + OVERHEAD * 4 * (sum over tasks of kept + max over tasks of transient
+          + OTHER_TASKS * (sum over the other tasks of transient)) + 4 * phi,
+  kept = C * (S * H + 1),   transient = agents - kept + replay + rollout
 
 (theta and the hidden states of every task's units live across iterations; the other tensors exist while
-one task's outer iteration runs).
+one task's outer iteration runs. The tasks run one after another, yet each further task adds about half its
+working set: the memory a finished task frees stays with the allocator in blocks that the next task's shapes
+only partly reuse. OTHER_TASKS was fitted to grid6 runs, ``MULTI_TASK_CALIBRATION``: at 512 units per task the
+recipe was killed by the kernel above 21.9 GB on a 24 GB machine, and the estimate, 28.8 GB, refuses it.)
 
 STAR (``estimators.full_unroll``, no chunking) keeps every inner update on one tape instead: per coordinate
 its S = 5 accumulators, and for each of the M updates its 39 input features, its MLP activations and its 4
@@ -71,11 +75,20 @@ OVERHEAD = 0.8  # fitted: XLA fuses away some of the tensors the formula counts 
 STAR_STATES = 5  # momentum (3), rms (1) and the factored accumulators (about 1) per coordinate
 STAR_FEATURES = 39 + 4  # STAR's MLP inputs and outputs per coordinate
 
+OTHER_TASKS = 0.5  # fitted: the share of each further task's transient memory a multi-task iteration keeps
+
 # (task, units, hidden_size, mlp_dims, measured peak RSS in GB): the runs BASE_BYTES and OVERHEAD were fitted to.
 CALIBRATION = (("catch", 16, 8, (), 1.65), ("catch", 64, 8, (), 1.98), ("catch", 256, 8, (), 3.65),
                ("small_dense_long", 64, 8, (), 1.9), ("small_dense_long", 512, 8, (), 3.0),
                ("big_dense_long", 64, 8, (), 3.0), ("big_dense_long", 512, 8, (), 11.1),
                ("small_dense_long", 64, 8, (16, 16), 2.0), ("big_dense_long", 64, 8, (16, 16), 3.2))
+# (tasks of configs/meta_a2c.py's grid6 (None: all six), units per task, measured peak RSS in GB), head-free, H 8:
+# one or two outer iterations at commits 9cb7f2d-76c654e (OTHER_TASKS was fitted to them). grid6 at 512 units
+# was killed by the kernel at 21.9 GB: its true peak is higher.
+MULTI_TASK_CALIBRATION = ((None, 16, 3.1), (None, 32, 4.5), (None, 128, 9.5), (("small_dense_long", "big_dense_long"),
+                                                                               512, 11.24),
+                          (("small_dense_long", "small_dense_short", "big_dense_long"), 512,
+                           11.45), (("big_sparse_short", "big_dense_long"), 512, 13.75))
 
 
 def _network_sizes(env_name):
@@ -115,7 +128,7 @@ def estimate(config):
   states, hidden, heads, mlp_sum, num_phi = _core_sizes(config)
   star = config.optimizer.name == "star"
   m, t = int(config.inner_updates), int(config.rollout_steps)
-  persistent, transient, parts = 0, 0, []
+  persistent, transients, parts = 0, [], []
   for i, spec in enumerate(config.tasks):
     # A task's units, as meta_a2c.task_units counts them (not imported: meta_a2c calls this module).
     units = int(config.num_units) if config.get("num_units", 0) > 0 else int(spec.num_units)
@@ -132,8 +145,9 @@ def estimate(config):
       replay = m * (act + states * hidden) * replay_coordinates(units, params, int(config.chunk_size))
       rollout = 2 * per_step
     persistent += kept
-    transient = max(transient, agents - kept + replay + rollout)
+    transients.append(agents - kept + replay + rollout)
     parts.append(f"tasks[{i}] {spec.env_name}: {units:,} units x {params:,} params, rollout_steps {t:,}")
+  transient = max(transients) + OTHER_TASKS * (sum(transients) - max(transients))
   total = BASE_BYTES + OVERHEAD * FLOAT_BYTES * (persistent + transient) + FLOAT_BYTES * 6 * num_phi
   what = "; ".join(parts)
   if star:

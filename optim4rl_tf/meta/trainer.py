@@ -19,9 +19,9 @@ parameters (also checked by the problems inside the inner loop, ``params_ok``) a
 that ends such a run names the knob for the check that failed (:func:`divergence_advice`). Units are
 streamed: each task's new units replace its old ones as soon as that task is done, when its own agents are
 sane, so a skipped iteration leaves phi and meta-Adam as they were while the sane tasks' agents (trained with
-that unchanged phi) go on; at most one task holds two copies of its units at a time. ``config.nonfinite``
-says what happens then: ``"skip"`` (default) skips and counts the iteration; after ``max_nonfinite`` consecutive skips the run stops with
-:class:`NonFiniteError`, after saving the applied iterations not yet checkpointed. ``"stop"`` (the official
+that unchanged phi) go on; at most one task holds two copies of its units at a time.
+``config.nonfinite`` says what happens then: ``"skip"`` (default) skips and counts the iteration; after
+``max_nonfinite`` consecutive skips the run stops with :class:`NonFiniteError`, after saving the applied iterations not yet checkpointed. ``"stop"`` (the official
 MetaPPO, docs/fidelity.md §5.4) ends the run at the first such iteration with :class:`Diverged` and saves
 nothing from that iteration on.
 
@@ -407,7 +407,7 @@ class MetaTrainer:
         ok = tf.logical_and(ok, m["params_ok"] > 0)
       # Streamed units: a task's sane new units replace its old ones as soon as the task is done, so that at
       # most one task holds two copies of its units at a time (all tasks' new units kept until the phi
-      # update would add their whole size to the peak: +5 GB for grid6 at 512 units per task).
+      # update would add them all to the peak: the units of grid6 at 512 units per task are 5.1 GB).
       stored = tf.cond(ok, lambda u=units, x=units_new: _assigned(u, x), lambda: tf.constant(False))
       previous = tf.nest.flatten(grads) + [stored]
       task_grads.append(grads)

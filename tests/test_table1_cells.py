@@ -104,3 +104,19 @@ def test_a_finished_cell_is_not_run_again_and_keeps_its_record(tmp_path, monkeyp
   with pytest.raises(RuntimeError, match="the cell runs"):  # 5 seeds asked: the 10-seed record does not count
     tc.run_cell(cell, str(tmp_path / "runs"), str(tmp_path), num_seeds=5)
   assert path.read_bytes() == before
+
+
+def test_a_signal_during_a_cell_ends_the_command_with_one_line_and_the_signal_status(tmp_path, monkeypatch):
+  """A SIGTERM while a cell meta-trains (the trainer saved the cell and raised Interrupted): one ``error:``
+  line naming it and exit status 143, no traceback, as launch/meta_train.py."""
+  from optim4rl_tf.meta import trainer as trainer_lib
+
+  def interrupted(*args, **kwargs):
+    raise trainer_lib.Interrupted(15, "interrupted by SIGTERM after outer iteration 9/585; saved it in X")
+
+  monkeypatch.setattr(tc, "run_cell", interrupted)
+  proc = run_command(table1_cells_command, "--cells=with:3e-4", f"--workdir={tmp_path / 'runs'}",
+                     f"--results={tmp_path / 'results'}")
+  assert proc.returncode == 143 and "Traceback" not in proc.stderr
+  assert [line for line in proc.stderr.splitlines() if line.startswith("error:")
+         ] == ["error: interrupted by SIGTERM after outer iteration 9/585; saved it in X"]

@@ -47,18 +47,21 @@ def define_flags(flag_values, argv=None):
 def main(argv, flag_values):
   """The command: runs the ``--cells`` one after another (the summary rebuilt after each), then prints the
   verdict of the summary; with ``--collect_only`` it only rebuilds the summary. A bad cell spec is a usage
-  error (one line, exit 2) before anything runs."""
+  error (one line, exit 2) before anything runs; SIGTERM/SIGINT saves the running cell and ends with one line
+  (exit 143/130), as the meta-training launcher does."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from optim4rl_tf.eval import table1_cells  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  from optim4rl_tf.meta import run  # pylint: disable=import-outside-toplevel
   try:
     cells = [table1_cells.parse_cell(s) for s in flag_values.cells]
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   for cell in [] if flag_values.collect_only else cells:
-    rec = table1_cells.run_cell(cell, flag_values.workdir, flag_values.results, flag_values.meta_units,
-                                flag_values.meta_iterations, flag_values.num_seeds, flag_values.test_steps)
+    # (a signal, a diverged or unwritable run: one error line and the launchers' exit status, run.cli_call)
+    rec = run.cli_call(table1_cells.run_cell, cell, flag_values.workdir, flag_values.results, flag_values.meta_units,
+                       flag_values.meta_iterations, flag_values.num_seeds, flag_values.test_steps)
     test = rec["test"]
     print(f"[table1] {cell.name}: " + ("diverged, not tested" if test is None else f"{test['mean']:.2f}"), flush=True)
     table1_cells.collect(flag_values.results)

@@ -85,10 +85,14 @@ CALIBRATION = (("catch", 16, 8, (), 1.65), ("catch", 64, 8, (), 1.98), ("catch",
 # (tasks of configs/meta_a2c.py's grid6 (None: all six), units per task, measured peak RSS in GB), head-free, H 8:
 # one or two outer iterations at commits 9cb7f2d-76c654e (OTHER_TASKS was fitted to them). grid6 at 512 units
 # was killed by the kernel at 21.9 GB: its true peak is higher.
-MULTI_TASK_CALIBRATION = ((None, 16, 3.1), (None, 32, 4.5), (None, 128, 9.5), (("small_dense_long", "big_dense_long"),
-                                                                               512, 11.24),
-                          (("small_dense_long", "small_dense_short", "big_dense_long"), 512,
-                           11.45), (("big_sparse_short", "big_dense_long"), 512, 13.75))
+MULTI_TASK_CALIBRATION = (
+    (None, 16, 3.1),
+    (None, 32, 4.5),
+    (None, 128, 9.5),
+    (("small_dense_long", "big_dense_long"), 512, 11.24),
+    (("small_dense_long", "small_dense_short", "big_dense_long"), 512, 11.45),
+    (("big_sparse_short", "big_dense_long"), 512, 13.75),
+)
 
 
 def _network_sizes(env_name):

@@ -4,8 +4,8 @@
   python launch/meta_train.py --config=configs/meta_a2c.py:big_dense_long_nopipe --config.meta_lr=1e-4
 
 Variants: catch, small_dense_long, big_dense_long (each also ``*_nopipe``: units never reset), grid6 (the
-six-gridworld task set of §5.6, one shared phi; its 512 units per task need about 29 GB and are refused on a
-smaller machine: ``--config.num_units=128`` runs in 9.5 GB). Sweep grids of §5.7 are in ``sweep`` (lists), for
+six-gridworld task set of §5.6, one shared phi; its 512 units per task peak at 16.9 GB, so it needs a machine
+of about 20 GB or more; ``--config.num_units=128`` runs in 5.8 GB). Sweep grids of §5.7 are in ``sweep`` (lists), for
 ``launch/sweep.py``-style expansion.
 """
 

@@ -74,7 +74,8 @@ def unit_finite(tensors, bound=DIVERGENCE_BOUND):
 
 
 def _where_units(ok, x, y):
-  """Per unit: x where ok [U] else y ([U, ...] tensors)."""
+  """Per unit: x where ok [U] else y ([U, ...] tensors, or a scalar: a stand-in zero is a scalar, since
+  grappler folds ``zeros_like`` into a full-size constant that a compiled graph keeps for its lifetime)."""
   return tf.where(tf.reshape(ok, [-1] + [1] * (x.shape.rank - 1)), x, y)
 
 
@@ -135,7 +136,7 @@ def guarded_rollout(logits_fn,
     logits = logits_fn(params, obs)
     if guard:
       ok = ok & unit_finite([logits])
-      logits = _where_units(ok, logits, tf.zeros_like(logits))
+      logits = _where_units(ok, logits, tf.zeros([], logits.dtype))
     a = sample_fn(tf.reshape(logits, [-1, logits.shape[-1]]), tf.random.experimental.stateless_split(step_key, 2)[0])
     return a, (a,), ok
 
@@ -291,13 +292,13 @@ def a2c_update(net, env, opt, hparams, num_steps, num_units, state, grad_probe=N
     ret_sum = tf.where(healthy, ret_sum, 0.0)
     ret_count = tf.where(healthy, ret_count, 0.0)
     healthy = healthy & tf.math.is_finite(metrics["loss"]) & unit_finite(grads, bound=None)
-    grads = [_where_units(healthy, g, tf.zeros_like(g)) for g in grads]
+    grads = [_where_units(healthy, g, tf.zeros([], g.dtype)) for g in grads]
   updates, opt_state = opt.update(grads, state.opt_state, params=state.params)
   params = apply_updates(state.params, updates)
   if guard:
     healthy = healthy & unit_finite(params)
     params = [_where_units(healthy, p, p0) for p, p0 in zip(params, state.params)]
-    updates = [_where_units(healthy, u, tf.zeros_like(u)) for u in updates]
+    updates = [_where_units(healthy, u, tf.zeros([], u.dtype)) for u in updates]
   metrics = dict(metrics,
                  return_sum=ret_sum,
                  return_count=ret_count,

@@ -28,10 +28,11 @@ observation, A activations per env step of the agent network (the inputs of its 
   kept = C * (S * H + 1),   transient = agents - kept + replay + rollout
 
 (theta and the hidden states of every task's units live across iterations; the other tensors exist while
-one task's outer iteration runs. The tasks run one after another, yet each further task adds about half its
-working set: the memory a finished task frees stays with the allocator in blocks that the next task's shapes
-only partly reuse. OTHER_TASKS was fitted to grid6 runs, ``MULTI_TASK_CALIBRATION``: at 512 units per task the
-recipe was killed by the kernel above 21.9 GB on a 24 GB machine, and the estimate, 28.8 GB, refuses it.)
+one task's outer iteration runs. The tasks run one after another, and each further task adds a small share of
+its working set, OTHER_TASKS, fitted to grid6 runs, ``MULTI_TASK_CALIBRATION``: the paper's recipe at 512 units
+per task peaks at 16.9 GB, estimated 19.2 GB. Before the step stopped holding folded zero constants and a
+copy of the initial units, each further task kept about half its working set and that recipe was killed by
+the kernel above 21.9 GB on a 24 GB machine.)
 
 STAR (``estimators.full_unroll``, no chunking) keeps every inner update on one tape instead: per coordinate
 its S = 5 accumulators, and for each of the M updates its 39 input features, its MLP activations and its 4
@@ -75,7 +76,7 @@ OVERHEAD = 0.8  # fitted: XLA fuses away some of the tensors the formula counts 
 STAR_STATES = 5  # momentum (3), rms (1) and the factored accumulators (about 1) per coordinate
 STAR_FEATURES = 39 + 4  # STAR's MLP inputs and outputs per coordinate
 
-OTHER_TASKS = 0.5  # fitted: the share of each further task's transient memory a multi-task iteration keeps
+OTHER_TASKS = 0.15  # fitted: the share of each further task's transient memory a multi-task iteration adds
 
 # (task, units, hidden_size, mlp_dims, measured peak RSS in GB): the runs BASE_BYTES and OVERHEAD were fitted to.
 CALIBRATION = (("catch", 16, 8, (), 1.65), ("catch", 64, 8, (), 1.98), ("catch", 256, 8, (), 3.65),
@@ -83,15 +84,12 @@ CALIBRATION = (("catch", 16, 8, (), 1.65), ("catch", 64, 8, (), 1.98), ("catch",
                ("big_dense_long", 64, 8, (), 3.0), ("big_dense_long", 512, 8, (), 11.1),
                ("small_dense_long", 64, 8, (16, 16), 2.0), ("big_dense_long", 64, 8, (16, 16), 3.2))
 # (tasks of configs/meta_a2c.py's grid6 (None: all six), units per task, measured peak RSS in GB), head-free, H 8:
-# one or two outer iterations at commits 9cb7f2d-76c654e (OTHER_TASKS was fitted to them). grid6 at 512 units
-# was killed by the kernel at 21.9 GB: its true peak is higher.
+# two outer iterations at the commit that removed the step's folded constants (OTHER_TASKS was fitted to them).
 MULTI_TASK_CALIBRATION = (
-    (None, 16, 3.1),
-    (None, 32, 4.5),
-    (None, 128, 9.5),
-    (("small_dense_long", "big_dense_long"), 512, 11.24),
-    (("small_dense_long", "small_dense_short", "big_dense_long"), 512, 11.45),
-    (("big_sparse_short", "big_dense_long"), 512, 13.75),
+    (None, 16, 2.93),
+    (None, 32, 3.37),
+    (None, 128, 5.84),
+    (None, 512, 16.91),
 )
 
 

@@ -32,8 +32,11 @@ def all_sane(tensors, limit=meta_params.ABSURD):
 
 
 def or_zeros(ok, tensors):
-  """``tensors`` if ``ok`` else zeros like them (a harmless stand-in for diverged agent parameters)."""
-  return tf.cond(ok, lambda: tensors, lambda: tf.nest.map_structure(tf.zeros_like, tensors))
+  """``tensors`` if ``ok`` else zeros like them (a harmless stand-in for diverged agent parameters). The zeros
+  are a broadcast scalar, not ``zeros_like``: grappler folds that into a full-size constant the compiled step
+  would keep for its lifetime."""
+  zeros = lambda x: tf.broadcast_to(tf.zeros([], x.dtype), tf.shape(x))
+  return tf.cond(ok, lambda: tensors, lambda: tf.nest.map_structure(zeros, tensors))
 
 
 def reset_indices(num_units, reset_interval):
@@ -55,8 +58,20 @@ def reset_mask(iteration, indices, reset_interval):
   return tf.equal(tf.cast(indices, tf.int32), phase)
 
 
+def _splat_value(x):
+  """The value of a graph tensor filled with one constant (``tf.zeros``/``tf.fill`` of a static value, e.g.
+  fresh optimizer hidden states), else None."""
+  if getattr(x, "op", None) is None or x.op.type != "Fill":
+    return None
+  return tf.get_static_value(x.op.inputs[1])
+
+
 def _unit_select(mask, num_units, axis, fresh, old):
-  """``fresh`` where ``mask`` (bool [U]) on ``axis`` of ``old`` ([..., k * U, ...]; k entries per unit)."""
+  """``fresh`` where ``mask`` (bool [U]) on ``axis`` of ``old`` ([..., k * U, ...]; k entries per unit).
+
+  A ``fresh`` filled with one constant is selected as that scalar: grappler would otherwise fold the fill
+  into a constant of the full size that the compiled step keeps for its lifetime (the zero hidden states of
+  grid6's six tasks at 512 units: about 5 GB held for nothing). Same numbers either way."""
   size = old.shape[axis]
   if size is None or size % num_units:
     raise ValueError(f"a unit-state tensor of shape {old.shape} has no {num_units} units (or multiples) on axis "
@@ -64,6 +79,9 @@ def _unit_select(mask, num_units, axis, fresh, old):
   m = mask if size == num_units else tf.repeat(mask, size // num_units)
   shape = [1] * old.shape.rank
   shape[axis] = size
+  value = _splat_value(fresh)
+  if value is not None:
+    fresh = tf.constant(value, old.dtype)
   return tf.where(tf.reshape(m, shape), fresh, old)
 
 

@@ -91,7 +91,9 @@ class VarTree:
   """A nested structure of tensors held in ``tf.Variable``s (for checkpoints and in-graph updates)."""
 
   def __init__(self, structure, name):
-    self._structure = structure
+    # The layout only: holding the initial tensors would keep a second copy of all units alive once the
+    # variables are first assigned (5.1 GB for grid6 at 512 units per task).
+    self._structure = tf.nest.map_structure(lambda _: 0, structure)
     self.variables = [
         tf.Variable(x, trainable=False, name=f"{name}_{i}") for i, x in enumerate(tf.nest.flatten(structure))
     ]

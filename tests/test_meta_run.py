@@ -1,7 +1,7 @@
 """One entry for every meta-training config (optim4rl_tf/meta/run.py, launch/meta_train.py): MetaA2C
 (configs/meta_a2c.py) and MetaPPO (configs/ppo.py:meta_*) configs are validated in one place, bad ones are
 refused in one line before anything is built (a real MetaPPO run from the launcher, resumed, and launch/train.py
-refusing it: tests/test_train_ppo.py)."""
+refusing it: tests/test_reproduction.py)."""
 
 import json
 import os

@@ -7,7 +7,6 @@ once.
 """
 
 import csv
-import math
 import json
 import os
 import time
@@ -239,55 +238,8 @@ def test_ppo_adam_learns_inverted_pendulum(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# MetaPPO (docs/fidelity.md §7.5): a tiny meta-training run whose phi then trains a PPO agent (§10 flow)
-
-
-@pytest.mark.slow(75)
-def test_meta_ppo_from_the_launcher_resumes_and_its_phi_trains_a_ppo_agent(tmp_path):
-  """A real MetaPPO run from launch/meta_train.py (1 outer iteration), resumed to 2 iterations by the same
-  launcher, every iteration applied with a finite meta-loss, phi moving; launch/train.py refuses the config in
-  one line pointing to launch/meta_train.py; then a fresh PPO agent trains with the meta-trained phi, fixed
-  (the §10 test flow)."""
-  from optim4rl_tf.eval import train_command  # pylint: disable=import-outside-toplevel
-  from optim4rl_tf.meta import meta_train_command  # pylint: disable=import-outside-toplevel
-  from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
-  from conftest import run_command  # pylint: disable=import-outside-toplevel
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  workdir = str(tmp_path / "meta")
-  config = [
-      f"--config={root}/configs/ppo.py:meta_inverted_pendulum", "--config.num_iterations=1", f"--workdir={workdir}"
-  ]
-  tiny = [  # (a smaller graph: the launcher's wiring and the test flow, not the numbers, are under test)
-      "--config.env.num_envs=4", "--config.env.episode_length=5", "--config.batch_size=2", "--config.num_minibatches=2",
-      "--config.unroll_length=3", "--config.network.policy_hidden=(8,)", "--config.network.value_hidden=(8,8)",
-      "--config.optimizer.hidden_size=3"
-  ]
-  proc = run_command(meta_train_command, *config, *tiny)
-  assert proc.returncode == 0, proc.stderr
-  assert json.load(open(os.path.join(workdir, "summary.json")))["iterations"] == 1
-  _, phi1 = meta_params.load(os.path.join(workdir, "phi.npz"))
-  proc = run_command(train_command, *config[:1], "--config.num_iterations=2", config[2])
-  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-  assert proc.returncode == 2 and errors == [
-      "error: config.agent 'meta_ppo' is a meta-training config: run it with launch/meta_train.py"
-  ], proc.stderr
-  proc = run_command(meta_train_command, *config[:1], "--config.num_iterations=2", config[2], *tiny)
-  assert proc.returncode == 0, proc.stderr
-  assert "resuming" in proc.stdout and "at outer iteration 1/2" in proc.stdout
-  summary = json.load(open(os.path.join(workdir, "summary.json")))
-  assert summary["iterations"] == 2 and summary["skipped"] == 0
-  with open(os.path.join(workdir, "meta_metrics.csv")) as f:
-    rows = list(csv.DictReader(f))
-  assert len(rows) == 2 and all(
-      float(r["meta/applied"]) == 1.0 and math.isfinite(float(r["inverted_pendulum/meta_loss"])) and
-      float(r["meta/grad_norm"]) > 0 for r in rows), rows
-  phi_path = os.path.join(workdir, "phi.npz")
-  _, phi2 = meta_params.load(phi_path)
-  assert any(not np.allclose(phi2[k], phi1[k]) for k in phi1)  # the second iteration moved phi
-  # Test flow (§10): a fresh PPO agent trained with the meta-trained phi, fixed.
-  cfg = tiny_config(**{"optimizer.name": "optim4rl", "optimizer.meta_params": phi_path, "plot": False})
-  out = ppo_train.train(cfg, str(tmp_path / "lopt"), console=False)
-  assert out["env_steps"] == STEP and all(np.all(np.isfinite(p)) for p in out["params"])
+# MetaPPO (docs/fidelity.md §7.5); a launcher run whose phi then trains a PPO agent (§10 flow) is in
+# tests/test_reproduction.py
 
 
 @pytest.mark.slow(20)

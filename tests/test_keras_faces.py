@@ -287,8 +287,8 @@ def test_load_own_variables_names_the_mismatch():
   net = compiled(opt, build=True)
   store = {str(i): v.numpy() for i, v in enumerate(opt.variables)}
   wrong = dict(store)
-  wrong[str(len(store) - 4)] = np.zeros((9, 9, 8), np.float32)  # a hidden state of another model variable
-  with pytest.raises(ValueError, match=r"has shape \(3, 1, 8\) but the file has \(9, 9, 8\)"):
+  wrong[str(len(store) - 4)] = np.zeros((8, 9, 9), np.float32)  # a hidden state of another model variable
+  with pytest.raises(ValueError, match=r"has shape \(8, 3, 1\) but the file has \(8, 9, 9\)"):
     opt.load_own_variables(wrong)
   wrong = dict(store)
   wrong[str(len(store) - 2)] = np.zeros((1, 4), np.float32)

@@ -1,5 +1,6 @@
 """The Keras 3 faces: fit, numerics equal to the core, config round trip, .keras save/load, NaN guard."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -67,7 +68,7 @@ def test_hidden_state_variables(cls):
   opt.build([var])
   hidden = [v for v in opt.variables if v.name.endswith(("_h1", "_h2"))]
   assert len(hidden) == (2 if cls is optim4rl_tf.Optim4RL else 1)
-  assert all(tuple(h.shape) == (2, 3, 8) and np.all(h.numpy() == 0) for h in hidden)
+  assert all(tuple(h.shape) == (8, 2, 3) and np.all(h.numpy() == 0) for h in hidden)  # (H,) + var.shape
   assert all("/" not in v.name for v in opt.variables)
   # The Keras face runs the same core: one step equals core.update.
   g = np.array([[0.1, -0.2, 0.0], [3.0, -1e-5, 1e-3]], np.float32)
@@ -75,7 +76,7 @@ def test_hidden_state_variables(cls):
   core = cores.make_core(cls._core_name)
   delta, state = core.update(opt.meta_params, core.init_state(tf.constant(g)), g, 0.1)
   np.testing.assert_allclose(var.numpy(), delta.numpy(), rtol=1e-6, atol=1e-9)
-  np.testing.assert_allclose(hidden[0].numpy(), state[0].numpy(), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(hidden[0].numpy(), np.moveaxis(state[0].numpy(), -1, 0), rtol=1e-6, atol=1e-7)
 
 
 def test_get_config_round_trip():
@@ -108,6 +109,43 @@ def test_keras_save_load_continues_identically(tmp_path):
   fresh.compile(optimizer=optim4rl_tf.Optim4RL(learning_rate=1e-2, seed=3), loss="mse")
   fresh.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
   assert any(not np.allclose(a, b) for a, b in zip(model.get_weights(), fresh.get_weights()))
+
+
+def test_hidden_states_saved_in_the_old_layout_are_moved_when_loaded():
+  """Optimizer variables saved before the feature-major layout (hidden states ``var.shape + (H,)``) load into
+  ``(H,) + var.shape`` and the step continues exactly as the optimizer that saved them."""
+  var = keras.Variable(np.zeros((3, 4), np.float32), name="w")
+  opt = optim4rl_tf.Optim4RL(learning_rate=0.03, seed=1)
+  grads = np.random.RandomState(0).randn(3, 3, 4).astype(np.float32)
+  for g in grads[:2]:
+    opt.apply_gradients([(tf.constant(g), var)])
+  hidden = {id(h) for state in opt._state for h in state}  # pylint: disable=protected-access
+  old = {str(i): np.moveaxis(v.numpy(), 0, -1) if id(v) in hidden else v.numpy() for i, v in enumerate(opt.variables)}
+  assert sorted({old[str(i)].shape for i, v in enumerate(opt.variables) if id(v) in hidden}) == [(3, 4, 8)]
+  clone_var = keras.Variable(var.numpy(), name="w")
+  clone = optim4rl_tf.Optim4RL(learning_rate=0.03, seed=1)
+  clone.load_own_variables(old)  # before build: kept, assigned (moved) when Keras builds the optimizer
+  clone.build([clone_var])
+  for a, b in zip(opt.variables, clone.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  opt.apply_gradients([(tf.constant(grads[2]), var)])
+  clone.apply_gradients([(tf.constant(grads[2]), clone_var)])
+  np.testing.assert_array_equal(clone_var.numpy(), var.numpy())
+
+
+def test_a_distribution_strategy_steps_each_variable_as_the_fused_step_does():
+  """Under a ``tf.distribute`` strategy Keras updates one variable at a time; the result is the one-call step's."""
+  x, y = regression_data(128)
+  weights = []
+  for strategy in (None, tf.distribute.OneDeviceStrategy("/cpu:0")):
+    with strategy.scope() if strategy else contextlib.nullcontext():
+      model = small_model()
+      model.compile(optimizer=optim4rl_tf.Optim4RL.from_pretrained(learning_rate=1e-2), loss="mse")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+    weights.append(model.get_weights() + [v.numpy() for v in model.optimizer.variables])
+  assert len(weights[0]) == len(weights[1])
+  for a, b in zip(*weights):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
 
 
 def test_non_finite_gradient_leaves_variable_unchanged():

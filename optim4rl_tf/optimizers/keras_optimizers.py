@@ -11,9 +11,13 @@ file was meta-trained with) or from ``seed``: a fresh, untrained phi, which is a
 ``UntrainedMetaParamsWarning`` at construction (its updates come from a random network). As in
 ``keras.optimizers.Adam``, ``build`` creates the optimizer variables: one float32 variable per phi entry
 (``phi_<key>``, e.g. ``phi_rnn1_kernel`` for ``rnn1/kernel``; fixed, not trained by ``fit``), then per model
-variable its hidden states, shape ``var.shape + (hidden_size,)`` (two for Optim4RL), zero at start and never
-reset. ``update_step`` calls the pure core of ``cores.py`` with the phi variables' values, so the Keras
-optimizer and the meta-trainer share one implementation. Everything is an optimizer variable, so
+variable its hidden states, shape ``(hidden_size,) + var.shape`` (two for Optim4RL; feature-major, the
+layout the core computes in), zero at start and never reset. A training step updates all model variables
+in one XLA-compiled call of the pure core of ``cores.py`` (``update_feature_major``) with the phi
+variables' values, so the Keras optimizer and the meta-trainer share one implementation (under a
+``tf.distribute`` strategy Keras's per-variable ``update_step`` runs the same function on each variable).
+Hidden states saved before this layout (``var.shape + (hidden_size,)``) are moved to it when they are
+loaded, when the file shows it (some state's shape fits only the old layout). Everything is an optimizer variable, so
 ``model.save`` / ``load_model`` and ``save_weights`` / ``load_weights`` restore phi with the state;
 ``get_config`` holds only hyper-parameters (learning rate, sizes, seed, and the ``meta_params`` path or
 ``pretrained`` name if one was given). The optimizers need Keras's TensorFlow backend (a RuntimeError at
@@ -472,6 +476,40 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
       variable.assign(value)
 
 
+_FUSED_UPDATES = {}  # (core class, mlp_dims, hidden_size) -> the shared XLA-compiled step of all variables
+
+
+def fused_update(core):
+  """The Keras face's step of a GRU core over a list of model variables, as one XLA-compiled ``tf.function``
+  shared by every optimizer of the same kind and sizes.
+
+  ``fn(phi, grads, values, learning_rate, states) -> (new_values, new_states, num_nonfinite)``: ``grads`` and
+  ``values`` lists of tensors of shapes S_i (``values`` in the variables' dtypes, ``grads`` of any floating
+  dtype), ``learning_rate`` a float32 scalar, ``states`` a list of per-variable lists of float32 hidden states
+  of shape (H,) + S_i. The core computes in float32 and its update is cast to the variable's dtype. A
+  variable whose gradient, new value or new states hold NaN or Inf keeps its value and states
+  (``new_values[i]``, ``new_states[i]`` are the old ones); ``num_nonfinite`` (int64) counts those variables."""
+  key = (type(core), core.mlp_dims, core.hidden_size)
+  if key not in _FUSED_UPDATES:
+
+    def step(phi, grads, values, learning_rate, states):
+      new_values, new_states, num_nonfinite = [], [], tf.constant(0, tf.int64)
+      for grad, value, state in zip(grads, values, states):
+        grad = tf.cast(grad, tf.float32)
+        delta, new = core.update_feature_major(phi, tuple(state), grad, learning_rate)
+        new_value = value + tf.cast(delta, value.dtype)
+        ok = tf.reduce_all(tf.math.is_finite(grad)) & tf.reduce_all(tf.math.is_finite(new_value))
+        for h in new:
+          ok = ok & tf.reduce_all(tf.math.is_finite(h))
+        new_values.append(tf.where(ok, new_value, value))
+        new_states.append([tf.where(ok, h, old) for h, old in zip(new, state)])
+        num_nonfinite += tf.cast(tf.logical_not(ok), tf.int64)
+      return new_values, new_states, num_nonfinite
+
+    _FUSED_UPDATES[key] = tf.function(step, jit_compile=True)
+  return _FUSED_UPDATES[key]
+
+
 class _RecurrentOptimizer(_LearnedOptimizer):
   """The GRU optimizers (``cores.py``): sizes ``mlp_dims``, ``hidden_size``; state = hidden states."""
 
@@ -503,8 +541,10 @@ class _RecurrentOptimizer(_LearnedOptimizer):
     return meta_params_lib.resolve(self._core_name, meta_params, mlp_dims=mlp_dims, hidden_size=hidden_size, seed=seed)
 
   def _state_shapes_ok(self, states):
-    sizes = sorted({int(np.shape(s)[-1]) if np.ndim(s) else 0 for s in states})
-    if sizes and sizes != [self.hidden_size]:
+    # (H,) + var.shape, or var.shape + (H,) as saved before the feature-major layout (_upgrade_layout).
+    sizes = sorted({int(np.shape(s)[0]) if np.ndim(s) else 0 for s in states})
+    old_sizes = sorted({int(np.shape(s)[-1]) if np.ndim(s) else 0 for s in states})
+    if sizes and sizes != [self.hidden_size] and old_sizes != [self.hidden_size]:
       return (f"the file's hidden states have size {sizes if len(sizes) > 1 else sizes[0]}, this "
               f"optimizer's hidden_size is {self.hidden_size}")
     if len(states) % self.core.num_states:
@@ -516,16 +556,62 @@ class _RecurrentOptimizer(_LearnedOptimizer):
     return len(states) // self.core.num_states
 
   def _add_state(self, var):
-    """The float32 hidden states of one model variable, shape ``var.shape + (hidden_size,)``."""
+    """The float32 hidden states of one model variable, shape ``(hidden_size,) + var.shape``."""
     return tuple(
-        self.add_variable(shape=tuple(var.shape) + (self.hidden_size,),
+        self.add_variable(shape=(self.hidden_size,) + tuple(var.shape),
                           initializer="zeros",
                           dtype="float32",
                           name=f"{var_tag(var)}_h{i + 1}") for i in range(self.core.num_states))
 
-  def _step(self, phi, gradient, value, learning_rate, states):
-    del value  # the GRU cores read only the gradient
-    return self.core.compiled_update()(phi, tuple(states), gradient, learning_rate)
+  def _update_variables(self, grads, variables, learning_rate):
+    """One compiled step (``fused_update``) of ``variables`` (tf.Variables) with ``grads``; assigns the new
+    values and hidden states and counts the non-finite variables in ``nonfinite_steps``."""
+    states = [self._state[self._get_variable_index(v)] for v in variables]
+    # Tensors, not variables: the compiled function is shared by every optimizer of a kind.
+    phi = {k: tf.convert_to_tensor(v) for k, v in self._phi.items()}
+    values, new_states, num_nonfinite = fused_update(self.core)(
+        phi, [tf.convert_to_tensor(g) for g in grads], [tf.convert_to_tensor(v) for v in variables],
+        tf.cast(learning_rate, tf.float32), [[tf.convert_to_tensor(h) for h in state] for state in states])
+    for variable, value in zip(variables, values):
+      self.assign(variable, value)
+    for state, new in zip(states, new_states):
+      for h, value in zip(state, new):
+        self.assign(h, value)
+    self.assign_add(self.nonfinite_steps, num_nonfinite)
+
+  def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    """All variables in one compiled call; under a ``tf.distribute`` strategy, Keras's per-variable path."""
+    if tf.distribute.has_strategy():
+      return super()._backend_update_step(grads, trainable_variables, learning_rate)
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+    return self._update_variables(list(grads), variables, learning_rate)
+
+  def update_step(self, gradient, variable, learning_rate):
+    self._update_variables([gradient], [variable], learning_rate)
+
+  def _assign_state(self, values):
+    super()._assign_state(self._upgrade_layout(values))
+
+  def _upgrade_layout(self, values):
+    """``values`` (saved optimizer variables, in ``self.variables`` order) with hidden states saved in the
+    layout before the feature-major one (``var.shape + (H,)``) moved to ``(H,) + var.shape``. The file is in
+    the old layout if some hidden state has the old shape and not the new one; then every hidden state of
+    the old shape is moved (a state whose variable's axes all equal H has the same shape in both layouts,
+    so a file of only such variables is read as the new layout)."""
+    if not self.built or len(values) != len(self.variables):
+      return values
+    hidden = {id(h) for state in self._state for h in state}
+    pairs = [(i, tuple(np.shape(v)), tuple(var.shape))
+             for i, (v, var) in enumerate(zip(values, self.variables))
+             if id(var) in hidden]
+    old_shape = lambda new: new[1:] + new[:1]
+    if not any(got == old_shape(want) and got != want for _, got, want in pairs):
+      return values
+    values = list(values)
+    for i, got, want in pairs:
+      if got == old_shape(want):
+        values[i] = np.moveaxis(np.asarray(values[i]), -1, 0)
+    return values
 
   def get_config(self):
     config = super().get_config()

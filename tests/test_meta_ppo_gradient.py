@@ -24,6 +24,7 @@ from optim4rl_tf.meta import meta_ppo
 from optim4rl_tf.meta import pipeline
 from optim4rl_tf.meta import meta_ppo_task
 from optim4rl_tf.meta import trainer as trainer_lib
+from optim4rl_tf.optimizers import meta_params
 from conftest import set_fields  # noqa: E402
 
 KEY = (7, 11)
@@ -56,10 +57,14 @@ def tiny_config():
 def problem():
   """(task, core, phi, units) of the tiny problem, with a hand-made initial state."""
   c = tiny_config()
-  trainer = trainer_lib.MetaTrainer(c)
-  task, core = trainer.tasks[0], trainer.core
+  task = meta_ppo_task.build_task(c)  # the task and phi a MetaTrainer of ``c`` builds (trainer.build)
+  core, phi0 = meta_params.resolve(c.optimizer.name,
+                                   None,
+                                   mlp_dims=tuple(c.optimizer.mlp_dims),
+                                   hidden_size=c.optimizer.hidden_size,
+                                   seed=c.seed)
   assert (task.unrolls, task.meta_unrolls, task.num_units, task.env.num_envs) == (2, 1, 2, 4)
-  phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
+  phi = {k: tf.constant(v) for k, v in phi0.items()}
   u, net = task.num_units, task.net
   params = net.init(tf.constant([[1, 2], [5, 6]], tf.int32))
   state = task.env.reset(list(SEEDS))
@@ -330,7 +335,6 @@ def fd_star_config():
 @pytest.mark.slow
 def test_meta_ppo_star_second_order_path_matches_finite_differences():
   from optim4rl_tf.meta import estimators
-  from optim4rl_tf.optimizers import meta_params
   task = meta_ppo_task.build_task(fd_star_config())
   assert (task.unrolls, task.meta_unrolls, task.meta_grad_through_env) == (3, 1, True)
   core, phi = meta_params.resolve("star", None, mlp_dims=(), seed=0)

@@ -200,7 +200,8 @@ class _Core(Core):
 
   def compiled_update(self):
     """``update`` as an XLA-compiled ``tf.function`` (same math; about 3x faster on CPU for the forward
-    pass). Use it where no gradient flows through the call (Keras face, fixed-phi agents). Cores of the
+    pass). Use it where no gradient flows through the call (fixed-phi agents; the Keras face compiles its
+    own step of all variables, ``keras_optimizers.fused_update``). Cores of the
     same kind and sizes share one function, so a new optimizer does not recompile the same programs."""
     if self._compiled_update is None:
       key = (type(self), self.mlp_dims, self.hidden_size)

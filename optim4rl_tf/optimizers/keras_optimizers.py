@@ -17,8 +17,8 @@ in one XLA-compiled call of the pure core of ``cores.py`` (``update_feature_majo
 variables' values, so the Keras optimizer and the meta-trainer share one implementation (under a
 ``tf.distribute`` strategy Keras's per-variable ``update_step`` runs the same function on each variable).
 Hidden states saved before this layout (``var.shape + (hidden_size,)``) are moved to it when they are
-loaded, when the file shows it (some state's shape fits only the old layout). Everything is an optimizer variable, so
-``model.save`` / ``load_model`` and ``save_weights`` / ``load_weights`` restore phi with the state;
+loaded, when the file shows it (some state's shape fits only the old layout). Everything is an optimizer
+variable, so ``model.save`` / ``load_model`` and ``save_weights`` / ``load_weights`` restore phi with the state;
 ``get_config`` holds only hyper-parameters (learning rate, sizes, seed, and the ``meta_params`` path or
 ``pretrained`` name if one was given). The optimizers need Keras's TensorFlow backend (a RuntimeError at
 construction otherwise).

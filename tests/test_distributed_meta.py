@@ -149,7 +149,7 @@ def _iterations_in_checkpoint(workdir):
   return int(reader.get_tensor("iteration/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-@pytest.mark.slow(240)
+@pytest.mark.slow(70)
 def test_a_dead_worker_stops_the_other_with_one_line_and_a_restart_ends_with_the_phi_of_one_process(tmp_path):
   """A worker is killed mid-run: the chief stops with one ``error:`` line. All workers started again resume
   from the last checkpoint and end with the phi of one uninterrupted process; the chief alone writes the

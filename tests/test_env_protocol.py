@@ -65,7 +65,7 @@ def test_a_class_without_step_is_not_an_env():
   assert not isinstance(NoStep(), base.Env)
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(15)
 def test_brax_graph_env_satisfies_the_continuous_protocol():
   brax_env = registry.make("inverted_pendulum", N, episode_length=4, bridge="graph")
   env = brax_env.graph_env()

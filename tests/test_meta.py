@@ -325,7 +325,7 @@ def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(got[k], expected[k])
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(34)
 def test_sigkill_at_any_moment_then_restart_gives_the_uninterrupted_phi(tmp_path):
   """A real process killed with SIGKILL right after its second checkpoint, then started again (the
   restart runs launch/meta_train.py in this process: it only has to read what the killed one left)."""
@@ -379,7 +379,7 @@ def test_star_meta_training_uses_second_order_gradients_and_resets_units(tmp_pat
   assert os.path.exists(os.path.join(str(tmp_path / "star"), "phi.npz"))
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(42)
 def test_short_catch_meta_training_beats_the_initial_phi(tmp_path):
   """20 outer iterations with 16 units (head-free Optim4RL) already speed up A2C on Catch.
 

@@ -28,7 +28,7 @@ def child():
   print(json.dumps({"units": units, "built": built, "after": in_use()}))
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(38)
 def test_an_outer_iteration_leaves_in_use_no_more_than_the_variables():
   env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true", TF_CPP_MIN_LOG_LEVEL="2")  # set before TF starts
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"],

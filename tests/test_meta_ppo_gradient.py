@@ -279,7 +279,7 @@ def _max_rel_diff(ours, ref):
   return max(float(np.max(np.abs(ours[k] - ref[k]))) for k in ref) / scale
 
 
-@pytest.mark.slow
+@pytest.mark.slow(150)  # the unit: fixtures (Brax, the jax.grad reference) and both parametrizations
 @pytest.mark.parametrize("through_env", [True, False])
 def test_meta_ppo_gradient_matches_jax_grad_through_brax(problem, reference, through_env):
   task, core, phi, units, _ = problem
@@ -332,7 +332,7 @@ def fd_star_config():
       })
 
 
-@pytest.mark.slow
+@pytest.mark.slow(120)
 def test_meta_ppo_star_second_order_path_matches_finite_differences():
   from optim4rl_tf.meta import estimators
   task = meta_ppo_task.build_task(fd_star_config())

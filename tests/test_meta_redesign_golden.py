@@ -161,7 +161,7 @@ def recorded(mode, name):
   return {k.split(":", 1)[1]: v for k, v in golden().items() if k.split(":", 1)[0] == f"{mode}/{name}"}
 
 
-@pytest.mark.slow(90)
+@pytest.mark.slow(110)
 @pytest.mark.parametrize("name", ONEDNN0_CASES)
 def test_phi_is_bitwise_the_recorded_one_without_onednn(name):
   want, got = recorded("onednn0", name), phis_of_mode(0)[name]

@@ -168,7 +168,7 @@ def _wait_for_rows(workdir, n, proc, timeout=240):
   raise AssertionError(f"the run never logged {n} iterations")
 
 
-@pytest.mark.slow(28)
+@pytest.mark.slow(33)
 def test_sigterm_and_sigint_save_the_last_completed_iteration(tmp_path, monkeypatch):
   """SIGTERM to a real launch/meta_train.py process once it logged 2 iterations; then the resumed run
   (the same command in this process, conftest.run_command) gets SIGINT, from this process to itself,

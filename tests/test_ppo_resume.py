@@ -43,7 +43,7 @@ def read(path):
     return f.read()
 
 
-@pytest.mark.slow(90)
+@pytest.mark.slow(40)
 def test_sigterm_then_resume_is_bit_identical(tmp_path, capsys):
   ref_wd = tmp_path / "unbroken"
   ref = ppo_train.train(tiny_config(), str(ref_wd), console=False)

@@ -59,7 +59,7 @@ TINY_META_PPO = {  # MetaPPO on a tiny graph (the wiring is under test, not the 
 }
 
 
-@pytest.mark.slow(95)
+@pytest.mark.slow(125)
 def test_meta_ppo_from_the_launcher_resumes_and_the_brax_reproduction_tests_its_phi_and_writes_table1(
     tmp_path, monkeypatch):
   """A real MetaPPO run from launch/meta_train.py (1 outer iteration), resumed to 2 iterations by the same

@@ -113,7 +113,7 @@ def _results(run):
   return dict(final=summary["final"], mean=summary["mean"], env_steps=summary["env_steps"], returns=returns)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 def test_ray_sweep_gives_the_local_results_and_resumes(tmp_path, ray_runtime, capsys):
   del ray_runtime
   config, local_runs, cmd_fn = _a2c_sweep(tmp_path / "local")

@@ -219,7 +219,7 @@ def test_learned_and_classical_optimizers_from_config(name, tmp_path):
   assert all(np.all(np.isfinite(p)) for p in res["params"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(34)
 def test_ppo_adam_learns_inverted_pendulum(tmp_path):
   """PPO + Adam on Brax inverted_pendulum (the config's variant with episode_length 200; 2 seeds in one
   graph, 16 envs each, 99,200 env steps per seed): the mean final return (mean of the last 2 evaluations)

@@ -119,6 +119,19 @@ def _constant(value):
   return lambda shape, dtype=None: np.asarray(value, np.float32).reshape(shape)
 
 
+def guarded_step(gradient, value, delta, new_states, old_states):
+  """The non-finite guard of one model variable's step: ``(new value, new states, bad)``, where the new value
+  is ``value + delta`` (cast to ``value``'s dtype) and the new states ``new_states``, or ``value`` and
+  ``old_states`` unchanged if the gradient, the new value or a new state holds NaN or Inf; ``bad`` is 1
+  (int64) then, else 0."""
+  new_value = value + tf.cast(delta, value.dtype)
+  ok = tf.reduce_all(tf.math.is_finite(gradient)) & tf.reduce_all(tf.math.is_finite(new_value))
+  for new in new_states:
+    ok = ok & tf.reduce_all(tf.math.is_finite(new))
+  return (tf.where(ok, new_value, value), [tf.where(ok, new, old) for new, old in zip(new_states, old_states)],
+          tf.cast(tf.logical_not(ok), tf.int64))
+
+
 class _LearnedOptimizer(keras.optimizers.Optimizer):
   """Base class: a Keras optimizer around a learned-optimizer core (``cores.Core``). Subclasses set
   ``_core_name`` and define ``__init__`` (their hyper-parameters, passed on as ``core_args``), ``_resolve``
@@ -284,20 +297,17 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
 
   def update_step(self, gradient, variable, learning_rate):
     states = self._state[self._get_variable_index(variable)]
-    # Tensors, not variables: the GRU cores' compiled function is shared by every optimizer of a kind.
+    # (STAR; the GRU optimizers step all variables in one call, _RecurrentOptimizer._update_variables)
     phi = {k: tf.convert_to_tensor(v) for k, v in self._phi.items()}
     gradient = tf.cast(tf.convert_to_tensor(gradient), tf.float32)
     value = tf.convert_to_tensor(variable)
-    delta, new_states = self._step(phi, gradient, value, tf.cast(learning_rate, tf.float32),
-                                   [tf.convert_to_tensor(s) for s in states])
-    new_value = value + tf.cast(delta, value.dtype)
-    ok = tf.reduce_all(tf.math.is_finite(gradient)) & tf.reduce_all(tf.math.is_finite(new_value))
-    for new in new_states:
-      ok = ok & tf.reduce_all(tf.math.is_finite(new))
-    self.assign(variable, tf.where(ok, new_value, value))
+    old_states = [tf.convert_to_tensor(s) for s in states]
+    delta, new_states = self._step(phi, gradient, value, tf.cast(learning_rate, tf.float32), old_states)
+    new_value, new_states, bad = guarded_step(gradient, value, delta, new_states, old_states)
+    self.assign(variable, new_value)
     for state, new in zip(states, new_states):
-      self.assign(state, tf.where(ok, new, state.value))
-    self.assign_add(self.nonfinite_steps, tf.cast(tf.logical_not(ok), tf.int64))
+      self.assign(state, new)
+    self.assign_add(self.nonfinite_steps, bad)
 
   def _step(self, phi, gradient, value, learning_rate, states):
     """(float32 update, new states) of one model variable, from the core's ``update``.
@@ -497,13 +507,10 @@ def fused_update(core):
       for grad, value, state in zip(grads, values, states):
         grad = tf.cast(grad, tf.float32)
         delta, new = core.update_feature_major(phi, tuple(state), grad, learning_rate)
-        new_value = value + tf.cast(delta, value.dtype)
-        ok = tf.reduce_all(tf.math.is_finite(grad)) & tf.reduce_all(tf.math.is_finite(new_value))
-        for h in new:
-          ok = ok & tf.reduce_all(tf.math.is_finite(h))
-        new_values.append(tf.where(ok, new_value, value))
-        new_states.append([tf.where(ok, h, old) for h, old in zip(new, state)])
-        num_nonfinite += tf.cast(tf.logical_not(ok), tf.int64)
+        new_value, new, bad = guarded_step(grad, value, delta, new, state)
+        new_values.append(new_value)
+        new_states.append(new)
+        num_nonfinite += bad
       return new_values, new_states, num_nonfinite
 
     _FUSED_UPDATES[key] = tf.function(step, jit_compile=True)

@@ -3,7 +3,7 @@ grid6 gridworlds, the two it never saw and Catch.
 
   python launch/generalisation.py --out=results/generalisation
   python launch/generalisation.py --out=/tmp/gen --num_seeds=2 --small_steps=2e4 --big_steps=2e4 \
-      --catch_steps=2e4 --tasks=small_sparse_short,catch          # a quick look
+      --catch_steps=2e4 --tasks=small_sparse_short,catch --lrs=1e-3          # a quick look
   optim4rl-generalisation ...                                             # the same, installed with pip
 
 A shell around optim4rl_tf.eval.generalisation_command (its flags and outputs: see that module).

@@ -11,19 +11,37 @@ from conftest import run_command
 from optim4rl_tf import pretrained
 from optim4rl_tf.eval import generalisation as gen
 from optim4rl_tf.eval import generalisation_command
+from optim4rl_tf.eval import lr_choice
 
 
-def test_cell_configs_use_the_shipped_file_and_the_documented_rates():
-  c = gen.cell_config("big_dense_long", "Optim4RL catch", 1e5, 3)
+def test_cell_configs_use_the_shipped_file_the_given_rate_and_the_configs_clip():
+  c = gen.cell_config("big_dense_long", "Optim4RL catch", 1e5, 3, 3e-4)
   assert c.optimizer.name == "optim4rl" and c.optimizer.meta_params == pretrained.path("catch")
-  assert c.optimizer.learning_rate == 3e-3 and c.train_steps == 1e5 and c.num_seeds == 3
-  adam = gen.cell_config("catch", "Adam", 1e5, 3)
-  assert (adam.optimizer.name, adam.optimizer.learning_rate) == ("adam", 1e-3)
-  rms = gen.cell_config("small_sparse_long", "RMSProp", 1e5, 3)
-  assert (rms.optimizer.name, rms.optimizer.learning_rate, rms.optimizer.grad_clip) == ("rmsprop", 3e-3, 1.0)
+  assert (c.optimizer.learning_rate, c.optimizer.grad_clip) == (3e-4, 1.0)
+  assert c.train_steps == 1e5 and c.num_seeds == 3
+  adam = gen.cell_config("catch", "Adam", 1e5, 3, 3e-3)
+  assert (adam.optimizer.name, adam.optimizer.learning_rate, adam.optimizer.grad_clip) == ("adam", 3e-3, -1.0)
+  rms = gen.cell_config("small_sparse_long", "RMSProp", 1e5, 3, 1e-3)
+  assert (rms.optimizer.name, rms.optimizer.learning_rate, rms.optimizer.grad_clip) == ("rmsprop", 1e-3, 1.0)
+  sdl = gen.cell_config("catch", "Optim4RL small_dense_long", 1e5, 3, 1e-3)  # any shipped name, not only the defaults
+  assert sdl.optimizer.meta_params == pretrained.path("small_dense_long")
 
 
-@pytest.mark.slow(6)
+def test_best_rate_is_the_highest_mean_a_diverged_rate_ranks_last_and_works_at_is_within_the_best_ci():
+  choice = lr_choice.choose({3e-4: [1.0, 1.2, 1.1], 1e-3: [2.0, 2.2, 2.1], 3e-3: [5.0, np.nan, 5.0]})
+  assert choice.lr == 1e-3 and choice.diverged == 0  # 3e-3 has the higher mean but a diverged seed
+  assert choice.ci.mean == pytest.approx(2.1) and choice.ci.low <= 2.1 <= choice.ci.high
+  assert choice.works_at == (1e-3,)
+  close = lr_choice.choose({3e-4: [1.0, 3.0], 1e-3: [2.0, 2.1]})  # 3e-4's mean 2.0 lies in 1e-3's CI [2.0, 2.1]
+  assert close.lr == 1e-3 and close.works_at == (3e-4, 1e-3)
+  lost = lr_choice.choose({1e-3: [np.nan, np.nan], 3e-3: [np.nan, 1.0]})
+  assert lost.lr == 3e-3 and lost.diverged == 1 and lost.works_at == ()
+  assert lr_choice.ratio(0.9, 1.2) == pytest.approx(0.75) and lr_choice.ratio(0.5, -0.3) is None
+  with pytest.raises(ValueError, match="at least one learning rate"):
+    lr_choice.choose({})
+
+
+@pytest.mark.slow(10)
 def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
   out = str(tmp_path / "gen")
   args = dict(small_steps=2e4,
@@ -31,25 +49,39 @@ def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
               catch_steps=1.5e4,
               num_seeds=2,
               tasks=("catch",),
-              optimizers=("Optim4RL catch",),
+              optimizers=("Optim4RL catch", "Adam"),
+              lrs=(1e-3, 3e-3),
               progress=lambda *_: None)
   numbers = gen.run(out, **args)
   for name in ("table.md", "numbers.json", "generalisation.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0
-  table = open(os.path.join(out, "table.md")).read()
-  assert "| catch | no |" in table and "Optim4RL catch" in table
   finals = numbers["final_per_seed"]["catch"]
-  assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in finals.values())
-  assert json.load(open(os.path.join(out, "numbers.json")))["final_per_seed"]["catch"] == finals
-  cell = os.path.join(out, "runs", "catch__Optim4RL_catch", "cell.json")
+  assert sorted(finals["Adam"]) == ["0.001", "0.003"]
+  assert all(len(v) == 2 and np.all(np.isfinite(v)) for per_lr in finals.values() for v in per_lr.values())
+  saved = json.load(open(os.path.join(out, "numbers.json")))
+  assert saved["final_per_seed"]["catch"] == finals
+  for optimizer in ("Optim4RL catch", "Adam"):  # each at its best rate, the one of the higher mean
+    best = saved["best"]["catch"][optimizer]
+    means = {lr: np.mean(v) for lr, v in finals[optimizer].items()}
+    assert f"{best['lr']:g}" == max(means, key=means.get)
+    assert best["mean"] == pytest.approx(max(means.values()))
+  adam_best, mine = saved["best"]["catch"]["Adam"]["mean"], saved["best"]["catch"]["Optim4RL catch"]
+  expected = mine["mean"] / adam_best if adam_best > 0 else None  # no ratio to a negative return
+  assert mine["ratio_to_adam_best"] == (expected if expected is None else pytest.approx(expected))
+  table = open(os.path.join(out, "table.md")).read()
+  assert "| catch | catch |" in table  # the catch optimizer was meta-trained on Catch
+  assert f"@ {saved['best']['catch']['Adam']['lr']:g}" in table
+  cell = os.path.join(out, "runs", "catch__Optim4RL_catch__lr0.001", "cell.json")
   stamp = os.path.getmtime(cell)
   assert gen.run(out, **args)["final_per_seed"]["catch"] == finals  # reused, not retrained
   assert os.path.getmtime(cell) == stamp
 
 
 def test_unknown_pretrained_name_is_one_clear_error():
-  with pytest.raises(ValueError, match="valid names"):
-    gen.cell_config("catch", "Optim4RL grid7", 1e5, 2)
+  with pytest.raises(ValueError, match="pretrained names"):
+    gen.cell_config("catch", "Optim4RL grid7", 1e5, 2, 1e-3)
+  with pytest.raises(ValueError, match="unknown optimizer 'SGD'"):
+    gen.run("unused", 1, 1, 1, 1, optimizers=("SGD",))
 
 
 def test_command_passes_its_flags_and_its_command_line_to_the_experiment(tmp_path, monkeypatch):
@@ -67,14 +99,19 @@ def test_command_passes_its_flags_and_its_command_line_to_the_experiment(tmp_pat
   out, small, big, catch, seeds, kwargs = calls[0]
   assert (out, small, big, catch, seeds) == (str(tmp_path), 1e6, 5e5, 2e4, 2)
   assert kwargs["tasks"] == ("small_sparse_short", "catch") and kwargs["optimizers"] == gen.OPTIMIZERS
+  assert kwargs["lrs"] == (3e-4, 1e-3, 3e-3)
   assert kwargs["command"] == (f"python launch/generalisation.py --out={tmp_path} --num_seeds=2 --catch_steps=20000.0 "
                                "--tasks=small_sparse_short,catch")
+  run_command(generalisation_command, f"--out={tmp_path}", "--optimizers=Optim4RL small_dense_long,Adam", "--lrs=1e-3")
+  assert calls[1][5]["optimizers"] == ("Optim4RL small_dense_long", "Adam") and calls[1][5]["lrs"] == (1e-3,)
   assert "table of ['stand-in']" in res.stdout
 
 
 @pytest.mark.parametrize("args,match", [(["--tasks=catch,pong"], "unknown --tasks"),
-                                        (["--optimizers=Adam,SGD"], "unknown --optimizers"),
-                                        (["--num_seeds=0"], "must be positive"), (["extra"], "unexpected arguments")])
+                                        (["--optimizers=Adam,SGD"], "--optimizers: unknown optimizer 'SGD'"),
+                                        (["--num_seeds=0"], "must be positive"), (["extra"], "unexpected arguments"),
+                                        (["--lrs=1e-3,fast"], "--lrs must be numbers"),
+                                        (["--lrs=0"], "--lrs must be positive")])
 def test_command_refuses_bad_flags_in_one_line_before_training(tmp_path, args, match):
   res = run_command(generalisation_command, f"--out={tmp_path / 'gen'}", *args)
   assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1

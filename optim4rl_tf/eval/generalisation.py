@@ -1,11 +1,17 @@
 """How far a shipped optimizer transfers: A2C with fixed learned optimizers vs Adam and RMSProp on every
 gridworld and Catch (the paper's Figure 4 question, asked on the tasks this CPU can afford).
 
-:func:`run` trains one A2C run (``num_seeds`` seeds as one graph) per (task, optimizer) cell and writes
-``table.md`` (final return, mean ± 90% percentile-bootstrap CI over seeds), ``numbers.json`` (every seed's
-final return, the budgets, the command, the commit) and ``generalisation.png`` into ``out_dir``. Each cell's
-run directory under ``out_dir/runs`` is reused when it already holds a finished run of the same config, so
-an interrupted call resumes cell by cell.
+Every optimizer, learned or not, runs at each learning rate of one grid (:data:`lr_choice.LRS`,
+{3e-4, 1e-3, 3e-3}) and is reported at its best rate per task (:func:`lr_choice.choose`), so the comparison is
+fair and each learned optimizer's card can state where it works. The gradient clip is the A2C config's
+(elementwise 1.0 on gridworlds, off on Catch) for every optimizer.
+
+:func:`run` trains one A2C run (``num_seeds`` seeds as one graph) per (task, optimizer, lr) cell and writes
+``table.md`` (each optimizer's final return at its best rate, mean ± 90% percentile-bootstrap CI over seeds,
+and its ratio to Adam's best), ``numbers.json`` (every seed's final return at every rate, the choices, the
+budgets, the command, the commit) and ``generalisation.png`` into ``out_dir``. Each cell's run directory
+under ``out_dir/runs`` is reused when it already holds a finished run of the same config, so an interrupted
+call resumes cell by cell.
 """
 
 import json
@@ -15,41 +21,39 @@ import subprocess
 import numpy as np
 
 from optim4rl_tf.envs import registry
-from optim4rl_tf.utils import stats
+from optim4rl_tf.eval import lr_choice
 
 # Tasks the grid6 optimizer was meta-trained on, the two gridworlds it never saw, and Catch.
 UNSEEN_GRIDS = tuple(name for name in registry.GRID_NAMES if name not in registry.GRID6_NAMES)
 TASKS = registry.GRID6_NAMES + UNSEEN_GRIDS + ("catch",)
-# Agent learning rates of the learned optimizers: grid6's per-task rates (configs/meta_a2c.py GRID6) on its
-# tasks, 3e-3 on the unseen small grids (as on the seen small_dense_short), 1e-3 on Catch (the main job).
-LEARNED_LR = {
-    "small_dense_long": 1e-3,
-    "small_dense_short": 3e-3,
-    "big_sparse_short": 3e-3,
-    "big_dense_short": 3e-3,
-    "big_sparse_long": 1e-3,
-    "big_dense_long": 3e-3,
-    "small_sparse_short": 3e-3,
-    "small_sparse_long": 3e-3,
-    "catch": 1e-3
-}
-OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch", "Adam", "RMSProp")
+BASELINES = ("Adam", "RMSProp")
+OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch") + BASELINES
 
 
-def cell_config(task, optimizer, steps, num_seeds, seed=0):
-  """The A2C config of one cell. Adam/RMSProp use the configs' defaults (lr 3e-3 with elementwise clip 1.0
-  on gridworlds, lr 1e-3 on Catch); learned optimizers :data:`LEARNED_LR`."""
+def check_optimizer(optimizer):
+  """ValueError naming the valid choices unless ``optimizer`` is a baseline or 'Optim4RL <shipped name>'."""
+  from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  if optimizer in BASELINES:
+    return
+  name = optimizer[len("Optim4RL "):] if optimizer.startswith("Optim4RL ") else None
+  if name not in pretrained.names():
+    raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(BASELINES)} or 'Optim4RL NAME' with "
+                     f"NAME one of the pretrained names: {', '.join(pretrained.names())}")
+
+
+def cell_config(task, optimizer, steps, num_seeds, learning_rate, seed=0):
+  """The A2C config of one cell: ``optimizer`` ('Adam', 'RMSProp' or 'Optim4RL NAME', NAME a shipped file) at
+  ``learning_rate`` with the config's gradient clip."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
   from optim4rl_tf.configs import a2c  # pylint: disable=import-outside-toplevel
+  check_optimizer(optimizer)
   c = a2c.get_config(task)
-  base_lr = c.optimizer.learning_rate
   if optimizer.startswith("Optim4RL"):
     c.optimizer.name = "optim4rl"
     c.optimizer.meta_params = pretrained.path(optimizer.split()[1])
-    c.optimizer.learning_rate = LEARNED_LR[task]
   else:
     c.optimizer.name = optimizer.lower()
-    c.optimizer.learning_rate = base_lr
+  c.optimizer.learning_rate = float(learning_rate)
   c.train_steps = float(steps)
   c.num_seeds = num_seeds
   c.seed = seed
@@ -58,8 +62,8 @@ def cell_config(task, optimizer, steps, num_seeds, seed=0):
   return c
 
 
-def _cell_dir(out_dir, task, optimizer):
-  return os.path.join(out_dir, "runs", f"{task}__{optimizer.replace(' ', '_')}")
+def _cell_dir(out_dir, task, optimizer, learning_rate):
+  return os.path.join(out_dir, "runs", f"{task}__{optimizer.replace(' ', '_')}__lr{learning_rate:g}")
 
 
 def _train_cell(config, workdir):
@@ -92,6 +96,19 @@ def _commit():
     return "unknown"
 
 
+def _choice_json(choice, adam_best):
+  ci = choice.ci
+  return {
+      "lr": choice.lr,
+      "mean": None if ci is None else ci.mean,
+      "low": None if ci is None else ci.low,
+      "high": None if ci is None else ci.high,
+      "diverged": choice.diverged,
+      "works_at": list(choice.works_at),
+      "ratio_to_adam_best": lr_choice.ratio(None if ci is None else ci.mean, adam_best),
+  }
+
+
 def run(out_dir,
         small_steps,
         big_steps,
@@ -99,21 +116,35 @@ def run(out_dir,
         num_seeds,
         tasks=TASKS,
         optimizers=OPTIMIZERS,
+        lrs=lr_choice.LRS,
         command="",
         progress=print):
-  """Trains every cell and writes the table, numbers and figure. Returns the numbers dict."""
+  """Trains every (task, optimizer, lr) cell and writes the table, numbers and figure. Returns the numbers
+  dict: ``final_per_seed[task][optimizer][f"{lr:g}"]``, ``best[task][optimizer]`` (lr, mean, low, high,
+  diverged, works_at, ratio_to_adam_best)."""
+  for optimizer in optimizers:
+    check_optimizer(optimizer)
+  if not lrs or any(not np.isfinite(lr) or lr <= 0 for lr in lrs):
+    raise ValueError(f"the learning rates must be positive numbers, got {list(lrs)}")
+  lrs = tuple(sorted(float(lr) for lr in lrs))
   os.makedirs(out_dir, exist_ok=True)
-  finals = {}
+  finals, best = {}, {}
   for task in tasks:
     steps = catch_steps if task == "catch" else small_steps if task.startswith("small") else big_steps
     for optimizer in optimizers:
-      config = cell_config(task, optimizer, steps, num_seeds)
-      finals.setdefault(task, {})[optimizer] = _train_cell(config, _cell_dir(out_dir, task, optimizer))
-      ok = np.asarray(finals[task][optimizer])
-      progress(f"{task:18s} {optimizer:15s} final {np.nanmean(ok):9.3f} ({np.isnan(ok).sum()} diverged)")
+      by_lr = {}
+      for lr in lrs:
+        config = cell_config(task, optimizer, steps, num_seeds, lr)
+        by_lr[lr] = _train_cell(config, _cell_dir(out_dir, task, optimizer, lr))
+        ok = np.asarray(by_lr[lr])
+        progress(f"{task:18s} {optimizer:15s} lr {lr:<7g} final {np.nanmean(ok):9.3f} "
+                 f"({np.isnan(ok).sum()} diverged)")
+      finals.setdefault(task, {})[optimizer] = {f"{lr:g}": v for lr, v in by_lr.items()}
+      best.setdefault(task, {})[optimizer] = lr_choice.choose(by_lr)
   numbers = {
       "tasks": list(tasks),
       "optimizers": list(optimizers),
+      "learning_rates": list(lrs),
       "final_per_seed": finals,
       "steps_per_seed": {
           "small grids": small_steps,
@@ -121,22 +152,16 @@ def run(out_dir,
           "catch": catch_steps
       },
       "num_seeds": num_seeds,
-      "learned_lr": LEARNED_LR,
+      "final_return": "mean of the last 20 logged returns of each seed",
+      "ci": "90% percentile bootstrap of the mean over the finite seeds",
       "command": command,
       "commit": _commit(),
-      "ci": {}
+      "best": {}
   }
   for task in tasks:
-    for optimizer in optimizers:
-      x = np.asarray(finals[task][optimizer], np.float64)
-      x = x[np.isfinite(x)]
-      ci = stats.bootstrap_ci(x) if x.size else None
-      numbers["ci"].setdefault(task, {})[optimizer] = (None if ci is None else {
-          "mean": ci.mean,
-          "low": ci.low,
-          "high": ci.high,
-          "diverged": int(len(finals[task][optimizer]) - x.size)
-      })
+    adam = best[task].get("Adam")
+    adam_best = adam.ci.mean if adam is not None and adam.ci is not None else None
+    numbers["best"][task] = {o: _choice_json(best[task][o], adam_best) for o in optimizers}
   with open(os.path.join(out_dir, "numbers.json"), "w") as f:
     json.dump(numbers, f, indent=1)
   with open(os.path.join(out_dir, "table.md"), "w") as f:
@@ -145,26 +170,65 @@ def run(out_dir,
   return numbers
 
 
+def seen_tasks(optimizer):
+  """The tasks a learned optimizer ('Optim4RL NAME') was meta-trained on, from its shipped file's recorded
+  config (else its recipe); () for a baseline."""
+  from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  if optimizer in BASELINES:
+    return ()
+  name = optimizer.split()[1]
+  try:
+    tasks = (pretrained.provenance(name).get("config") or {}).get("tasks")
+  except ValueError:  # not shipped in this installation
+    tasks = None
+  if not tasks:
+    tasks = [t.to_dict() for t in pretrained.config(name).tasks]
+  return tuple(dict.fromkeys(t["env_name"] for t in tasks))
+
+
+def _cell_text(b):
+  if b["mean"] is None:
+    return "diverged"
+  text = f"{b['mean']:.3g} ± {(b['high'] - b['low']) / 2:.2g} @ {b['lr']:g}"
+  if b["ratio_to_adam_best"] is not None:
+    text += f" ({b['ratio_to_adam_best']:.2f}x)"
+  return text + (f" ({b['diverged']} diverged)" if b["diverged"] else "")
+
+
 def table_markdown(numbers):
-  """Rows: tasks (marked seen by grid6 / unseen); columns: optimizers; mean ± half-width of the 90% CI."""
+  """Rows: tasks (with the learned optimizers that were meta-trained on them); columns: optimizers, each at
+  its best rate: mean ± half-width of the 90% CI @ lr (ratio to Adam's best where Adam's best is positive);
+  then, per learned optimizer, its ratios on the tasks it never saw and the rates where it works."""
   opts = numbers["optimizers"]
-  lines = ["| task | grid6 saw it | " + " | ".join(opts) + " |", "|---|---|" + "---|" * len(opts)]
+  learned = [o for o in opts if o not in BASELINES]
+  seen = {o: seen_tasks(o) for o in learned}
+  lines = ["| task | meta-trained on it | " + " | ".join(opts) + " |", "|---|---|" + "---|" * len(opts)]
   for task in numbers["tasks"]:
-    cells = []
-    for optimizer in opts:
-      ci = numbers["ci"][task][optimizer]
-      if ci is None:
-        cells.append("diverged")
-        continue
-      text = f"{ci['mean']:.3g} ± {(ci['high'] - ci['low']) / 2:.2g}"
-      cells.append(text + (f" ({ci['diverged']} diverged)" if ci["diverged"] else ""))
-    seen = "yes" if task in registry.GRID6_NAMES else "no"
-    lines.append(f"| {task} | {seen} | " + " | ".join(cells) + " |")
+    cells = [_cell_text(numbers["best"][task][o]) for o in opts]
+    by = ", ".join(o.split()[1] for o in learned if task in seen[o]) or "-"
+    lines.append(f"| {task} | {by} | " + " | ".join(cells) + " |")
+  lines += [
+      "", "On the tasks each learned optimizer never saw (ratio = its best / Adam's best; tasks where Adam's "
+      "best is not positive have no ratio):", ""
+  ]
+  lines += [
+      "| optimizer | unseen tasks | at >= 0.8x Adam's best | median ratio | works at (per task) |",
+      "|---|---|---|---|---|"
+  ]
+  for o in learned:
+    unseen = [t for t in numbers["tasks"] if t not in seen[o]]
+    ratios = [numbers["best"][t][o]["ratio_to_adam_best"] for t in unseen]
+    ratios = [r for r in ratios if r is not None]
+    good = sum(r >= 0.8 for r in ratios)
+    works = "; ".join(f"{t}: {lr_choice.lr_text(numbers['best'][t][o]['works_at']) or '-'}" for t in unseen)
+    median = f"{np.median(ratios):.2f}x" if ratios else "-"
+    lines.append(f"| {o} | {len(unseen)} | {good} of {len(ratios)} | {median} | {works} |")
   return "\n".join(lines) + "\n"
 
 
 def plot(numbers, path):
-  """Grouped bars: per task, each optimizer's final return normalised by the best mean on that task."""
+  """Grouped bars: per task, each optimizer's final return at its best rate, normalised by the largest
+  |mean| on that task, with its 90% CI."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -174,16 +238,19 @@ def plot(numbers, path):
   for j, optimizer in enumerate(opts):
     means, errs = [], []
     for task in tasks:
-      ci = numbers["ci"][task][optimizer]
-      scale = max(abs(numbers["ci"][task][o]["mean"]) for o in opts if numbers["ci"][task][o]) or 1.0
-      means.append(ci["mean"] / scale if ci else np.nan)
-      errs.append([(ci["mean"] - ci["low"]) / scale if ci else 0, (ci["high"] - ci["mean"]) / scale if ci else 0])
+      b = numbers["best"][task][optimizer]
+      scale = max([abs(numbers["best"][task][o]["mean"]) for o in opts if numbers["best"][task][o]["mean"] is not None]
+                  or [1.0]) or 1.0
+      ok = b["mean"] is not None
+      means.append(b["mean"] / scale if ok else np.nan)
+      errs.append([(b["mean"] - b["low"]) / scale if ok else 0, (b["high"] - b["mean"]) / scale if ok else 0])
     ax.bar(np.arange(len(tasks)) + j * width, means, width, yerr=np.asarray(errs).T, label=optimizer, capsize=2)
   ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
   ax.set_xticklabels([t.replace("_", "\n") for t in tasks], fontsize=7)
   ax.axhline(0, color="k", lw=0.5)
   ax.set_ylabel("final return / |best mean|")
-  ax.set_title("A2C final return per optimizer (90% CI)", fontsize=9)
+  lrs = lr_choice.lr_text(numbers["learning_rates"])
+  ax.set_title(f"A2C final return, each optimizer at its best lr of {{{lrs}}} (90% CI)", fontsize=9)
   ax.legend(fontsize=7, ncol=len(opts))
   fig.tight_layout()
   fig.savefig(path, dpi=120)

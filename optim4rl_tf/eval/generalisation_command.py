@@ -4,7 +4,7 @@ Catch (optim4rl_tf.eval.generalisation).
 
   python launch/generalisation.py --out=results/generalisation
   python launch/generalisation.py --out=/tmp/gen --num_seeds=2 --small_steps=2e4 --big_steps=2e4 \
-      --catch_steps=2e4 --tasks=small_sparse_short,catch          # a quick look
+      --catch_steps=2e4 --tasks=small_sparse_short,catch --lrs=1e-3          # a quick look
 
 Writes OUT/table.md, OUT/numbers.json (with this command line), OUT/generalisation.png (runs in OUT/runs,
 resumed cell by cell).
@@ -19,7 +19,7 @@ from absl import logging as absl_logging
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
 
-FLAGS = ("out", "num_seeds", "small_steps", "big_steps", "catch_steps", "tasks", "optimizers")
+FLAGS = ("out", "num_seeds", "small_steps", "big_steps", "catch_steps", "tasks", "optimizers", "lrs")
 
 
 def define_flags(flag_values, argv=None):
@@ -32,7 +32,11 @@ def define_flags(flag_values, argv=None):
   flags.DEFINE_float("catch_steps", 3e5, "Env steps per seed on Catch.", flag_values=flag_values)
   flags.DEFINE_list("tasks", [], "Subset of tasks (default: all nine).", flag_values=flag_values)
   flags.DEFINE_list("optimizers", [],
-                    "Subset of: Optim4RL grid6, Optim4RL catch, Adam, RMSProp.",
+                    "Default: Optim4RL grid6, Optim4RL catch, Adam, RMSProp; also 'Optim4RL NAME' for any "
+                    "pretrained NAME.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("lrs", ["3e-4", "1e-3", "3e-3"],
+                    "Learning rates every optimizer runs at; each is reported at its best.",
                     flag_values=flag_values)
 
 
@@ -54,8 +58,17 @@ def main(argv, flag_values):
   if unknown:
     cli.fail(f"unknown --tasks {unknown}; valid: {', '.join(gen.TASKS)}")
   optimizers = tuple(flag_values.optimizers) or gen.OPTIMIZERS
-  if any(o not in gen.OPTIMIZERS for o in optimizers):
-    cli.fail(f"unknown --optimizers {list(optimizers)}; valid: {', '.join(gen.OPTIMIZERS)}")
+  for optimizer in optimizers:
+    try:
+      gen.check_optimizer(optimizer)
+    except ValueError as e:
+      cli.fail(f"--optimizers: {e}")
+  try:
+    lrs = tuple(float(lr) for lr in flag_values.lrs)
+  except ValueError:
+    cli.fail(f"--lrs must be numbers, got {','.join(flag_values.lrs)}")
+  if not lrs or any(not lr > 0 or lr == float("inf") for lr in lrs):
+    cli.fail(f"--lrs must be positive numbers, got {','.join(flag_values.lrs)}")
   if flag_values.num_seeds < 1 or min(flag_values.small_steps, flag_values.big_steps, flag_values.catch_steps) <= 0:
     cli.fail("--num_seeds and the step budgets must be positive")
   try:
@@ -66,6 +79,7 @@ def main(argv, flag_values):
                       flag_values.num_seeds,
                       tasks=tasks,
                       optimizers=optimizers,
+                      lrs=lrs,
                       command=command_line(flag_values))
   except ValueError as e:
     cli.fail(str(e))

@@ -115,6 +115,20 @@ def test_final_performance_grouping_and_selection(tmp_path):
   assert ranked[0].mean == -1.0 and ranked[1].ci is None and not np.isfinite(ranked[1].mean)
 
 
+def test_a_run_moved_aside_is_not_counted_in_a_search_or_a_glob(tmp_path):
+  grid = tmp_path / "test_adam_lrs"
+  make_workdir(str(grid / "lr0.001"), a2c_config("adam", learning_rate=1e-3), {0: tail_returns(1.0)})
+  make_workdir(str(grid / "lr0.003"), a2c_config("adam", learning_rate=3e-3), {0: tail_returns(0.5)})
+  # reproduce.py's _move_aside: an older run of lr 0.003 that scored higher, kept beside the new one.
+  make_workdir(str(grid / "lr0.003.stale-1"), a2c_config("adam", learning_rate=3e-3), {0: tail_returns(9.0)})
+  expected = [str(grid / "lr0.001"), str(grid / "lr0.003")]
+  assert ranking.find_workdirs(str(grid)) == expected
+  assert ranking.find_workdirs(str(grid / "lr*")) == expected
+  ranked = ranking.load_source("Adam", str(grid)).ranked
+  assert [(c.label, c.mean) for c in ranked] == [("optimizer.learning_rate=0.001", 1.0),
+                                                 ("optimizer.learning_rate=0.003", 0.5)]
+
+
 def test_ppo_uses_last_two_evaluations_and_missing_seeds(tmp_path):
   cfg = {"env": {"name": "ant"}, "optimizer": {"name": "adam"}, "seed": 0}
   make_workdir(str(tmp_path / "ant"), cfg, {0: [1000.0, 2000.0, 3000.0, 4000.0, 6000.0]}, extra_seeds=[1])

@@ -1,6 +1,11 @@
 """Figure 4's wiring in optim4rl_tf/eval/reproduce.py: the grid6 Optim4RL is tested on each Brax task at the agent
 learning rate of the official lopt_rl_grid_* configs (Walker2d: 3e-5, the others 3e-4). No training runs."""
 
+import os
+
+import pytest
+
+from conftest import run_command
 from optim4rl_tf.eval import reproduce
 
 OFFICIAL_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walker2d=3e-5)
@@ -17,21 +22,41 @@ def test_figure4_tests_the_grid6_optimizer_at_the_official_learning_rates(tmp_pa
   assert calls == [(task, "optim4rl", OFFICIAL_LR[task]) for task in reproduce.FIGURE4_TASKS]
 
 
-def test_figure4_cpu_tests_the_shipped_optimizers_on_cpu_settings_without_meta_training(tmp_path, monkeypatch):
+def test_figure4_cpu_tests_every_optimizer_at_each_rate_of_the_grid_without_meta_training(tmp_path, monkeypatch):
   from optim4rl_tf import pretrained
-  calls = []
+  from optim4rl_tf.eval import report
+  calls, seen = [], []
   monkeypatch.setattr(reproduce, "meta_train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("meta")))
   monkeypatch.setattr(
       reproduce, "test_run_ppo", lambda task, optimizer, phi, lr, workdir, budget: calls.append(
-          (task, optimizer, phi, lr, budget.ppo_cpu)))
-  from optim4rl_tf.eval import report
-  monkeypatch.setattr(report, "write_report", lambda *a, **k: "report.md")
+          (task, optimizer, phi, lr, os.path.relpath(workdir, tmp_path), budget.ppo_cpu)))
+  monkeypatch.setattr(report, "write_report", lambda out, panels=(), **k: seen.extend(panels) or "report.md")
   reproduce.reproduce_ppo("figure4_cpu", str(tmp_path), reproduce.Budget())
   expected = []
   for task in ("inverted_double_pendulum", "walker2d"):
-    expected += [(task, "optim4rl", pretrained.path(name), OFFICIAL_LR[task], True) for name in ("grid6", "catch")]
-    expected += [(task, opt, None, None, True) for opt in ("adam", "rmsprop")]
+    for label, opt, phi in [("optim4rl_grid6", "optim4rl", pretrained.path("grid6")),
+                            ("optim4rl_catch", "optim4rl", pretrained.path("catch")), ("adam", "adam", None),
+                            ("rmsprop", "rmsprop", None)]:
+      expected += [(task, opt, phi, lr, f"test_{label}_{task}_lrs/lr{lr:g}", True) for lr in (3e-4, 1e-3, 3e-3)]
   assert calls == expected
+  # One source per optimizer: the folder of its rates, which the report ranks (it shows the best).
+  assert [(task, [label for label, _ in sources]) for _, task, sources in seen
+         ] == [(task, ["Optim4RL grid6", "Optim4RL catch", "Adam", "RMSProp"]) for task in reproduce.FIGURE4_CPU_TASKS]
+  assert seen[0][2][2][1] == os.path.join(str(tmp_path), "test_adam_inverted_double_pendulum_lrs")
+  calls.clear()
+  reproduce.reproduce_ppo("figure4_cpu", str(tmp_path), reproduce.Budget(only=("Adam",), test_lrs=(1e-2, 1e-3)))
+  assert [(c[3], c[4]) for c in calls[:2]] == [(1e-3, "test_adam_inverted_double_pendulum_lrs/lr0.001"),
+                                               (1e-2, "test_adam_inverted_double_pendulum_lrs/lr0.01")]
+  with pytest.raises(ValueError, match="--test_lrs must be positive"):
+    reproduce.Budget(test_lrs=(1e-3, 0.0))
+
+
+def test_test_lrs_is_refused_for_other_experiments_in_one_line(tmp_path):
+  res = run_command(reproduce, "--experiment=figure3_catch", f"--workdir={tmp_path / 'w'}", "--test_lrs=1e-3")
+  assert res.returncode == 2 and "--test_lrs applies to figure4_cpu only" in res.stderr
+  res = run_command(reproduce, "--experiment=figure4_cpu", f"--workdir={tmp_path / 'w'}", "--test_lrs=1e-3,x")
+  assert res.returncode == 2 and "--test_lrs must be positive numbers" in res.stderr
+  assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_reset_interval_sets_m_of_the_pipeline_run_only_and_names_its_workdirs(tmp_path, monkeypatch):

@@ -54,16 +54,23 @@ def _natural_key(s):
   return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+STALE = re.compile(r"\.stale-\d+$")  # a run moved aside by reproduce.py (kept, never counted)
+
+
 def find_workdirs(path):
-  """Workdirs (directories holding returns.csv) under ``path`` (a workdir, a sweep dir or a glob)."""
-  roots = sorted(glob_lib.glob(path), key=_natural_key) if glob_lib.has_magic(path) else [path]
+  """Workdirs (directories holding returns.csv) under ``path`` (a workdir, a sweep dir or a glob); runs
+  moved aside (``<workdir>.stale-N``) are left out of a search."""
+  if glob_lib.has_magic(path):
+    roots = sorted((r for r in glob_lib.glob(path) if not STALE.search(os.path.normpath(r))), key=_natural_key)
+  else:
+    roots = [path]
   found = []
   for root in roots:
     if os.path.isfile(os.path.join(root, "returns.csv")):
       found.append(root)
       continue
     for dirpath, dirnames, filenames in os.walk(root):
-      dirnames.sort(key=_natural_key)
+      dirnames[:] = sorted((d for d in dirnames if not STALE.search(d)), key=_natural_key)
       if "returns.csv" in filenames:
         found.append(dirpath)
         dirnames[:] = []  # a workdir's subdirectories (tb/ ...) hold no other runs

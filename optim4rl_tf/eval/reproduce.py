@@ -17,7 +17,9 @@ Experiments (docs/fidelity.md §9.1, §10):
                  inverted double pendulum and Walker2d vs Adam, RMSProp
   figure4_cpu    Figure 4 at CPU scale: the SHIPPED optimizers (Optim4RL.from_pretrained "grid6" and "catch",
                  no meta-training) vs Adam, RMSProp, PPO on the *_cpu settings of inverted double pendulum and
-                 Walker2d (always --ppo_cpu; about an hour with --num_seeds=5 --test_steps=1e6)
+                 Walker2d (always --ppo_cpu). Every optimizer runs at each rate of --test_lrs (default 3e-4,
+                 1e-3, 3e-3; workdirs test_<optimizer>_<task>_lrs/lr<lr>) and is reported at its best: a fair
+                 comparison (about 3 h with --num_seeds=5 --test_steps=1e6)
 
 The Brax experiments are GPU-sized; ``--ppo_cpu`` runs them at laptop size (PPO tests on the ``*_cpu``
 variants of configs/ppo.py, MetaPPO with 256 envs and batch 256).
@@ -106,7 +108,8 @@ class Budget:
                seed=0,
                ppo_cpu=False,
                nonfinite="auto",
-               reset_interval=0):
+               reset_interval=0,
+               test_lrs=()):
     if reset_interval < 0:
       raise ValueError(f"reset_interval must be >= 0 (0: the config's), got {reset_interval}")
     for name, value, low in (("meta_iterations", meta_iterations, 0), ("meta_units", meta_units, 0), ("num_seeds",
@@ -124,6 +127,11 @@ class Budget:
     self.meta_iterations, self.meta_units, self.meta_lr = meta_iterations, meta_units, meta_lr
     self.test_steps, self.num_seeds, self.only, self.seed = test_steps, num_seeds, tuple(only), seed
     self.ppo_cpu, self.nonfinite, self.reset_interval = ppo_cpu, nonfinite, reset_interval
+    if any(
+        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0
+        for lr in test_lrs):
+      raise ValueError(f"--test_lrs must be positive numbers, got {list(test_lrs)}")
+    self.test_lrs = tuple(sorted(float(lr) for lr in test_lrs))
 
   def run_suffix(self, pipeline):
     """The workdir suffix of a meta-training run and its test: ``_m<m>`` for a pipeline run with a set m."""
@@ -439,19 +447,26 @@ def reproduce_ppo(experiment, root, budget):
 
 def reproduce_figure4_cpu(root, budget, wanted):
   """Figure 4 at CPU scale: the shipped grid6 and catch optimizers (no meta-training here) vs Adam and
-  RMSProp, PPO on the ``*_cpu`` settings of FIGURE4_CPU_TASKS, the official per-task agent lr."""
+  RMSProp, PPO on the ``*_cpu`` settings of FIGURE4_CPU_TASKS. Every optimizer is tested at each rate of
+  ``budget.test_lrs`` (default ``lr_choice.LRS``) in ``test_<optimizer>_<task>_lrs/lr<lr>``; the report ranks
+  the rates of each optimizer and shows its best (the fair comparison of issue #25)."""
   from optim4rl_tf import pretrained
+  from optim4rl_tf.eval import lr_choice
   from optim4rl_tf.eval import report
   budget.ppo_cpu = True
+  lrs = budget.test_lrs or lr_choice.LRS
+  rows = [(label, "optim4rl", name, pretrained.path(name)) for label, name in FIGURE4_CPU_LEARNED]
+  rows += [("Adam", "adam", "adam", None), ("RMSProp", "rmsprop", "rmsprop", None)]
   panels = []
   for task in FIGURE4_CPU_TASKS:
     sources = []
-    for label, name in FIGURE4_CPU_LEARNED:
+    for label, optimizer, name, phi in rows:
       if wanted(label):
-        test_dir = os.path.join(root, f"test_optim4rl_{name}_{task}")
-        test_run_ppo(task, "optim4rl", pretrained.path(name), FIGURE4_LR[task], test_dir, budget)
-        sources.append((label, test_dir))
-    panels.append(("figure4", task, sources + _ppo_baselines(task, root, budget, wanted)))
+        grid_dir = os.path.join(root, f"test_{name if phi is None else 'optim4rl_' + name}_{task}_lrs")
+        for lr in lrs:
+          test_run_ppo(task, optimizer, phi, lr, os.path.join(grid_dir, f"lr{lr:g}"), budget)
+        sources.append((label, grid_dir))
+    panels.append(("figure4", task, sources))
   return report.write_report(os.path.join(root, "report"), panels=panels, title="Reproduction: figure4_cpu")
 
 
@@ -585,6 +600,9 @@ def define_flags(flag_values, argv=None):
   flags.DEFINE_list("only", [], "Run only these labels (e.g. Optim4RL,Adam).", **fv)
   flags.DEFINE_integer("seed", 0, "Base seed.", **fv)
   flags.DEFINE_bool("ppo_cpu", False, "Brax experiments at laptop size (*_cpu PPO tests, 256-env MetaPPO).", **fv)
+  flags.DEFINE_list(
+      "test_lrs", [], "figure4_cpu only: learning rates every optimizer is tested at, each reported at its best "
+      "(default 3e-4,1e-3,3e-3).", **fv)
   flags.DEFINE_enum(
       "nonfinite", "auto", ("auto", "stop", "skip"),
       "Meta-training divergence policy: stop at the first non-finite phi (official), skip "
@@ -603,8 +621,14 @@ def main(argv, flag_values):
     raise app.UsageError("--workdir is required")
   from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
   try:  # (before TensorFlow loads)
+    if f.test_lrs and f.experiment != "figure4_cpu":
+      raise ValueError(f"--test_lrs applies to figure4_cpu only, not {f.experiment}")
+    try:
+      test_lrs = tuple(float(lr) for lr in f.test_lrs)
+    except ValueError:
+      raise ValueError(f"--test_lrs must be positive numbers, got {','.join(f.test_lrs)}") from None
     budget = Budget(f.meta_iterations, f.meta_units, f.meta_lr, f.test_steps, f.num_seeds, f.only, f.seed, f.ppo_cpu,
-                    f.nonfinite, f.reset_interval)
+                    f.nonfinite, f.reset_interval, test_lrs)
     check_only(f.experiment, budget.only)
     cc.check_writable_dir(f.workdir, "--workdir")
   except ValueError as e:

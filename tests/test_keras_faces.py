@@ -139,9 +139,9 @@ def test_from_pretrained_without_a_name_is_the_recommended_file(monkeypatch):
   assert pretrained.RECOMMENDED == "catch"
   opt = optim4rl_tf.Optim4RL.from_pretrained()
   assert opt.pretrained == "catch" and opt.mlp_dims == ()
-  monkeypatch.setattr(pretrained, "RECOMMENDED", "grid6")  # the one constant decides
+  monkeypatch.setattr(pretrained, "RECOMMENDED", "small_dense_long")  # the one constant decides
   opt = optim4rl_tf.Optim4RL.from_pretrained()
-  assert opt.pretrained == "grid6" and opt.mlp_dims == (16, 16) and lr_of(opt) == pytest.approx(3e-3)
+  assert opt.pretrained == "small_dense_long" and opt.mlp_dims == (16, 16) and lr_of(opt) == pytest.approx(3e-2)
 
 
 @pytest.mark.parametrize("cls", [optim4rl_tf.LinearOptim, optim4rl_tf.L2LGD2, optim4rl_tf.STAR])
@@ -208,7 +208,7 @@ def fresh(cls, **kwargs):
 @pytest.mark.parametrize("build", [False, True])
 def test_other_mlp_dims_refused_at_load_weights(tmp_path, build):
   path = str(tmp_path / "m.weights.h5")
-  trained(optim4rl_tf.Optim4RL.from_pretrained("grid6")).save_weights(path)  # (16, 16) heads
+  trained(optim4rl_tf.Optim4RL.from_pretrained("small_dense_long")).save_weights(path)  # (16, 16) heads
   net = compiled(optim4rl_tf.Optim4RL.from_pretrained("catch"), build=build)  # head-free
   with pytest.raises(ValueError, match=r"meta-parameters do not match optim4rl \(mlp_dims=\[\]"):
     net.load_weights(path)

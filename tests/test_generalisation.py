@@ -77,6 +77,26 @@ def test_tiny_run_writes_table_numbers_figure_and_resumes_by_cell(tmp_path):
   assert os.path.getmtime(cell) == stamp
 
 
+def test_a_cell_is_trained_again_when_the_shipped_file_behind_it_changes(tmp_path, monkeypatch):
+  from optim4rl_tf.agents import a2c_train
+  from optim4rl_tf.eval import reproduce
+  calls = []
+
+  def fake_train(config, workdir, console):  # a finished run: its workdir and the final return per seed
+    os.makedirs(workdir)
+    calls.append(workdir)
+    return {"final": [1.0, 2.0]}
+
+  monkeypatch.setattr(a2c_train, "train", fake_train)
+  config = gen.cell_config("catch", "Optim4RL catch", 1e4, 2, 1e-3)
+  workdir = str(tmp_path / "cell")
+  assert gen._train_cell(config, workdir) == [1.0, 2.0] and len(calls) == 1
+  assert gen._train_cell(config, workdir) == [1.0, 2.0] and len(calls) == 1  # the same file: reused
+  monkeypatch.setattr(reproduce, "phi_digest", lambda path: "another phi")  # remade at the same path
+  gen._train_cell(config, workdir)
+  assert len(calls) == 2
+
+
 def test_unknown_pretrained_name_is_one_clear_error():
   with pytest.raises(ValueError, match="pretrained names"):
     gen.cell_config("catch", "Optim4RL grid7", 1e5, 2, 1e-3)

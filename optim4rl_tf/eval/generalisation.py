@@ -67,13 +67,17 @@ def _cell_dir(out_dir, task, optimizer, learning_rate):
 
 
 def _train_cell(config, workdir):
-  """Final returns per seed (NaN for a diverged seed), training if the workdir has no finished run."""
+  """Final returns per seed (NaN for a diverged seed), training unless the workdir holds a finished run of
+  the same config and, for a learned optimizer, the same phi (a shipped file remade at the same path is a
+  new optimizer: its cells are trained again)."""
   from optim4rl_tf.agents import a2c_train  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import reproduce  # pylint: disable=import-outside-toplevel
   done = os.path.join(workdir, "cell.json")
+  phi = reproduce.phi_digest(config.optimizer.meta_params)
   if os.path.exists(done):
     with open(done) as f:
       saved = json.load(f)
-    if saved["config"] == json.loads(config.to_json()):
+    if saved["config"] == json.loads(config.to_json()) and saved.get("phi") == phi:
       return saved["final"]
   if os.path.isdir(workdir):
     import shutil  # pylint: disable=import-outside-toplevel
@@ -81,7 +85,7 @@ def _train_cell(config, workdir):
   result = a2c_train.train(config, workdir, console=False)
   final = [float(x) for x in np.asarray(result["final"], np.float64)]
   with open(done, "w") as f:
-    json.dump({"config": json.loads(config.to_json()), "final": final}, f)
+    json.dump({"config": json.loads(config.to_json()), "phi": phi, "final": final}, f)
   return final
 
 
@@ -137,8 +141,8 @@ def run(out_dir,
         config = cell_config(task, optimizer, steps, num_seeds, lr)
         by_lr[lr] = _train_cell(config, _cell_dir(out_dir, task, optimizer, lr))
         ok = np.asarray(by_lr[lr])
-        progress(f"{task:18s} {optimizer:15s} lr {lr:<7g} final {np.nanmean(ok):9.3f} "
-                 f"({np.isnan(ok).sum()} diverged)")
+        mean = np.mean(ok[np.isfinite(ok)]) if np.isfinite(ok).any() else np.nan
+        progress(f"{task:18s} {optimizer:15s} lr {lr:<7g} final {mean:9.3f} ({np.isnan(ok).sum()} diverged)")
       finals.setdefault(task, {})[optimizer] = {f"{lr:g}": v for lr, v in by_lr.items()}
       best.setdefault(task, {})[optimizer] = lr_choice.choose(by_lr)
   numbers = {

@@ -34,6 +34,8 @@ def test_best_rate_is_the_highest_mean_a_diverged_rate_ranks_last_and_works_at_i
   assert choice.works_at == (1e-3,)
   close = lr_choice.choose({3e-4: [1.0, 3.0], 1e-3: [2.0, 2.1]})  # 3e-4's mean 2.0 lies in 1e-3's CI [2.0, 2.1]
   assert close.lr == 1e-3 and close.works_at == (3e-4, 1e-3)
+  tie = lr_choice.choose({3e-4: [0.0, 2.0], 1e-3: [1.0, 1.0]})  # equal means: the smaller standard error
+  assert tie.lr == 1e-3
   lost = lr_choice.choose({1e-3: [np.nan, np.nan], 3e-3: [np.nan, 1.0]})
   assert lost.lr == 3e-3 and lost.diverged == 1 and lost.works_at == ()
   assert lr_choice.ratio(0.9, 1.2) == pytest.approx(0.75) and lr_choice.ratio(0.5, -0.3) is None
@@ -97,6 +99,49 @@ def test_a_cell_is_trained_again_when_the_shipped_file_behind_it_changes(tmp_pat
   assert len(calls) == 2
 
 
+def test_the_grid_is_sorted_without_repeats_and_bad_rates_are_refused():
+  assert lr_choice.check_grid([3e-3, 1e-3, 3e-3]) == (1e-3, 3e-3)
+  for bad in ([], [0.0], [-1e-3], [float("nan")], [float("inf")], ["fast"], [True]):
+    with pytest.raises(ValueError, match="must be positive numbers"):
+      lr_choice.check_grid(bad, "--lrs")
+  with pytest.raises(ValueError, match="print alike"):
+    lr_choice.check_grid([1e-3, 1.0000001e-3])
+
+
+def test_unseen_summary_counts_a_diverged_learned_optimizer_as_a_failure_and_skips_tasks_without_a_reference():
+
+  def best(mean, diverged=0, ratio=None, lr=1e-3):
+    return dict(lr=lr, mean=mean, low=mean, high=mean, diverged=diverged, works_at=[lr], ratio_to_adam_best=ratio)
+
+  numbers = {
+      "tasks": ["small_sparse_short", "small_sparse_long", "catch", "big_sparse_long"],
+      "optimizers": ["Optim4RL catch", "Adam"],
+      "learning_rates": [1e-3],
+      "best": {
+          "small_sparse_short": {
+              "Optim4RL catch": best(0.9, ratio=0.9),
+              "Adam": best(1.0, ratio=1.0)
+          },
+          "small_sparse_long": {
+              "Optim4RL catch": best(None, diverged=2),
+              "Adam": best(1.0, ratio=1.0)
+          },
+          "catch": {
+              "Optim4RL catch": best(0.1, ratio=0.1),
+              "Adam": best(1.0, ratio=1.0)
+          },  # seen: not counted
+          "big_sparse_long": {
+              "Optim4RL catch": best(0.2),
+              "Adam": best(-0.1)
+          },  # no positive reference
+      }
+  }
+  table = gen.table_markdown(numbers)
+  assert "| catch | catch |" in table and "diverged" in table
+  row = [line for line in table.splitlines() if line.startswith("| Optim4RL catch | 3 |")]
+  assert row and "| 1 of 2 | 0.45x |" in row[0], table  # ratios 0.9 and 0 (diverged)
+
+
 def test_unknown_pretrained_name_is_one_clear_error():
   with pytest.raises(ValueError, match="pretrained names"):
     gen.cell_config("catch", "Optim4RL grid7", 1e5, 2, 1e-3)
@@ -130,7 +175,7 @@ def test_command_passes_its_flags_and_its_command_line_to_the_experiment(tmp_pat
 @pytest.mark.parametrize("args,match", [(["--tasks=catch,pong"], "unknown --tasks"),
                                         (["--optimizers=Adam,SGD"], "--optimizers: unknown optimizer 'SGD'"),
                                         (["--num_seeds=0"], "must be positive"), (["extra"], "unexpected arguments"),
-                                        (["--lrs=1e-3,fast"], "--lrs must be numbers"),
+                                        (["--lrs=1e-3,fast"], "--lrs must be positive numbers"),
                                         (["--lrs=0"], "--lrs must be positive")])
 def test_command_refuses_bad_flags_in_one_line_before_training(tmp_path, args, match):
   res = run_command(generalisation_command, f"--out={tmp_path / 'gen'}", *args)

@@ -200,7 +200,9 @@ def main(argv):
     if os.environ.get("GOLDEN_ARITHMETIC", "1") == "0":
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
-    for name in argv[1].split(","):
+    names = argv[1].split(",")
+    assert all(not n.endswith(NOARITH) for n in names[:-1]), f"only the last case may be {NOARITH}: {names}"
+    for name in names:
       if name.endswith(NOARITH):  # from here on (the case runs last): graphs built without the rewrites
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
         tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})

@@ -42,13 +42,19 @@ def test_figure4_cpu_tests_every_optimizer_at_each_rate_of_the_grid_without_meta
   # One source per optimizer: the folder of its rates, which the report ranks (it shows the best).
   assert [(task, [label for label, _ in sources]) for _, task, sources in seen
          ] == [(task, ["Optim4RL grid6", "Optim4RL catch", "Adam", "RMSProp"]) for task in reproduce.FIGURE4_CPU_TASKS]
-  assert seen[0][2][2][1] == os.path.join(str(tmp_path), "test_adam_inverted_double_pendulum_lrs")
+  # Only the requested rates' runs (a run of another grid in the same folder is not ranked).
+  assert seen[0][2][2][1] == [
+      os.path.join(str(tmp_path), "test_adam_inverted_double_pendulum_lrs", f"lr{lr:g}") for lr in (3e-4, 1e-3, 3e-3)
+  ]
   calls.clear()
   reproduce.reproduce_ppo("figure4_cpu", str(tmp_path), reproduce.Budget(only=("Adam",), test_lrs=(1e-2, 1e-3)))
   assert [(c[3], c[4]) for c in calls[:2]] == [(1e-3, "test_adam_inverted_double_pendulum_lrs/lr0.001"),
                                                (1e-2, "test_adam_inverted_double_pendulum_lrs/lr0.01")]
   with pytest.raises(ValueError, match="--test_lrs must be positive"):
     reproduce.Budget(test_lrs=(1e-3, 0.0))
+  with pytest.raises(ValueError, match="print alike"):
+    reproduce.Budget(test_lrs=(1e-3, 1.0000001e-3))
+  assert reproduce.Budget(test_lrs=(3e-3, 1e-3, 3e-3)).test_lrs == (1e-3, 3e-3)
 
 
 def test_test_lrs_is_refused_for_other_experiments_in_one_line(tmp_path):

@@ -36,9 +36,9 @@ def check_optimizer(optimizer):
   if optimizer in BASELINES:
     return
   name = optimizer[len("Optim4RL "):] if optimizer.startswith("Optim4RL ") else None
-  if name not in pretrained.names():
+  if name not in pretrained.available():
     raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(BASELINES)} or 'Optim4RL NAME' with "
-                     f"NAME one of the pretrained names: {', '.join(pretrained.names())}")
+                     f"NAME one of the pretrained names shipped here: {', '.join(pretrained.available())}")
 
 
 def cell_config(task, optimizer, steps, num_seeds, learning_rate, seed=0):
@@ -77,7 +77,7 @@ def _train_cell(config, workdir):
   if os.path.exists(done):
     with open(done) as f:
       saved = json.load(f)
-    if saved["config"] == json.loads(config.to_json()) and saved.get("phi") == phi:
+    if _without_path(saved["config"]) == _without_path(json.loads(config.to_json())) and saved.get("phi") == phi:
       return saved["final"]
   if os.path.isdir(workdir):
     import shutil  # pylint: disable=import-outside-toplevel
@@ -87,6 +87,12 @@ def _train_cell(config, workdir):
   with open(done, "w") as f:
     json.dump({"config": json.loads(config.to_json()), "phi": phi, "final": final}, f)
   return final
+
+
+def _without_path(config):
+  """A cell's config without the file path of its phi (the phi's digest stands for it: an installation
+  elsewhere reuses the same cells)."""
+  return dict(config, optimizer={k: v for k, v in config["optimizer"].items() if k != "meta_params"})
 
 
 def _commit():
@@ -109,7 +115,8 @@ def _choice_json(choice, adam_best):
       "high": None if ci is None else ci.high,
       "diverged": choice.diverged,
       "works_at": list(choice.works_at),
-      "ratio_to_adam_best": lr_choice.ratio(None if ci is None else ci.mean, adam_best),
+      # No ratio from a rate with diverged seeds (its mean is of the survivors only), nor to such an Adam.
+      "ratio_to_adam_best": None if choice.diverged or ci is None else lr_choice.ratio(ci.mean, adam_best),
   }
 
 
@@ -128,9 +135,7 @@ def run(out_dir,
   diverged, works_at, ratio_to_adam_best)."""
   for optimizer in optimizers:
     check_optimizer(optimizer)
-  if not lrs or any(not np.isfinite(lr) or lr <= 0 for lr in lrs):
-    raise ValueError(f"the learning rates must be positive numbers, got {list(lrs)}")
-  lrs = tuple(sorted(float(lr) for lr in lrs))
+  lrs = lr_choice.check_grid(lrs)
   os.makedirs(out_dir, exist_ok=True)
   finals, best = {}, {}
   for task in tasks:
@@ -164,7 +169,7 @@ def run(out_dir,
   }
   for task in tasks:
     adam = best[task].get("Adam")
-    adam_best = adam.ci.mean if adam is not None and adam.ci is not None else None
+    adam_best = adam.ci.mean if adam is not None and adam.ci is not None and not adam.diverged else None
     numbers["best"][task] = {o: _choice_json(best[task][o], adam_best) for o in optimizers}
   with open(os.path.join(out_dir, "numbers.json"), "w") as f:
     json.dump(numbers, f, indent=1)
@@ -212,8 +217,9 @@ def table_markdown(numbers):
     by = ", ".join(o.split()[1] for o in learned if task in seen[o]) or "-"
     lines.append(f"| {task} | {by} | " + " | ".join(cells) + " |")
   lines += [
-      "", "On the tasks each learned optimizer never saw (ratio = its best / Adam's best; tasks where Adam's "
-      "best is not positive have no ratio):", ""
+      "", "On the tasks each learned optimizer never saw (ratio = its best / Adam's best; a task whose Adam "
+      "best is not positive or has diverged seeds is not counted; a learned optimizer with diverged seeds at its "
+      "best rate counts as ratio 0):", ""
   ]
   lines += [
       "| optimizer | unseen tasks | at >= 0.8x Adam's best | median ratio | works at (per task) |",
@@ -221,8 +227,12 @@ def table_markdown(numbers):
   ]
   for o in learned:
     unseen = [t for t in numbers["tasks"] if t not in seen[o]]
-    ratios = [numbers["best"][t][o]["ratio_to_adam_best"] for t in unseen]
-    ratios = [r for r in ratios if r is not None]
+    ratios = []
+    for t in unseen:
+      adam = numbers["best"][t].get("Adam")
+      if adam is None or adam["mean"] is None or adam["diverged"] or adam["mean"] <= 0:
+        continue  # no reference
+      ratios.append(numbers["best"][t][o]["ratio_to_adam_best"] or 0.0)
     good = sum(r >= 0.8 for r in ratios)
     works = "; ".join(f"{t}: {lr_choice.lr_text(numbers['best'][t][o]['works_at']) or '-'}" for t in unseen)
     median = f"{np.median(ratios):.2f}x" if ratios else "-"

@@ -16,6 +16,7 @@ the process up before TensorFlow loads.
 from absl import flags
 from absl import logging as absl_logging
 
+from optim4rl_tf.eval import lr_choice
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
 
@@ -35,9 +36,16 @@ def define_flags(flag_values, argv=None):
                     "Default: Optim4RL grid6, Optim4RL catch, Adam, RMSProp; also 'Optim4RL NAME' for any "
                     "pretrained NAME.",
                     flag_values=flag_values)
-  flags.DEFINE_list("lrs", ["3e-4", "1e-3", "3e-3"],
+  flags.DEFINE_list("lrs", [f"{lr:g}" for lr in lr_choice.LRS],
                     "Learning rates every optimizer runs at; each is reported at its best.",
                     flag_values=flag_values)
+
+
+def _number(text):
+  try:
+    return float(text)
+  except ValueError:
+    return text  # check_grid names it
 
 
 def command_line(flag_values):
@@ -64,11 +72,9 @@ def main(argv, flag_values):
     except ValueError as e:
       cli.fail(f"--optimizers: {e}")
   try:
-    lrs = tuple(float(lr) for lr in flag_values.lrs)
-  except ValueError:
-    cli.fail(f"--lrs must be numbers, got {','.join(flag_values.lrs)}")
-  if not lrs or any(not lr > 0 or lr == float("inf") for lr in lrs):
-    cli.fail(f"--lrs must be positive numbers, got {','.join(flag_values.lrs)}")
+    lrs = lr_choice.check_grid([_number(lr) for lr in flag_values.lrs], "--lrs")
+  except ValueError as e:
+    cli.fail(str(e))
   if flag_values.num_seeds < 1 or min(flag_values.small_steps, flag_values.big_steps, flag_values.catch_steps) <= 0:
     cli.fail("--num_seeds and the step budgets must be positive")
   try:

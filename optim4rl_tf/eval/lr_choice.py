@@ -6,11 +6,14 @@ tables (README, "How far they transfer"; issue #25: every optimizer, learned or 
   each rate, the rates where it works (mean within the best's 90% CI) and how many seeds diverged.
 * :func:`ratio` -- a return as a fraction of a reference's (Adam's best), None where the reference is not
   positive (a ratio of negative returns reads backwards).
+* :func:`check_grid` -- a grid as given by a user: sorted, checked, one entry per rate.
 
-Ranking follows the official analysis (docs/fidelity.md §9.3): mean final return descending, a rate with a
-diverged (non-finite) seed after every rate without one.
+Ranking follows the official analysis (docs/fidelity.md §9.3, ``eval/ranking.py``): a rate with a diverged
+(non-finite) seed after every rate without one, then mean final return descending, ties by the standard
+error of the mean (ascending; numpy ``std`` with ddof 0 over sqrt(n)).
 """
 
+import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -18,6 +21,22 @@ import numpy as np
 from optim4rl_tf.utils import stats
 
 LRS = (3e-4, 1e-3, 3e-3)
+
+
+def check_grid(lrs, name="learning rates"):
+  """``lrs`` (numbers) as a sorted tuple of floats without repeats; ValueError naming ``name`` for an empty
+  grid, a rate that is not a positive finite number, or two rates that print alike (``%g``: their runs
+  would share a folder)."""
+  values = list(lrs)
+  number = lambda x: isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+  if not values or any(not number(lr) or not math.isfinite(lr) or lr <= 0 for lr in values):
+    raise ValueError(f"{name} must be positive numbers, got {values}")
+  grid = sorted({float(lr) for lr in values})
+  texts = [f"{lr:g}" for lr in grid]
+  if len(set(texts)) < len(texts):
+    raise ValueError(f"{name} {values}: two rates print alike as %g ({', '.join(texts)}); use rates that differ "
+                     "in the first 6 digits")
+  return tuple(grid)
 
 
 class Choice(NamedTuple):
@@ -45,12 +64,15 @@ def choose(finals_by_lr):
   if not finals_by_lr:
     raise ValueError("choose needs the final returns of at least one learning rate")
   summaries = {float(lr): _summary(f) for lr, f in finals_by_lr.items()}
+  finals = {float(lr): np.asarray(f, np.float64) for lr, f in finals_by_lr.items()}
 
-  def rank(lr):
+  def rank(lr):  # ascending = better
     ci, diverged = summaries[lr]
-    return (diverged == 0 and ci is not None, ci.mean if ci is not None else -np.inf)
+    ok = finals[lr][np.isfinite(finals[lr])]
+    se = float(np.std(ok) / np.sqrt(ok.size)) if ok.size else np.inf
+    return (diverged > 0 or ci is None, -ci.mean if ci is not None else np.inf, se)
 
-  best = max(sorted(summaries), key=rank)
+  best = min(sorted(summaries), key=rank)
   ci, diverged = summaries[best]
   works = tuple(
       sorted(

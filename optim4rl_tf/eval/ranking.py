@@ -106,7 +106,9 @@ def load_workdir(workdir):
 
 
 def load_runs(path):
-  dirs = find_workdirs(path)
+  """All runs under ``path``: one path (a workdir, a sweep dir or a glob) or a list of them."""
+  paths = [path] if isinstance(path, str) else list(path)
+  dirs = sorted({d for p in paths for d in find_workdirs(p)}, key=_natural_key)
   if not dirs:
     raise ValueError(f"no workdir with returns.csv found under {path!r}")
   runs = []
@@ -230,7 +232,7 @@ def rank(config_stats):
 
 class Source(NamedTuple):
   label: str  # legend / row label (optimizer name)
-  path: str  # workdir, sweep dir or glob
+  path: Any  # workdir, sweep dir or glob, or a list of them
   ranked: list  # [ConfigStats], best first
 
 

@@ -203,9 +203,11 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
     ``name``: one of ``optim4rl_tf.pretrained.available()`` (e.g. "catch", "small_dense_long", "grid6");
     None means the recommended file of this optimizer, ``optim4rl_tf.pretrained.recommended()``
     (``pretrained.RECOMMENDED``, "catch", for Optim4RL). ``kwargs`` go to the constructor (Keras base-class
-    arguments ...). Unless given, ``learning_rate`` and the gradient clip are the ones the file was
-    meta-trained with (``optim4rl_tf.pretrained.agent_settings(name)``: the tasks' agent learning rate and
-    ``clipvalue=agent_grad_clip``, none where it was off); passing ``learning_rate=`` or any of
+    arguments ...). Unless given, ``learning_rate`` and the gradient clip are the ones its card recommends
+    (``optim4rl_tf.pretrained.card(name)``, made from measurements on tasks it never saw), or for a file
+    without a card the ones it was meta-trained with (``optim4rl_tf.pretrained.agent_settings(name)``: the
+    tasks' agent learning rate and ``clipvalue=agent_grad_clip``, none where it was off); passing
+    ``learning_rate=`` or any of
     ``clipvalue``/``clipnorm``/``global_clipnorm`` (``clipvalue=None``: no clip) overrides them. The file's
     provenance is ``optim4rl_tf.pretrained.provenance(name)``. Raises ValueError naming the valid names for
     an unknown one, for a file made for another optimizer, or (no name) when none ships for this one.
@@ -218,7 +220,7 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
                          f"{', '.join(pretrained.available()) or 'none'}, for Optim4RL); pass "
                          f"meta_params=<phi.npz> from a meta-training instead")
     cls._pretrained_path(name)  # a clear error for an unknown name or another optimizer's file, first
-    settings = pretrained.agent_settings(name)
+    settings = pretrained.recommended_settings(name)
     if "learning_rate" in settings:
       kwargs.setdefault("learning_rate", settings["learning_rate"])
     if settings.get("clipvalue") is not None and not any(k in kwargs for k in _CLIP_ARGUMENTS):

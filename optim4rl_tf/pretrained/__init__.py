@@ -96,6 +96,40 @@ def recommended(optimizer="optim4rl"):
   return None
 
 
+def cards_path():
+  """Filesystem path of ``cards.json``, the cards of the shipped files (made by launch/make_cards.py)."""
+  return str(importlib.resources.files(__name__).joinpath("cards.json"))
+
+
+def card(name):
+  """The card of shipped file ``name`` (a dict: ``learning_rate`` it is recommended at, ``clipvalue``,
+  ``summary``, ``unseen``: its measured results on tasks it never saw with the rates where it works,
+  ``sources``), or None where no card was made for it. ValueError for an unknown name."""
+  if name not in RECIPES:
+    raise ValueError(f"unknown pretrained optimizer {name!r}; valid names: {', '.join(names())}")
+  if not os.path.exists(cards_path()):
+    return None
+  with open(cards_path(), encoding="utf-8") as f:
+    found = json.load(f).get(name)
+  if found is None:
+    return None
+  file_commit = provenance(name).get("commit") if os.path.exists(path(name)) else None
+  if found.get("file_commit") not in (None, file_commit):
+    return None  # the card of an earlier file of this name
+  return found
+
+
+def recommended_settings(name):
+  """The Keras optimizer arguments ``Optim4RL.from_pretrained(name)`` defaults to: ``learning_rate`` and
+  ``clipvalue`` of the file's card (:func:`card`) where it has one, else those it was meta-trained with
+  (:func:`agent_settings`)."""
+  settings = agent_settings(name)
+  found = card(name)
+  if found is not None:
+    settings.update({k: found[k] for k in ("learning_rate", "clipvalue") if k in found})
+  return settings
+
+
 def agent_settings(name):
   """The agent settings a shipped file was meta-trained with, as Keras optimizer arguments:
   ``{"learning_rate": float, "clipvalue": float or None}``, from its recorded meta-training config

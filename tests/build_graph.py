@@ -184,7 +184,10 @@ def expected_rules():
     if path == "tests/conftest.py":
       data = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "tests/data/*.npz")))
     elif path.startswith("optim4rl_tf/pretrained/"):
-      data = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "optim4rl_tf/pretrained/*.npz")))
+      data = sorted(
+          os.path.relpath(p, ROOT)
+          for ext in ("npz", "json")  # the files and their cards
+          for p in glob.glob(os.path.join(ROOT, f"optim4rl_tf/pretrained/*.{ext}")))
     srcs, deps, attrs = [path], expected_deps(path, modules), {}
     if kind == "py_binary":
       attrs = {"main": path}

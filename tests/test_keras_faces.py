@@ -55,9 +55,10 @@ def test_string_identifier_compiles_and_fits(name, cls):
   assert int(net.optimizer.iterations.numpy()) == 1
   assert any(not np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
   assert all(np.all(np.isfinite(w)) for w in net.get_weights())
-  if cls is optim4rl_tf.Optim4RL:  # the recommended shipped file, with its meta-training learning rate
+  if cls is optim4rl_tf.Optim4RL:  # the recommended shipped file, at the learning rate it is recommended at
     assert net.optimizer.pretrained == pretrained.RECOMMENDED
-    assert lr_of(net.optimizer) == pytest.approx(pretrained.agent_settings(pretrained.RECOMMENDED)["learning_rate"])
+    want = pretrained.recommended_settings(pretrained.RECOMMENDED)["learning_rate"]
+    assert lr_of(net.optimizer) == pytest.approx(want)
   else:  # no trained file ships for these: a fresh phi
     assert net.optimizer.pretrained is None and net.optimizer.meta_params_path is None
 
@@ -107,15 +108,18 @@ def test_names_registered_at_import_without_loading_the_faces():
 
 
 @pytest.mark.parametrize("name", pretrained.available())
-def test_from_pretrained_defaults_to_the_recorded_agent_settings(name):
+def test_from_pretrained_defaults_to_the_cards_settings_else_the_recorded_agent_settings(name):
   config = pretrained.provenance(name)["config"]
   rates = [t["learning_rate"] for t in config["tasks"]]
   want_lr = max(sorted(set(rates)), key=rates.count)  # most tasks; a tie goes to the smaller
   want_clip = config["agent_grad_clip"] if config["agent_grad_clip"] > 0 else None
+  assert pretrained.agent_settings(name) == {"learning_rate": want_lr, "clipvalue": want_clip}
+  card = pretrained.card(name)
+  if card is not None:  # measured on tasks the file never saw (tests/test_cards.py checks the rule)
+    want_lr, want_clip = card["learning_rate"], card["clipvalue"]
   opt = optim4rl_tf.Optim4RL.from_pretrained(name)
   assert lr_of(opt) == pytest.approx(want_lr) and opt.clipvalue == want_clip
   assert opt.global_clipnorm is None and opt.clipnorm is None
-  assert pretrained.agent_settings(name) == {"learning_rate": want_lr, "clipvalue": want_clip}
 
 
 def test_recorded_settings_of_the_shipped_files():
@@ -128,11 +132,13 @@ def test_from_pretrained_explicit_arguments_win():
   opt = optim4rl_tf.Optim4RL.from_pretrained("grid6", learning_rate=0.5, clipvalue=None)
   assert lr_of(opt) == pytest.approx(0.5) and opt.clipvalue is None
   opt = optim4rl_tf.Optim4RL.from_pretrained("grid6", global_clipnorm=2.0)
-  assert opt.clipvalue is None and opt.global_clipnorm == 2.0 and lr_of(opt) == pytest.approx(3e-3)
+  grid6_lr = pretrained.recommended_settings("grid6")["learning_rate"]
+  assert opt.clipvalue is None and opt.global_clipnorm == 2.0 and lr_of(opt) == pytest.approx(grid6_lr)
   opt = optim4rl_tf.Optim4RL.from_pretrained("catch", clipvalue=0.25)
   assert opt.clipvalue == 0.25
   clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))  # the config keeps what was resolved
-  assert clone.clipvalue == 0.25 and lr_of(clone) == pytest.approx(1e-3)
+  catch_lr = pretrained.recommended_settings("catch")["learning_rate"]
+  assert clone.clipvalue == 0.25 and lr_of(clone) == pytest.approx(catch_lr)
 
 
 def test_from_pretrained_without_a_name_is_the_recommended_file(monkeypatch):

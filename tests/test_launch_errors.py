@@ -327,3 +327,29 @@ def test_cli_exit_codes_and_messages():
   msg = cli.flag_error_message(err, ["x", "--config.trian_steps=5"])
   assert msg == ("--config.trian_steps: the config has no field 'trian_steps'; "
                  "Did you mean \"train_steps\" instead of \"trian_steps\"?")
+
+
+def test_a_signal_turned_into_another_error_by_the_code_it_interrupted_is_still_one_interrupted_line(tmp_path):
+  """Seen in CI: SIGINT arrived while TensorFlow traced a tf.map_fn, whose clean-up turned the interrupt
+  into an AssertionError; the launcher printed a traceback and exited 1 instead of 130."""
+  script = tmp_path / "interrupted_main.py"
+  script.write_text("""
+import os, signal
+from optim4rl_tf.utils import cli
+
+def main(argv):
+  try:
+    os.kill(os.getpid(), signal.SIGINT)  # delivered here: cli's handler raises Interrupted
+  except KeyboardInterrupt:
+    assert False, "library clean-up that fails"
+  return 0
+
+cli.run(main)
+""")
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stderr.strip().splitlines() == ["error: interrupted by SIGINT"], proc.stderr
+  ok = tmp_path / "failing_main.py"  # without a signal, an error is the error it is
+  ok.write_text("from optim4rl_tf.utils import cli\n\ndef main(argv):\n  assert False, 'plain'\n\ncli.run(main)\n")
+  proc = subprocess.run([sys.executable, str(ok)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "AssertionError: plain" in proc.stderr

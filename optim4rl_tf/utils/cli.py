@@ -23,8 +23,10 @@ What :func:`run` adds to ``absl.app.run``:
   (absl prints a traceback for the first two and exits 1 for the others.)
 * SIGTERM raises :class:`Interrupted` -- a ``KeyboardInterrupt``, as SIGINT does -- in the main thread, so
   ``finally`` blocks run and trainers can write what they have computed. An interrupt that reaches
-  :func:`run` prints one line and exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM). A second signal
-  while the first is being handled ends the process at once (the default action).
+  :func:`run` prints one line and exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM), and so does any
+  other exception that reaches it after a signal arrived (library code it interrupted may turn the
+  ``Interrupted`` into another error). A second signal while the first is being handled ends the process at
+  once (the default action).
 
 Exit codes: 0 success, 2 usage or configuration error, 3 a training run diverged (launch/train.py),
 130/143 interrupted.
@@ -174,6 +176,14 @@ def _guarded(main, handle_signals):
     except KeyboardInterrupt as e:
       print(f"error: {getattr(e, 'reason', 'interrupted by SIGINT')}", file=sys.stderr, flush=True)
       sys.exit(exit_code(e))
+    except Exception:  # pylint: disable=broad-except
+      # The signal's exception, raised inside library code (TensorFlow tracing, a generator's clean-up),
+      # can come out as another exception: after a signal, still the interruption, in one line.
+      if handle_signals and _raised:
+        interrupt = Interrupted(_raised[0])
+        print(f"error: {interrupt.reason}", file=sys.stderr, flush=True)
+        sys.exit(exit_code(interrupt))
+      raise
 
   return wrapped
 

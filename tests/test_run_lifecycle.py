@@ -148,6 +148,26 @@ def test_a_second_signal_during_a_run_quits_at_once():
   assert out.returncode == -signal.SIGTERM and "first recorded" in out.stdout and "not reached" not in out.stdout
 
 
+def test_a_signal_whose_exception_was_lost_before_the_run_still_stops_the_run():
+  """Seen in CI: SIGINT arrived during a run's set-up, cli's handler raised inside a garbage-collector callback
+  (which prints and drops exceptions), and the run then trained on, deaf to it."""
+  code = ("import gc, os, signal\n"
+          "from optim4rl_tf.utils import cli, run_lifecycle\n"
+          "cli.install_signal_handlers()\n"
+          "def lossy(phase, info):\n"
+          "  if phase == 'start' and not cli.pending_signal():\n"
+          "    os.kill(os.getpid(), signal.SIGINT)  # handled here; its exception is dropped by gc\n"
+          "gc.callbacks.append(lossy)\n"
+          "gc.collect()\n"
+          "gc.callbacks.remove(lossy)\n"
+          "print('set-up went on', flush=True)\n"
+          "with run_lifecycle.deferred_signals() as stop:\n"
+          "  print('stop:', stop(), flush=True)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "set-up went on" in out.stdout and f"stop: {int(signal.SIGINT)}" in out.stdout, (out.stdout, out.stderr)
+
+
 def test_a_second_signal_quits_at_once_even_inside_a_long_tensorflow_call():
   """Python runs no signal handler while the main thread is inside one long graph call (a meta-training
   iteration); the second SIGTERM still ends the process within seconds, not when the call returns."""

@@ -78,6 +78,13 @@ def _on_signal(signum, frame):
   raise Interrupted(signum)
 
 
+def pending_signal():
+  """The signal :func:`run`'s handler has received in this process (None: none). Its ``Interrupted`` can be
+  swallowed where it is raised (in a garbage-collector callback, for instance), so a loop that defers
+  signals (``run_lifecycle.deferred_signals``) starts from it."""
+  return _raised[0] if _raised else None
+
+
 def install_signal_handlers():
   """SIGTERM and SIGINT raise :class:`Interrupted` in the main thread (the first one; a second kills)."""
   _raised.clear()

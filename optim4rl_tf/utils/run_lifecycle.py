@@ -132,7 +132,11 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
 
   "At once" holds even while the main thread is inside one long TensorFlow call (a meta-training iteration
   can take minutes), where Python runs no signal handler until the call returns: the signals also reach a
-  watcher thread through ``signal.set_wakeup_fd``, and that thread ends the process on the second one."""
+  watcher thread through ``signal.set_wakeup_fd``, and that thread ends the process on the second one.
+
+  A signal that :func:`optim4rl_tf.utils.cli.run`'s handler received before the block counts as received
+  (``cli.pending_signal``): its exception can be lost where it was raised (a garbage-collector callback
+  prints and drops it), and the run must still stop."""
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
@@ -144,6 +148,9 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
     received.append(signum)
 
   previous = {s: signal.signal(s, handler) for s in signums}
+  from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
+  if cli.pending_signal() in signums:  # arrived before this block, its exception lost on the way (cli)
+    received.append(cli.pending_signal())
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
   previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)

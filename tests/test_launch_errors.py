@@ -353,3 +353,32 @@ cli.run(main)
   ok.write_text("from optim4rl_tf.utils import cli\n\ndef main(argv):\n  assert False, 'plain'\n\ncli.run(main)\n")
   proc = subprocess.run([sys.executable, str(ok)], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1 and "AssertionError: plain" in proc.stderr
+
+
+def test_a_signal_turned_into_a_bad_input_error_is_still_one_interrupted_line(tmp_path):
+  """Seen in CI: SIGINT during reproduce.py's set-up came out of TensorFlow as a ValueError, which the command
+  reports as bad input (cli.fail, exit 2); after a signal, fail reports the interruption (130)."""
+  script = tmp_path / "interrupted_fail.py"
+  script.write_text("""
+import os, signal
+from optim4rl_tf.utils import cli
+
+def main(argv):
+  try:
+    try:
+      os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+      raise ValueError("a list of tensors the interrupt left behind")
+  except ValueError as e:
+    cli.fail(e)
+  return 0
+
+cli.run(main)
+""")
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stderr.strip().splitlines() == ["error: interrupted by SIGINT"], proc.stderr
+  ok = tmp_path / "bad_input.py"  # without a signal, a bad input is one usage line, exit 2
+  ok.write_text("from optim4rl_tf.utils import cli\n\ndef main(argv):\n  cli.fail('bad --x')\n\ncli.run(main)\n")
+  proc = subprocess.run([sys.executable, str(ok)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: bad --x"], proc.stderr

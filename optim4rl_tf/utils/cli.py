@@ -59,7 +59,12 @@ def exit_code(interrupt):
 
 
 def fail(message, code=EXIT_USAGE):
-  """Prints ``error: message`` (one line) to stderr and exits with ``code``."""
+  """Prints ``error: message`` (one line) to stderr and exits with ``code``. After :func:`run`'s handler received
+  a signal, the error is that interruption (``error: interrupted by SIGX``, 128 + signal): the signal's
+  exception, raised inside library code, can surface as an error a command reports as bad input."""
+  if _raised:
+    interrupt = Interrupted(_raised[0])
+    message, code = interrupt.reason, exit_code(interrupt)
   text = " ".join(str(message).split("\n")).strip()
   print(f"error: {text}", file=sys.stderr, flush=True)
   sys.exit(code)

@@ -11,7 +11,18 @@ data, as the official MetaPPO. The agent gradients enter the learned optimizer u
 The through-environment estimator (the default) must agree to float32 tolerance; the approximation
 (``meta_grad_through_env=False``: rollout data held constant) must miss by far more than that tolerance,
 so this test fails if the bridge or the meta-gradient drops the environment paths.
+
+The reference is computed once by the transcription below and stored with everything it was computed from
+(the tiny config, phi, the initial agent, optimizer and environment state, the drawn noise and permutations)
+in tests/data/meta_ppo_jax_reference.npz, which saves the suite JAX's trace and compilation of the unrolled
+iteration; a change to any of those inputs makes the test fail until it is regenerated:
+
+  .venv/bin/python tests/test_meta_ppo_gradient.py --write
 """
+
+import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -53,9 +64,16 @@ def tiny_config():
       })
 
 
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "meta_ppo_jax_reference.npz")
+
+
 @pytest.fixture(scope="module")
 def problem():
-  """(task, core, phi, units) of the tiny problem, with a hand-made initial state."""
+  return build_problem()
+
+
+def build_problem():
+  """(task, core, phi, units, brax state) of the tiny problem, with a hand-made initial state."""
   c = tiny_config()
   task = meta_ppo_task.build_task(c)  # the task and phi a MetaTrainer of ``c`` builds (trainer.build)
   core, phi0 = meta_params.resolve(c.optimizer.name,
@@ -268,10 +286,42 @@ def jax_meta_gradient(task, core, phi, units, state, randomness):
   return {k: np.asarray(v) for k, v in grads.items()}, float(loss)
 
 
+def reference_inputs(problem, randomness):
+  """Everything the reference is a function of, as arrays: the config (JSON), phi, the initial units and env
+  state, and the noise and permutations."""
+  _, _, phi, units, _ = problem
+  arrays = [phi[k].numpy() for k in sorted(phi)] + [tf.convert_to_tensor(x).numpy() for x in tf.nest.flatten(units)]
+  inner, meta_act, meta_ent = randomness
+  arrays += [x for step in inner for x in step] + [meta_act, meta_ent]
+  config = json.dumps(tiny_config().to_dict(), sort_keys=True, default=str)
+  return {"__config__": np.array(config), **{f"__input_{i}__": np.asarray(x) for i, x in enumerate(arrays)}}
+
+
+def write_reference():
+  p = build_problem()
+  randomness = draw_randomness(p[0])
+  grads, loss = jax_meta_gradient(*p, randomness)
+  np.savez(REFERENCE, __loss__=np.float64(loss), **reference_inputs(p, randomness), **grads)
+  print("wrote", REFERENCE)
+
+
 @pytest.fixture(scope="module")
 def reference(problem):
-  task, core, phi, units, state = problem
-  return jax_meta_gradient(task, core, phi, units, state, draw_randomness(task))
+  """(grads, loss) of the stored JAX reference, after checking that it was computed from these inputs (to
+  float32 rounding: the initial Brax state and the noise come from XLA and TF kernels that may round
+  differently on another CPU)."""
+  stale = ("tests/data/meta_ppo_jax_reference.npz was computed from other inputs: regenerate it with "
+           "`python tests/test_meta_ppo_gradient.py --write`")
+  inputs = reference_inputs(problem, draw_randomness(problem[0]))
+  with np.load(REFERENCE) as z:
+    stored = {k: z[k] for k in z.files}
+  assert sorted(k for k in stored if k.startswith("__input_")) == sorted(k for k in inputs if k.startswith("__input_"))
+  assert str(stored["__config__"]) == str(inputs["__config__"]), stale
+  for k, x in inputs.items():
+    if k.startswith("__input_"):
+      assert stored[k].shape == x.shape and stored[k].dtype == x.dtype, (stale, k)
+      np.testing.assert_allclose(stored[k], x, rtol=1e-6, atol=1e-7, err_msg=f"{stale} ({k})")
+  return {k: v for k, v in stored.items() if not k.startswith("__")}, float(stored["__loss__"])
 
 
 def _max_rel_diff(ours, ref):
@@ -372,3 +422,9 @@ def test_meta_ppo_star_second_order_path_matches_finite_differences():
           f"{d2:.7g}, {d1:.7g} -> {fd:.7g}")
     assert abs(fd - second @ v) < tol and abs(d1 - second @ v) < tol
   # Along diff the first-order gradient misses by |diff| = 20x the tolerance: the check sees the path.
+
+
+if __name__ == "__main__":
+  if sys.argv[1:] != ["--write"]:
+    sys.exit("usage: test_meta_ppo_gradient.py --write")
+  write_reference()

@@ -1,5 +1,6 @@
 """MetaA2C: reset schedule, meta-gradient vs finite differences, chunking, NaN guard, resume."""
 
+import glob
 import os
 
 import numpy as np
@@ -323,6 +324,44 @@ def test_resume_gives_the_same_phi_as_an_uninterrupted_run(tmp_path):
   got = resumed.train()
   for k in expected:
     np.testing.assert_array_equal(got[k], expected[k])
+
+
+@pytest.mark.slow(12)
+def test_a_run_goes_on_from_its_meta_state_alone_with_fresh_agents(tmp_path):
+  """meta_state.npz (phi, meta-Adam, counters; no agents) carries a run to a workdir without checkpoints:
+  phi and Adam go on exactly, the agents start fresh (drawn for that iteration, not the initial ones)."""
+  import shutil
+  config = tiny_config(num_units=2, iterations=4)
+  first = trainer_lib.MetaTrainer(config, str(tmp_path / "a"))
+  initial_units = [v.numpy() for v in first.units[0].variables]
+  first.run_iteration()
+  first.run_iteration()
+  first.save()
+  state_path = tmp_path / "a" / trainer_lib.META_STATE_NAME
+  ckpt_bytes = sum(os.path.getsize(p) for p in glob.glob(str(tmp_path / "a" / "checkpoints" / "ckpt-2*")))
+  assert os.path.getsize(state_path) < ckpt_bytes
+  os.makedirs(tmp_path / "b")
+  shutil.copy(state_path, tmp_path / "b")
+  moved = trainer_lib.MetaTrainer(config, str(tmp_path / "b"))
+  assert int(moved.iteration.numpy()) == 2 and moved.units_restarted_at == [2] and moved.resumed_from_meta_state
+  for k, v in first.meta_params().items():
+    np.testing.assert_array_equal(moved.meta_params()[k], v)
+  for a, b in zip(first.adam.variables, moved.adam.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  params = lambda t: [v.numpy() for v in t.units[0].variables]
+  assert any(not np.array_equal(x, y) for x, y in zip(params(moved), params(first)))  # not the trained agents
+  assert any(not np.array_equal(x, y) for x, y in zip(params(moved), initial_units))  # nor the initial ones
+  moved.train()
+  with np.load(tmp_path / "b" / trainer_lib.META_STATE_NAME) as z:
+    assert int(z["iteration"]) == 4 and list(z["units_restarted_at"]) == [2]
+  again = trainer_lib.MetaTrainer(config, str(tmp_path / "b"))  # a checkpoint now: resumed from it, exactly
+  assert int(again.iteration.numpy()) == 4 and again.units_restarted_at == [2] and not again.resumed_from_meta_state
+  other = tiny_config(num_units=2, iterations=4)
+  other.optimizer.mlp_dims = ()
+  os.makedirs(tmp_path / "c")
+  shutil.copy(state_path, tmp_path / "c")
+  with pytest.raises(ValueError, match="does not fit this config"):
+    trainer_lib.MetaTrainer(other, str(tmp_path / "c"))
 
 
 @pytest.mark.slow(34)

@@ -11,7 +11,9 @@ Writes into ``workdir``: ``config.json`` (resolved config), ``tb/`` (TensorBoard
 norm, per-task agent returns, statistics of the learned optimizer's updates, outer iterations/s, env
 steps/s, peak RSS), ``meta_metrics.csv`` (one row per outer iteration), ``checkpoints/`` (every
 ``checkpoint_every`` iterations), ``phi.npz`` (the meta-parameters, readable by
-``optim4rl_tf.Optim4RL(meta_params=...)``) and ``summary.json``.
+``optim4rl_tf.Optim4RL(meta_params=...)``), ``meta_state.npz`` (phi, meta-Adam and the counters without the
+agents: a few KB that carry a run to another machine, see :mod:`optim4rl_tf.meta.trainer`) and
+``summary.json``.
 
 A workdir is locked while a run uses it (a second process is refused) and resumed only with the config it
 was made with (fields in ``RESUMABLE_FIELDS``, the budget and bookkeeping, may change). On resume,
@@ -306,7 +308,9 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
   progress = logging_lib.Progress(
       total, every_secs=10.0, prefix=prefix, rate_scale=steps_per_it, rate_label="env steps/s") if console else None
   if console and start_it:
-    print(f"resuming {workdir} at outer iteration {start_it}/{total}", flush=True)
+    how = (f" from {trainer_lib.META_STATE_NAME} (no checkpoint): phi and meta-Adam restored, the agents start "
+           "fresh" if trainer.resumed_from_meta_state else "")
+    print(f"resuming {workdir} at outer iteration {start_it}/{total}{how}", flush=True)
   t0 = time.time()
   last = {"t": time.time(), "it": start_it}
   first = {}  # the time and iteration of the first completed iteration (after graph compilation)
@@ -367,6 +371,7 @@ def drive(trainer, workdir, total, steps_per_it, shown, prefix="meta ", log_ever
       "nonfinite": trainer_lib.nonfinite_policy(trainer.config),
       "diverged": diverged is not None,
       "num_workers": trainer.workers.num_workers if trainer.workers is not None else 1,
+      "units_restarted_at": list(trainer.units_restarted_at),
   }
   if diverged:
     result["diverged_at"] = diverged.iteration

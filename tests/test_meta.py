@@ -231,7 +231,9 @@ def test_optimizer_step_in_parallel_parts_equals_one_call():
 
 def test_optimizer_step_in_groups_one_after_another_equals_one_call(monkeypatch):
   """Above GROUP_COORDS coordinates the units are updated group by group (bounded activations); the
-  numbers are bitwise those of the ungrouped update."""
+  numbers are those of the ungrouped update to the last bits: bitwise where it was first measured, within
+  float32 rounding on a CPU whose XLA code vectorises batches of other sizes differently (AVX2: 1 ulp on the
+  parameters, 1.2e-6 relative on a hidden state)."""
   core = trainer_lib.MetaTrainer(tiny_config(num_units=5)).core
   phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
   rng = np.random.RandomState(1)
@@ -241,7 +243,7 @@ def test_optimizer_step_in_groups_one_after_another_equals_one_call(monkeypatch)
   monkeypatch.setattr(estimators, "GROUP_COORDS", 14)  # groups of 2, 2 and 1 units
   grouped = tf.function(lambda: estimators.optimizer_step(core, phi, hidden, grads, 0.1))()
   for a, b in zip(tf.nest.flatten(grouped), tf.nest.flatten(whole)):
-    assert np.array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():

@@ -120,3 +120,40 @@ def test_make_cards_writes_the_cards_keeps_the_others_and_refuses_bad_input_in_o
     res = run_command(cards, *args, f"--out={tmp_path / 'other.json'}")
     assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other.json").exists()
+
+
+def test_a_figure4_entry_reads_its_rate_from_the_label_or_from_a_one_rate_run_folder():
+  report = {
+      "panels": [{
+          "task":
+              "walker2d",
+          "sources": [{
+              "label": "Optim4RL catch",
+              "selected": {
+                  "configuration": "default",
+                  "mean": 870.0,
+                  "ci": {
+                      "low": 638.0,
+                      "high": 997.0
+                  },
+                  "workdirs": ["runs/fig4/test_optim4rl_catch_walker2d_lrs/lr0.003"]
+              }
+          }, {
+              "label": "Adam",
+              "selected": {
+                  "configuration": "optimizer.learning_rate=0.001",
+                  "mean": 938.0,
+                  "ci": {
+                      "low": 887.0,
+                      "high": 985.0
+                  },
+                  "workdirs": ["runs/fig4/x/lr0.001"]
+              }
+          }]
+      }]
+  }
+  (entry,) = cards.from_figure4("catch", report)
+  assert entry["lr"] == 0.003 and entry["adam_lr"] == 0.001
+  assert abs(entry["ratio_to_adam_best"] - 870.0 / 938.0) < 1e-12
+  report["panels"][0]["sources"][0]["selected"]["workdirs"] = ["runs/elsewhere"]  # no rate anywhere: None
+  assert cards.from_figure4("catch", report)[0]["lr"] is None

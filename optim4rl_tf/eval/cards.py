@@ -83,8 +83,17 @@ def from_keras_cartpole(name, numbers):
   ]
 
 
+_LR_IN_RUN_DIR = re.compile(r"^lr([0-9.eE+-]+)$")
+
+
 def _lr_of(selected):
+  """The rate of a report's selected configuration: from its label ("optimizer.learning_rate=..."), or, for an
+  optimizer run at one rate (label "default"), from its run folder (figure4_cpu's ``.../lr<lr>``)."""
   m = _LR_IN_LABEL.search(selected.get("configuration") or "")
+  if m:
+    return float(m.group(1))
+  dirs = selected.get("workdirs") or []
+  m = _LR_IN_RUN_DIR.match(os.path.basename(os.path.normpath(dirs[0]))) if dirs else None
   return float(m.group(1)) if m else None
 
 
@@ -174,7 +183,9 @@ def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
       found = from_figure4(name, figure4)
       entries += found
       if found:
-        sources["figure4_cpu"] = dict(title=figure4.get("title"))
+        # What made the numbers: the report's title, and its commands and commits where the results folder
+        # recorded them beside the panels (results/figure4_cpu/report.json).
+        sources["figure4_cpu"] = {k: figure4[k] for k in ("title", "commands") if figure4.get(k) is not None}
     cards[name] = make_card(name, entries, pretrained.agent_settings(name), sources,
                             pretrained.provenance(name).get("commit"))
   return cards

@@ -192,9 +192,7 @@ def _guarded(main, handle_signals):
       # The signal's exception, raised inside library code (TensorFlow tracing, a generator's clean-up),
       # can come out as another exception: after a signal, still the interruption, in one line.
       if handle_signals and _raised:
-        interrupt = Interrupted(_raised[0])
-        print(f"error: {interrupt.reason}", file=sys.stderr, flush=True)
-        sys.exit(exit_code(interrupt))
+        fail("")  # after a signal: the interruption's line and status (fail)
       raise
 
   return wrapped

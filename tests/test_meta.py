@@ -199,17 +199,24 @@ def test_meta_gradient_matches_finite_differences_of_the_meta_loss():
 
 
 @pytest.mark.slow(5)
-def test_chunked_and_unchunked_meta_gradients_agree():
+def test_chunked_and_unchunked_meta_gradients_agree(monkeypatch):
+  """One chunk of all units, chunks of 2 units and the default chunks of coordinates (here 1,000 of the
+  units' coordinates, so several chunks and a shorter last one) give the same meta-gradient."""
   config = tiny_config(num_units=8)
   trainer = trainer_lib.MetaTrainer(config)
   task, core = trainer.tasks[0], trainer.core
   phi = {k: v.read_value() for k, v in zip(trainer.keys, trainer.phi)}
   units = trainer.units[0].read()
   _, grads, cotangent, _, _ = inner_loop(trainer, phi, units, tf.constant([1, 2]))
-  whole = meta_gradient(task, core, phi, units.opt_state, grads, cotangent)
+  whole = meta_gradient(task, core, phi, units.opt_state, grads, cotangent, chunk_size=8)
   chunked = meta_gradient(task, core, phi, units.opt_state, grads, cotangent, chunk_size=2)
+  coords = 8 * task.net.num_params
+  monkeypatch.setattr(estimators, "REPLAY_CHUNK_COORDS", 1000)
+  assert coords % 1000 and coords > 2000  # several full chunks and a shorter last one
+  by_coords = meta_gradient(task, core, phi, units.opt_state, grads, cotangent)
   for k in whole:
     np.testing.assert_allclose(chunked[k].numpy(), whole[k].numpy(), rtol=2e-4, atol=1e-9)
+    np.testing.assert_allclose(by_coords[k].numpy(), whole[k].numpy(), rtol=2e-4, atol=1e-9)
   assert any(np.abs(whole[k].numpy()).max() > 0 for k in whole)
   with pytest.raises(ValueError, match="must divide"):
     meta_gradient(task, core, phi, units.opt_state, grads, cotangent, chunk_size=3)
@@ -246,13 +253,27 @@ def test_optimizer_step_in_groups_one_after_another_equals_one_call(monkeypatch)
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_auto_chunk_divides_the_units_and_bounds_the_parallel_chunks():
-  for units, per_unit in ((64, 4970), (64, 39482), (512, 39482), (6, 10), (7, 1_000_000)):
-    chunk = estimators.auto_chunk(units, per_unit)
-    assert units % chunk == 0 and chunk >= 1
-    assert chunk == 1 or chunk * per_unit * estimators.PARALLEL <= estimators.CHUNK_COORDS
-    bigger = [c for c in range(chunk + 1, units + 1) if units % c == 0]
-    assert not bigger or bigger[0] * per_unit * estimators.PARALLEL > estimators.CHUNK_COORDS
+def test_the_replay_by_coordinates_sums_every_coordinate_once():
+  """replayed_vjp_by_coordinates against the same VJP taken over all coordinates at once, for chunk sizes
+  that divide the coordinates, leave a shorter last chunk, are 1, or exceed them."""
+  core = trainer_lib.MetaTrainer(tiny_config(num_units=5)).core
+  phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
+  rng = np.random.RandomState(0)
+  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32)) for _ in range(core.num_states))
+  grads = [tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2) for _ in range(3)]
+  cotangent = tf.constant(rng.randn(5, 7).astype(np.float32))
+  keys = sorted(phi)
+  with tf.GradientTape() as tape:
+    tape.watch([phi[k] for k in keys])
+    h, total = hidden, 0.0
+    for g in grads:
+      delta, h = core.update_feature_major(phi, h, g, 0.1)
+      total += delta
+  expected = dict(zip(keys, tape.gradient(total, [phi[k] for k in keys], output_gradients=cotangent)))
+  for size in (5, 8, 1, 35, 100):
+    got = estimators.replayed_vjp_by_coordinates(core, phi, hidden, grads, cotangent, 0.1, 35, chunk_coords=size)
+    for k in keys:
+      np.testing.assert_allclose(got[k].numpy(), expected[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{size} {k}")
 
 
 # --- long runs: NaN guard, checkpoints, resume ---------------------------------------------------

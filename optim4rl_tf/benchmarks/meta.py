@@ -57,7 +57,7 @@ def measure(task, units, chunk, iterations, mlp_dims, duration=0.0, warmup=1, wo
   secs = (time.time() - start) / n
   steps = len(trainer.tasks) * units * config.rollout_steps * (config.inner_updates + 1)  # all tasks (grid6: 6)
   net = trainer.tasks[0].net
-  used = config.chunk_size or estimators.auto_chunk(units, net.num_params)
+  used = config.chunk_size or f"{estimators.REPLAY_CHUNK_COORDS} coords"
   return {
       "task": task,
       "units": units,
@@ -126,7 +126,7 @@ def run(argv):
   dims = _dims("16,16" if args.mlp_dims is None else args.mlp_dims)
   print(f"MetaA2C, Optim4RL heads {list(dims)}, M = 4, rollout 20; {args.iterations} timed iterations "
         "after one warm-up (compile) iteration; one process per row")
-  print(f"{'task':18s} {'units':>5s} {'chunk':>5s} {'coords':>11s} {'allocator':>16s} {'s/it':>7s} "
+  print(f"{'task':18s} {'units':>5s} {'chunk':>12s} {'coords':>11s} {'allocator':>16s} {'s/it':>7s} "
         f"{'it/s':>7s} {'env steps/s':>11s} {'peak RSS':>9s} {'1st it':>7s}")
   for task in args.tasks.split(","):
     for units in (int(u) for u in args.units.split(",")):
@@ -141,7 +141,7 @@ def run(argv):
           print(f"{task:18s} {units:5d} failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
           continue
         print(
-            f"{task:18s} {units:5d} {r['chunk']:5d} {r['coords']:11,d} {r['allocator']:>16s} "
+            f"{task:18s} {units:5d} {str(r['chunk']):>12s} {r['coords']:11,d} {r['allocator']:>16s} "
             f"{r['sec_per_it']:7.2f} {r['it_per_sec']:7.3f} {r['env_steps_per_sec']:11,.0f} "
             f"{r['peak_rss_gb']:7.2f}GB {r['first_it_secs']:6.0f}s",
             flush=True)

@@ -268,7 +268,7 @@ def run_profile(task, units, chunk=0, mlp_dims=None, repeats=5, printer=print):
     cores = max(0.0, (total1 - total0 - (against.own_cpu_seconds() - own0)) / seconds)
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
   net = trainer.tasks[0].net
-  used = chunk or estimators.auto_chunk(units, net.num_params)
+  used = f"{chunk} units" if chunk else f"{estimators.REPLAY_CHUNK_COORDS} coords"
   printer(f"MetaA2C profile: {task}, {units} units x {net.num_params:,} params, chunk {used}, Optim4RL heads "
           f"{list(config.optimizer.mlp_dims)}, M = {config.inner_updates}, rollout {config.rollout_steps}; "
           f"median of {repeats} interleaved rounds after warm-up")

@@ -16,7 +16,7 @@ observation, A activations per env step of the agent network (the inputs of its 
                                                          #   cotangent / clipped gradient
          + C * act                                       # one learned-optimizer update of every coordinate
   replay = M * (act + S * H) * Cr                        # the tape of the replayed VJP: Cr coordinates at once
-                                                         #   (PARALLEL chunks of ``chunk_size`` or auto_chunk units)
+                                                         #   (PARALLEL chunks of ``chunk_size`` units or as fitted)
   rollout = 2 * U * (T + 1) * (2 * O + 3 * A)            # observations (buffer + stacked copy) and the network
                                                          #   activations kept for the gradient, for the current
                                                          #   rollout and the validation one
@@ -120,11 +120,22 @@ def _core_sizes(config):
   return core.num_states, hidden, heads, sum(mlp_dims), phi
 
 
+# The replay's chunks when CALIBRATION was measured: the largest divisor of the units holding at most
+# FITTED_CHUNK_COORDS / PARALLEL coordinates. The replay now works in much smaller chunks
+# (estimators.REPLAY_CHUNK_COORDS) and peaks lower (2026-12-06, 2 iterations, head-free: catch 64 units 1.98 ->
+# 1.74 GB, small_dense_long 64 1.9 -> 1.41 GB, big_dense_long 64 3.0 -> 2.83 GB), so the estimate keeps the
+# tapes of the fitted chunks: an upper bound until it is refitted to the new peaks.
+FITTED_CHUNK_COORDS = 400_000
+
+
 def replay_coordinates(units, params_per_unit, chunk_size):
-  """Coordinates the replayed VJP holds on its tapes at once: PARALLEL chunks of ``chunk_size`` units (0:
-  ``estimators.auto_chunk``), never more than all of them."""
-  chunk = estimators.auto_chunk(units, params_per_unit) if chunk_size <= 0 else min(chunk_size, units)
-  return min(units, estimators.PARALLEL * chunk) * params_per_unit
+  """Coordinates the replayed VJP holds on its tapes at once, as fitted: PARALLEL chunks of ``chunk_size``
+  units (0: the fitted chunks, above), never more than all of them."""
+  if chunk_size <= 0:
+    per_chunk = params_per_unit * estimators.PARALLEL
+    largest = units if per_chunk <= 0 else max(1, min(units, FITTED_CHUNK_COORDS // per_chunk))
+    chunk_size = max(c for c in range(1, largest + 1) if units % c == 0)
+  return min(units, estimators.PARALLEL * min(chunk_size, units)) * params_per_unit
 
 
 def estimate(config):

@@ -253,6 +253,23 @@ def test_optimizer_step_in_groups_one_after_another_equals_one_call(monkeypatch)
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("chunk", [8, 7, 35, 1000])
+def test_the_inner_update_in_chunks_of_coordinates_is_the_update_of_all_coordinates(monkeypatch, chunk):
+  """optimizer_step's compiled loop over chunks of coordinates (a shorter last chunk, chunks that divide the
+  35 coordinates, one chunk, fewer coordinates than a chunk) against the uncompiled update of all of them."""
+  core = trainer_lib.MetaTrainer(tiny_config(num_units=5)).core
+  phi = {k: tf.constant(v) for k, v in core.init_meta_params(3).items()}
+  rng = np.random.RandomState(1)
+  grads = tf.constant(rng.randn(5, 7).astype(np.float32) * 1e-2)
+  hidden = tuple(tf.constant(rng.randn(core.hidden_size, 5, 7).astype(np.float32)) for _ in range(core.num_states))
+  expected = core.update_feature_major(phi, hidden, grads, 0.1)
+  monkeypatch.setattr(estimators, "STEP_CHUNK_COORDS", chunk)
+  got = tf.function(lambda: estimators.optimizer_step(core, phi, hidden, grads, 0.1, parts=1))()
+  for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_the_replay_by_coordinates_sums_every_coordinate_once():
   """replayed_vjp_by_coordinates against the same VJP taken over all coordinates at once, for chunk sizes
   that divide the coordinates, leave a shorter last chunk, are 1, or exceed them."""

@@ -30,6 +30,8 @@ import copy
 from typing import Any, NamedTuple
 
 import tensorflow as tf
+# XLA's in-place dynamic slices (the module jax2tf builds on): the inner updates' loop over chunks.
+from tensorflow.compiler.tf2xla.python import xla
 
 from optim4rl_tf.meta import problem as problem_lib
 
@@ -39,6 +41,10 @@ from optim4rl_tf.meta import problem as problem_lib
 # (39,482 params): chunks of 4-8k coordinates run 2.5-3.5x faster than chunks of 80k, 16k already as slow
 # as 80k (``replayed_vjp`` alone, timed both ways in one process, 2026-12-06).
 REPLAY_CHUNK_COORDS = 6144
+# The inner updates' chunk, in coordinates, inside each compiled call (``optimizer_step``): measured the same
+# way, one update of big_dense_long's 16 units 104-137 -> 39-59 ms, of small_dense_long's 64 units 22-30 -> 20-21
+# ms, the same numbers bitwise.
+STEP_CHUNK_COORDS = 6144
 # XLA:CPU runs one compiled call on one core; this many independent calls (chunks of the replay, halves
 # of the units in the inner updates) are issued together so TensorFlow runs them on different cores.
 PARALLEL = 4
@@ -192,10 +198,40 @@ def _concat_units(outs):
 
 
 def _compiled_step(core):
-  """XLA-compiled ``core.update_feature_major`` (forward only)."""
-  key = ("step", core.name, core.mlp_dims, core.hidden_size)
+  """XLA-compiled ``core.update_feature_major`` (forward only): (phi, hidden tuple of [H, u, P], grads [u, P],
+  lr) -> (delta [u, P], new hidden). The u * P coordinates are updated ``STEP_CHUNK_COORDS`` at a time in a
+  loop inside the one compiled call (each chunk's activations stay in cache), writing the results in place;
+  the numbers are those of one update of all coordinates (the update is coordinatewise)."""
+  key = ("step", core.name, core.mlp_dims, core.hidden_size, STEP_CHUNK_COORDS)
   if key not in _COMPILED:
-    _COMPILED[key] = tf.function(core.update_feature_major, jit_compile=True)
+    size = STEP_CHUNK_COORDS
+
+    def step(phi, hidden, grads, lr):
+      n = int(grads.shape.num_elements())
+      if n <= size:
+        return core.update_feature_major(phi, hidden, grads, lr)
+      flat_h = tuple(tf.reshape(h, [int(h.shape[0]), n]) for h in hidden)
+      flat_g = tf.reshape(grads, [n])
+      full, rest = divmod(n, size)
+
+      def body(c, delta, states):
+        start = c * size
+        h_c = tuple(xla.dynamic_slice(h, [0, start], [int(h.shape[0]), size]) for h in flat_h)
+        d, new_h = core.update_feature_major(phi, h_c, xla.dynamic_slice(flat_g, [start], [size]), lr)
+        delta = xla.dynamic_update_slice(delta, d, [start])
+        states = tuple(xla.dynamic_update_slice(a, b, [0, start]) for a, b in zip(states, new_h))
+        return c + 1, delta, states
+
+      _, delta, states = tf.while_loop(lambda c, *_: c < full, body,
+                                       (tf.constant(0), tf.zeros([n]), tuple(tf.zeros_like(h) for h in flat_h)))
+      if rest:
+        start = full * size
+        d, new_h = core.update_feature_major(phi, tuple(h[:, start:] for h in flat_h), flat_g[start:], lr)
+        delta = tf.concat([delta[:start], d], 0)
+        states = tuple(tf.concat([a[:, :start], b], 1) for a, b in zip(states, new_h))
+      return tf.reshape(delta, grads.shape), tuple(tf.reshape(h, old.shape) for h, old in zip(states, hidden))
+
+    _COMPILED[key] = tf.function(step, jit_compile=True)
   return _COMPILED[key]
 
 

@@ -227,8 +227,8 @@ def _compiled_step(core):
       if rest:
         start = full * size
         d, new_h = core.update_feature_major(phi, tuple(h[:, start:] for h in flat_h), flat_g[start:], lr)
-        delta = tf.concat([delta[:start], d], 0)
-        states = tuple(tf.concat([a[:, :start], b], 1) for a, b in zip(states, new_h))
+        delta = xla.dynamic_update_slice(delta, d, [start])  # in place, no copy of the rest
+        states = tuple(xla.dynamic_update_slice(a, b, [0, start]) for a, b in zip(states, new_h))
       return tf.reshape(delta, grads.shape), tuple(tf.reshape(h, old.shape) for h, old in zip(states, hidden))
 
     _COMPILED[key] = tf.function(step, jit_compile=True)

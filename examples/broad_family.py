@@ -71,7 +71,11 @@ class CartPole:
     self.reward_scale = float(reward_scale)
 
   def reset(self, seed):
-    x = tf.random.stateless_uniform([self.num_envs, 4], tf.convert_to_tensor(seed, tf.int32), -RESET_RANGE, RESET_RANGE)
+    """Fresh episodes; ``seed`` a stateless key int32 [2] (or a Python int s, the key [0, s])."""
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    if seed.shape.rank == 0:
+      seed = tf.stack([tf.zeros_like(seed), seed])
+    x = tf.random.stateless_uniform([self.num_envs, 4], seed, -RESET_RANGE, RESET_RANGE)
     return CartPoleState(x, tf.zeros([self.num_envs], tf.int32))
 
   def observe(self, state):

@@ -41,7 +41,8 @@ def test_cartpole_resets_fresh_episodes_and_truncates_at_500_steps():
   assert isinstance(env, base.DiscreteEnv)
   state = env.reset(tf.constant([3, 4]))
   x = env.observe(state).numpy()
-  assert x.shape == (64, 4) and np.all(np.abs(x) < broad_family.RESET_RANGE)
+  assert x.shape == (64, 4) and np.all(np.abs(x) < broad_family.RESET_RANGE) and np.unique(x).size == x.size
+  np.testing.assert_array_equal(env.observe(env.reset(5)).numpy(), env.observe(env.reset(tf.constant([0, 5]))).numpy())
   # A state at step 499 that does not terminate is truncated by the step, and the env starts again.
   state = broad_family.CartPoleState(tf.zeros([64, 4]), tf.fill([64], 499))
   nxt, obs, reward, done = env.step(state, tf.zeros([64], tf.int32), tf.constant([5, 6]))

@@ -11,11 +11,13 @@ network, one environment per unit), each held by a ``meta.ReplayedVJP`` estimato
 ``meta.MetaTrainer`` on a shared phi: the learner names no task, so a task of your own joins the family the way
 CartPole does here (the ``examples/custom_task.py`` interface). The official grid6 cell (reset interval 72,
 meta lr 1e-3, elementwise meta-gradient clip 1.0, per-task max_norm 0.5) is the default; the same
-``--workdir`` resumes. The small_sparse gridworlds are left out, so that they stay unseen tasks to measure it
+``--workdir`` resumes; every outer iteration's metrics (each task's returns, meta-loss, ...) go to
+``<workdir>/family_metrics.csv``. The small_sparse gridworlds are left out, so that they stay unseen tasks to measure it
 on (``launch/generalisation.py``).
 """
 
 import argparse
+import csv
 import math
 import os
 import sys
@@ -147,6 +149,39 @@ def build(args):
   return trainer_config, [meta.ReplayedVJP(meta_a2c.MetaA2C(t)) for t in tasks]
 
 
+METRICS_FILE = "family_metrics.csv"  # one row per outer iteration: "iteration" and every metric of the trainer
+
+
+def keep_rows_through(path, iteration):
+  """The rows of the metrics CSV at ``path`` up to ``iteration`` (the one a resumed run goes on from), the file
+  rewritten to hold only those: rows of iterations after the last checkpoint, which the resumed run makes again,
+  are dropped, so the file reads like one of an unbroken run. Returns the kept rows (dicts)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= iteration]
+  _write_rows(path, rows)
+  return rows
+
+
+def append_row(path, rows, iteration, metrics):
+  """``rows`` plus this iteration's metrics, written to ``path`` (atomically, the whole file: new metrics
+  keys add columns). Returns the new rows."""
+  rows = rows + [{"iteration": iteration, **{k: f"{float(v):.6g}" for k, v in sorted(metrics.items())}}]
+  _write_rows(path, rows)
+  return rows
+
+
+def _write_rows(path, rows):
+  fields = ["iteration"] + sorted({k for r in rows for k in r} - {"iteration"})
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, path)
+
+
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="run folder (resumed when it holds a run)")
@@ -183,12 +218,16 @@ def main(argv=None):
   names = [e.name for e in estimators]
   os.makedirs(args.workdir, exist_ok=True)
   trainer = meta.MetaTrainer(config, args.workdir, estimators=estimators, core=core, phi=phi0)
+  metrics_path = os.path.join(args.workdir, METRICS_FILE)
+  rows = keep_rows_through(metrics_path, int(trainer.iteration.numpy()))
   returns = {}
 
   def progress(t, metrics):
+    nonlocal rows
     for name in names:
       if f"{name}/agent_return" in metrics:
         returns.setdefault(name, []).append(metrics[f"{name}/agent_return"])
+    rows = append_row(metrics_path, rows, t, metrics)
     if t == 1 or t % 10 == 0 or t == args.iterations:
       shown = " | ".join(f"{n} {metrics[f'{n}/agent_return']:.3g}" for n in names if f"{n}/agent_return" in metrics)
       print(f"outer iteration {t}/{args.iterations}: returns {shown}", flush=True)

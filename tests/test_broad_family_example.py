@@ -1,6 +1,9 @@
 """examples/broad_family.py: CartPole written as an in-graph TF environment follows gymnasium's CartPole-v1,
 and the family (gridworlds, Catch, CartPole) is meta-trained by one MetaTrainer on a shared phi."""
 
+import csv
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -63,6 +66,28 @@ def test_the_family_meta_trains_one_phi(tmp_path):
   _, phi0 = meta_params_lib.resolve("optim4rl", None, mlp_dims=(), hidden_size=8, seed=1)
   _, saved = meta_params_lib.resolve("optim4rl", result["phi_path"])
   assert any(not np.array_equal(saved[k], phi0[k]) for k in phi0)  # the shared phi moved
+  with open(os.path.join(workdir, broad_family.METRICS_FILE), newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["iteration"] for r in rows] == ["1", "2"]
+  assert all(np.isfinite(float(r[f"{n}/meta_loss"])) for r in rows for n in ("catch", "cartpole"))
+
+
+def test_the_metrics_file_of_a_resumed_run_reads_like_an_unbroken_one(tmp_path):
+  """A run killed after iteration 5 whose last checkpoint is iteration 3 goes on from 3: rows 4 and 5 are
+  dropped, and the iterations it makes again are appended once; a new metric adds a column."""
+  path = str(tmp_path / broad_family.METRICS_FILE)
+  rows = []
+  for t in range(1, 6):
+    rows = broad_family.append_row(path, rows, t, {"a/meta_loss": 0.5 * t})
+  rows = broad_family.keep_rows_through(path, 3)
+  for t in (4, 5):
+    rows = broad_family.append_row(path, rows, t, {"a/meta_loss": 10.0 * t, "b/meta_loss": 1.0})
+  with open(path, newline="") as f:
+    got = list(csv.DictReader(f))
+  assert [r["iteration"] for r in got] == ["1", "2", "3", "4", "5"]
+  assert [float(r["a/meta_loss"]) for r in got] == [0.5, 1.0, 1.5, 40.0, 50.0]
+  assert [r["b/meta_loss"] for r in got] == ["", "", "", "1", "1"]
+  assert broad_family.keep_rows_through(str(tmp_path / "none.csv"), 3) == []
 
 
 def test_unknown_tasks_are_one_clear_error(capsys):

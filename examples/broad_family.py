@@ -132,7 +132,7 @@ def build(args):
   """(trainer config, estimators) of the family's tasks ``args.tasks`` with ``args.units`` units per task."""
   config = meta_a2c_configs.get_config("grid6")
   config.num_units = args.units
-  specs = list(config.tasks) + [meta_a2c_configs.task("catch", args.units, 1e-3)]
+  specs = list(config.tasks) + list(meta_a2c_configs.get_config("catch").tasks)  # Catch with its own agent lr
   config.tasks = [spec for spec in specs if spec.env_name in args.tasks]
   tasks = meta_a2c.build_tasks(config) if config.tasks else []
   if "cartpole" in args.tasks:

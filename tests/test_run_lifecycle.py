@@ -168,6 +168,41 @@ def test_a_signal_whose_exception_was_lost_before_the_run_still_stops_the_run():
   assert "set-up went on" in out.stdout and f"stop: {int(signal.SIGINT)}" in out.stdout, (out.stdout, out.stderr)
 
 
+SIGNAL_AT = {  # code that receives SIGTERM where Python cannot pass an exception on
+    "gc callback": ("def cb(phase, info):\n"
+                    "  if phase == 'start' and not cli.pending_signal():\n"
+                    "    os.kill(os.getpid(), signal.SIGTERM); sum(range(10**5))\n"
+                    "gc.callbacks.append(cb); gc.collect(); gc.callbacks.remove(cb)\n"),
+    "__del__": ("class C:\n"
+                "  def __del__(self):\n"
+                "    os.kill(os.getpid(), signal.SIGTERM); sum(range(10**5))\n"
+                "C()\n"),
+    "import": ("open(os.path.join(sys.argv[1], 'slow_module.py'), 'w').write(\n"
+               "    'import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nx = sum(range(10**6))\\n')\n"
+               "sys.path.insert(0, sys.argv[1]); import slow_module\n"),
+}
+
+
+@pytest.mark.parametrize("place", sorted(SIGNAL_AT))
+def test_a_signal_where_python_drops_exceptions_is_raised_just_after(tmp_path, place):
+  """Seen in CI: cli's handler raised Interrupted inside jax's gc callback (printed "Exception ignored ...
+  Traceback", then lost) and inside an import called from C (a SystemError traceback). Now the signal waits
+  for a safe point and is raised there, once, with nothing printed."""
+  code = ("import gc, os, signal, sys, time\n"
+          "from optim4rl_tf.utils import cli\n"
+          "cli.install_signal_handlers()\n"
+          "try:\n" + "".join("  " + line + "\n" for line in SIGNAL_AT[place].splitlines()) +
+          "  print('past the place', flush=True)\n"
+          "  time.sleep(10)\n"
+          "  print('not interrupted', flush=True)\n"
+          "except cli.Interrupted as e:\n"
+          "  print('raised', e.signum, flush=True)\n")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and out.stderr == "", out.stderr
+  assert out.stdout.split("\n")[-3:] == ["past the place", f"raised {int(signal.SIGTERM)}", ""], out.stdout
+  assert "not interrupted" not in out.stdout
+
+
 def test_a_second_signal_quits_at_once_even_inside_a_long_tensorflow_call():
   """Python runs no signal handler while the main thread is inside one long graph call (a meta-training
   iteration); the second SIGTERM still ends the process within seconds, not when the call returns."""

@@ -27,11 +27,17 @@ What :func:`run` adds to ``absl.app.run``:
   other exception that reaches it after a signal arrived (library code it interrupted may turn the
   ``Interrupted`` into another error). A second signal while the first is being handled ends the process at
   once (the default action).
+* The exception is not raised where Python cannot pass it on: inside a garbage-collector callback or a
+  ``__del__`` (Python prints "Exception ignored" and drops it) or inside the import machinery (a C caller of
+  ``__import__`` turns it into a ``SystemError``). There the signal is recorded (:func:`pending_signal`) and
+  raised at the first safe point after, checked every 20 ms by a ``SIGALRM`` timer.
 
 Exit codes: 0 success, 2 usage or configuration error, 3 a training run diverged (launch/train.py),
 130/143 interrupted.
 """
 
+import atexit
+import gc
 import os
 import signal
 import sys
@@ -70,31 +76,94 @@ def fail(message, code=EXIT_USAGE):
   sys.exit(code)
 
 
-_raised = []
+_raised = []  # the first signal received (at most one element)
+_thrown = []  # its Interrupted has been raised
+_RETRY_S = 0.02  # how often a signal received at an unsafe point retries
+
+
+def _unsafe_to_raise(frame):
+  """True while ``frame`` (the one a signal handler interrupted) runs where an exception cannot propagate to
+  the program: a garbage-collector callback, a ``__del__``, or the import machinery (also below a C caller)."""
+  callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+  while frame is not None:
+    code = frame.f_code
+    if code in callbacks or code.co_name == "__del__" or code.co_filename.startswith("<frozen importlib"):
+      return True
+    frame = frame.f_back
+  return False
+
+
+def _raise_when_safe(signum, frame):
+  """Raises ``Interrupted(signum)`` in ``frame`` unless that is unsafe; then retries in ``_RETRY_S`` seconds."""
+  if signal.getsignal(signum) is not _on_signal:  # a run took the signals over; it reads pending_signal()
+    return
+  if _unsafe_to_raise(frame):
+    signal.signal(signal.SIGALRM, _on_retry)
+    signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+    return
+  _thrown.append(signum)
+  raise Interrupted(signum)
+
+
+def _on_retry(signum, frame):
+  del signum
+  if _raised and not _thrown:
+    _raise_when_safe(_raised[0], frame)
 
 
 def _on_signal(signum, frame):
-  del frame
   if _raised:  # second signal: stop now
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     return
   _raised.append(signum)
-  raise Interrupted(signum)
+  _raise_when_safe(signum, frame)
+
+
+def _quiet_unraisable(previous):
+  """An ``sys.unraisablehook`` that drops the interruption's exception (and errors it caused) after a signal."""
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if _raised and (isinstance(exc, Interrupted) or isinstance(exc.__context__, Interrupted)):
+      return
+    previous(unraisable)
+
+  hook.quiets_interrupts = True
+  return hook
 
 
 def pending_signal():
-  """The signal :func:`run`'s handler has received in this process (None: none). Its ``Interrupted`` can be
-  swallowed where it is raised (in a garbage-collector callback, for instance), so a loop that defers
-  signals (``run_lifecycle.deferred_signals``) starts from it."""
+  """The signal :func:`run`'s handler has received in this process (None: none)."""
   return _raised[0] if _raised else None
 
 
+def take_pending_signal():
+  """:func:`pending_signal`, for a loop that takes the signals over (``run_lifecycle.deferred_signals``) and
+  stops on it: an ``Interrupted`` still waiting for a safe point is no longer raised."""
+  _cancel_retry()
+  if _raised and not _thrown:
+    _thrown.append(_raised[0])
+  return pending_signal()
+
+
+def _cancel_retry():
+  """Disarms the retry timer (also at exit: Python restores SIGALRM's default action, which kills)."""
+  if signal.getsignal(signal.SIGALRM) is _on_retry:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def install_signal_handlers():
-  """SIGTERM and SIGINT raise :class:`Interrupted` in the main thread (the first one; a second kills)."""
+  """SIGTERM and SIGINT raise :class:`Interrupted` in the main thread (the first one, at a safe point; a second
+  kills). For launchers (:func:`run`): it sets the process's handlers and ``sys.unraisablehook``."""
   _raised.clear()
+  _thrown.clear()
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, _on_signal)
+  atexit.unregister(_cancel_retry)
+  atexit.register(_cancel_retry)
+  if not getattr(sys.unraisablehook, "quiets_interrupts", False):
+    sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
 
 
 def _innermost(exc):

@@ -135,8 +135,8 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
   watcher thread through ``signal.set_wakeup_fd``, and that thread ends the process on the second one.
 
   A signal that :func:`optim4rl_tf.utils.cli.run`'s handler received before the block counts as received
-  (``cli.pending_signal``): its exception can be lost where it was raised (a garbage-collector callback
-  prints and drops it), and the run must still stop."""
+  (``cli.take_pending_signal``): its exception may still be waiting for a safe point, or have been caught and
+  dropped by library code, and the run must still stop."""
   received = []
   if threading.current_thread() is not threading.main_thread():
     yield lambda: None
@@ -149,8 +149,8 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
 
   previous = {s: signal.signal(s, handler) for s in signums}
   from optim4rl_tf.utils import cli  # pylint: disable=import-outside-toplevel
-  if cli.pending_signal() in signums:  # arrived before this block, its exception lost on the way (cli)
-    received.append(cli.pending_signal())
+  if cli.pending_signal() in signums:  # arrived before this block, its exception deferred or lost (cli)
+    received.append(cli.take_pending_signal())
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
   previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)

@@ -95,7 +95,7 @@ def _unsafe_to_raise(frame):
 
 def _raise_when_safe(signum, frame):
   """Raises ``Interrupted(signum)`` in ``frame`` unless that is unsafe; then retries in ``_RETRY_S`` seconds."""
-  if signal.getsignal(signum) is not _on_signal:  # a run took the signals over; it reads pending_signal()
+  if signal.getsignal(signum) is not _on_signal:  # a run took the signals over (take_pending_signal)
     return
   if _unsafe_to_raise(frame):
     signal.signal(signal.SIGALRM, _on_retry)

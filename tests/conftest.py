@@ -3,8 +3,10 @@
 The repository root is on ``sys.path`` through ``pythonpath`` in pyproject.toml's pytest section (for
 ``configs`` and ``launch``); ``optim4rl_tf`` itself is the installed package."""
 import contextlib
+import functools
 import io
 import os
+import re
 import types
 
 import pytest
@@ -44,7 +46,9 @@ def pytest_xdist_make_scheduler(config, log):
   eighth of the suite up front, which would give all the long tests sorted to the front to one worker.
   Instead the workers get work units in collection order as they finish the previous ones (each holds
   two or three), a unit being one test or all the parametrizations of one test function, which often
-  share a module-scoped fixture that should be built once, on one worker."""
+  share a module-scoped fixture that should be built once, on one worker. A test file with a module- or
+  session-scoped fixture (``shares_fixtures``) is one unit as a whole: its tests share what the fixture
+  built (a Ray runtime, a finished run), which two workers would each build."""
   if config.getvalue("dist") != "load":
     return None
   from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
@@ -52,10 +56,22 @@ def pytest_xdist_make_scheduler(config, log):
   class InOrderScheduling(LoadScopeScheduling):
 
     def _split_scope(self, nodeid):
-      return nodeid.split("[", 1)[0]
+      path = nodeid.split("::", 1)[0]
+      return path if shares_fixtures(os.path.join(str(config.rootpath), path)) else nodeid.split("[", 1)[0]
 
   config.option.loadscopereorder = False  # keep the collection order (loadscope sorts units by size)
   return InOrderScheduling(config, log)
+
+
+@functools.lru_cache(maxsize=None)
+def shares_fixtures(path):
+  """Whether the test file ``path`` defines a fixture of module or session scope."""
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError:
+    return False
+  return re.search(r"fixture\(\s*scope\s*=\s*[\"'](module|session)[\"']", text) is not None
 
 
 def set_fields(config, **overrides):

@@ -148,7 +148,10 @@ def report(args, optimizers, lrs, seeds):
     b["ratio_to_adam_best"] = b["mean"] / adam_best if adam_best else None
 
   commit = git_commit()
-  command = (f"python examples/keras_cartpole_sweep.py --out={args.out} --results=results/keras_cartpole "
+  results_arg = os.path.relpath(os.path.abspath(args.results), ROOT)  # as the repo's commands name it
+  if results_arg.startswith(os.pardir):  # outside the repository: as given
+    results_arg = args.results
+  command = (f"python examples/keras_cartpole_sweep.py --out={args.out} --results={results_arg} "
              f"--optimizers={','.join(optimizers)} --lrs={args.lrs} --seeds={args.seeds} --steps={args.steps} "
              f"--clipvalue={args.clipvalue}" + (f" --extra={args.extra}" if args.extra else ""))
   os.makedirs(args.results, exist_ok=True)

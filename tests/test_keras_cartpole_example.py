@@ -39,3 +39,49 @@ def test_the_example_runs_and_is_deterministic(optimizer):
 def test_an_unknown_optimizer_is_refused():
   with pytest.raises(ValueError, match="adam or optim4rl:NAME"):
     keras_cartpole.make_optimizer("sgd", 1e-3, None)
+
+
+def _fake_cell(out, optimizer, lr, seed, final):
+  """One finished cell of examples/keras_cartpole_sweep.py, as keras_cartpole.main writes it."""
+  import json  # pylint: disable=import-outside-toplevel
+  from examples import keras_cartpole_sweep  # pylint: disable=import-outside-toplevel
+  with open(keras_cartpole_sweep.cell_file(str(out), optimizer, lr, seed), "w", encoding="utf-8") as f:
+    json.dump(
+        {
+            "optimizer": optimizer,
+            "lr": lr,
+            "seed": seed,
+            "steps": 8000,
+            "final_return": final,
+            "episode_steps": [2000, 6000],
+            "episode_returns": [final / 2, final],
+            "wall_secs": 1.0
+        }, f)
+
+
+def test_the_sweep_report_ranks_lrs_and_records_the_command_that_wrote_it(tmp_path):
+  """--report_only over finished cells: each optimizer's best lr is the one with the highest mean final
+  return, its ratio is to Adam's best, and numbers.json's command names the --out and --results given."""
+  import json  # pylint: disable=import-outside-toplevel
+  from examples import keras_cartpole_sweep  # pylint: disable=import-outside-toplevel
+  out, results = tmp_path / "cells", tmp_path / "report"
+  out.mkdir()
+  finals = {
+      ("adam", 1e-3): [100.0, 200.0],
+      ("adam", 3e-3): [400.0, 400.0],
+      ("optim4rl:catch", 1e-3): [300.0, 340.0],
+      ("optim4rl:catch", 3e-3): [10.0, 20.0]
+  }
+  for (optimizer, lr), values in finals.items():
+    for seed, final in enumerate(values):
+      _fake_cell(out, optimizer, lr, seed, final)
+  numbers = keras_cartpole_sweep.main([
+      f"--out={out}", f"--results={results}", "--optimizers=adam,optim4rl:catch", "--lrs=1e-3,3e-3", "--seeds=0,1",
+      "--steps=8000", "--report_only"
+  ])
+  assert numbers["best"]["adam"]["lr"] == 3e-3 and numbers["best"]["optim4rl:catch"]["lr"] == 1e-3
+  assert abs(numbers["best"]["optim4rl:catch"]["ratio_to_adam_best"] - 320.0 / 400.0) < 1e-12
+  assert numbers["cells"]["optim4rl:catch_lr0.001"]["finals"] == [300.0, 340.0]
+  assert f"--out={out} --results={results} " in numbers["command"]
+  assert json.load(open(results / "numbers.json"))["command"] == numbers["command"]
+  assert (results / "README.md").exists() and (results / "curves.png").exists()

@@ -1,12 +1,15 @@
 """examples/keras_cartpole.py: the A2C CartPole example trains a Keras model with Adam and with a shipped
 learned optimizer, finishes with finite returns, and is deterministic under a seed."""
 
+import json
+
 import numpy as np
 import pytest
 
 pytest.importorskip("gymnasium")
 
 from examples import keras_cartpole  # noqa: E402  pylint: disable=wrong-import-position
+from examples import keras_cartpole_sweep  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +46,6 @@ def test_an_unknown_optimizer_is_refused():
 
 def _fake_cell(out, optimizer, lr, seed, final):
   """One finished cell of examples/keras_cartpole_sweep.py, as keras_cartpole.main writes it."""
-  import json  # pylint: disable=import-outside-toplevel
-  from examples import keras_cartpole_sweep  # pylint: disable=import-outside-toplevel
   with open(keras_cartpole_sweep.cell_file(str(out), optimizer, lr, seed), "w", encoding="utf-8") as f:
     json.dump(
         {
@@ -62,8 +63,6 @@ def _fake_cell(out, optimizer, lr, seed, final):
 def test_the_sweep_report_ranks_lrs_and_records_the_command_that_wrote_it(tmp_path):
   """--report_only over finished cells: each optimizer's best lr is the one with the highest mean final
   return, its ratio is to Adam's best, and numbers.json's command names the --out and --results given."""
-  import json  # pylint: disable=import-outside-toplevel
-  from examples import keras_cartpole_sweep  # pylint: disable=import-outside-toplevel
   out, results = tmp_path / "cells", tmp_path / "report"
   out.mkdir()
   finals = {

@@ -13,8 +13,9 @@ ordinary Keras model in a custom training loop exactly as Adam does, on a task i
 * Update: every ``--rollout`` steps of all envs, one gradient step on the A2C loss
   (policy gradient with GAE(gamma, lambda) advantages + value loss + entropy bonus), computed with
   ``tf.GradientTape`` and applied with ``optimizer.apply_gradients`` inside a ``tf.function``.
-* Optimizer: ``--optimizer=adam`` (``keras.optimizers.Adam``) or ``--optimizer=optim4rl:NAME`` for NAME in
-  ``optim4rl_tf.pretrained.names()`` (``Optim4RL.from_pretrained(NAME)``), both with ``learning_rate=--lr``
+* Optimizer: ``--optimizer=adam`` (``keras.optimizers.Adam``), ``--optimizer=optim4rl:NAME`` for NAME in
+  ``optim4rl_tf.pretrained.names()`` (``Optim4RL.from_pretrained(NAME)``) or ``--optimizer=optim4rl:PATH.npz``
+  for a phi of your own meta-training (``Optim4RL(meta_params=PATH.npz)``), all with ``learning_rate=--lr``
   and the same gradient clip, ``clipvalue=--clipvalue`` (elementwise; default 1.0, "none" for no clip).
 * Deterministic under ``--seed``: weights (``keras.utils.set_random_seed``), env resets and the action
   sampling (a numpy generator) all derive from it.
@@ -44,7 +45,7 @@ OBS_DIM, NUM_ACTIONS = 4, 2  # CartPole-v1
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--optimizer", default="adam", help="adam | optim4rl:catch | optim4rl:grid6 | ...")
+  p.add_argument("--optimizer", default="adam", help="adam | optim4rl:catch | optim4rl:grid6 | ... | optim4rl:PATH.npz")
   p.add_argument("--lr", type=float, default=1e-3, help="learning rate (the same argument for every optimizer)")
   p.add_argument("--clipvalue", default="1.0", help='elementwise gradient clip for every optimizer, or "none"')
   p.add_argument("--seed", type=int, default=0)
@@ -63,14 +64,19 @@ def parse_args(argv):
 
 
 def make_optimizer(spec, lr, clipvalue):
-  """``adam`` -> keras Adam; ``optim4rl:NAME`` -> the shipped learned optimizer NAME. Both get ``lr`` and
-  ``clipvalue`` explicitly (so neither falls back to its own default clip)."""
+  """``adam`` -> keras Adam; ``optim4rl:NAME`` -> the shipped learned optimizer NAME; ``optim4rl:PATH.npz`` ->
+  Optim4RL with the meta-parameters in that file. All get ``lr`` and ``clipvalue`` explicitly (so none falls
+  back to its own default clip)."""
   if spec == "adam":
     return keras.optimizers.Adam(learning_rate=lr, clipvalue=clipvalue)
   kind, _, name = spec.partition(":")
   if kind != "optim4rl" or not name:
-    raise ValueError(f"--optimizer must be adam or optim4rl:NAME, NAME in {pretrained.names()}; "
-                     f"got {spec!r}")
+    raise ValueError(f"--optimizer must be adam, optim4rl:NAME (NAME in {pretrained.names()}) or "
+                     f"optim4rl:PATH.npz; got {spec!r}")
+  if name.endswith(".npz"):
+    if not os.path.isfile(name):
+      raise ValueError(f"--optimizer={spec}: no meta-parameter file {name!r}")
+    return optim4rl_tf.Optim4RL(meta_params=name, learning_rate=lr, clipvalue=clipvalue)
   return optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=clipvalue)
 
 

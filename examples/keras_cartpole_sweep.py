@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from examples import keras_cartpole  # noqa: E402
 from optim4rl_tf import pretrained  # noqa: E402
+from optim4rl_tf.optimizers import meta_params  # noqa: E402
 from optim4rl_tf.utils import stats  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +52,7 @@ def parse_args(argv):
 
 
 def cell_file(out, optimizer, lr, seed):
-  return os.path.join(out, f"{optimizer.replace(':', '-')}_lr{lr:g}_seed{seed}.json")
+  return os.path.join(out, f"{optimizer.replace(':', '-').replace(os.sep, '-')}_lr{lr:g}_seed{seed}.json")
 
 
 def parse_extra(extra):
@@ -100,9 +101,11 @@ def git_commit():
 def network(optimizer):
   if optimizer == "adam":
     return "-"
-  meta = pretrained.provenance(optimizer.split(":", 1)[1])
+  name = optimizer.split(":", 1)[1]
+  meta = meta_params.read_meta(name) if name.endswith(".npz") else pretrained.provenance(name)
   heads = "head-free (official HEAD)" if not meta["mlp_dims"] else f"{list(meta['mlp_dims'])} heads (paper)"
-  return f"Optim4RL, {heads}, GRU hidden {meta['hidden_size']}; meta-trained at commit {meta['commit'][:7]}"
+  return (f"Optim4RL, {heads}, GRU hidden {meta['hidden_size']}; meta-trained at commit "
+          f"{str(meta.get('commit', 'unknown'))[:7]}")
 
 
 def load(path):

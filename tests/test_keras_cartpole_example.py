@@ -2,6 +2,7 @@
 learned optimizer, finishes with finite returns, and is deterministic under a seed."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ pytest.importorskip("gymnasium")
 
 from examples import keras_cartpole  # noqa: E402  pylint: disable=wrong-import-position
 from examples import keras_cartpole_sweep  # noqa: E402  pylint: disable=wrong-import-position
+from optim4rl_tf import pretrained  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +42,33 @@ def test_the_example_runs_and_is_deterministic(optimizer):
 
 
 def test_an_unknown_optimizer_is_refused():
-  with pytest.raises(ValueError, match="adam or optim4rl:NAME"):
+  with pytest.raises(ValueError, match="adam, optim4rl:NAME"):
     keras_cartpole.make_optimizer("sgd", 1e-3, None)
+
+
+def test_a_missing_meta_parameter_file_is_refused_by_name(tmp_path):
+  missing = str(tmp_path / "phi.npz")
+  with pytest.raises(ValueError, match=f"no meta-parameter file '{missing}'"):
+    keras_cartpole.make_optimizer(f"optim4rl:{missing}", 1e-3, None)
+
+
+@pytest.mark.slow(15)
+def test_a_meta_parameter_file_trains_as_the_shipped_name_of_the_same_file_does():
+  """``optim4rl:PATH.npz`` loads that file's phi: the shipped catch file given by its path trains the agent
+  exactly as ``optim4rl:catch`` does (same lr and clip given explicitly)."""
+  by_name = keras_cartpole.main(["--optimizer=optim4rl:catch", "--lr=3e-3", "--clipvalue=none", *TINY])
+  by_path = keras_cartpole.main(
+      [f"--optimizer=optim4rl:{pretrained.path('catch')}", "--lr=3e-3", "--clipvalue=none", *TINY])
+  assert by_path["episode_returns"] == by_name["episode_returns"]
+  assert by_path["episode_steps"] == by_name["episode_steps"]
+  other_lr = keras_cartpole.main(["--optimizer=optim4rl:catch", "--lr=3e-4", "--clipvalue=none", *TINY])
+  assert other_lr["episode_returns"] != by_name["episode_returns"]  # the runs depend on the optimizer's settings
+
+
+def test_a_sweep_cell_of_a_meta_parameter_file_stays_in_the_sweeps_folder(tmp_path):
+  path = keras_cartpole_sweep.cell_file(str(tmp_path), "optim4rl:results/x/phi.npz", 1e-3, 2)
+  assert os.path.dirname(path) == str(tmp_path)
+  assert os.path.basename(path) == "optim4rl-results-x-phi.npz_lr0.001_seed2.json"
 
 
 def _fake_cell(out, optimizer, lr, seed, final):

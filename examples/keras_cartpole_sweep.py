@@ -287,8 +287,9 @@ def readme(numbers, optimizers, lrs, cells, best):
       "**Networks of the shipped files** (`optim4rl_tf.pretrained.provenance(name)`):", ""
   ]
   for o in learned:
-    lines.append(f"* `{o.split(':')[-1]}`: {numbers['networks'][o]}; meta-trained with agent settings "
-                 f"{pretrained.agent_settings(o.split(':')[-1])}")
+    name = o.split(":", 1)[1]
+    settings = "" if name.endswith(".npz") else f"; meta-trained with agent settings {pretrained.agent_settings(name)}"
+    lines.append(f"* `{name}`: {numbers['networks'][o]}{settings}")
   lines += [
       "", "## Command", "", "```bash", numbers["command"], "```", "",
       f"Commit: {numbers['commit']} (the example and this folder are added by the commit after it). Every cell's per-seed finals, the budget and the command are in "

@@ -111,3 +111,21 @@ def test_the_sweep_report_ranks_lrs_and_records_the_command_that_wrote_it(tmp_pa
   assert f"--out={out} --results={results} " in numbers["command"]
   assert json.load(open(results / "numbers.json"))["command"] == numbers["command"]
   assert (results / "README.md").exists() and (results / "curves.png").exists()
+
+
+def test_the_sweep_reports_a_meta_parameter_file_with_the_network_it_records(tmp_path):
+  """A sweep over ``optim4rl:PATH.npz`` (a phi of one's own) reports it like a shipped file: its best lr,
+  its ratio to Adam's best, and the network its file records."""
+  out, results = tmp_path / "cells", tmp_path / "report"
+  out.mkdir()
+  own = f"optim4rl:{pretrained.path('catch')}"
+  for optimizer, values in (("adam", [400.0, 380.0]), (own, [300.0, 320.0])):
+    for seed, final in enumerate(values):
+      _fake_cell(out, optimizer, 1e-3, seed, final)
+  numbers = keras_cartpole_sweep.main([
+      f"--out={out}", f"--results={results}", f"--optimizers=adam,{own}", "--lrs=1e-3", "--seeds=0,1", "--steps=8000",
+      "--report_only"
+  ])
+  assert abs(numbers["best"][own]["ratio_to_adam_best"] - 310.0 / 390.0) < 1e-12
+  assert numbers["networks"][own].startswith("Optim4RL, head-free")
+  assert f"`{pretrained.path('catch')}`: Optim4RL, head-free" in (results / "README.md").read_text()

@@ -16,7 +16,7 @@ PROVENANCE = ("recipe", "config", "version", "commit", "outer_iterations", "unit
 
 
 def test_every_recipe_ships_a_file():
-  assert pretrained.available() == pretrained.names() == ["catch", "grid6", "small_dense_long"]
+  assert pretrained.available() == pretrained.names() == ["catch", "grid6", "inverted_pendulum", "small_dense_long"]
 
 
 @pytest.mark.parametrize("name", pretrained.available())
@@ -40,14 +40,14 @@ def test_shipped_file_loads_carries_provenance_and_gives_finite_updates(name):
 
 
 def test_unknown_name_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="valid names: catch, grid6, small_dense_long"):
+  with pytest.raises(ValueError, match="valid names: catch, grid6, inverted_pendulum, small_dense_long"):
     optim4rl_tf.Optim4RL.from_pretrained("grid7")
 
 
 def test_make_pretrained_refuses_an_unknown_recipe_in_one_line(tmp_path):
   res = run_command(make_pretrained_command, "--name=grid7", f"--workdir={tmp_path / 'w'}",
                     f"--out={tmp_path / 'o.npz'}")
-  assert res.returncode == 2 and "--name must be one of catch, grid6, small_dense_long" in res.stderr
+  assert res.returncode == 2 and "--name must be one of catch, grid6, inverted_pendulum, small_dense_long" in res.stderr
   assert len(res.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 

@@ -187,12 +187,10 @@ def seen_tasks(optimizer):
     return ()
   name = optimizer.split()[1]
   try:
-    tasks = (pretrained.provenance(name).get("config") or {}).get("tasks")
+    recorded = pretrained.provenance(name).get("config") or {}
   except ValueError:  # not shipped in this installation
-    tasks = None
-  if not tasks:
-    tasks = [t.to_dict() for t in pretrained.config(name).tasks]
-  return tuple(dict.fromkeys(t["env_name"] for t in tasks))
+    recorded = {}
+  return pretrained.tasks_of(recorded) or pretrained.tasks_of(pretrained.config(name))
 
 
 def _cell_text(b):

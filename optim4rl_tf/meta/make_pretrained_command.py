@@ -27,7 +27,10 @@ from optim4rl_tf.utils import runtime
 def define_flags(flag_values, argv=None):
   """The command line, defined on ``flag_values`` (``argv`` unused: no config file flag)."""
   del argv
-  flags.DEFINE_string("name", None, "Recipe name (catch, small_dense_long, grid6).", flag_values=flag_values)
+  flags.DEFINE_string("name",
+                      None,
+                      "Recipe name (catch, grid6, inverted_pendulum, small_dense_long).",
+                      flag_values=flag_values)
   flags.DEFINE_string("workdir", None, "Meta-training run directory (resumed if present).", flag_values=flag_values)
   flags.DEFINE_string("out", "", "Where to write the file (default: inside the package).", flag_values=flag_values)
   flags.DEFINE_string("plot_dir",
@@ -87,6 +90,14 @@ def final_meta_loss(workdir):
   return float(sum(float(v) for k, v in rows[-1].items() if k.endswith("/meta_loss")))
 
 
+def _units_per_task(config):
+  """{env name: units} of a meta-training config: MetaA2C's ``num_units`` (or each task's own), MetaPPO's
+  ``num_units``."""
+  if "tasks" in config:
+    return {t.env_name: int(config.num_units or t.num_units) for t in config.tasks}
+  return {config.env.name: int(config.num_units)}
+
+
 def main(argv, flag_values):
   """The command: meta-trains recipe ``--name`` in ``--workdir`` (resumed), writes the file with its provenance
   and the curves; ``--plot_only`` only redraws the curves. An unknown recipe: one line, exit 2."""
@@ -116,9 +127,7 @@ def main(argv, flag_values):
       "commit": commit,
       "outer_iterations": result["iterations"],
       "skipped_iterations": result["skipped"],
-      "units_per_task": {
-          t.env_name: int(config.num_units or t.num_units) for t in config.tasks
-      },
+      "units_per_task": _units_per_task(config),
       "seed": int(config.seed),
       "final_meta_loss": final_meta_loss(workdir),
       "command": f"python launch/make_pretrained.py --name={name}",

@@ -32,6 +32,7 @@ import os
 import resource
 import time
 
+from optim4rl_tf import pretrained
 from optim4rl_tf.meta import registry
 from optim4rl_tf.meta import trainer as trainer_lib
 from optim4rl_tf.utils import config_checks as cc
@@ -79,8 +80,12 @@ def check_meta_fields(config):
   cc.check_choice("nonfinite", trainer_lib.nonfinite_policy(config), trainer_lib.NONFINITE_POLICIES)
   if config.pipeline:
     cc.check_positive_int("reset_interval", config.reset_interval)
-  if config.optimizer.init_meta_params:
-    cc.check_file("optimizer.init_meta_params", config.optimizer.init_meta_params)
+  if config.optimizer.init_meta_params:  # a path, or "pretrained:NAME" for a shipped file
+    try:
+      start = pretrained.file_of(config.optimizer.init_meta_params)
+    except ValueError as e:
+      raise ValueError(f"optimizer.init_meta_params: {e}") from None
+    cc.check_file("optimizer.init_meta_params", start)
 
 
 def validate_config(config):

@@ -55,6 +55,7 @@ import signal
 import numpy as np
 import tensorflow as tf
 
+from optim4rl_tf import pretrained
 from optim4rl_tf.meta import estimators as estimators_lib
 from optim4rl_tf.meta import meta_grads
 from optim4rl_tf.meta import pipeline
@@ -181,7 +182,7 @@ def build(config):
   entry = registry.lookup(config)
   is_star = config.optimizer.name == "star"
   core, phi0 = meta_params_lib.resolve(config.optimizer.name,
-                                       config.optimizer.init_meta_params or None,
+                                       pretrained.file_of(config.optimizer.init_meta_params) or None,
                                        mlp_dims=None if is_star else tuple(config.optimizer.mlp_dims),
                                        hidden_size=None if is_star else config.optimizer.hidden_size,
                                        seed=config.seed)

@@ -20,28 +20,46 @@ import os
 # unseen tasks of its card; the faithful grid6 on 2 of 6). Change it here when a better file ships.
 RECOMMENDED = "catch"
 
-# name -> (configs/meta_a2c.py variant, field overrides, one-line description). The overrides are the
+# name -> (config module of optim4rl_tf.configs, its variant, field overrides, one-line description):
+# MetaA2C recipes from configs/meta_a2c.py, MetaPPO recipes from configs/ppo.py. The overrides are the
 # documented reductions that make a recipe fit a 2-core CPU (README, "Trained optimizers"), and the network
-# of the files made before configs/meta_a2c.py defaulted to the official head-free one.
+# of the files made before configs/meta_a2c.py defaulted to the official head-free one. A recipe may start
+# from another shipped file: ``optimizer.init_meta_params="pretrained:NAME"`` (:func:`file_of`).
 RECIPES = {
-    "catch": ("catch", {
+    "catch": ("meta_a2c", "catch", {
         "optimizer.mlp_dims": (),
         "num_units": 64,
         "num_iterations": 78
     }, "Optim4RL (head-free, as the official code) meta-trained on Catch: the main job's recipe"),
-    "small_dense_long": ("small_dense_long", {
+    "small_dense_long": ("meta_a2c", "small_dense_long", {
         "optimizer.mlp_dims": (16, 16),
         "num_units": 64,
         "num_iterations": 585
     }, "Optim4RL ([16,16] heads) meta-trained on small_dense_long, 64 units, 585 iterations"),
-    "grid6": ("grid6", {
+    "grid6": ("meta_a2c", "grid6", {
         "optimizer.mlp_dims": (),
         "num_units": 128,
         "num_iterations": 585
     }, "Optim4RL (head-free, as the official code) meta-trained on the six gridworlds of Table 3 by the official "
               "grid6 cell (reset interval 72, meta lr 1e-3, elementwise clip 1.0), 128 units per task instead of 512, "
               "585 iterations: the paper's general-purpose recipe"),
+    "inverted_pendulum": ("ppo", "meta_inverted_pendulum", {
+        "env.num_envs": 128,
+        "env.episode_length": 1000,
+        "num_units": 16,
+        "batch_size": 8,
+        "num_minibatches": 4,
+        "update_epochs": 4,
+        "inner_updates": 4,
+        "reset_interval": 16,
+        "meta_lr": 3e-4,
+        "optimizer.init_meta_params": "pretrained:catch",
+        "num_iterations": 400
+    }, "Optim4RL (head-free) meta-trained with MetaPPO on Brax inverted_pendulum, starting from the shipped "
+                          "catch file: 16 units of 128 envs, reset interval 16, meta lr 3e-4, 400 iterations"),
 }
+
+PREFIX = "pretrained:"
 
 
 def names():
@@ -71,18 +89,43 @@ def provenance(name):
   return meta_params.read_meta(file)
 
 
+def file_of(spec):
+  """The file a meta-parameter source names: ``"pretrained:NAME"`` -> :func:`path` of shipped file NAME
+  (ValueError naming the shipped ones when NAME is not shipped here); anything else is returned as given."""
+  spec = os.fspath(spec)
+  if not spec.startswith(PREFIX):
+    return spec
+  name = spec[len(PREFIX):]
+  if name not in available():
+    raise ValueError(f"{spec!r}: no pretrained optimizer {name!r} is shipped here; shipped: "
+                     f"{', '.join(available()) or 'none'}")
+  return path(name)
+
+
 def config(name):
   """The meta-training config (``ConfigDict``) of a recipe, overrides applied."""
-  from optim4rl_tf.configs import meta_a2c  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
   if name not in RECIPES:
     raise ValueError(f"unknown pretrained optimizer {name!r}; valid names: {', '.join(names())}")
-  variant, overrides, _ = RECIPES[name]
+  module, variant, overrides, _ = RECIPES[name]
   from optim4rl_tf.utils import config_checks  # pylint: disable=import-outside-toplevel
-  return config_checks.set_fields(meta_a2c.get_config(variant), overrides)
+  configs = importlib.import_module(f"optim4rl_tf.configs.{module}")
+  return config_checks.set_fields(configs.get_config(variant), overrides)
 
 
 def describe(name):
-  return RECIPES[name][2] if name in RECIPES else json.dumps(None)
+  return RECIPES[name][3] if name in RECIPES else json.dumps(None)
+
+
+def tasks_of(recorded):
+  """The env names a meta-training config (a recorded plain dict or a ``ConfigDict``) trains on: each MetaA2C
+  task's ``env_name``, or MetaPPO's ``env.name``; in order, without repeats."""
+  if hasattr(recorded, "to_dict"):
+    recorded = recorded.to_dict()
+  if recorded.get("tasks"):
+    return tuple(dict.fromkeys(t["env_name"] for t in recorded["tasks"]))
+  env = recorded.get("env") or {}
+  return (env["name"],) if "name" in env else ()
 
 
 def recommended(optimizer="optim4rl"):
@@ -136,18 +179,21 @@ def agent_settings(name):
   ``{"learning_rate": float, "clipvalue": float or None}``, from its recorded meta-training config
   (``provenance(name)["config"]``).
 
-  ``learning_rate`` is the tasks' agent learning rate (``config.tasks[i].learning_rate``); where the tasks
-  differ (grid6: 1e-3 on two gridworlds, 3e-3 on four) it is the one shared by the most tasks, a tie going
-  to the smaller. ``clipvalue`` is ``config.agent_grad_clip``, the elementwise clip of the agent gradient
-  during meta-training (Keras's ``clipvalue``), or None where it was off (<= 0). An entry the file does not
-  record is left out."""
+  ``learning_rate`` is the tasks' agent learning rate (MetaA2C: ``config.tasks[i].learning_rate``; MetaPPO:
+  ``config.learning_rate``); where the tasks differ (grid6: 1e-3 on two gridworlds, 3e-3 on four) it is the
+  one shared by the most tasks, a tie going to the smaller. ``clipvalue`` is the elementwise clip of the agent
+  gradient during meta-training (MetaA2C: ``config.agent_grad_clip``; MetaPPO: ``config.grad_clip``; Keras's
+  ``clipvalue``), or None where it was off (<= 0). An entry the file does not record is left out."""
   config = provenance(name).get("config") or {}
   settings = {}
   rates = [float(t["learning_rate"]) for t in config.get("tasks") or () if isinstance(t, dict) and "learning_rate" in t]
+  if not rates and "learning_rate" in config:
+    rates = [float(config["learning_rate"])]
   if rates:
     counts = collections.Counter(rates)
     settings["learning_rate"] = min(counts, key=lambda lr: (-counts[lr], lr))
-  if "agent_grad_clip" in config:
-    clip = float(config["agent_grad_clip"])
+  clip_field = "agent_grad_clip" if "agent_grad_clip" in config else "grad_clip"
+  if clip_field in config:
+    clip = float(config[clip_field])
     settings["clipvalue"] = clip if clip > 0 else None
   return settings

@@ -157,3 +157,58 @@ def test_a_figure4_entry_reads_its_rate_from_the_label_or_from_a_one_rate_run_fo
   assert abs(entry["ratio_to_adam_best"] - 870.0 / 938.0) < 1e-12
   report["panels"][0]["sources"][0]["selected"]["workdirs"] = ["runs/elsewhere"]  # no rate anywhere: None
   assert cards.from_figure4("catch", report)[0]["lr"] is None
+
+
+def figure4_report(task, label, mean, configuration):
+  return {
+      "panels": [{
+          "task":
+              task,
+          "sources": [{
+              "label": label,
+              "selected": {
+                  "configuration": configuration,
+                  "mean": mean,
+                  "ci": {
+                      "low": mean - 10.0,
+                      "high": mean + 10.0
+                  },
+                  "workdirs": []
+              }
+          }]
+      }]
+  }
+
+
+def test_a_file_tested_on_its_own_is_compared_with_the_adam_of_an_earlier_figure4_report():
+  adam_report = figure4_report("walker2d", "Adam", 900.0, "optimizer.learning_rate=0.001")
+  adam_report["panels"][0]["sources"].append(
+      figure4_report("walker2d", "Optim4RL grid6", 500.0, "optimizer.learning_rate=0.003")["panels"][0]["sources"][0])
+  mine = figure4_report("walker2d", "Optim4RL catch", 990.0, "optimizer.learning_rate=0.0001")
+  (entry,) = cards.from_figure4("catch", mine, adam_report)
+  assert (entry["task"], entry["lr"], entry["adam_lr"]) == ("walker2d", 1e-4, 1e-3)
+  assert entry["ratio_to_adam_best"] == pytest.approx(990.0 / 900.0)
+  assert cards.from_figure4("catch", adam_report) == []
+  # The first report that has a label wins: a later report's Adam does not replace an earlier one's.
+  later = figure4_report("walker2d", "Adam", 100.0, "optimizer.learning_rate=0.003")
+  assert cards.from_figure4("catch", mine, adam_report, later)[0]["adam_best"] == 900.0
+  made = cards.build_cards(["catch"], figure4=[mine, dict(adam_report, title="Adam's")])
+  assert [e["task"] for e in made["catch"]["unseen"]] == ["walker2d"]
+  assert made["catch"]["sources"]["figure4_cpu"] == [{}, {"title": "Adam's"}]
+
+
+def test_a_cartpole_sweep_of_a_path_counts_for_the_shipped_file_with_the_same_meta_parameters(tmp_path):
+  import shutil
+  same, other = tmp_path / "same.npz", tmp_path / "other.npz"
+  shutil.copy(pretrained.path("catch"), same)
+  shutil.copy(pretrained.path("grid6"), other)
+  numbers = cartpole_numbers()
+  numbers["best"].pop("optim4rl:catch")
+  numbers["best"][f"optim4rl:{other}"] = dict(lr=1e-3, mean=100.0, ci90=[90.0, 110.0], works_at=[])
+  assert cards.from_keras_cartpole("catch", numbers) == []
+  numbers["best"][f"optim4rl:{same}"] = dict(lr=3e-4, mean=200.0, ci90=[190.0, 210.0], works_at=[3e-4])
+  (entry,) = cards.from_keras_cartpole("catch", numbers)
+  assert (entry["lr"], entry["mean"], entry["works_at"]) == (3e-4, 200.0, [3e-4])
+  assert entry["ratio_to_adam_best"] == pytest.approx(0.5)
+  (entry,) = cards.from_keras_cartpole("grid6", numbers)
+  assert entry["mean"] == 100.0

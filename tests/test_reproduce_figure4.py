@@ -35,15 +35,17 @@ def test_figure4_cpu_tests_every_optimizer_at_each_rate_of_the_grid_without_meta
   expected = []
   for task in ("inverted_double_pendulum", "walker2d"):
     for label, opt, phi in [("optim4rl_grid6", "optim4rl", pretrained.path("grid6")),
-                            ("optim4rl_catch", "optim4rl", pretrained.path("catch")), ("adam", "adam", None),
-                            ("rmsprop", "rmsprop", None)]:
+                            ("optim4rl_catch", "optim4rl", pretrained.path("catch")),
+                            ("optim4rl_inverted_pendulum", "optim4rl", pretrained.path("inverted_pendulum")),
+                            ("adam", "adam", None), ("rmsprop", "rmsprop", None)]:
       expected += [(task, opt, phi, lr, f"test_{label}_{task}_lrs/lr{lr:g}", True) for lr in (3e-4, 1e-3, 3e-3)]
   assert calls == expected
   # One source per optimizer: the folder of its rates, which the report ranks (it shows the best).
   assert [(task, [label for label, _ in sources]) for _, task, sources in seen
-         ] == [(task, ["Optim4RL grid6", "Optim4RL catch", "Adam", "RMSProp"]) for task in reproduce.FIGURE4_CPU_TASKS]
+         ] == [(task, ["Optim4RL grid6", "Optim4RL catch", "Optim4RL inverted_pendulum", "Adam", "RMSProp"])
+               for task in reproduce.FIGURE4_CPU_TASKS]
   # Only the requested rates' runs (a run of another grid in the same folder is not ranked).
-  assert seen[0][2][2][1] == [
+  assert seen[0][2][3][1] == [
       os.path.join(str(tmp_path), "test_adam_inverted_double_pendulum_lrs", f"lr{lr:g}") for lr in (3e-4, 1e-3, 3e-3)
   ]
   calls.clear()

@@ -13,8 +13,12 @@ Inputs (each optional; a card needs at least one measurement of an unseen task):
   ``works_at``, ``ratio_to_adam_best``). The tasks a file was meta-trained on are left out of its card.
 * ``--keras_cartpole``: numbers.json of ``examples/keras_cartpole_sweep.py`` (CartPole-v1 through a plain
   Keras model: ``best["optim4rl:NAME"]`` and ``best["adam"]`` with ``lr``, ``mean``, ``ci90``, ``works_at``).
-* ``--figure4``: report.json of ``launch/reproduce.py --experiment=figure4_cpu`` (PPO on Brax; the selected
-  configuration of each optimizer, its rate read from the configuration's label).
+  A sweep of a file given by path (``best["optim4rl:PATH.npz"]``) counts for NAME when PATH holds the same
+  meta-parameters as the shipped file (same digest, ``reproduce.phi_digest``): the same optimizer.
+* ``--figure4``: one or more report.json of ``launch/reproduce.py --experiment=figure4_cpu`` (PPO on Brax; the
+  selected configuration of each optimizer, its rate read from the configuration's label). Per task, a file's
+  entry comes from the first report that has it and Adam's from the first report that has Adam, so a file
+  tested on its own (``--only='Optim4RL NAME'``) is compared with the Adam of an earlier report.
 
 The recommended rate (:func:`recommend`): of the rates measured on every unseen task with a rate grid, the one
 at which the file works on the most of them; ties go to the rate it was meta-trained with, then to the
@@ -70,10 +74,25 @@ def from_generalisation(name, numbers, seen):
   return out
 
 
+def _same_file(label, name):
+  """Whether sweep label ``optim4rl:PATH.npz`` names a file (PATH relative to the working directory) holding
+  the meta-parameters of shipped file ``name``."""
+  from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.eval import reproduce  # pylint: disable=import-outside-toplevel
+  prefix = CARTPOLE_LABEL.format(name="")
+  file = label[len(prefix):] if label.startswith(prefix) else ""
+  if not file.endswith(".npz") or not os.path.isfile(file):
+    return False
+  return reproduce.phi_digest(file) == reproduce.phi_digest(pretrained.path(name))
+
+
 def from_keras_cartpole(name, numbers):
-  """The CartPole-v1 entry of ``name`` (a plain Keras model), or [] when the sweep did not run it."""
+  """The CartPole-v1 entry of ``name`` (a plain Keras model), or [] when the sweep did not run it (by name,
+  or by a path to the same meta-parameters)."""
   best = numbers.get("best", {})
   mine, adam = best.get(CARTPOLE_LABEL.format(name=name)), best.get("adam") or {}
+  if mine is None:
+    mine = next((best[label] for label in best if _same_file(label, name)), None)
   if mine is None:
     return []
   low, high = mine["ci90"]
@@ -97,18 +116,23 @@ def _lr_of(selected):
   return float(m.group(1)) if m else None
 
 
-def from_figure4(name, report):
-  """The Brax entries of ``name`` in a figure4_cpu report.json (PPO; no works_at: only the best is kept)."""
+def from_figure4(name, *reports):
+  """The Brax entries of ``name`` in figure4_cpu report.json dicts (PPO; no works_at: only the best is kept):
+  per task, its selection in the first report that has it, Adam's in the first report that has Adam."""
+  selected = {}  # task -> {label: selection}, the first report's first
+  for report in reports:
+    for panel in report.get("panels", []):
+      for source in panel["sources"]:
+        selected.setdefault(panel["task"], {}).setdefault(source["label"], source["selected"])
   out = []
-  for panel in report.get("panels", []):
-    sources = {s["label"]: s["selected"] for s in panel["sources"]}
+  for task, sources in selected.items():
     mine, adam = sources.get(FIGURE4_LABEL.format(name=name)), sources.get("Adam")
     if mine is None:
       continue
     ci = mine.get("ci") or {}
     adam_mean = adam.get("mean") if adam else None
     out.append(
-        _entry(panel["task"], "PPO on Brax", _lr_of(mine), mine.get("mean"), ci.get("low"), ci.get("high"), adam_mean,
+        _entry(task, "PPO on Brax", _lr_of(mine), mine.get("mean"), ci.get("low"), ci.get("high"), adam_mean,
                _lr_of(adam) if adam else None))
   return out
 
@@ -162,7 +186,8 @@ def _load(path, what):
 
 
 def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
-  """{name: card} of the shipped ``names`` from the numbers dicts given (each may be None)."""
+  """{name: card} of the shipped ``names`` from the numbers dicts given (each may be None; ``figure4``: a
+  report dict or a list of them)."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
   from optim4rl_tf.eval import generalisation as gen  # pylint: disable=import-outside-toplevel
   cards = {}
@@ -179,13 +204,15 @@ def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
       entries += found
       if found:
         sources["keras_cartpole"] = dict(command=keras_cartpole.get("command"), commit=keras_cartpole.get("commit"))
-    if figure4 is not None:
-      found = from_figure4(name, figure4)
+    reports = [] if figure4 is None else [figure4] if isinstance(figure4, dict) else list(figure4)
+    if reports:
+      found = from_figure4(name, *reports)
       entries += found
       if found:
-        # What made the numbers: the report's title, and its commands and commits where the results folder
-        # recorded them beside the panels (results/figure4_cpu/report.json).
-        sources["figure4_cpu"] = {k: figure4[k] for k in ("title", "commands") if figure4.get(k) is not None}
+        # What made the numbers: each report's title, and its commands and commits where the results folder
+        # recorded them beside the panels (results/figure4_cpu/report.json); a list for several reports.
+        made = [{k: r[k] for k in ("title", "commands") if r.get(k) is not None} for r in reports]
+        sources["figure4_cpu"] = made[0] if len(made) == 1 else made
     cards[name] = make_card(name, entries, pretrained.agent_settings(name), sources,
                             pretrained.provenance(name).get("commit"))
   return cards
@@ -200,7 +227,9 @@ def define_flags(flag_values, argv=None):
                       "('' : none).", **fv)
   flags.DEFINE_string("keras_cartpole", "results/keras_cartpole/numbers.json",
                       "examples/keras_cartpole_sweep.py output ('' : none).", **fv)
-  flags.DEFINE_string("figure4", "", "report.json of launch/reproduce.py --experiment=figure4_cpu ('' : none).", **fv)
+  flags.DEFINE_list(
+      "figure4", [], "report.json files of launch/reproduce.py --experiment=figure4_cpu (none by "
+      "default); per task the first that has a file, and the first that has Adam, are used.", **fv)
   flags.DEFINE_string("out", "", "Where to write the cards (default: optim4rl_tf/pretrained/cards.json).", **fv)
 
 
@@ -215,9 +244,8 @@ def main(argv, flag_values):
   if unknown:
     cli.fail(f"--names: {', '.join(unknown)} not shipped here; shipped: {', '.join(pretrained.available())}")
   try:
-    inputs = {
-        k: _load(getattr(f, k), k) if getattr(f, k) else None for k in ("generalisation", "keras_cartpole", "figure4")
-    }
+    inputs = {k: _load(getattr(f, k), k) if getattr(f, k) else None for k in ("generalisation", "keras_cartpole")}
+    inputs["figure4"] = [_load(p, "figure4") for p in f.figure4] or None
     cards = build_cards(names, **inputs)
   except ValueError as e:
     cli.fail(str(e))

@@ -94,6 +94,7 @@ def test_from_pretrained_runs_at_the_rate_of_the_files_card_and_ignores_the_card
   assert pretrained.card("catch")["learning_rate"] == 3e-3
   assert pretrained.recommended_settings("catch") == {"learning_rate": 3e-3, "clipvalue": None}
   assert lr_of(optim4rl_tf.Optim4RL.from_pretrained("catch")) == pytest.approx(3e-3)
+  monkeypatch.setattr(pretrained, "RECOMMENDED", "catch")
   assert lr_of(optim4rl_tf.Optim4RL.from_pretrained()) == pytest.approx(3e-3)  # the recommended file's card
   assert lr_of(optim4rl_tf.Optim4RL.from_pretrained("catch", learning_rate=0.5)) == pytest.approx(0.5)
   card["catch"]["file_commit"] = "0" * 40  # made for another file of that name

@@ -110,9 +110,12 @@ def test_names_registered_at_import_without_loading_the_faces():
 @pytest.mark.parametrize("name", pretrained.available())
 def test_from_pretrained_defaults_to_the_cards_settings_else_the_recorded_agent_settings(name):
   config = pretrained.provenance(name)["config"]
-  rates = [t["learning_rate"] for t in config["tasks"]]
+  if "tasks" in config:  # MetaA2C: each task's agent lr and the agent clip
+    rates, clip = [t["learning_rate"] for t in config["tasks"]], config["agent_grad_clip"]
+  else:  # MetaPPO: one agent lr and clip
+    rates, clip = [config["learning_rate"]], config["grad_clip"]
   want_lr = max(sorted(set(rates)), key=rates.count)  # most tasks; a tie goes to the smaller
-  want_clip = config["agent_grad_clip"] if config["agent_grad_clip"] > 0 else None
+  want_clip = clip if clip > 0 else None
   assert pretrained.agent_settings(name) == {"learning_rate": want_lr, "clipvalue": want_clip}
   card = pretrained.card(name)
   if card is not None:  # measured on tasks the file never saw (tests/test_cards.py checks the rule)
@@ -126,6 +129,7 @@ def test_recorded_settings_of_the_shipped_files():
   assert pretrained.agent_settings("catch") == {"learning_rate": 1e-3, "clipvalue": None}
   assert pretrained.agent_settings("small_dense_long") == {"learning_rate": 3e-2, "clipvalue": 1.0}
   assert pretrained.agent_settings("grid6") == {"learning_rate": 3e-3, "clipvalue": 1.0}  # 4 of 6 tasks
+  assert pretrained.agent_settings("inverted_pendulum") == {"learning_rate": 3e-4, "clipvalue": 1.0}  # MetaPPO
 
 
 def test_from_pretrained_explicit_arguments_win():
@@ -142,9 +146,9 @@ def test_from_pretrained_explicit_arguments_win():
 
 
 def test_from_pretrained_without_a_name_is_the_recommended_file(monkeypatch):
-  assert pretrained.RECOMMENDED == "catch"
+  assert pretrained.RECOMMENDED == "inverted_pendulum"
   opt = optim4rl_tf.Optim4RL.from_pretrained()
-  assert opt.pretrained == "catch" and opt.mlp_dims == ()
+  assert opt.pretrained == "inverted_pendulum" and opt.mlp_dims == ()
   monkeypatch.setattr(pretrained, "RECOMMENDED", "small_dense_long")  # the one constant decides
   opt = optim4rl_tf.Optim4RL.from_pretrained()
   assert opt.pretrained == "small_dense_long" and opt.mlp_dims == (16, 16) and lr_of(opt) == pytest.approx(3e-2)

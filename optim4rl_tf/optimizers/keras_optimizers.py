@@ -200,10 +200,10 @@ class _LearnedOptimizer(keras.optimizers.Optimizer):
   def from_pretrained(cls, name=None, **kwargs):
     """This optimizer with the meta-parameters of a trained file that ships with the package (offline).
 
-    ``name``: one of ``optim4rl_tf.pretrained.available()`` (e.g. "catch", "small_dense_long", "grid6");
+    ``name``: one of ``optim4rl_tf.pretrained.available()`` (e.g. "catch", "grid6", "inverted_pendulum");
     None means the recommended file of this optimizer, ``optim4rl_tf.pretrained.recommended()``
-    (``pretrained.RECOMMENDED``, "catch", for Optim4RL). ``kwargs`` go to the constructor (Keras base-class
-    arguments ...). Unless given, ``learning_rate`` and the gradient clip are the ones its card recommends
+    (``pretrained.RECOMMENDED``, "inverted_pendulum", for Optim4RL). ``kwargs`` go to the constructor (Keras
+    base-class arguments ...). Unless given, ``learning_rate`` and the gradient clip are the ones its card recommends
     (``optim4rl_tf.pretrained.card(name)``, made from measurements on tasks it never saw), or for a file
     without a card the ones it was meta-trained with (``optim4rl_tf.pretrained.agent_settings(name)``: the
     tasks' agent learning rate and ``clipvalue=agent_grad_clip``, none where it was off); passing

@@ -4,10 +4,11 @@ Each ``<name>.npz`` in this folder is a meta-parameter file (see ``optimizers/me
 ``__meta__`` also carries its provenance: the recipe name, the exact meta-training config, the project
 version and commit, the outer iterations and units, the seed, the final meta-loss and the command that made
 it. ``launch/make_pretrained.py --name=NAME`` reruns a recipe and rewrites the file (same commit, same
-arrays, same bytes).
+arrays, same bytes for a MetaA2C recipe; a MetaPPO recipe remakes an equivalent file, not the same bytes: its
+Brax meta-training is not bitwise reproducible run to run).
 
   >>> import optim4rl_tf as o
-  >>> opt = o.Optim4RL.from_pretrained()          # RECOMMENDED ("catch"), at the lr it was meta-trained with
+  >>> opt = o.Optim4RL.from_pretrained()          # RECOMMENDED ("inverted_pendulum"), at its card's lr
 """
 
 import collections
@@ -16,9 +17,10 @@ import json
 import os
 
 # The shipped file that ``Optim4RL.from_pretrained()`` (no name) and ``model.compile(optimizer="optim4rl")``
-# load: the one that generalises best (README, "How far they transfer": at >= 0.8x Adam's best on 9 of the 11
-# unseen tasks of its card; the faithful grid6 on 2 of 6). Change it here when a better file ships.
-RECOMMENDED = "catch"
+# load: the one that generalises best (README, "How far they transfer": at >= 0.8x Adam's best on 10 of the 12
+# unseen tasks of its card; catch on 9 of 11, the faithful grid6 on 2 of 6). Change it here when a better file
+# ships.
+RECOMMENDED = "inverted_pendulum"
 
 # name -> (config module of optim4rl_tf.configs, its variant, field overrides, one-line description):
 # MetaA2C recipes from configs/meta_a2c.py, MetaPPO recipes from configs/ppo.py. The overrides are the

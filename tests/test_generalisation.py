@@ -181,3 +181,47 @@ def test_command_refuses_bad_flags_in_one_line_before_training(tmp_path, args, m
   res = run_command(generalisation_command, f"--out={tmp_path / 'gen'}", *args)
   assert res.returncode == 2 and match in res.stderr and len(res.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "gen").exists()
+
+
+def test_a_phi_of_ones_own_is_run_by_path_in_a_flat_cell_folder_and_its_recorded_tasks_count_as_seen(tmp_path):
+  import shutil
+
+  from optim4rl_tf.optimizers import meta_params
+  mine = tmp_path / "sub" / "phi.npz"
+  mine.parent.mkdir()
+  core, phi = meta_params.resolve("optim4rl", None, mlp_dims=(), seed=3)
+  meta_params.save(str(mine), core, phi)  # a meta-training's phi.npz: no recorded config
+  label = f"Optim4RL {mine}"
+  c = gen.cell_config("small_sparse_short", label, 1e5, 2, 1e-3)
+  assert (c.optimizer.name, c.optimizer.meta_params, c.optimizer.grad_clip) == ("optim4rl", str(mine), 1.0)
+  cell = gen._cell_dir(str(tmp_path / "out"), "catch", label, 1e-3)
+  assert os.path.dirname(cell) == str(tmp_path / "out" / "runs")  # one folder per cell, not the path's folders
+  assert gen.seen_tasks(label) == ()  # nothing recorded: every task is unseen
+  shipped_copy = tmp_path / "copy.npz"
+  shutil.copy(pretrained.path("catch"), shipped_copy)  # a file that records its meta-training config
+  assert gen.seen_tasks(f"Optim4RL {shipped_copy}") == ("catch",)
+  table = gen.table_markdown({
+      "tasks": ["catch"],
+      "optimizers": [f"Optim4RL {shipped_copy}", "Adam"],
+      "learning_rates": [1e-3],
+      "best": {
+          "catch": {
+              o: dict(lr=1e-3, mean=1.0, low=1.0, high=1.0, diverged=0, works_at=[1e-3], ratio_to_adam_best=1.0)
+              for o in (f"Optim4RL {shipped_copy}", "Adam")
+          }
+      }
+  })
+  assert f"| catch | {shipped_copy} |" in table
+
+
+def test_a_bad_phi_path_is_one_clear_error_naming_it(tmp_path):
+  from optim4rl_tf.optimizers import meta_params
+  with pytest.raises(ValueError, match="meta-parameter file not found: '.*missing.npz'"):
+    gen.cell_config("catch", f"Optim4RL {tmp_path / 'missing.npz'}", 1e5, 2, 1e-3)
+  star = tmp_path / "star.npz"
+  core, phi = meta_params.resolve("star", None, seed=0)
+  meta_params.save(str(star), core, phi)
+  with pytest.raises(ValueError, match="is a file of optimizer 'star', not of Optim4RL"):
+    gen.check_optimizer(f"Optim4RL {star}")
+  with pytest.raises(ValueError, match="'Optim4RL PATH.npz'"):
+    gen.check_optimizer(f"Optim4RL {tmp_path / 'phi.txt'}")

@@ -27,30 +27,50 @@ from optim4rl_tf.eval import lr_choice
 UNSEEN_GRIDS = tuple(name for name in registry.GRID_NAMES if name not in registry.GRID6_NAMES)
 TASKS = registry.GRID6_NAMES + UNSEEN_GRIDS + ("catch",)
 BASELINES = ("Adam", "RMSProp")
-OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch") + BASELINES
+OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch", "Optim4RL inverted_pendulum") + BASELINES
+
+LEARNED_PREFIX = "Optim4RL "
+
+
+def learned_file(optimizer):
+  """The meta-parameter file of learned optimizer ``optimizer``: 'Optim4RL NAME' -> the shipped file NAME,
+  'Optim4RL PATH.npz' -> PATH (a phi of one's own, e.g. a meta-training's ``phi.npz``)."""
+  from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  name = optimizer[len(LEARNED_PREFIX):]
+  return pretrained.path(name) if name in pretrained.available() else name
 
 
 def check_optimizer(optimizer):
-  """ValueError naming the valid choices unless ``optimizer`` is a baseline or 'Optim4RL <shipped name>'."""
+  """ValueError naming the valid choices unless ``optimizer`` is a baseline, 'Optim4RL <shipped name>' or
+  'Optim4RL <path to an Optim4RL .npz file>'."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
   if optimizer in BASELINES:
     return
-  name = optimizer[len("Optim4RL "):] if optimizer.startswith("Optim4RL ") else None
-  if name not in pretrained.available():
-    raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(BASELINES)} or 'Optim4RL NAME' with "
-                     f"NAME one of the pretrained names shipped here: {', '.join(pretrained.available())}")
+  name = optimizer[len(LEARNED_PREFIX):] if optimizer.startswith(LEARNED_PREFIX) else None
+  if name in pretrained.available():
+    return
+  if name is not None and name.endswith(".npz"):
+    if not os.path.isfile(name):
+      raise ValueError(f"{optimizer!r}: meta-parameter file not found: {name!r}")
+    made_for = meta_params.read_meta(name).get("optimizer")
+    if made_for != "optim4rl":
+      raise ValueError(f"{optimizer!r}: {name!r} is a file of optimizer {made_for!r}, not of Optim4RL")
+    return
+  raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(BASELINES)}, 'Optim4RL NAME' with NAME one "
+                   f"of the pretrained names shipped here ({', '.join(pretrained.available())}) or "
+                   f"'Optim4RL PATH.npz' with PATH an Optim4RL meta-parameter file")
 
 
 def cell_config(task, optimizer, steps, num_seeds, learning_rate, seed=0):
-  """The A2C config of one cell: ``optimizer`` ('Adam', 'RMSProp' or 'Optim4RL NAME', NAME a shipped file) at
-  ``learning_rate`` with the config's gradient clip."""
-  from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  """The A2C config of one cell: ``optimizer`` ('Adam', 'RMSProp', 'Optim4RL NAME' with NAME a shipped file or
+  'Optim4RL PATH.npz') at ``learning_rate`` with the config's gradient clip."""
   from optim4rl_tf.configs import a2c  # pylint: disable=import-outside-toplevel
   check_optimizer(optimizer)
   c = a2c.get_config(task)
-  if optimizer.startswith("Optim4RL"):
+  if optimizer.startswith(LEARNED_PREFIX):
     c.optimizer.name = "optim4rl"
-    c.optimizer.meta_params = pretrained.path(optimizer.split()[1])
+    c.optimizer.meta_params = learned_file(optimizer)
   else:
     c.optimizer.name = optimizer.lower()
   c.optimizer.learning_rate = float(learning_rate)
@@ -63,7 +83,9 @@ def cell_config(task, optimizer, steps, num_seeds, learning_rate, seed=0):
 
 
 def _cell_dir(out_dir, task, optimizer, learning_rate):
-  return os.path.join(out_dir, "runs", f"{task}__{optimizer.replace(' ', '_')}__lr{learning_rate:g}")
+  """One flat folder per cell (a file path in the label becomes part of the name: no nested folders)."""
+  label = optimizer.replace(" ", "_").replace(os.sep, "-")
+  return os.path.join(out_dir, "runs", f"{task}__{label}__lr{learning_rate:g}")
 
 
 def _train_cell(config, workdir):
@@ -181,11 +203,16 @@ def run(out_dir,
 
 def seen_tasks(optimizer):
   """The tasks a learned optimizer ('Optim4RL NAME') was meta-trained on, from its shipped file's recorded
-  config (else its recipe); () for a baseline."""
+  config (else its recipe); for 'Optim4RL PATH.npz', from the config the file records (a shipped file's
+  provenance), else () (a meta-training's ``phi.npz`` records none: every task counts as unseen); () for a
+  baseline."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
+  from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
   if optimizer in BASELINES:
     return ()
-  name = optimizer.split()[1]
+  name = optimizer[len(LEARNED_PREFIX):]
+  if name not in pretrained.names():
+    return pretrained.tasks_of(meta_params.read_meta(name).get("config") or {}) if os.path.isfile(name) else ()
   try:
     recorded = pretrained.provenance(name).get("config") or {}
   except ValueError:  # not shipped in this installation
@@ -212,7 +239,7 @@ def table_markdown(numbers):
   lines = ["| task | meta-trained on it | " + " | ".join(opts) + " |", "|---|---|" + "---|" * len(opts)]
   for task in numbers["tasks"]:
     cells = [_cell_text(numbers["best"][task][o]) for o in opts]
-    by = ", ".join(o.split()[1] for o in learned if task in seen[o]) or "-"
+    by = ", ".join(o[len(LEARNED_PREFIX):] for o in learned if task in seen[o]) or "-"
     lines.append(f"| {task} | {by} | " + " | ".join(cells) + " |")
   lines += [
       "", "On the tasks each learned optimizer never saw (ratio = its best / Adam's best; a task whose Adam "

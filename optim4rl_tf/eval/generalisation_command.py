@@ -1,10 +1,11 @@
 """The generalisation command (``optim4rl-generalisation``, launch/generalisation.py): shipped Optim4RL
-optimizers (grid6, catch) vs Adam and RMSProp with A2C on the six grid6 gridworlds, the two it never saw and
-Catch (optim4rl_tf.eval.generalisation).
+optimizers (grid6, catch, inverted_pendulum) vs Adam and RMSProp with A2C on the six grid6 gridworlds, the two
+grid6 never saw and Catch (optim4rl_tf.eval.generalisation).
 
   python launch/generalisation.py --out=results/generalisation
   python launch/generalisation.py --out=/tmp/gen --num_seeds=2 --small_steps=2e4 --big_steps=2e4 \
       --catch_steps=2e4 --tasks=small_sparse_short,catch --lrs=1e-3          # a quick look
+  python launch/generalisation.py --out=runs/gen_mine --optimizers='Adam,Optim4RL runs/meta_catch/phi.npz'
 
 Writes OUT/table.md, OUT/numbers.json (with this command line), OUT/generalisation.png (runs in OUT/runs,
 resumed cell by cell).
@@ -32,10 +33,11 @@ def define_flags(flag_values, argv=None):
   flags.DEFINE_float("big_steps", 5e5, "Env steps per seed on the big gridworlds.", flag_values=flag_values)
   flags.DEFINE_float("catch_steps", 3e5, "Env steps per seed on Catch.", flag_values=flag_values)
   flags.DEFINE_list("tasks", [], "Subset of tasks (default: all nine).", flag_values=flag_values)
-  flags.DEFINE_list("optimizers", [],
-                    "Default: Optim4RL grid6, Optim4RL catch, Adam, RMSProp; also 'Optim4RL NAME' for any "
-                    "pretrained NAME.",
-                    flag_values=flag_values)
+  flags.DEFINE_list(
+      "optimizers", [],
+      "Default: Optim4RL grid6, Optim4RL catch, Optim4RL inverted_pendulum, Adam, RMSProp; also 'Optim4RL NAME' for any "
+      "pretrained NAME, and 'Optim4RL PATH.npz' for a phi of your own (e.g. a meta-training's phi.npz).",
+      flag_values=flag_values)
   flags.DEFINE_list("lrs", [f"{lr:g}" for lr in lr_choice.LRS],
                     "Learning rates every optimizer runs at; each is reported at its best.",
                     flag_values=flag_values)

@@ -35,8 +35,8 @@ def define_flags(flag_values, argv=None):
   flags.DEFINE_list("tasks", [], "Subset of tasks (default: all nine).", flag_values=flag_values)
   flags.DEFINE_list(
       "optimizers", [],
-      "Default: Optim4RL grid6, Optim4RL catch, Optim4RL inverted_pendulum, Adam, RMSProp; also 'Optim4RL NAME' for any "
-      "pretrained NAME, and 'Optim4RL PATH.npz' for a phi of your own (e.g. a meta-training's phi.npz).",
+      "Default: Optim4RL grid6, Optim4RL catch, Optim4RL inverted_pendulum, Adam, RMSProp; also 'Optim4RL NAME' "
+      "for any pretrained NAME, and 'Optim4RL PATH.npz' for a phi of your own (e.g. a meta-training's phi.npz).",
       flag_values=flag_values)
   flags.DEFINE_list("lrs", [f"{lr:g}" for lr in lr_choice.LRS],
                     "Learning rates every optimizer runs at; each is reported at its best.",

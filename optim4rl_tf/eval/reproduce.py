@@ -17,9 +17,9 @@ Experiments (docs/fidelity.md §9.1, §10):
                  inverted double pendulum and Walker2d vs Adam, RMSProp
   figure4_cpu    Figure 4 at CPU scale: the SHIPPED optimizers (Optim4RL.from_pretrained "grid6", "catch" and
                  "inverted_pendulum", no meta-training) vs Adam, RMSProp, PPO on the *_cpu settings of inverted
-                 double pendulum and Walker2d (always --ppo_cpu). Every optimizer runs at each rate of --test_lrs (default 3e-4,
-                 1e-3, 3e-3; workdirs test_<optimizer>_<task>_lrs/lr<lr>) and is reported at its best: a fair
-                 comparison (about 3 h with --num_seeds=5 --test_steps=1e6)
+                 double pendulum and Walker2d (always --ppo_cpu). Every optimizer runs at each rate of --test_lrs
+                 (default 3e-4, 1e-3, 3e-3; workdirs test_<optimizer>_<task>_lrs/lr<lr>) and is reported at its
+                 best: a fair comparison (about 3 h with --num_seeds=5 --test_steps=1e6)
 
 The Brax experiments are GPU-sized; ``--ppo_cpu`` runs them at laptop size (PPO tests on the ``*_cpu``
 variants of configs/ppo.py, MetaPPO with 256 envs and batch 256).
@@ -89,8 +89,7 @@ FIGURE4_TASKS = ("ant", "humanoid", "inverted_double_pendulum", "walker2d")
 FIGURE4_LR = dict(ant=3e-4, humanoid=3e-4, inverted_double_pendulum=3e-4, walker2d=3e-5)
 # Figure 4 at CPU scale: the shipped optimizers (optim4rl_tf.pretrained) tested as they are.
 FIGURE4_CPU_TASKS = ("inverted_double_pendulum", "walker2d")
-FIGURE4_CPU_LEARNED = (("Optim4RL grid6", "grid6"), ("Optim4RL catch", "catch"), ("Optim4RL inverted_pendulum",
-                                                                                  "inverted_pendulum"))
+FIGURE4_CPU_LEARNED = tuple((f"Optim4RL {name}", name) for name in ("grid6", "catch", "inverted_pendulum"))
 ALL_EXPERIMENTS = list(EXPERIMENTS) + list(PPO_EXPERIMENTS) + ["figure4", "figure4_cpu"]
 
 TEST_SEED_OFFSET = 1000  # the test runs' seeds start at --seed + 1000 (meta-training uses --seed)

@@ -58,7 +58,7 @@ RECIPES = {
         "optimizer.init_meta_params": "pretrained:catch",
         "num_iterations": 400
     }, "Optim4RL (head-free) meta-trained with MetaPPO on Brax inverted_pendulum, starting from the shipped "
-                          "catch file: 16 units of 128 envs, reset interval 16, meta lr 3e-4, 400 iterations"),
+                          "catch file: 16 units of 8 envs, reset interval 16, meta lr 3e-4, 400 iterations"),
 }
 
 PREFIX = "pretrained:"

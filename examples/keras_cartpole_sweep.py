@@ -211,6 +211,12 @@ def fmt(x):
   return f"{x:.1f}"
 
 
+def ratio_text(best_cell, digits):
+  """``best_cell``'s ratio to Adam's best as "0.57x"; "no Adam" when the sweep ran without Adam."""
+  ratio = best_cell["ratio_to_adam_best"]
+  return "no Adam" if ratio is None else f"{ratio:.{digits}f}x"
+
+
 def readme(numbers, optimizers, lrs, cells, best):
   """The results README: status, the table, best lrs, ratios, lr ranges, provenance."""
   seeds = numbers["seeds"]
@@ -218,7 +224,7 @@ def readme(numbers, optimizers, lrs, cells, best):
   learned = [o for o in optimizers if o != "adam" and o in best]
   reach = [o for o in learned if adam and best[o]["mean"] >= 0.8 * adam["mean"]]
   miss = [o for o in learned if o not in reach]
-  ratios = ", ".join(f"{o.split(':')[-1]} {best[o]['ratio_to_adam_best']:.3f}x" for o in learned)
+  ratios = ", ".join(f"{o.split(':')[-1]} {ratio_text(best[o], 3)}" for o in learned)
   lines = [
       "# Shipped learned optimizers vs Adam on CartPole-v1 (a task outside the paper's suites)",
       "",
@@ -256,7 +262,7 @@ def readme(numbers, optimizers, lrs, cells, best):
       text = f"{fmt(c['mean'])} ± {fmt(c['half_width'])}" if c else "-"
       row.append(f"**{text}**" if c and lr == best[o]["lr"] else text)
     b = best[o]
-    lines.append(f"| {o} | " + " | ".join(row) + f" | {b['lr']:g} | {b['ratio_to_adam_best']:.2f}x | "
+    lines.append(f"| {o} | " + " | ".join(row) + f" | {b['lr']:g} | {ratio_text(b, 2)} | "
                  f"{', '.join(f'{lr:g}' for lr in b['works_at'])} |")
   lines += [
       "", "Secondary measure, less noisy than the final return: the mean return over the whole run (the mean "

@@ -129,3 +129,21 @@ def test_the_sweep_reports_a_meta_parameter_file_with_the_network_it_records(tmp
   assert abs(numbers["best"][own]["ratio_to_adam_best"] - 310.0 / 390.0) < 1e-12
   assert numbers["networks"][own].startswith("Optim4RL, head-free")
   assert f"`{pretrained.path('catch')}`: Optim4RL, head-free" in (results / "README.md").read_text()
+
+
+def test_a_sweep_without_adam_reports_its_lrs_and_no_ratio(tmp_path):
+  """A sweep of learned optimizers only (no Adam in --optimizers) still writes its report: each file's best lr,
+  no ratio ("no Adam") instead of a crash on the missing baseline."""
+  out, results = tmp_path / "cells", tmp_path / "report"
+  out.mkdir()
+  for lr, values in ((1e-4, [300.0, 320.0]), (3e-5, [100.0, 120.0])):
+    for seed, final in enumerate(values):
+      _fake_cell(out, "optim4rl:catch", lr, seed, final)
+  numbers = keras_cartpole_sweep.main([
+      f"--out={out}", f"--results={results}", "--optimizers=optim4rl:catch", "--lrs=3e-5,1e-4", "--seeds=0,1",
+      "--steps=8000", "--report_only"
+  ])
+  assert numbers["best"]["optim4rl:catch"]["lr"] == 1e-4
+  assert numbers["best"]["optim4rl:catch"]["ratio_to_adam_best"] is None
+  text = (results / "README.md").read_text()
+  assert "catch no Adam" in text and "| optim4rl:catch | 110.0 ± " in text

@@ -230,7 +230,8 @@ def readme(numbers, optimizers, lrs, cells, best):
       "",
       f"**Status: measured ({len(seeds)} seeds, {numbers['budget_env_steps']:g} env steps, each optimizer at its "
       f"best lr of {{{', '.join(f'{lr:g}' for lr in lrs)}}}). Ratio of each shipped file's best to Adam's best: "
-      f"{ratios}. Reach 0.8x Adam's best: {', '.join(reach) or 'none'}; do not: {', '.join(miss) or 'none'}.**",
+      f"{ratios}. " + (f"Reach 0.8x Adam's best: {', '.join(reach) or 'none'}; do not: {', '.join(miss) or 'none'}.**"
+                       if adam else "No Adam in this sweep, so no verdict against it.**"),
       "",
       plain(best, learned, lrs),
       "",

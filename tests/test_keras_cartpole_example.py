@@ -147,3 +147,4 @@ def test_a_sweep_without_adam_reports_its_lrs_and_no_ratio(tmp_path):
   assert numbers["best"]["optim4rl:catch"]["ratio_to_adam_best"] is None
   text = (results / "README.md").read_text()
   assert "catch no Adam" in text and "| optim4rl:catch | 110.0 ± " in text
+  assert "No Adam in this sweep, so no verdict against it." in text and "do not:" not in text

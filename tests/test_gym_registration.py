@@ -149,33 +149,57 @@ def _colour_at(img, cell, row, col):
   return tuple(img[row * cell + cell // 2, col * cell + cell // 2])
 
 
+def _expected_colours(obs, spec, rewards):
+  """The colour each cell of a gridworld observation should render as: the agent on top (an object under it
+  is hidden), then objects by the sign of their reward, walls on the border ring, floor."""
+  agent = tuple(np.argwhere(obs[-1])[0])
+  colours = np.empty((spec.rows, spec.cols), object)
+  for r in range(spec.rows):
+    for c in range(spec.cols):
+      present = obs[:-1, r, c] > 0
+      if (r, c) == agent:
+        colours[r, c] = render.AGENT
+      elif present.any():
+        colours[r, c] = render.POSITIVE if rewards[present][0] > 0 else render.NEGATIVE
+      elif r in (0, spec.rows - 1) or c in (0, spec.cols - 1):
+        colours[r, c] = render.WALL
+      else:
+        colours[r, c] = render.FLOOR
+  return colours
+
+
+def _shown(obs, rewards, cell):
+  """What a picture of a gridworld observation shows: the agent's cell and the reward sign of each object cell.
+  An object under the agent shows only where the agent's square (inset cell // 4) leaves a ring of the object's
+  square (inset 1) visible, i.e. from cell size 8 up."""
+  agent = tuple(int(i) for i in np.argwhere(obs[-1])[0])
+  signs = {}
+  for k, r, c in np.argwhere(obs[:-1] > 0):
+    if (r, c) != agent or cell // 4 > 1:
+      signs[(int(r), int(c))] = bool(rewards[k] > 0)
+  return agent, signs
+
+
 @pytest.mark.parametrize("cell", [16, 5])
 def test_gridworld_render_shows_the_state_and_changes_after_a_step(cell):
   env = _make("big_dense_short", render_mode="rgb_array", cell_size=cell)
   assert env.metadata["render_modes"] == ["rgb_array"] and env.metadata["render_fps"] > 0
   spec = envs.GRID_SPECS["big_dense_short"]
   obs, _ = env.reset(seed=5)
-  rewards = np.array([o[0] for o in spec.objects])
+  env.action_space.seed(1312)  # among its 30 steps, one where an object under the agent disappears (obs changes,
+  rewards = np.array([o[0] for o in spec.objects])  # the picture does not)
   for step in range(30):
     img = env.render()
     assert img.shape == (spec.rows * cell, spec.cols * cell, 3) and img.dtype == np.uint8
     # The colour of every cell follows the observation: walls on the border ring, objects, agent.
-    agent = tuple(np.argwhere(obs[-1])[0])
+    want = _expected_colours(obs, spec, rewards)
     for r in range(spec.rows):
       for c in range(spec.cols):
-        present = obs[:-1, r, c] > 0
-        if (r, c) == agent:
-          want = render.AGENT
-        elif present.any():
-          want = render.POSITIVE if rewards[present][0] > 0 else render.NEGATIVE
-        elif r in (0, spec.rows - 1) or c in (0, spec.cols - 1):
-          want = render.WALL
-        else:
-          want = render.FLOOR
-        assert _colour_at(img, cell, r, c) == want, (step, r, c)
+        assert _colour_at(img, cell, r, c) == want[r, c], (step, r, c)
     new_obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
     new_img = env.render()
-    assert np.array_equal(new_img, img) == np.array_equal(new_obs, obs)
+    # The picture changes exactly when what it shows changes.
+    assert np.array_equal(new_img, img) == (_shown(new_obs, rewards, cell) == _shown(obs, rewards, cell)), step
     obs = new_obs
     if terminated or truncated:
       obs, _ = env.reset()

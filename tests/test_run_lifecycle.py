@@ -199,8 +199,9 @@ def test_a_signal_where_python_drops_exceptions_is_raised_just_after(tmp_path, p
           "  print('raised', e.signum, flush=True)\n")
   out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and out.stderr == "", out.stderr
-  assert out.stdout.split("\n")[-3:] == ["past the place", f"raised {int(signal.SIGTERM)}", ""], out.stdout
-  assert "not interrupted" not in out.stdout
+  # Once each, in this order. The retry timer may fire inside print's flush, between the text and its newline
+  # (seen in CI: "past the placeraised 15"): still after the place, so the newlines are not compared.
+  assert out.stdout.replace("\n", "") == f"past the placeraised {int(signal.SIGTERM)}", out.stdout
 
 
 def test_a_second_signal_quits_at_once_even_inside_a_long_tensorflow_call():

@@ -32,11 +32,16 @@ OPTIMIZERS = ("Optim4RL grid6", "Optim4RL catch", "Optim4RL inverted_pendulum") 
 LEARNED_PREFIX = "Optim4RL "
 
 
+def learned_name(optimizer):
+  """'Optim4RL NAME' or 'Optim4RL PATH.npz' -> NAME or PATH; None for any other label (a baseline)."""
+  return optimizer[len(LEARNED_PREFIX):] if optimizer.startswith(LEARNED_PREFIX) else None
+
+
 def learned_file(optimizer):
   """The meta-parameter file of learned optimizer ``optimizer``: 'Optim4RL NAME' -> the shipped file NAME,
   'Optim4RL PATH.npz' -> PATH (a phi of one's own, e.g. a meta-training's ``phi.npz``)."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
-  name = optimizer[len(LEARNED_PREFIX):]
+  name = learned_name(optimizer)
   return pretrained.path(name) if name in pretrained.available() else name
 
 
@@ -47,7 +52,7 @@ def check_optimizer(optimizer):
   from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
   if optimizer in BASELINES:
     return
-  name = optimizer[len(LEARNED_PREFIX):] if optimizer.startswith(LEARNED_PREFIX) else None
+  name = learned_name(optimizer)
   if name in pretrained.available():
     return
   if name is not None and name.endswith(".npz"):
@@ -210,7 +215,7 @@ def seen_tasks(optimizer):
   from optim4rl_tf.optimizers import meta_params  # pylint: disable=import-outside-toplevel
   if optimizer in BASELINES:
     return ()
-  name = optimizer[len(LEARNED_PREFIX):]
+  name = learned_name(optimizer)
   if name not in pretrained.names():
     return pretrained.tasks_of(meta_params.read_meta(name).get("config") or {}) if os.path.isfile(name) else ()
   try:
@@ -239,7 +244,7 @@ def table_markdown(numbers):
   lines = ["| task | meta-trained on it | " + " | ".join(opts) + " |", "|---|---|" + "---|" * len(opts)]
   for task in numbers["tasks"]:
     cells = [_cell_text(numbers["best"][task][o]) for o in opts]
-    by = ", ".join(o[len(LEARNED_PREFIX):] for o in learned if task in seen[o]) or "-"
+    by = ", ".join(learned_name(o) for o in learned if task in seen[o]) or "-"
     lines.append(f"| {task} | {by} | " + " | ".join(cells) + " |")
   lines += [
       "", "On the tasks each learned optimizer never saw (ratio = its best / Adam's best; a task whose Adam "

@@ -21,7 +21,11 @@ ordinary Keras model in a custom training loop exactly as Adam does, on a task i
   sampling (a numpy generator) all derive from it.
 
 Prints progress and, at the end, the mean return of the last ``--last`` finished episodes. ``main(argv)``
-returns a dict (episode returns with the env step each ended at, the final mean, the settings).
+returns a dict (episode returns with the env step each ended at, the final mean, the settings). With
+``--log_updates`` it also records what each update did (``updates``: one row per update, columns named in
+``update_columns``): the policy's entropy, the RMS of the clipped gradients and the RMS of the parameter change
+of the policy and of the value network. Adam's update shrinks as training settles; a learned optimizer in its
+sign-descent range (``launch/optimizer_response.py``) moves every parameter by the same step throughout.
 """
 
 import argparse
@@ -60,6 +64,10 @@ def parse_args(argv):
   p.add_argument("--last", type=int, default=20, help="the final return is the mean of the last N episodes")
   p.add_argument("--log_every", type=int, default=10000, help="print progress every N env steps (0: never)")
   p.add_argument("--json", default="", help="write the result dict to this file")
+  p.add_argument("--log_updates",
+                 action="store_true",
+                 help="record per update: policy entropy, gradient RMS (after the clip) and update RMS of the "
+                 "policy and value networks (the result's 'updates'; the progress line shows them)")
   return p.parse_args(argv)
 
 
@@ -88,6 +96,15 @@ def mlp(hidden, outputs, last_scale):
       keras.layers.Dense(hidden, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2))),
       keras.layers.Dense(outputs, kernel_initializer=keras.initializers.Orthogonal(last_scale)),
   ])
+
+
+UPDATE_COLUMNS = ("loss", "entropy", "policy_grad_rms", "value_grad_rms", "policy_update_rms", "value_update_rms")
+
+
+def rms(tensors):
+  """Root mean square over all entries of a list of tensors."""
+  total = tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
+  return tf.sqrt(total / float(sum(int(np.prod(t.shape)) for t in tensors)))
 
 
 def gae(rewards, values, dones, last_values, gamma, lam):
@@ -139,8 +156,23 @@ def main(argv=None):
       policy_loss = -tf.reduce_mean(action_log_probs * advantages)
       value_loss = 0.5 * tf.reduce_mean(tf.square(value(obs)[:, 0] - returns))
       loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * tf.reduce_mean(entropy)
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
+    grads = tape.gradient(loss, variables)
+    if not args.log_updates:
+      optimizer.apply_gradients(zip(grads, variables))
+      return tf.reshape(loss, [1])
+    before = [tf.identity(v) for v in variables]
+    optimizer.apply_gradients(zip(grads, variables))
+    n = len(policy.trainable_variables)
+    clipped = grads if clipvalue is None else [tf.clip_by_value(g, -clipvalue, clipvalue) for g in grads]
+    change = [v - b for v, b in zip(variables, before)]
+    return tf.stack([
+        loss,
+        tf.reduce_mean(entropy),
+        rms(clipped[:n]),
+        rms(clipped[n:]),
+        rms(change[:n]),
+        rms(change[n:]),
+    ])
 
   # --- environments ----------------------------------------------------------------------------------------
   envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(args.envs)],
@@ -153,6 +185,7 @@ def main(argv=None):
   T, N = args.rollout, args.envs
   num_updates = max(1, args.steps // (T * N))
   start, next_log = time.time(), args.log_every
+  updates = []
   for it in range(num_updates):
     batch_obs = np.zeros((T, N, OBS_DIM), np.float32)
     batch_actions = np.zeros((T, N), np.int32)
@@ -177,14 +210,22 @@ def main(argv=None):
       obs = next_obs
     last_values = act(obs.astype(np.float32))[1].numpy()
     advantages, returns = gae(rewards, values, dones, last_values, args.gamma, args.gae_lambda)
-    update(batch_obs.reshape(T * N, OBS_DIM), batch_actions.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
+    stats = update(batch_obs.reshape(T * N, OBS_DIM), batch_actions.reshape(-1), advantages.reshape(-1),
+                   returns.reshape(-1))
+    if args.log_updates:
+      updates.append([float(x) for x in stats.numpy()])
     step = (it + 1) * T * N
     if args.log_every and step >= next_log:
       recent = [r for _, r in episodes[-args.last:]]
+      detail = ""
+      if updates:
+        last = dict(zip(UPDATE_COLUMNS, updates[-1]))
+        detail = (f"  entropy {last['entropy']:.3f}  update rms policy {last['policy_update_rms']:.2e} "
+                  f"value {last['value_update_rms']:.2e}")
       print(
           f"[{args.optimizer} lr={args.lr:g} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
           f"mean return (last {len(recent)}) {np.mean(recent) if recent else float('nan'):7.1f}  "
-          f"{time.time() - start:6.1f}s",
+          f"{time.time() - start:6.1f}s{detail}",
           flush=True)
       next_log += args.log_every
   envs.close()
@@ -202,6 +243,8 @@ def main(argv=None):
       "episode_returns": [r for _, r in episodes],
       "wall_secs": time.time() - start,
   }
+  if args.log_updates:
+    result.update({"update_columns": list(UPDATE_COLUMNS), "updates": updates})
   print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}, "
         f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
   if args.json:

@@ -148,3 +148,29 @@ def test_a_sweep_without_adam_reports_its_lrs_and_no_ratio(tmp_path):
   text = (results / "README.md").read_text()
   assert "catch no Adam" in text and "| optim4rl:catch | 110.0 ± " in text
   assert "No Adam in this sweep, so no verdict against it." in text and "do not:" not in text
+
+
+def test_logged_updates_show_adam_adapting_and_the_default_moving_by_its_constant_sign_step():
+  """--log_updates: Adam's first step moves each coordinate by at most lr (m_hat / sqrt(v_hat) = sign(g) but
+  for gradients near its epsilon) and later steps less; the shipped default, whose gradients here lie in its sign-descent range
+  (launch/optimizer_response.py), moves every coordinate with a nonzero gradient by the same step at every update.
+  Logging does not change training."""
+  from optim4rl_tf.analysis import response  # pylint: disable=import-outside-toplevel
+  args = ["--lr=1e-4", "--steps=2048", "--envs=4", "--rollout=16", "--log_every=0", "--seed=3"]
+  adam = keras_cartpole.main(["--optimizer=adam", "--log_updates", *args])
+  cols = {c: i for i, c in enumerate(adam["update_columns"])}
+  rows = np.array(adam["updates"])
+  assert rows.shape == (2048 // 64, len(cols))
+  assert 0.5e-4 < rows[0, cols["policy_update_rms"]] <= 1.0001e-4  # |g| near Adam's eps (1e-7) moves less
+  assert rows[-1, cols["policy_update_rms"]] < 0.8 * rows[0, cols["policy_update_rms"]]
+  assert np.all(rows[:, cols["entropy"]] <= np.log(2) + 1e-6)
+
+  default = keras_cartpole.main(["--optimizer=optim4rl:inverted_pendulum", "--log_updates", *args])
+  rows = np.array(default["updates"])
+  c = response.measure("inverted_pendulum", (1e-3,), (0.0,), coords=256, steps=60, burn_in=30)["sign_step"]
+  assert np.all(rows[:, cols["policy_grad_rms"]] < 0.03)
+  # its GRU states settle from zero in about 20 updates; from then on every step is c * lr
+  np.testing.assert_allclose(rows[-8:, cols["policy_update_rms"]], c * 1e-4, rtol=0.01)
+  assert rows[0, cols["policy_update_rms"]] < 0.5 * c * 1e-4
+  plain = keras_cartpole.main(["--optimizer=optim4rl:inverted_pendulum", *args])
+  assert plain["episode_returns"] == default["episode_returns"] and "updates" not in plain

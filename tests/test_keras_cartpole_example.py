@@ -174,3 +174,22 @@ def test_logged_updates_show_adam_adapting_and_the_default_moving_by_its_constan
   assert rows[0, cols["policy_update_rms"]] < 0.5 * c * 1e-4
   plain = keras_cartpole.main(["--optimizer=optim4rl:inverted_pendulum", *args])
   assert plain["episode_returns"] == default["episode_returns"] and "updates" not in plain
+
+
+def test_the_update_sizes_example_writes_seed_means_per_update(tmp_path):
+  from examples import cartpole_update_sizes  # pylint: disable=import-outside-toplevel
+  results = tmp_path / "results"
+  cartpole_update_sizes.main(
+      [f"--out={tmp_path / 'runs'}", f"--results={results}", "--optimizers=adam@1e-3", "--seeds=3,4", "--steps=4096"])
+  record = json.loads((results / "cartpole_updates.json").read_text())
+  s = record["optimizers"]["adam @ 0.001"]
+  runs = [
+      keras_cartpole_sweep.load(keras_cartpole_sweep.cell_file(str(tmp_path / "runs"), "adam", 1e-3, seed))
+      for seed in (3, 4)
+  ]
+  rows = np.mean([np.asarray(r["updates"]) for r in runs], axis=0)
+  col = runs[0]["update_columns"].index("policy_update_rms")
+  np.testing.assert_allclose(s["policy_update_rms_over_lr"], rows[:, col] / 1e-3, rtol=1e-3)
+  assert s["final_returns"] == [r["final_return"] for r in runs] and record["seeds"] == [3, 4]
+  assert len(s["env_steps"]) == 4096 // 128 and s["env_steps"][-1] == 4096
+  assert (results / "cartpole_updates.png").stat().st_size > 0

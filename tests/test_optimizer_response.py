@@ -11,6 +11,7 @@ from optim4rl_tf.analysis import response
 from optim4rl_tf.analysis import response_command
 from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params
+from optim4rl_tf.optimizers import star
 
 SMALL = dict(coords=64, steps=40, burn_in=20, seed=3)
 
@@ -89,3 +90,6 @@ def test_command_writes_the_report_and_refuses_bad_input_in_one_line(tmp_path):
   assert not (tmp_path / "bad" / "response.json").exists()
   bad = run_command(response_command, "--optimizers=adam", f"--out={tmp_path / 'bad'}", "--scales=0,1")
   assert bad.returncode == 2 and "scales must be positive" in bad.stderr
+  star_file = meta_params.save(tmp_path / "star.npz", star.StarCore(), star.StarCore().init_meta_params(0))
+  bad = run_command(response_command, f"--optimizers={star_file}", f"--out={tmp_path / 'bad'}")
+  assert bad.returncode == 2 and "is a star file" in bad.stderr

@@ -20,7 +20,8 @@ scale up to which (from the smallest) the steps of the snr 0 and the largest-snr
 ``BLIND_TOLERANCE`` (relative); ``None`` if even the smallest does not.
 
 Optimizers: ``adam`` and ``rmsprop`` (``optimizers/classical.py``, optax's defaults), a shipped learned
-optimizer by name (``optim4rl_tf.pretrained.names()``) or a meta-parameter file ``PATH.npz``.
+optimizer by name (``optim4rl_tf.pretrained.names()``) or a meta-parameter file ``PATH.npz`` of a GRU optimizer
+(Optim4RL, LinearOptim, L2LGD²; STAR's update also reads the parameters, so a STAR file is refused).
 """
 
 import os
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from optim4rl_tf import pretrained
 from optim4rl_tf.optimizers import classical
+from optim4rl_tf.optimizers import cores
 from optim4rl_tf.optimizers import meta_params as meta_params_lib
 
 SCALES = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -55,7 +57,11 @@ def step_function(spec):
     raise ValueError(f"unknown optimizer {spec!r}: give adam, rmsprop, a shipped learned optimizer "
                      f"({', '.join(pretrained.available())}) or a meta-parameter file PATH.npz")
   meta, _ = meta_params_lib.load(path)
-  core, phi = meta_params_lib.resolve(meta.get("optimizer", "optim4rl"), meta_params=path)
+  name = meta.get("optimizer", "optim4rl")
+  if name not in cores.CORES:
+    raise ValueError(f"{spec!r} is a {name} file; the response is measured for the coordinatewise GRU optimizers "
+                     f"({', '.join(cores.LEARNED_NAMES)}), whose update reads only the gradient")
+  core, phi = meta_params_lib.resolve(name, meta_params=path)
   phi = {k: tf.constant(v) for k, v in phi.items()}
   return core.init_state, lambda s, g: core.update(phi, s, g, 1.0), label
 

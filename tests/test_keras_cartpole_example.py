@@ -150,6 +150,7 @@ def test_a_sweep_without_adam_reports_its_lrs_and_no_ratio(tmp_path):
   assert "No Adam in this sweep, so no verdict against it." in text and "do not:" not in text
 
 
+@pytest.mark.slow(10)
 def test_logged_updates_show_adam_adapting_and_the_default_moving_by_its_constant_sign_step():
   """--log_updates: Adam's first step moves each coordinate by at most lr (m_hat / sqrt(v_hat) = sign(g) but
   for gradients near its epsilon) and later steps less; the shipped default, whose gradients here lie in its sign-descent range

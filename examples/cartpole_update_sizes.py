@@ -58,9 +58,9 @@ def summarise(runs, lr, steps):
     out[f"{c}_over_lr"] = (rows[:, cols.index(c)] / lr).tolist()
   out["env_steps"] = (np.arange(1, len(rows) + 1) * steps / len(rows)).astype(int).tolist()
   out["final_returns"] = [r["final_return"] for r in runs]
-  edges = keras_cartpole_sweep.curve(runs[0], steps)[0]
-  out["return_curve_steps"] = edges.tolist()
-  out["return_curve"] = np.mean([keras_cartpole_sweep.curve(r, steps)[1] for r in runs], axis=0).tolist()
+  curves = [keras_cartpole_sweep.curve(r, steps) for r in runs]
+  out["return_curve_steps"] = curves[0][0].tolist()
+  out["return_curve"] = np.mean([points for _, points in curves], axis=0).tolist()
   return {k: v if k == "env_steps" else [float(f"{x:.4g}") for x in v] for k, v in out.items()}  # 4 digits
 
 

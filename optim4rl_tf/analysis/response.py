@@ -56,14 +56,14 @@ def step_function(spec):
   else:
     raise ValueError(f"unknown optimizer {spec!r}: give adam, rmsprop, a shipped learned optimizer "
                      f"({', '.join(pretrained.available())}) or a meta-parameter file PATH.npz")
-  meta, _ = meta_params_lib.load(path)
-  name = meta.get("optimizer", "optim4rl")
+  name = meta_params_lib.read_meta(path).get("optimizer", "optim4rl")
   if name not in cores.CORES:
     raise ValueError(f"{spec!r} is a {name} file; the response is measured for the coordinatewise GRU optimizers "
                      f"({', '.join(cores.LEARNED_NAMES)}), whose update reads only the gradient")
   core, phi = meta_params_lib.resolve(name, meta_params=path)
   phi = {k: tf.constant(v) for k, v in phi.items()}
-  return core.init_state, lambda s, g: core.update(phi, s, g, 1.0), label
+  update = core.compiled_update()  # the fixed-phi XLA step the package shares between cores of one kind
+  return core.init_state, lambda s, g: update(phi, s, g, 1.0), label
 
 
 def measure(spec, scales=SCALES, snrs=SNRS, coords=512, steps=200, burn_in=100, seed=0):
@@ -86,7 +86,7 @@ def measure(spec, scales=SCALES, snrs=SNRS, coords=512, steps=200, burn_in=100, 
 
   state = init(tf.zeros([n]))
   size, along = tf.zeros([n]), tf.zeros([n])
-  for t in range(steps):  # eagerly: a few hundred small steps, no graph to trace per optimizer
+  for t in range(steps):  # a few hundred steps, each one call (a compiled one for the learned cores)
     eps = tf.random.stateless_normal([n], [seed, t + 1])
     u, state = step(state, scale * (snr * sigma + eps))
     if t >= burn_in:

@@ -17,6 +17,9 @@ ordinary Keras model in a custom training loop exactly as Adam does, on a task i
   ``optim4rl_tf.pretrained.names()`` (``Optim4RL.from_pretrained(NAME)``) or ``--optimizer=optim4rl:PATH.npz``
   for a phi of your own meta-training (``Optim4RL(meta_params=PATH.npz)``), all with ``learning_rate=--lr``
   and the same gradient clip, ``clipvalue=--clipvalue`` (elementwise; default 1.0, "none" for no clip).
+  ``--value_optimizer=SPEC@LR`` (SPEC as for ``--optimizer``) gives the value network its own optimizer and
+  learning rate, the actor-critic practice of separate actor and critic optimizers; ``--optimizer`` then trains
+  the policy alone.
 * Deterministic under ``--seed``: weights (``keras.utils.set_random_seed``), env resets and the action
   sampling (a numpy generator) all derive from it.
 
@@ -64,6 +67,10 @@ def parse_args(argv):
   p.add_argument("--last", type=int, default=20, help="the final return is the mean of the last N episodes")
   p.add_argument("--log_every", type=int, default=10000, help="print progress every N env steps (0: never)")
   p.add_argument("--json", default="", help="write the result dict to this file")
+  p.add_argument("--value_optimizer",
+                 default="",
+                 help="SPEC@LR, e.g. adam@3e-3: a separate optimizer (SPEC as --optimizer) for the value network; "
+                 "empty: --optimizer trains both networks")
   p.add_argument("--log_updates",
                  action="store_true",
                  help="record per update: policy entropy, gradient RMS (after the clip) and update RMS of the "
@@ -86,6 +93,21 @@ def make_optimizer(spec, lr, clipvalue):
       raise ValueError(f"--optimizer={spec}: no meta-parameter file {name!r}")
     return optim4rl_tf.Optim4RL(meta_params=name, learning_rate=lr, clipvalue=clipvalue)
   return optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=clipvalue)
+
+
+def parse_value_optimizer(text):
+  """``--value_optimizer``: "" -> None; "SPEC@LR" -> (SPEC, LR as a float > 0). One ValueError otherwise."""
+  if not text:
+    return None
+  spec, at, lr = text.rpartition("@")
+  try:
+    rate = float(lr)
+  except ValueError:
+    rate = float("nan")
+  if not at or not spec or not rate > 0:
+    raise ValueError(f"--value_optimizer must be SPEC@LR with SPEC as --optimizer and LR > 0 (e.g. adam@3e-3); "
+                     f"got {text!r}")
+  return spec, rate
 
 
 def mlp(hidden, outputs, last_scale):
@@ -123,6 +145,7 @@ def gae(rewards, values, dones, last_values, gamma, lam):
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   clipvalue = None if args.clipvalue.lower() == "none" else float(args.clipvalue)
+  value_spec = parse_value_optimizer(args.value_optimizer)
 
   # --- seeding: weights, TF ops, env resets, action sampling -------------------------------------------------
   keras.backend.clear_session()
@@ -135,6 +158,17 @@ def main(argv=None):
   value = mlp(args.hidden, 1, 1.0)
   variables = policy.trainable_variables + value.trainable_variables
   optimizer = make_optimizer(args.optimizer, args.lr, clipvalue)
+  value_optimizer = None if value_spec is None else make_optimizer(value_spec[0], value_spec[1], clipvalue)
+  num_policy = len(policy.trainable_variables)
+
+  def apply(grads):
+    """One optimizer step: ``optimizer`` on every variable, or on the policy's with ``value_optimizer`` on
+    the value network's."""
+    if value_optimizer is None:
+      optimizer.apply_gradients(zip(grads, variables))
+      return
+    optimizer.apply_gradients(zip(grads[:num_policy], variables[:num_policy]))
+    value_optimizer.apply_gradients(zip(grads[num_policy:], variables[num_policy:]))
 
   @tf.function(input_signature=[tf.TensorSpec([None, OBS_DIM], tf.float32)])
   def act(obs):
@@ -158,11 +192,11 @@ def main(argv=None):
       loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * tf.reduce_mean(entropy)
     grads = tape.gradient(loss, variables)
     if not args.log_updates:
-      optimizer.apply_gradients(zip(grads, variables))
+      apply(grads)
       return tf.reshape(loss, [1])
     before = [tf.identity(v) for v in variables]
-    optimizer.apply_gradients(zip(grads, variables))
-    n = len(policy.trainable_variables)
+    apply(grads)
+    n = num_policy
     clipped = grads if clipvalue is None else [tf.clip_by_value(g, -clipvalue, clipvalue) for g in grads]
     change = [v - b for v, b in zip(variables, before)]
     return tf.stack([
@@ -234,6 +268,7 @@ def main(argv=None):
   result = {
       "optimizer": args.optimizer,
       "lr": args.lr,
+      "value_optimizer": args.value_optimizer or None,
       "clipvalue": clipvalue,
       "seed": args.seed,
       "steps": num_updates * T * N,
@@ -245,7 +280,8 @@ def main(argv=None):
   }
   if args.log_updates:
     result.update({"update_columns": list(UPDATE_COLUMNS), "updates": updates})
-  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}, "
+  value = f", value net: {args.value_optimizer}" if args.value_optimizer else ""
+  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}{value}, "
         f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:

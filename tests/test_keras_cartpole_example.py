@@ -194,3 +194,26 @@ def test_the_update_sizes_example_writes_seed_means_per_update(tmp_path):
   assert s["final_returns"] == [r["final_return"] for r in runs] and record["seeds"] == [3, 4]
   assert len(s["env_steps"]) == 4096 // 128 and s["env_steps"][-1] == 4096
   assert (results / "cartpole_updates.png").stat().st_size > 0
+
+
+def test_a_value_optimizer_trains_the_value_network_alone():
+  """--value_optimizer=adam@LR: Adam steps the value network (its first step moves each coordinate by at most LR)
+  while --optimizer steps the policy exactly as it does alone (the first update sees the same gradients)."""
+  args = [
+      "--optimizer=optim4rl:inverted_pendulum", "--lr=1e-4", "--log_updates", "--steps=128", "--envs=4", "--rollout=16",
+      "--hidden=16", "--log_every=0", "--seed=3"
+  ]
+  alone = keras_cartpole.main(args)
+  split = keras_cartpole.main([*args, "--value_optimizer=adam@1e-3"])
+  cols = {c: i for i, c in enumerate(split["update_columns"])}
+  first_alone, first_split = alone["updates"][0], split["updates"][0]
+  assert first_split[cols["policy_update_rms"]] == pytest.approx(first_alone[cols["policy_update_rms"]], rel=1e-6)
+  assert 0.5e-3 < first_split[cols["value_update_rms"]] <= 1.0001e-3
+  assert first_alone[cols["value_update_rms"]] < 0.5e-3  # the default alone moves the value net by its own step
+  assert split["value_optimizer"] == "adam@1e-3" and alone["value_optimizer"] is None
+
+
+@pytest.mark.parametrize("text", ["adam", "adam@", "@1e-3", "adam@fast", "adam@-1e-3", "adam@0"])
+def test_a_malformed_value_optimizer_is_refused(text):
+  with pytest.raises(ValueError, match="--value_optimizer must be SPEC@LR"):
+    keras_cartpole.parse_value_optimizer(text)

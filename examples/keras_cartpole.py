@@ -146,6 +146,7 @@ def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   clipvalue = None if args.clipvalue.lower() == "none" else float(args.clipvalue)
   value_spec = parse_value_optimizer(args.value_optimizer)
+  value_note = f", value net: {args.value_optimizer}" if args.value_optimizer else ""  # for the log lines
 
   # --- seeding: weights, TF ops, env resets, action sampling -------------------------------------------------
   keras.backend.clear_session()
@@ -257,7 +258,7 @@ def main(argv=None):
         detail = (f"  entropy {last['entropy']:.3f}  update rms policy {last['policy_update_rms']:.2e} "
                   f"value {last['value_update_rms']:.2e}")
       print(
-          f"[{args.optimizer} lr={args.lr:g} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
+          f"[{args.optimizer} lr={args.lr:g}{value_note} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
           f"mean return (last {len(recent)}) {np.mean(recent) if recent else float('nan'):7.1f}  "
           f"{time.time() - start:6.1f}s{detail}",
           flush=True)
@@ -280,8 +281,7 @@ def main(argv=None):
   }
   if args.log_updates:
     result.update({"update_columns": list(UPDATE_COLUMNS), "updates": updates})
-  value = f", value net: {args.value_optimizer}" if args.value_optimizer else ""
-  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}{value}, "
+  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}{value_note}, "
         f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:

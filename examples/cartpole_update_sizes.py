@@ -95,11 +95,9 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   summary = {}
   for item in args.optimizers.split(","):
-    optimizer, _, lr = item.rpartition("@")
-    if not optimizer:
-      raise ValueError(f"--optimizers items are OPTIMIZER@LR, got {item!r}")
-    runs = [run(args, optimizer, float(lr), s) for s in seeds]
-    summary[f"{optimizer} @ {float(lr):g}"] = summarise(runs, float(lr), args.steps)
+    optimizer, lr = keras_cartpole.parse_spec_at_lr(item, "every --optimizers item")
+    runs = [run(args, optimizer, lr, s) for s in seeds]
+    summary[f"{optimizer} @ {lr:g}"] = summarise(runs, lr, args.steps)
   os.makedirs(args.results, exist_ok=True)
   record = {
       "command": "python examples/cartpole_update_sizes.py " + " ".join(argv if argv is not None else sys.argv[1:]),

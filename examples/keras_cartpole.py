@@ -95,19 +95,22 @@ def make_optimizer(spec, lr, clipvalue):
   return optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=clipvalue)
 
 
-def parse_value_optimizer(text):
-  """``--value_optimizer``: "" -> None; "SPEC@LR" -> (SPEC, LR as a float > 0). One ValueError otherwise."""
-  if not text:
-    return None
+def parse_spec_at_lr(text, flag):
+  """"SPEC@LR" (SPEC as ``--optimizer``) -> (SPEC, LR as a float > 0); one ValueError naming ``flag`` otherwise.
+  The examples' one reader of an optimizer with its learning rate."""
   spec, at, lr = text.rpartition("@")
   try:
     rate = float(lr)
   except ValueError:
     rate = float("nan")
   if not at or not spec or not rate > 0:
-    raise ValueError(f"--value_optimizer must be SPEC@LR with SPEC as --optimizer and LR > 0 (e.g. adam@3e-3); "
-                     f"got {text!r}")
+    raise ValueError(f"{flag} must be SPEC@LR with SPEC as --optimizer and LR > 0 (e.g. adam@3e-3); got {text!r}")
   return spec, rate
+
+
+def parse_value_optimizer(text):
+  """``--value_optimizer``: "" -> None; "SPEC@LR" -> (SPEC, LR) (``parse_spec_at_lr``)."""
+  return parse_spec_at_lr(text, "--value_optimizer") if text else None
 
 
 def mlp(hidden, outputs, last_scale):

@@ -56,11 +56,7 @@ def cell_file(out, optimizer, lr, seed):
 
 
 def parse_extra(extra):
-  pairs = []
-  for item in filter(None, extra.split(",")):
-    optimizer, _, lr = item.rpartition("@")
-    pairs.append((optimizer, float(lr)))
-  return pairs
+  return [keras_cartpole.parse_spec_at_lr(item, "every --extra item") for item in filter(None, extra.split(","))]
 
 
 def run_cells(args, pairs, seeds):

@@ -217,3 +217,10 @@ def test_a_value_optimizer_trains_the_value_network_alone():
 def test_a_malformed_value_optimizer_is_refused(text):
   with pytest.raises(ValueError, match="--value_optimizer must be SPEC@LR"):
     keras_cartpole.parse_value_optimizer(text)
+
+
+def test_the_sweeps_extra_cells_are_read_by_the_same_reader():
+  assert keras_cartpole_sweep.parse_extra("optim4rl:small_dense_long@1e-2,,adam@3e-3") == [("optim4rl:small_dense_long",
+                                                                                            1e-2), ("adam", 3e-3)]
+  with pytest.raises(ValueError, match="every --extra item must be SPEC@LR"):
+    keras_cartpole_sweep.parse_extra("adam@3e-3,adam")

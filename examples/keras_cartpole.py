@@ -2,14 +2,17 @@
 
   .venv/bin/python examples/keras_cartpole.py --optimizer=adam --lr=1e-3 --seed=0 --steps=60000
   .venv/bin/python examples/keras_cartpole.py --optimizer=optim4rl:catch --lr=1e-3 --seed=0
+  .venv/bin/python examples/keras_cartpole.py --env=Acrobot-v1 --optimizer=optim4rl:inverted_pendulum --lr=3e-4
 
 The point: a shipped learned optimizer (``optim4rl_tf.Optim4RL.from_pretrained(name)``) drives an
 ordinary Keras model in a custom training loop exactly as Adam does, on a task it was never meta-trained on.
 
-* Environment: ``--envs`` copies of CartPole-v1 in a ``gymnasium.vector.SyncVectorEnv`` (same-step
-  autoreset), seeded with ``--seed``. A truncated episode (500 steps) is bootstrapped with the value of its
-  last observation; a terminated one is not.
-* Network: two ``keras.Sequential`` MLPs (64-64 tanh): the policy (2 logits) and the value (1 output).
+* Environment: ``--envs`` copies of ``--env`` (CartPole-v1 unless named; any gymnasium task with discrete
+  actions and a flat Box observation, e.g. Acrobot-v1 or MountainCar-v0) in a ``gymnasium.vector.SyncVectorEnv``
+  (same-step autoreset), seeded with ``--seed``. A truncated episode (CartPole's 500 steps) is bootstrapped
+  with the value of its last observation; a terminated one is not.
+* Network: two ``keras.Sequential`` MLPs (64-64 tanh): the policy (one logit per action) and the value (1
+  output).
 * Update: every ``--rollout`` steps of all envs, one gradient step on the A2C loss
   (policy gradient with GAE(gamma, lambda) advantages + value loss + entropy bonus), computed with
   ``tf.GradientTape`` and applied with ``optimizer.apply_gradients`` inside a ``tf.function``.
@@ -47,11 +50,12 @@ import tensorflow as tf  # noqa: E402
 import optim4rl_tf  # noqa: E402
 from optim4rl_tf import pretrained  # noqa: E402
 
-OBS_DIM, NUM_ACTIONS = 4, 2  # CartPole-v1
+DEFAULT_ENV = "CartPole-v1"
 
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--env", default=DEFAULT_ENV, help="gymnasium task id with discrete actions, e.g. Acrobot-v1")
   p.add_argument("--optimizer", default="adam", help="adam | optim4rl:catch | optim4rl:grid6 | ... | optim4rl:PATH.npz")
   p.add_argument("--lr", type=float, default=1e-3, help="learning rate (the same argument for every optimizer)")
   p.add_argument("--clipvalue", default="1.0", help='elementwise gradient clip for every optimizer, or "none"')
@@ -113,10 +117,26 @@ def parse_value_optimizer(text):
   return parse_spec_at_lr(text, "--value_optimizer") if text else None
 
 
-def mlp(hidden, outputs, last_scale):
+def env_sizes(env_id):
+  """(observation size, number of actions) of gymnasium task ``env_id``; one ValueError naming ``--env`` for an
+  unknown id or a task this agent cannot act in (continuous actions, image or dict observations)."""
+  try:
+    env = gym.make(env_id)
+  except gym.error.Error as err:
+    raise ValueError(f"--env={env_id}: not a gymnasium task here ({err})") from None
+  obs_space, action_space = env.observation_space, env.action_space
+  env.close()
+  if not isinstance(action_space, gym.spaces.Discrete) or not (isinstance(obs_space, gym.spaces.Box) and
+                                                               len(obs_space.shape) == 1):
+    raise ValueError(f"--env={env_id}: this A2C agent needs discrete actions and a flat Box observation; the task "
+                     f"has actions {action_space} and observations {obs_space}")
+  return int(obs_space.shape[0]), int(action_space.n)
+
+
+def mlp(obs_dim, hidden, outputs, last_scale):
   """A 64-64 tanh MLP as a keras.Sequential (orthogonal init, small last layer: the usual A2C start)."""
   return keras.Sequential([
-      keras.Input((OBS_DIM,)),
+      keras.Input((obs_dim,)),
       keras.layers.Dense(hidden, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2))),
       keras.layers.Dense(hidden, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2))),
       keras.layers.Dense(outputs, kernel_initializer=keras.initializers.Orthogonal(last_scale)),
@@ -149,6 +169,7 @@ def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   clipvalue = None if args.clipvalue.lower() == "none" else float(args.clipvalue)
   value_spec = parse_value_optimizer(args.value_optimizer)
+  obs_dim, num_actions = env_sizes(args.env)
   value_note = f", value net: {args.value_optimizer}" if args.value_optimizer else ""  # for the log lines
 
   # --- seeding: weights, TF ops, env resets, action sampling -------------------------------------------------
@@ -158,8 +179,8 @@ def main(argv=None):
   rng = np.random.default_rng(args.seed)
 
   # --- model and optimizer ---------------------------------------------------------------------------------
-  policy = mlp(args.hidden, NUM_ACTIONS, 0.01)
-  value = mlp(args.hidden, 1, 1.0)
+  policy = mlp(obs_dim, args.hidden, num_actions, 0.01)
+  value = mlp(obs_dim, args.hidden, 1, 1.0)
   variables = policy.trainable_variables + value.trainable_variables
   optimizer = make_optimizer(args.optimizer, args.lr, clipvalue)
   value_optimizer = None if value_spec is None else make_optimizer(value_spec[0], value_spec[1], clipvalue)
@@ -174,13 +195,13 @@ def main(argv=None):
     optimizer.apply_gradients(zip(grads[:num_policy], variables[:num_policy]))
     value_optimizer.apply_gradients(zip(grads[num_policy:], variables[num_policy:]))
 
-  @tf.function(input_signature=[tf.TensorSpec([None, OBS_DIM], tf.float32)])
+  @tf.function(input_signature=[tf.TensorSpec([None, obs_dim], tf.float32)])
   def act(obs):
     """Action probabilities and state values of a batch of observations."""
     return tf.nn.softmax(policy(obs)), value(obs)[:, 0]
 
   @tf.function(input_signature=[
-      tf.TensorSpec([None, OBS_DIM], tf.float32),
+      tf.TensorSpec([None, obs_dim], tf.float32),
       tf.TensorSpec([None], tf.int32),
       tf.TensorSpec([None], tf.float32),
       tf.TensorSpec([None], tf.float32),
@@ -213,7 +234,7 @@ def main(argv=None):
     ])
 
   # --- environments ----------------------------------------------------------------------------------------
-  envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(args.envs)],
+  envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env) for _ in range(args.envs)],
                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
   obs, _ = envs.reset(seed=args.seed)
   episode_return = np.zeros(args.envs)
@@ -225,7 +246,7 @@ def main(argv=None):
   start, next_log = time.time(), args.log_every
   updates = []
   for it in range(num_updates):
-    batch_obs = np.zeros((T, N, OBS_DIM), np.float32)
+    batch_obs = np.zeros((T, N, obs_dim), np.float32)
     batch_actions = np.zeros((T, N), np.int32)
     rewards, values, dones = np.zeros((T, N), np.float32), np.zeros((T, N), np.float32), np.zeros((T, N), np.float32)
     for t in range(T):
@@ -248,7 +269,7 @@ def main(argv=None):
       obs = next_obs
     last_values = act(obs.astype(np.float32))[1].numpy()
     advantages, returns = gae(rewards, values, dones, last_values, args.gamma, args.gae_lambda)
-    stats = update(batch_obs.reshape(T * N, OBS_DIM), batch_actions.reshape(-1), advantages.reshape(-1),
+    stats = update(batch_obs.reshape(T * N, obs_dim), batch_actions.reshape(-1), advantages.reshape(-1),
                    returns.reshape(-1))
     if args.log_updates:
       updates.append([float(x) for x in stats.numpy()])
@@ -261,7 +282,7 @@ def main(argv=None):
         detail = (f"  entropy {last['entropy']:.3f}  update rms policy {last['policy_update_rms']:.2e} "
                   f"value {last['value_update_rms']:.2e}")
       print(
-          f"[{args.optimizer} lr={args.lr:g}{value_note} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
+          f"[{args.env} {args.optimizer} lr={args.lr:g}{value_note} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
           f"mean return (last {len(recent)}) {np.mean(recent) if recent else float('nan'):7.1f}  "
           f"{time.time() - start:6.1f}s{detail}",
           flush=True)
@@ -270,6 +291,7 @@ def main(argv=None):
 
   final = float(np.mean([r for _, r in episodes[-args.last:]])) if episodes else float("nan")
   result = {
+      "env": args.env,
       "optimizer": args.optimizer,
       "lr": args.lr,
       "value_optimizer": args.value_optimizer or None,
@@ -284,8 +306,9 @@ def main(argv=None):
   }
   if args.log_updates:
     result.update({"update_columns": list(UPDATE_COLUMNS), "updates": updates})
-  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.optimizer}, lr {args.lr:g}{value_note}, "
-        f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
+  print(
+      f"mean return of the last {args.last} episodes: {final:.1f} ({args.env}, {args.optimizer}, lr {args.lr:g}{value_note}, "
+      f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(result, f)

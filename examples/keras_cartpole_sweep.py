@@ -3,6 +3,8 @@
   nohup .venv/bin/python examples/keras_cartpole_sweep.py --out=runs/keras_cartpole \\
       --results=results/keras_cartpole > runs/keras_cartpole.log 2>&1 &
   .venv/bin/python examples/keras_cartpole_sweep.py --report_only ...   # rewrite the report from --out
+  .venv/bin/python examples/keras_cartpole_sweep.py --env=Acrobot-v1 --out=runs/keras_acrobot \
+      --results=results/keras_acrobot ...   # another gymnasium task; ratios count from --floor_return
 
 The cells run one after another in this process (``keras_cartpole.main``; one TensorFlow import for all),
 seed-major, so a partial sweep covers every cell. Each cell writes ``<out>/<optimizer>_lr<lr>_seed<seed>.json``
@@ -33,11 +35,20 @@ from optim4rl_tf.utils import stats  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIMIZERS = ("adam", "optim4rl:catch", "optim4rl:grid6", "optim4rl:small_dense_long")
 CURVE_BIN = 4000  # env steps per point of the learning curves
+# The return of a policy that never succeeds within the time limit (every step's reward -1 on Acrobot and
+# MountainCar): ratios to Adam are of the return above it, (R - floor) / (R_Adam - floor).
+FLOOR_RETURNS = {"CartPole-v1": 0.0, "Acrobot-v1": -500.0, "MountainCar-v0": -200.0}
 
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", default="runs/keras_cartpole", help="raw per-cell results (outside the repo)")
+  p.add_argument("--env", default=keras_cartpole.DEFAULT_ENV, help="gymnasium task id (examples/keras_cartpole.py)")
+  p.add_argument("--floor_return",
+                 type=float,
+                 default=None,
+                 help="the return of a policy that learns nothing; ratios to Adam are of the return above it "
+                 f"(default: {FLOOR_RETURNS})")
   p.add_argument("--results", default=os.path.join(ROOT, "results", "keras_cartpole"))
   p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   p.add_argument("--lrs", default="3e-4,1e-3,3e-3")
@@ -48,7 +59,13 @@ def parse_args(argv):
                  default="",
                  help="extra cells outside the fair lr grid, OPTIMIZER@LR,... (a separate table, not in 'best')")
   p.add_argument("--report_only", action="store_true")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.floor_return is None:
+    if args.env not in FLOOR_RETURNS:
+      p.error(f"--floor_return is needed for --env={args.env} (the return of a policy that learns nothing; known: "
+              f"{FLOOR_RETURNS})")
+    args.floor_return = FLOOR_RETURNS[args.env]
+  return args
 
 
 def cell_file(out, optimizer, lr, seed):
@@ -68,7 +85,7 @@ def run_cells(args, pairs, seeds):
       if os.path.exists(path):
         continue
       keras_cartpole.main([
-          f"--optimizer={optimizer}", f"--lr={lr}", f"--seed={seed}", f"--steps={args.steps}",
+          f"--env={args.env}", f"--optimizer={optimizer}", f"--lr={lr}", f"--seed={seed}", f"--steps={args.steps}",
           f"--clipvalue={args.clipvalue}", f"--json={path}.tmp", "--log_every=20000"
       ])
       os.replace(f"{path}.tmp", path)
@@ -94,19 +111,35 @@ def git_commit():
     return "unknown"
 
 
+def file_meta(optimizer):
+  """The recorded provenance of an ``optim4rl:NAME`` or ``optim4rl:PATH.npz`` optimizer."""
+  name = optimizer.split(":", 1)[1]
+  return meta_params.read_meta(name) if name.endswith(".npz") else pretrained.provenance(name)
+
+
 def network(optimizer):
   if optimizer == "adam":
     return "-"
-  name = optimizer.split(":", 1)[1]
-  meta = meta_params.read_meta(name) if name.endswith(".npz") else pretrained.provenance(name)
+  meta = file_meta(optimizer)
   heads = "head-free (official HEAD)" if not meta["mlp_dims"] else f"{list(meta['mlp_dims'])} heads (paper)"
   return (f"Optim4RL, {heads}, GRU hidden {meta['hidden_size']}; meta-trained at commit "
           f"{str(meta.get('commit', 'unknown'))[:7]}")
 
 
-def load(path):
+def load(path, env=keras_cartpole.DEFAULT_ENV):
+  """One cell's result; a cell of another task than ``env`` (an --out shared by two sweeps) is refused."""
   with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    result = json.load(f)
+  if result.get("env", keras_cartpole.DEFAULT_ENV) != env:
+    raise SystemExit(f"{path} is a run on {result.get('env', keras_cartpole.DEFAULT_ENV)}, not --env={env}: give "
+                     "each task its own --out")
+  return result
+
+
+def ratio_above_floor(mean, adam_mean, floor):
+  """(mean - floor) / (adam_mean - floor): the share of Adam's progress above a policy that learns nothing;
+  None when Adam is not above the floor."""
+  return (mean - floor) / (adam_mean - floor) if adam_mean is not None and adam_mean > floor else None
 
 
 def report(args, optimizers, lrs, seeds):
@@ -114,7 +147,7 @@ def report(args, optimizers, lrs, seeds):
   grid = [(o, lr) for o in optimizers for lr in lrs]
   for optimizer, lr in grid + [p for p in parse_extra(args.extra) if p not in grid]:
     paths = [cell_file(args.out, optimizer, lr, seed) for seed in seeds]
-    results = [load(path) for path in paths if os.path.exists(path)]
+    results = [load(path, args.env) for path in paths if os.path.exists(path)]
     if not results:
       continue
     finals = [r["final_return"] for r in results]
@@ -144,18 +177,24 @@ def report(args, optimizers, lrs, seeds):
       best[optimizer] = {"lr": top["lr"], "mean": top["mean"], "ci90": top["ci90"], "works_at": works}
   adam_best = best.get("adam", {}).get("mean")
   for b in best.values():
-    b["ratio_to_adam_best"] = b["mean"] / adam_best if adam_best else None
+    b["ratio_to_adam_best"] = ratio_above_floor(b["mean"], adam_best, args.floor_return)
 
   commit = git_commit()
   results_arg = os.path.relpath(os.path.abspath(args.results), ROOT)  # as the repo's commands name it
   if results_arg.startswith(os.pardir):  # outside the repository: as given
     results_arg = args.results
-  command = (f"python examples/keras_cartpole_sweep.py --out={args.out} --results={results_arg} "
+  env_flags = "" if args.env == keras_cartpole.DEFAULT_ENV else f" --env={args.env}"
+  if args.floor_return != FLOOR_RETURNS.get(args.env):
+    env_flags += f" --floor_return={args.floor_return:g}"
+  command = (f"python examples/keras_cartpole_sweep.py --out={args.out} --results={results_arg}{env_flags} "
              f"--optimizers={','.join(optimizers)} --lrs={args.lrs} --seeds={args.seeds} --steps={args.steps} "
              f"--clipvalue={args.clipvalue}" + (f" --extra={args.extra}" if args.extra else ""))
   os.makedirs(args.results, exist_ok=True)
   numbers = {
-      "item": "Shipped Optim4RL files vs Adam on gymnasium CartPole-v1 (unseen task), A2C/GAE, Keras custom loop",
+      "item": f"Shipped Optim4RL files vs Adam on gymnasium {args.env} (unseen task), A2C/GAE, Keras custom loop",
+      "env": args.env,
+      "floor_return": args.floor_return,
+      "ratio": "(best - floor_return) / (Adam's best - floor_return)",
       "budget_env_steps": args.steps,
       "clipvalue": args.clipvalue,
       "final_return": "mean return of the last 20 finished episodes of each run",
@@ -171,6 +210,22 @@ def report(args, optimizers, lrs, seeds):
       },
       "best": best,
       "mean_wall_secs": float(np.mean([w for c in cells.values() for w in c["wall_secs"]])),
+      # the keys every results/*/numbers.json carries
+      "status": status_line(optimizers, best, args.floor_return),
+      "budget": f"{args.steps} env steps per run, seeds {seeds}, lrs {args.lrs} per optimizer",
+      "commands": {
+          "sweep": {
+              "command": command,
+              "commit": commit,
+              "png": "curves.png"
+          }
+      },
+      "results": {
+          "best": best
+      },
+      "mlp_dims": {
+          o.split(":", 1)[1]: list(file_meta(o)["mlp_dims"]) for o in optimizers if o != "adam"
+      },
   }
   with open(os.path.join(args.results, "numbers.json"), "w", encoding="utf-8") as f:
     json.dump(numbers, f, indent=1)
@@ -181,12 +236,29 @@ def report(args, optimizers, lrs, seeds):
   return numbers
 
 
-def plain(best, learned, lrs):
+def target_return(adam_mean, floor):
+  """The return at 0.8x Adam's best, counted above ``floor`` (``ratio_above_floor``)."""
+  return floor + 0.8 * (adam_mean - floor)
+
+
+def status_line(optimizers, best, floor):
+  """Each learned optimizer's best as a ratio to Adam's best and whether it reaches 0.8x."""
+  adam = best.get("adam")
+  learned = [o for o in optimizers if o != "adam" and o in best]
+  if not adam:
+    return "measured; no Adam in this sweep, so no verdict against it"
+  reach = [o for o in learned if best[o]["mean"] >= target_return(adam["mean"], floor)]
+  ratios = ", ".join(f"{o.split(':')[-1]} {ratio_text(best[o], 2)}" for o in learned)
+  return (f"measured; best / Adam's best: {ratios}; reach 0.8x: {', '.join(reach) or 'none'}; do not: "
+          f"{', '.join(o for o in learned if o not in reach) or 'none'}")
+
+
+def plain(best, learned, lrs, floor):
   """One plain paragraph: does each shipped file reach 0.8x Adam's best, and where does it work."""
   adam = best.get("adam")
   if not adam:
     return ""
-  target = 0.8 * adam["mean"]
+  target = target_return(adam["mean"], floor)
   parts = []
   for o in learned:
     b = best[o]
@@ -198,7 +270,8 @@ def plain(best, learned, lrs):
       verdict = "falls short of 0.8x Adam's best (its whole 90% CI is below it)"
     parts.append(f"`{o.split(':')[-1]}` {verdict} ({fmt(b['mean'])} vs {fmt(target)}) and was measured to work at lr "
                  f"{', '.join(f'{lr:g}' for lr in b['works_at'])} of {{{', '.join(f'{lr:g}' for lr in lrs)}}}")
-  return (f"Plainly: on this unseen task Adam's best is {fmt(adam['mean'])} (lr {adam['lr']:g}), so 0.8x is "
+  above = "" if floor == 0 else f" (counted above {fmt(floor)}, the return of a policy that learns nothing)"
+  return (f"Plainly: on this unseen task Adam's best is {fmt(adam['mean'])} (lr {adam['lr']:g}), so 0.8x{above} is "
           f"{fmt(target)}. " + "; ".join(parts) + ". Adam itself works at lr " +
           ", ".join(f"{lr:g}" for lr in adam["works_at"]) + ".")
 
@@ -215,34 +288,38 @@ def ratio_text(best_cell, digits):
 
 def readme(numbers, optimizers, lrs, cells, best):
   """The results README: status, the table, best lrs, ratios, lr ranges, provenance."""
-  seeds = numbers["seeds"]
+  seeds, env, floor = numbers["seeds"], numbers["env"], numbers["floor_return"]
   adam = best.get("adam")
   learned = [o for o in optimizers if o != "adam" and o in best]
-  reach = [o for o in learned if adam and best[o]["mean"] >= 0.8 * adam["mean"]]
+  reach = [o for o in learned if adam and best[o]["mean"] >= target_return(adam["mean"], floor)]
   miss = [o for o in learned if o not in reach]
   ratios = ", ".join(f"{o.split(':')[-1]} {ratio_text(best[o], 3)}" for o in learned)
   lines = [
-      "# Shipped learned optimizers vs Adam on CartPole-v1 (a task outside the paper's suites)",
+      f"# Shipped learned optimizers vs Adam on {env} (a task outside the paper's suites)",
       "",
       f"**Status: measured ({len(seeds)} seeds, {numbers['budget_env_steps']:g} env steps, each optimizer at its "
       f"best lr of {{{', '.join(f'{lr:g}' for lr in lrs)}}}). Ratio of each shipped file's best to Adam's best: "
       f"{ratios}. " + (f"Reach 0.8x Adam's best: {', '.join(reach) or 'none'}; do not: {', '.join(miss) or 'none'}.**"
                        if adam else "No Adam in this sweep, so no verdict against it.**"),
       "",
-      plain(best, learned, lrs),
+      plain(best, learned, lrs, floor),
       "",
-      "A2C on CartPole is unstable: a run that reaches 500 can collapse later (see the per-seed finals), so the "
-      "final-return intervals are wide, Adam's most of all; the mean return over the whole run (second table) "
-      "is the steadier comparison.",
+      ("A2C on CartPole is unstable: a run that reaches 500 can collapse later (see the per-seed finals), so the "
+       "final-return intervals are wide, Adam's most of all; the mean return over the whole run (second table) "
+       "is the steadier comparison." if env == keras_cartpole.DEFAULT_ENV else
+       f"Ratios to Adam are of the return above {fmt(floor)}, the return of a policy that never succeeds within "
+       f"{env}'s time limit: (R - ({fmt(floor)})) / (R_Adam - ({fmt(floor)})). The mean return over the whole run "
+       "(second table) is the steadier comparison."),
       "",
       "Agent: A2C with GAE (gamma 0.99, lambda 0.95), entropy bonus 0.01, value coefficient 0.5, 8 sync "
-      "CartPole-v1 envs, 16-step rollouts (one update per 128 env steps), two `keras.Sequential` 64-64 tanh "
+      f"{env} envs, 16-step rollouts (one update per 128 env steps), two `keras.Sequential` 64-64 tanh "
       "MLPs (policy, value) trained by `tf.GradientTape` + `optimizer.apply_gradients` in a `tf.function` "
       f"(`examples/keras_cartpole.py`). Gradient clip: `clipvalue="
       f"{numbers['clipvalue']}` (elementwise) passed explicitly to every optimizer, Adam included. Learned "
       "optimizers: `optim4rl_tf.Optim4RL.from_pretrained(name, learning_rate=lr, clipvalue=...)`.",
       "",
-      "Final return = mean return of the last 20 finished episodes of a run (CartPole-v1's maximum is 500); "
+      "Final return = mean return of the last 20 finished episodes of a run" +
+      (" (CartPole-v1's maximum is 500); " if env == keras_cartpole.DEFAULT_ENV else "; ") +
       f"± = half-width of the 90% percentile bootstrap CI of the mean over seeds {seeds}. Bold: each "
       "optimizer's best lr.",
       "",
@@ -318,7 +395,7 @@ def plot(args, best, curves):
       ax.fill_between(steps, ci.low, ci.high, alpha=0.2)
   ax.set_xlabel("env steps")
   ax.set_ylabel(f"episode return (mean per {CURVE_BIN} steps)")
-  ax.set_title(f"CartPole-v1, A2C, each optimizer at its best lr ({len(runs)} seeds, 90% CI)")
+  ax.set_title(f"{args.env}, A2C, each optimizer at its best lr ({len(runs)} seeds, 90% CI)")
   ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(args.results, "curves.png"), dpi=110)

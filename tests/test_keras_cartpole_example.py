@@ -71,12 +71,57 @@ def test_a_sweep_cell_of_a_meta_parameter_file_stays_in_the_sweeps_folder(tmp_pa
   assert os.path.basename(path) == "optim4rl-results-x-phi.npz_lr0.001_seed2.json"
 
 
-def _fake_cell(out, optimizer, lr, seed, final):
-  """One finished cell of examples/keras_cartpole_sweep.py, as keras_cartpole.main writes it."""
+@pytest.mark.slow(10)
+def test_another_gymnasium_task_trains_with_its_own_sizes():
+  """--env=Acrobot-v1: the networks take its 6 observations and give 3 logits; with no goal reached in 512 steps
+  per env every episode is cut by the 500-step limit at -500 (reward -1 per step)."""
+  result = keras_cartpole.main([
+      "--env=Acrobot-v1", "--optimizer=adam", "--lr=1e-3", "--steps=1024", "--envs=2", "--rollout=16", "--hidden=16",
+      "--log_every=0", "--seed=0"
+  ])
+  assert result["env"] == "Acrobot-v1" and keras_cartpole.env_sizes("Acrobot-v1") == (6, 3)
+  assert result["episode_steps"] == [1000, 1000] and result["episode_returns"] == [-500.0, -500.0]
+
+
+@pytest.mark.parametrize("env, message", [("Pendulum-v1", "needs discrete actions"),
+                                          ("NoSuchTask-v0", "not a gymnasium task")])
+def test_a_task_the_agent_cannot_act_in_is_refused_by_name(env, message):
+  with pytest.raises(ValueError, match=f"--env={env}: .*{message}"):
+    keras_cartpole.main([f"--env={env}", "--steps=128", "--log_every=0"])
+
+
+def test_ratios_on_a_task_with_negative_returns_count_from_the_floor(tmp_path):
+  """On Acrobot (floor -500, a policy that never swings up) the ratio to Adam is of the return above the floor:
+  -180 against Adam's -100 is (500 - 180) / (500 - 100) = 0.8; a cell of another task in --out is refused."""
+  out, results = tmp_path / "cells", tmp_path / "report"
+  out.mkdir()
+  for optimizer, values in (("adam", [-90.0, -110.0]), ("optim4rl:catch", [-170.0, -190.0])):
+    for seed, final in enumerate(values):
+      _fake_cell(out, optimizer, 1e-3, seed, final, env="Acrobot-v1")
+  argv = [
+      f"--out={out}", f"--results={results}", "--env=Acrobot-v1", "--optimizers=adam,optim4rl:catch", "--lrs=1e-3",
+      "--seeds=0,1", "--steps=8000", "--report_only"
+  ]
+  numbers = keras_cartpole_sweep.main(argv)
+  assert numbers["best"]["optim4rl:catch"]["ratio_to_adam_best"] == pytest.approx(320.0 / 400.0)
+  assert numbers["floor_return"] == -500.0 and "reach 0.8x: optim4rl:catch" in numbers["status"]
+  assert "--env=Acrobot-v1 " in numbers["command"] and "--floor_return" not in numbers["command"]
+  _fake_cell(out, "adam", 1e-3, 2, 400.0)  # a CartPole run
+  with pytest.raises(SystemExit, match="run on CartPole-v1, not --env=Acrobot-v1"):
+    keras_cartpole_sweep.main(argv[:-3] + ["--seeds=0,1,2", "--steps=8000", "--report_only"])
+  with pytest.raises(SystemExit):  # argparse: no floor known for this task
+    keras_cartpole_sweep.parse_args(["--env=LunarLander-v3"])
+
+
+def _fake_cell(out, optimizer, lr, seed, final, env=None):
+  """One finished cell of examples/keras_cartpole_sweep.py, as keras_cartpole.main writes it (``env`` None: a
+  cell written before --env existed, read as CartPole-v1)."""
   with open(keras_cartpole_sweep.cell_file(str(out), optimizer, lr, seed), "w", encoding="utf-8") as f:
     json.dump(
         {
-            "optimizer": optimizer,
+            **({} if env is None else {
+                   "env": env
+               }), "optimizer": optimizer,
             "lr": lr,
             "seed": seed,
             "steps": 8000,

@@ -82,6 +82,28 @@ def test_a_card_leaves_out_the_files_own_tasks_counts_a_diverged_task_as_a_failu
     cards.build_cards(["catch"])
 
 
+def test_a_keras_sweep_on_a_task_with_negative_returns_counts_from_its_floor_beside_cartpole():
+  """Two Keras sweeps, CartPole-v1 and Acrobot-v1 (floor -500: a policy that never swings up): the Acrobot
+  entry's ratio is (500 - 180) / (500 - 100) = 0.8, it counts among the card's unseen tasks, and both sweeps
+  are named as sources."""
+  acrobot = {
+      "command": "python examples/keras_cartpole_sweep.py --env=Acrobot-v1",
+      "commit": "abc",
+      "env": "Acrobot-v1",
+      "floor_return": -500.0,
+      "best": {
+          "adam": dict(lr=1e-3, mean=-100.0, ci90=[-120.0, -90.0], works_at=[1e-3]),
+          "optim4rl:catch": dict(lr=3e-3, mean=-180.0, ci90=[-200.0, -160.0], works_at=[3e-3]),
+      }
+  }
+  card = cards.build_cards(["catch"], keras_cartpole=[cartpole_numbers(), acrobot])["catch"]
+  assert [e["task"] for e in card["unseen"]] == ["CartPole-v1", "Acrobot-v1"]
+  assert card["unseen"][1]["ratio_to_adam_best"] == pytest.approx(0.8) and card["unseen"][1]["floor_return"] == -500
+  assert "floor_return" not in card["unseen"][0]
+  assert card["summary"].startswith("2 of 2 unseen tasks at >= 0.8x Adam's best")
+  assert [s["commit"] for s in card["sources"]["keras_cartpole"]] == ["def", "abc"]
+
+
 def test_from_pretrained_runs_at_the_rate_of_the_files_card_and_ignores_the_card_of_an_earlier_file(
     tmp_path, monkeypatch):
   path = tmp_path / "cards.json"
@@ -206,10 +228,10 @@ def test_a_cartpole_sweep_of_a_path_counts_for_the_shipped_file_with_the_same_me
   numbers = cartpole_numbers()
   numbers["best"].pop("optim4rl:catch")
   numbers["best"][f"optim4rl:{other}"] = dict(lr=1e-3, mean=100.0, ci90=[90.0, 110.0], works_at=[])
-  assert cards.from_keras_cartpole("catch", numbers) == []
+  assert cards.from_keras_sweep("catch", numbers) == []
   numbers["best"][f"optim4rl:{same}"] = dict(lr=3e-4, mean=200.0, ci90=[190.0, 210.0], works_at=[3e-4])
-  (entry,) = cards.from_keras_cartpole("catch", numbers)
+  (entry,) = cards.from_keras_sweep("catch", numbers)
   assert (entry["lr"], entry["mean"], entry["works_at"]) == (3e-4, 200.0, [3e-4])
   assert entry["ratio_to_adam_best"] == pytest.approx(0.5)
-  (entry,) = cards.from_keras_cartpole("grid6", numbers)
+  (entry,) = cards.from_keras_sweep("grid6", numbers)
   assert entry["mean"] == 100.0

@@ -11,8 +11,10 @@ Inputs (each optional; a card needs at least one measurement of an unseen task):
 * ``--generalisation``: numbers.json of ``launch/generalisation.py`` (A2C on the gridworlds and Catch, every
   optimizer at its best rate of a grid: ``best[task][optimizer]`` with ``lr``, ``mean``, ``low``, ``high``,
   ``works_at``, ``ratio_to_adam_best``). The tasks a file was meta-trained on are left out of its card.
-* ``--keras_cartpole``: numbers.json of ``examples/keras_cartpole_sweep.py`` (CartPole-v1 through a plain
-  Keras model: ``best["optim4rl:NAME"]`` and ``best["adam"]`` with ``lr``, ``mean``, ``ci90``, ``works_at``).
+* ``--keras_cartpole``: one or more numbers.json of ``examples/keras_cartpole_sweep.py`` (a gymnasium task
+  through a plain Keras model, CartPole-v1 or the sweep's ``--env``: ``best["optim4rl:NAME"]`` and
+  ``best["adam"]`` with ``lr``, ``mean``, ``ci90``, ``works_at``; on a task with negative returns the ratio to
+  Adam counts from the sweep's ``floor_return``, as the sweep's own report does).
   A sweep of a file given by path (``best["optim4rl:PATH.npz"]``) counts for NAME when PATH holds the same
   meta-parameters as the shipped file (same digest, ``reproduce.phi_digest``): the same optimizer.
 * ``--figure4``: one or more report.json of ``launch/reproduce.py --experiment=figure4_cpu`` (PPO on Brax; the
@@ -40,8 +42,10 @@ FIGURE4_LABEL = "Optim4RL {name}"
 _LR_IN_LABEL = re.compile(r"optimizer\.learning_rate=([0-9.eE+-]+)")
 
 
-def _entry(task, suite, lr, mean, low, high, adam_mean, adam_lr, works_at=None):
-  ratio = None if mean is None or adam_mean is None or adam_mean <= 0 else mean / adam_mean
+def _entry(task, suite, lr, mean, low, high, adam_mean, adam_lr, works_at=None, floor=0.0):
+  """One unseen task's entry; the ratio to Adam's best counts from ``floor`` (the return of a policy that
+  learns nothing; 0 but on tasks with negative returns, where the entry records it as ``floor_return``)."""
+  above = None if mean is None or adam_mean is None or adam_mean <= floor else (mean - floor) / (adam_mean - floor)
   out = dict(task=task,
              suite=suite,
              lr=lr,
@@ -49,7 +53,9 @@ def _entry(task, suite, lr, mean, low, high, adam_mean, adam_lr, works_at=None):
              ci90=[low, high],
              adam_best=adam_mean,
              adam_lr=adam_lr,
-             ratio_to_adam_best=ratio)
+             ratio_to_adam_best=above)
+  if floor:
+    out["floor_return"] = floor
   if works_at is not None:
     out["works_at"] = [float(x) for x in works_at]
   return out
@@ -86,9 +92,9 @@ def _same_file(label, name):
   return reproduce.phi_digest(file) == reproduce.phi_digest(pretrained.path(name))
 
 
-def from_keras_cartpole(name, numbers):
-  """The CartPole-v1 entry of ``name`` (a plain Keras model), or [] when the sweep did not run it (by name,
-  or by a path to the same meta-parameters)."""
+def from_keras_sweep(name, numbers):
+  """The entry of ``name`` on the sweep's task (a plain Keras model; CartPole-v1 for a sweep that names no
+  ``env``), or [] when the sweep did not run it (by name, or by a path to the same meta-parameters)."""
   best = numbers.get("best", {})
   mine, adam = best.get(CARTPOLE_LABEL.format(name=name)), best.get("adam") or {}
   if mine is None:
@@ -97,8 +103,9 @@ def from_keras_cartpole(name, numbers):
     return []
   low, high = mine["ci90"]
   return [
-      _entry("CartPole-v1", "A2C through a keras.Sequential model (examples/keras_cartpole.py)", mine["lr"],
-             mine["mean"], low, high, adam.get("mean"), adam.get("lr"), mine["works_at"])
+      _entry(numbers.get("env", "CartPole-v1"), "A2C through a keras.Sequential model (examples/keras_cartpole.py)",
+             mine["lr"], mine["mean"], low, high, adam.get("mean"), adam.get("lr"), mine["works_at"],
+             float(numbers.get("floor_return", 0.0)))
   ]
 
 
@@ -161,7 +168,11 @@ def make_card(name, entries, meta_settings, sources, file_commit=None):
   meta_lr = meta_settings.get("learning_rate")
   chosen = recommend(entries, meta_lr)
   lr, works, graded = chosen if chosen else (meta_lr, None, 0)
-  ratios = [e["ratio_to_adam_best"] for e in entries if e["adam_best"] is not None and e["adam_best"] > 0]
+  ratios = [
+      e["ratio_to_adam_best"]
+      for e in entries
+      if e["adam_best"] is not None and e["adam_best"] > e.get("floor_return", 0.0)
+  ]
   ratios = [r if r is not None else 0.0 for r in ratios]  # a diverged file counts as 0
   good = sum(r >= 0.8 for r in ratios)
   summary = (f"{good} of {len(ratios)} unseen tasks at >= 0.8x Adam's best" +
@@ -186,8 +197,8 @@ def _load(path, what):
 
 
 def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
-  """{name: card} of the shipped ``names`` from the numbers dicts given (each may be None; ``figure4``: a
-  report dict or a list of them)."""
+  """{name: card} of the shipped ``names`` from the numbers dicts given (each may be None; ``keras_cartpole``
+  and ``figure4``: a dict or a list of them)."""
   from optim4rl_tf import pretrained  # pylint: disable=import-outside-toplevel
   from optim4rl_tf.eval import generalisation as gen  # pylint: disable=import-outside-toplevel
   cards = {}
@@ -199,11 +210,15 @@ def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
       entries += found
       if found:
         sources["generalisation"] = dict(command=generalisation.get("command"), commit=generalisation.get("commit"))
-    if keras_cartpole is not None:
-      found = from_keras_cartpole(name, keras_cartpole)
+    sweeps = [] if keras_cartpole is None else [keras_cartpole] if isinstance(keras_cartpole, dict) else keras_cartpole
+    made = []
+    for sweep in sweeps:
+      found = from_keras_sweep(name, sweep)
       entries += found
       if found:
-        sources["keras_cartpole"] = dict(command=keras_cartpole.get("command"), commit=keras_cartpole.get("commit"))
+        made.append(dict(command=sweep.get("command"), commit=sweep.get("commit")))
+    if made:
+      sources["keras_cartpole"] = made[0] if len(made) == 1 else made
     reports = [] if figure4 is None else [figure4] if isinstance(figure4, dict) else list(figure4)
     if reports:
       found = from_figure4(name, *reports)
@@ -225,8 +240,10 @@ def define_flags(flag_values, argv=None):
   flags.DEFINE_list("names", [], "Shipped files to make cards for (default: every shipped file).", **fv)
   flags.DEFINE_string("generalisation", "results/generalisation/numbers.json", "launch/generalisation.py output "
                       "('' : none).", **fv)
-  flags.DEFINE_string("keras_cartpole", "results/keras_cartpole/numbers.json",
-                      "examples/keras_cartpole_sweep.py output ('' : none).", **fv)
+  flags.DEFINE_list(
+      "keras_cartpole", ["results/keras_cartpole/numbers.json"],
+      "numbers.json files of examples/keras_cartpole_sweep.py, one per task (CartPole-v1 or its --env; "
+      "'' : none).", **fv)
   flags.DEFINE_list(
       "figure4", [], "report.json files of launch/reproduce.py --experiment=figure4_cpu (none by "
       "default); per task the first that has a file, and the first that has Adam, are used.", **fv)
@@ -244,7 +261,8 @@ def main(argv, flag_values):
   if unknown:
     cli.fail(f"--names: {', '.join(unknown)} not shipped here; shipped: {', '.join(pretrained.available())}")
   try:
-    inputs = {k: _load(getattr(f, k), k) if getattr(f, k) else None for k in ("generalisation", "keras_cartpole")}
+    inputs = {"generalisation": _load(f.generalisation, "generalisation") if f.generalisation else None}
+    inputs["keras_cartpole"] = [_load(p, "keras_cartpole") for p in f.keras_cartpole if p] or None
     inputs["figure4"] = [_load(p, "figure4") for p in f.figure4] or None
     cards = build_cards(names, **inputs)
   except ValueError as e:

@@ -282,7 +282,8 @@ def main(argv=None):
         detail = (f"  entropy {last['entropy']:.3f}  update rms policy {last['policy_update_rms']:.2e} "
                   f"value {last['value_update_rms']:.2e}")
       print(
-          f"[{args.env} {args.optimizer} lr={args.lr:g}{value_note} seed={args.seed}] step {step:7d}  episodes {len(episodes):5d}  "
+          f"[{args.env} {args.optimizer} lr={args.lr:g}{value_note} seed={args.seed}] step {step:7d}  "
+          f"episodes {len(episodes):5d}  "
           f"mean return (last {len(recent)}) {np.mean(recent) if recent else float('nan'):7.1f}  "
           f"{time.time() - start:6.1f}s{detail}",
           flush=True)
@@ -306,9 +307,8 @@ def main(argv=None):
   }
   if args.log_updates:
     result.update({"update_columns": list(UPDATE_COLUMNS), "updates": updates})
-  print(
-      f"mean return of the last {args.last} episodes: {final:.1f} ({args.env}, {args.optimizer}, lr {args.lr:g}{value_note}, "
-      f"seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
+  print(f"mean return of the last {args.last} episodes: {final:.1f} ({args.env}, {args.optimizer}, lr {args.lr:g}"
+        f"{value_note}, seed {args.seed}, {result['steps']} env steps, {result['wall_secs']:.0f}s)")
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(result, f)

@@ -3,7 +3,7 @@
   nohup .venv/bin/python examples/keras_cartpole_sweep.py --out=runs/keras_cartpole \\
       --results=results/keras_cartpole > runs/keras_cartpole.log 2>&1 &
   .venv/bin/python examples/keras_cartpole_sweep.py --report_only ...   # rewrite the report from --out
-  .venv/bin/python examples/keras_cartpole_sweep.py --env=Acrobot-v1 --out=runs/keras_acrobot \
+  .venv/bin/python examples/keras_cartpole_sweep.py --env=Acrobot-v1 --out=runs/keras_acrobot \\
       --results=results/keras_acrobot ...   # another gymnasium task; ratios count from --floor_return
 
 The cells run one after another in this process (``keras_cartpole.main``; one TensorFlow import for all),

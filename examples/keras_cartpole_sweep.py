@@ -136,12 +136,6 @@ def load(path, env=keras_cartpole.DEFAULT_ENV):
   return result
 
 
-def ratio_above_floor(mean, adam_mean, floor):
-  """(mean - floor) / (adam_mean - floor): the share of Adam's progress above a policy that learns nothing;
-  None when Adam is not above the floor."""
-  return (mean - floor) / (adam_mean - floor) if adam_mean is not None and adam_mean > floor else None
-
-
 def report(args, optimizers, lrs, seeds):
   cells, curves = {}, {}
   grid = [(o, lr) for o in optimizers for lr in lrs]
@@ -177,7 +171,7 @@ def report(args, optimizers, lrs, seeds):
       best[optimizer] = {"lr": top["lr"], "mean": top["mean"], "ci90": top["ci90"], "works_at": works}
   adam_best = best.get("adam", {}).get("mean")
   for b in best.values():
-    b["ratio_to_adam_best"] = ratio_above_floor(b["mean"], adam_best, args.floor_return)
+    b["ratio_to_adam_best"] = stats.ratio_above_floor(b["mean"], adam_best, args.floor_return)
 
   commit = git_commit()
   results_arg = os.path.relpath(os.path.abspath(args.results), ROOT)  # as the repo's commands name it
@@ -211,7 +205,7 @@ def report(args, optimizers, lrs, seeds):
       "best": best,
       "mean_wall_secs": float(np.mean([w for c in cells.values() for w in c["wall_secs"]])),
       # the keys every results/*/numbers.json carries
-      "status": status_line(optimizers, best, args.floor_return),
+      "status": status_line(optimizers, best),
       "budget": f"{args.steps} env steps per run, seeds {seeds}, lrs {args.lrs} per optimizer",
       "commands": {
           "sweep": {
@@ -237,20 +231,25 @@ def report(args, optimizers, lrs, seeds):
 
 
 def target_return(adam_mean, floor):
-  """The return at 0.8x Adam's best, counted above ``floor`` (``ratio_above_floor``)."""
+  """The return at 0.8x Adam's best, counted above ``floor`` (``stats.ratio_above_floor``)."""
   return floor + 0.8 * (adam_mean - floor)
 
 
-def status_line(optimizers, best, floor):
-  """Each learned optimizer's best as a ratio to Adam's best and whether it reaches 0.8x."""
-  adam = best.get("adam")
+def verdict(optimizers, best):
+  """(learned optimizers with a best cell, those whose best reaches 0.8x Adam's best, those that do not)."""
   learned = [o for o in optimizers if o != "adam" and o in best]
-  if not adam:
+  reach = [o for o in learned if (best[o]["ratio_to_adam_best"] or 0.0) >= 0.8]
+  return learned, reach, [o for o in learned if o not in reach]
+
+
+def status_line(optimizers, best):
+  """Each learned optimizer's best as a ratio to Adam's best and whether it reaches 0.8x."""
+  if "adam" not in best:
     return "measured; no Adam in this sweep, so no verdict against it"
-  reach = [o for o in learned if best[o]["mean"] >= target_return(adam["mean"], floor)]
+  learned, reach, miss = verdict(optimizers, best)
   ratios = ", ".join(f"{o.split(':')[-1]} {ratio_text(best[o], 2)}" for o in learned)
   return (f"measured; best / Adam's best: {ratios}; reach 0.8x: {', '.join(reach) or 'none'}; do not: "
-          f"{', '.join(o for o in learned if o not in reach) or 'none'}")
+          f"{', '.join(miss) or 'none'}")
 
 
 def plain(best, learned, lrs, floor):
@@ -290,9 +289,7 @@ def readme(numbers, optimizers, lrs, cells, best):
   """The results README: status, the table, best lrs, ratios, lr ranges, provenance."""
   seeds, env, floor = numbers["seeds"], numbers["env"], numbers["floor_return"]
   adam = best.get("adam")
-  learned = [o for o in optimizers if o != "adam" and o in best]
-  reach = [o for o in learned if adam and best[o]["mean"] >= target_return(adam["mean"], floor)]
-  miss = [o for o in learned if o not in reach]
+  learned, reach, miss = verdict(optimizers, best)
   ratios = ", ".join(f"{o.split(':')[-1]} {ratio_text(best[o], 3)}" for o in learned)
   lines = [
       f"# Shipped learned optimizers vs Adam on {env} (a task outside the paper's suites)",

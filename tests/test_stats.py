@@ -144,3 +144,10 @@ def test_plot_returns(tmp_path):
   assert grid[0] == 100 and grid[-1] == 900 and vals.shape == (5, 3)
   out = plots.plot_returns(str(path), str(tmp_path / "returns.png"), title="t")
   assert os.path.getsize(out) > 1000
+
+
+def test_ratio_above_floor_counts_both_results_from_the_floor():
+  assert stats.ratio_above_floor(340.0, 400.0) == pytest.approx(0.85)  # floor 0: a plain ratio
+  assert stats.ratio_above_floor(-180.0, -100.0, floor=-500.0) == pytest.approx(0.8)  # (500 - 180) / (500 - 100)
+  assert stats.ratio_above_floor(-120.0, -100.0) is None  # the reference is not above the floor
+  assert stats.ratio_above_floor(None, 400.0) is None and stats.ratio_above_floor(1.0, None) is None

@@ -35,6 +35,7 @@ from absl import flags
 
 from optim4rl_tf.utils import cli
 from optim4rl_tf.utils import runtime
+from optim4rl_tf.utils import stats
 
 GENERALISATION_LABEL = "Optim4RL {name}"
 CARTPOLE_LABEL = "optim4rl:{name}"
@@ -45,7 +46,6 @@ _LR_IN_LABEL = re.compile(r"optimizer\.learning_rate=([0-9.eE+-]+)")
 def _entry(task, suite, lr, mean, low, high, adam_mean, adam_lr, works_at=None, floor=0.0):
   """One unseen task's entry; the ratio to Adam's best counts from ``floor`` (the return of a policy that
   learns nothing; 0 but on tasks with negative returns, where the entry records it as ``floor_return``)."""
-  above = None if mean is None or adam_mean is None or adam_mean <= floor else (mean - floor) / (adam_mean - floor)
   out = dict(task=task,
              suite=suite,
              lr=lr,
@@ -53,7 +53,7 @@ def _entry(task, suite, lr, mean, low, high, adam_mean, adam_lr, works_at=None, 
              ci90=[low, high],
              adam_best=adam_mean,
              adam_lr=adam_lr,
-             ratio_to_adam_best=above)
+             ratio_to_adam_best=stats.ratio_above_floor(mean, adam_mean, floor))
   if floor:
     out["floor_return"] = floor
   if works_at is not None:

@@ -4,6 +4,7 @@
   (``scipy.stats.bootstrap``); the paper reports its half-width (high - low) / 2 as "±".
 * :func:`final_performance` -- a run's final performance: the mean of its last 20 logged returns.
 * :func:`summarize_final` -- both together over runs.
+* :func:`ratio_above_floor` -- a result as a share of a baseline's, both counted from a floor.
 
 Shared by the trainers (``agents/*_train.py`` write the final performance into summary.json) and the
 reports (``eval/``), so it sits below both (see tests/test_layers.py).
@@ -95,6 +96,15 @@ def bootstrap_ci(values, confidence=0.9, num_resamples=10000, seed=0, axis=-1):
   if x.ndim == 1:
     return CI(float(mean), float(low), float(high))
   return CI(mean, np.asarray(low), np.asarray(high))
+
+
+def ratio_above_floor(value, reference, floor=0.0):
+  """(value - floor) / (reference - floor): ``value`` as a share of ``reference``, both counted from ``floor``
+  (the return of a policy that learns nothing: 0, or e.g. -500 on Acrobot-v1, whose returns are negative).
+  None when either is missing or the reference is not above the floor."""
+  if value is None or reference is None or not reference > floor:
+    return None
+  return (value - floor) / (reference - floor)
 
 
 def final_performance(returns, last=20):

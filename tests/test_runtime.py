@@ -1,4 +1,5 @@
-"""Process set-up: importing the package changes nothing global; launchers opt in to the allocators."""
+"""Process set-up: importing the package changes nothing global; launchers opt in to the allocators and to
+fixed graph rewrites."""
 
 import os
 import subprocess
@@ -29,7 +30,7 @@ def test_importing_the_package_changes_nothing_global():
       import os, sys
       import optim4rl_tf
       lazy = "tensorflow" not in sys.modules
-      import tensorflow, keras  # they set environment variables of their own
+      import tensorflow, keras, gymnasium  # they set environment variables of their own
       before = dict(os.environ)
       optim4rl_tf.Optim4RL, optim4rl_tf.envs, optim4rl_tf.load_meta_params
       from optim4rl_tf.utils import runtime
@@ -77,3 +78,17 @@ def test_configure_process_never_restarts_a_host_program():
       from optim4rl_tf.utils import runtime
       print(runtime.configure_process())
   """) == "glibc + TF BFC"
+
+
+def test_configure_process_switches_off_the_free_ram_dependent_graph_rewrite_with_an_opt_out():
+  """Grappler's memory optimizer rewrites big AddN sums into accumulation in arrival order when a function's
+  estimated peak exceeds 80% of the RAM free at that moment: the launchers switch it off for every function
+  call (runtime.fix_graph_rewrites); OPTIM4RL_TF_GRAPPLER_MEMORY=1 keeps it. Functions still run."""
+  code = """
+      from optim4rl_tf.utils import runtime
+      runtime.configure_process(tcmalloc=False)
+      import tensorflow as tf
+      print(runtime.graph_rewrites_fixed(), tf.function(lambda x: tf.add_n([x, x, x]))(tf.constant(1.0)).numpy())
+  """
+  assert _run(code) == "True 3.0"
+  assert _run(code, env={"OPTIM4RL_TF_GRAPPLER_MEMORY": "1"}) == "False 3.0"

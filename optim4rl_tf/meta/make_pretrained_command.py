@@ -8,9 +8,10 @@ the shipped optimizers by its recipe and writes optim4rl_tf/pretrained/<name>.np
 Recipes (meta-training config + documented reductions) are in optim4rl_tf/pretrained/__init__.py. The run
 resumes from --workdir; the written file carries its provenance in ``__meta__`` (recipe, exact config,
 version, commit, outer iterations, units, seed, final meta-loss, this command). With the same commit the
-same command writes the same bytes for a MetaA2C recipe; a MetaPPO recipe (through Brax) is not bitwise
-reproducible run to run here (two identical 10-iteration runs differ by up to 5e-4 in phi), so it remakes an
-equivalent file, not the same one (README, "Trained optimizers that ship with the package").
+same command writes the same arrays for every recipe (MetaPPO's too since the launchers switch off grappler's
+free-RAM-dependent AddN rewrite, ``utils.runtime.fix_graph_rewrites``). The shipped MetaPPO file was made before
+that fix, so its remake is another draw of the recipe, not the same file (README, "Trained optimizers that ship
+with the package").
 
 This module imports no TensorFlow (meta-training is imported by :func:`main`), so that :func:`console` sets the
 process up before TensorFlow loads.

@@ -4,8 +4,8 @@ Each ``<name>.npz`` in this folder is a meta-parameter file (see ``optimizers/me
 ``__meta__`` also carries its provenance: the recipe name, the exact meta-training config, the project
 version and commit, the outer iterations and units, the seed, the final meta-loss and the command that made
 it. ``launch/make_pretrained.py --name=NAME`` reruns a recipe and rewrites the file (same commit, same
-arrays, same bytes for a MetaA2C recipe; a MetaPPO recipe remakes an equivalent file, not the same bytes: its
-Brax meta-training is not bitwise reproducible run to run).
+arrays, same bytes). The shipped MetaPPO file (``inverted_pendulum``) was made before its meta-training became
+bitwise reproducible (see the README), so a remake of it is another draw of the recipe, not the same bytes.
 
   >>> import optim4rl_tf as o
   >>> opt = o.Optim4RL.from_pretrained()          # RECOMMENDED ("inverted_pendulum"), at its card's lr

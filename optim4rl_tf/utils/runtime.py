@@ -15,6 +15,13 @@ and kernel page zeroing again (an strace of five small_dense_long meta-iteration
 Nothing here runs when ``optim4rl_tf`` is imported: launchers call :func:`configure_process` as their first
 statement, and a user's own script may do the same. ``OPTIM4RL_TF_TCMALLOC=0`` disables the re-execution and
 ``OPTIM4RL_TF_NO_MALLOPT=1`` the glibc tuning. None of this changes a computed number.
+
+One graph rewrite is switched off for determinism (:func:`fix_graph_rewrites`): grappler's memory optimizer turns
+an ``AddN`` of more than two tensors into in-place ``AssignAdd`` accumulation, in the order its inputs happen to
+be computed, when its static estimate of a function's peak memory exceeds 80% of the RAM that is *free* at the
+moment the function is first optimized. Whether a graph is rewritten then depends on what else runs on the
+machine, and a large meta-gradient (a sum of many terms) can differ in its last bits from process to process.
+``OPTIM4RL_TF_GRAPPLER_MEMORY=1`` keeps the rewrite.
 """
 
 import ctypes
@@ -81,13 +88,46 @@ def _is_own_command_line():
       argv[0]) in map(os.path.basename, orig) or orig[1:2] == ["-m"])
 
 
+def fix_graph_rewrites():
+  """Switches off grappler's memory-optimizer rewrites for the ``tf.function`` calls of this process (see the
+  module docstring): the same graph on the same inputs then gives the same bits whatever the free RAM. Must
+  run before the first ``tf.function`` call of a thread to reach that thread (the options are cached per thread;
+  this call clears the calling thread's cache). TensorFlow has no public switch for this pass; this sets the
+  eager context's base ``ConfigProto``, whose ``rewrite_options`` every function call inherits. Returns True
+  if it was applied (False with ``OPTIM4RL_TF_GRAPPLER_MEMORY=1``)."""
+  if os.environ.get("OPTIM4RL_TF_GRAPPLER_MEMORY", "0") == "1":
+    return False
+  from tensorflow.core.protobuf import config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.protobuf import rewriter_config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+
+  ctx = context.context()
+  config = config_pb2.ConfigProto()
+  if ctx._config is not None:  # pylint: disable=protected-access
+    config.CopyFrom(ctx._config)  # pylint: disable=protected-access
+  config.graph_options.rewrite_options.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+  ctx._config = config  # pylint: disable=protected-access
+  ctx._thread_local_data.function_call_options = None  # pylint: disable=protected-access
+  return True
+
+
+def graph_rewrites_fixed():
+  """True if this thread's ``tf.function`` calls run without grappler's memory-optimizer rewrites."""
+  from tensorflow.core.protobuf import config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.protobuf import rewriter_config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+
+  config = config_pb2.ConfigProto.FromString(context.context().function_call_options.config_proto_serialized)
+  return config.graph_options.rewrite_options.memory_optimization == rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+
+
 def configure_process(tcmalloc=True):
-  """Sets up this process for fast TensorFlow on CPU; call before TensorFlow is imported.
+  """Sets up this process for fast, deterministic TensorFlow on CPU; call before TensorFlow is imported.
 
   Sets ``TF_CPP_MIN_LOG_LEVEL=2`` and ``TF_CPU_ALLOCATOR_USE_BFC=true`` unless already set; if ``tcmalloc``
   and the library is installed but not loaded, re-executes the current command line with it in
-  ``LD_PRELOAD`` (this call then does not return); otherwise applies the glibc tuning. Returns
-  :func:`allocator_summary`.
+  ``LD_PRELOAD`` (this call then does not return); otherwise applies the glibc tuning. Then imports TensorFlow
+  and applies :func:`fix_graph_rewrites`. Returns :func:`allocator_summary`.
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
@@ -110,4 +150,5 @@ def configure_process(tcmalloc=True):
       os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), env)
   if not tcmalloc_loaded():
     tune_glibc_malloc()
+  fix_graph_rewrites()
   return allocator_summary()

@@ -14,14 +14,14 @@ and kernel page zeroing again (an strace of five small_dense_long meta-iteration
 
 Nothing here runs when ``optim4rl_tf`` is imported: launchers call :func:`configure_process` as their first
 statement, and a user's own script may do the same. ``OPTIM4RL_TF_TCMALLOC=0`` disables the re-execution and
-``OPTIM4RL_TF_NO_MALLOPT=1`` the glibc tuning. None of this changes a computed number.
+``OPTIM4RL_TF_NO_MALLOPT=1`` the glibc tuning. No allocator setting changes a computed number.
 
-One graph rewrite is switched off for determinism (:func:`fix_graph_rewrites`): grappler's memory optimizer turns
-an ``AddN`` of more than two tensors into in-place ``AssignAdd`` accumulation, in the order its inputs happen to
-be computed, when its static estimate of a function's peak memory exceeds 80% of the RAM that is *free* at the
-moment the function is first optimized. Whether a graph is rewritten then depends on what else runs on the
-machine, and a large meta-gradient (a sum of many terms) can differ in its last bits from process to process.
-``OPTIM4RL_TF_GRAPPLER_MEMORY=1`` keeps the rewrite.
+:func:`configure_process` also switches one graph rewrite off, for determinism (:func:`fix_graph_rewrites`):
+grappler's memory optimizer turns an ``AddN`` of more than two tensors into in-place ``AssignAdd`` accumulation,
+in the order its inputs happen to be computed, when its static estimate of a function's peak memory exceeds 80%
+of the RAM that is *free* at the moment the function is first optimized. Whether a graph is rewritten then
+depends on what else runs on the machine, and a large meta-gradient (a sum of many terms) can differ in its last
+bits from process to process. ``OPTIM4RL_TF_GRAPPLER_MEMORY=1`` keeps the rewrite.
 """
 
 import ctypes

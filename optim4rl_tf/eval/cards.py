@@ -196,6 +196,13 @@ def _load(path, what):
     raise ValueError(f"--{what}: cannot read {path}: {e}") from None
 
 
+def _as_list(numbers):
+  """None, one numbers dict, or a sequence of them -> a list of dicts."""
+  if numbers is None:
+    return []
+  return [numbers] if isinstance(numbers, dict) else list(numbers)
+
+
 def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
   """{name: card} of the shipped ``names`` from the numbers dicts given (each may be None; ``keras_cartpole``
   and ``figure4``: a dict or a list of them)."""
@@ -210,7 +217,7 @@ def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
       entries += found
       if found:
         sources["generalisation"] = dict(command=generalisation.get("command"), commit=generalisation.get("commit"))
-    sweeps = [] if keras_cartpole is None else [keras_cartpole] if isinstance(keras_cartpole, dict) else keras_cartpole
+    sweeps = _as_list(keras_cartpole)
     made = []
     for sweep in sweeps:
       found = from_keras_sweep(name, sweep)
@@ -219,7 +226,7 @@ def build_cards(names, generalisation=None, keras_cartpole=None, figure4=None):
         made.append(dict(command=sweep.get("command"), commit=sweep.get("commit")))
     if made:
       sources["keras_cartpole"] = made[0] if len(made) == 1 else made
-    reports = [] if figure4 is None else [figure4] if isinstance(figure4, dict) else list(figure4)
+    reports = _as_list(figure4)
     if reports:
       found = from_figure4(name, *reports)
       entries += found
